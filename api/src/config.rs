@@ -1,0 +1,310 @@
+//! `GatewayConfig`: the one YAML file a gateway pod runs from. The operator renders this same
+//! format into a ConfigMap; a person writes it by hand for the single-node quickstart.
+//!
+//! Every field has a default where a sane one exists, so a small file is a whole config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+
+/// The whole configuration of one gateway process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewayConfig {
+    /// The name this gateway gives itself in its greeting, EHLO and Received headers.
+    pub hostname: String,
+    /// SMTP listeners. At least one.
+    pub listeners: Vec<Listener>,
+    /// The admin HTTP endpoint: /healthz, /readyz, /metrics and the admin API.
+    #[serde(default)]
+    pub admin: Admin,
+    /// Where accepted messages are kept until delivered.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Limits applied to every inbound SMTP session.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Who may relay to domains this gateway does not serve.
+    #[serde(default)]
+    pub relay: RelayConfig,
+    /// The domains this gateway accepts mail for, and where that mail goes.
+    #[serde(default)]
+    pub domains: Vec<MailDomainConfig>,
+    /// Outbound delivery: DNS, retries, concurrency, TLS.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// Log format and level.
+    #[serde(default)]
+    pub logging: Logging,
+}
+
+/// One SMTP listening socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Listener {
+    /// A short name used in logs and metrics, e.g. "smtp" or "submission".
+    #[serde(default = "default_listener_name")]
+    pub name: String,
+    /// Address and port to bind, e.g. "0.0.0.0:25" or "[::]:25".
+    pub address: SocketAddr,
+    /// Expect a PROXY protocol (v1 or v2) header before SMTP, as sent by a load balancer.
+    /// A connection without one is refused; a PROXY header on a listener without this is refused.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Certificate and key for STARTTLS. Without it STARTTLS is not offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+}
+
+fn default_listener_name() -> String {
+    "smtp".into()
+}
+
+/// PEM files for a listener's STARTTLS. They are re-read when they change on disk.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// The admin HTTP endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Admin {
+    /// Address and port of the admin HTTP server.
+    #[serde(default = "default_admin_address")]
+    pub address: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { address: default_admin_address() }
+    }
+}
+
+fn default_admin_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8025))
+}
+
+/// The message store. Set one backend; with none, the embedded store is used.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreConfig {
+    /// An on-disk store inside this process: one node, no external service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedStore>,
+}
+
+/// The backend a `StoreConfig` selects.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreBackend<'a> {
+    Embedded(std::borrow::Cow<'a, EmbeddedStore>),
+}
+
+impl StoreConfig {
+    pub fn backend(&self) -> StoreBackend<'_> {
+        match &self.embedded {
+            Some(e) => StoreBackend::Embedded(std::borrow::Cow::Borrowed(e)),
+            None => StoreBackend::Embedded(std::borrow::Cow::Owned(EmbeddedStore::default())),
+        }
+    }
+}
+
+/// The embedded on-disk store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EmbeddedStore {
+    /// Directory that holds the queue database. Created if missing.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+impl Default for EmbeddedStore {
+    fn default() -> Self {
+        Self { path: default_store_path() }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("var/postern")
+}
+
+/// Limits for inbound SMTP sessions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Limits {
+    /// Largest message accepted, in bytes (advertised with SIZE, enforced at MAIL and in DATA).
+    pub max_message_size: u64,
+    /// Most recipients in one transaction; more get 452 4.5.3.
+    pub max_recipients: u32,
+    /// How long the gateway waits for a command.
+    pub command_timeout: HumanDuration,
+    /// How long the gateway waits for the next block of message data.
+    pub data_timeout: HumanDuration,
+    /// Errors a client may make in one session before it is disconnected with 421.
+    pub max_errors: u32,
+    /// Open SMTP connections in total; one more gets 421 4.7.0.
+    pub max_connections: u32,
+    /// Open SMTP connections from one client IP; one more gets 421 4.7.0.
+    pub max_connections_per_ip: u32,
+    /// Transactions (messages) in one session.
+    pub max_messages_per_session: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            command_timeout: HumanDuration::from_secs(300),
+            data_timeout: HumanDuration::from_secs(180),
+            max_errors: 10,
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            max_messages_per_session: 1000,
+        }
+    }
+}
+
+/// Relay control. Mail for a domain the gateway does not serve is accepted only from these.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RelayConfig {
+    /// Client networks allowed to relay to any domain, e.g. "10.0.0.0/8".
+    #[schemars(with = "Vec<String>")]
+    pub trusted_networks: Vec<IpNet>,
+}
+
+/// A domain the gateway accepts mail for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MailDomainConfig {
+    /// The domain name, e.g. "example.com".
+    pub name: String,
+    /// Where mail for this domain goes: its mailbox servers.
+    pub primary: Destination,
+}
+
+/// A next hop: "the MX of a domain" or an explicit host list, with its TLS policy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Destination {
+    /// Deliver to the MX hosts of this domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mx: Option<String>,
+    /// Deliver to these hosts, tried in order: "host", "host:port", "[ip]:port".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// TLS towards this destination.
+    #[serde(default)]
+    pub tls: TlsPolicy,
+}
+
+/// TLS towards a next hop.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsPolicy {
+    /// none: never STARTTLS; opportunistic: STARTTLS when offered; required: fail (and retry)
+    /// when the peer does not offer STARTTLS.
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// Verify the peer's certificate and name (against the system roots or `caFile`).
+    #[serde(default)]
+    pub verify: bool,
+}
+
+/// When to use STARTTLS towards a next hop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TlsMode {
+    None,
+    #[default]
+    Opportunistic,
+    Required,
+}
+
+/// Outbound delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DeliveryConfig {
+    /// DNS servers used for MX and address lookups, as "ip:port". Empty: the system's resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// Port used for hosts found through MX (25 on the Internet; tests use their own).
+    pub mx_port: u16,
+    /// First retry delay after a temporary failure; doubles each attempt.
+    pub retry_initial: HumanDuration,
+    /// Longest delay between two attempts.
+    pub retry_max: HumanDuration,
+    /// How long a message is retried before it is bounced.
+    pub lifetime: HumanDuration,
+    /// Delivery attempts running at once, in total.
+    pub concurrency: u32,
+    /// Delivery attempts running at once towards one destination.
+    pub concurrency_per_destination: u32,
+    /// TCP connect timeout.
+    pub connect_timeout: HumanDuration,
+    /// Timeout for each reply of a remote server.
+    pub command_timeout: HumanDuration,
+    /// How long an idle outbound connection is kept for reuse.
+    pub idle_timeout: HumanDuration,
+    /// TLS policy for mail delivered through MX lookup of the recipient's domain.
+    pub tls: TlsPolicy,
+    /// Extra PEM CA certificates trusted when verifying peers (besides the system roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How long a delivery worker may hold a job before another worker may take it again.
+    pub lease_timeout: HumanDuration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            mx_port: 25,
+            retry_initial: HumanDuration::from_secs(60),
+            retry_max: HumanDuration::from_secs(3600),
+            lifetime: HumanDuration::from_secs(5 * 86400),
+            concurrency: 200,
+            concurrency_per_destination: 20,
+            connect_timeout: HumanDuration::from_secs(30),
+            command_timeout: HumanDuration::from_secs(300),
+            idle_timeout: HumanDuration::from_secs(30),
+            tls: TlsPolicy::default(),
+            ca_file: None,
+            lease_timeout: HumanDuration::from_secs(900),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Logging {
+    /// text or json (one JSON object a line).
+    pub format: LogFormat,
+    /// A tracing filter, e.g. "info" or "info,postern_gateway::smtp=debug". RUST_LOG overrides it.
+    pub level: String,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}

@@ -1,0 +1,272 @@
+//! Loading and checking a `GatewayConfig`. Every error names the field it is about, as a path
+//! such as `domains[1].primary.hosts[0]`, so that `check-config` and the operator's
+//! `ConfigValid` condition can say exactly what is wrong.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::config::{Destination, GatewayConfig};
+
+/// One problem found in a config, with the path of the field it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Why a config could not be used: it did not parse, or it parsed and has problems.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Parse(FieldError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<FieldError>),
+}
+
+impl ConfigError {
+    /// Every problem, one per entry.
+    pub fn problems(&self) -> Vec<FieldError> {
+        match self {
+            Self::Parse(e) => vec![e.clone()],
+            Self::Invalid(v) => v.clone(),
+        }
+    }
+}
+
+/// Parses YAML text into a config and checks it.
+pub fn load_gateway_config(text: &str) -> Result<GatewayConfig, ConfigError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let config: GatewayConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = yaml_path(e.path());
+        let mut message = e.inner().to_string();
+        // serde_yaml starts its message with the path too; say it once. Its " at line L
+        // column C" stays: it helps a person find the spot.
+        if let Some(rest) = message.strip_prefix(&format!("{field}: ")) {
+            message = rest.to_string();
+        }
+        ConfigError::Parse(FieldError { field, message })
+    })?;
+    validate(&config).map_err(ConfigError::Invalid)?;
+    Ok(config)
+}
+
+/// serde_path_to_error prints `a.b[0].c`; the root is "." which we show as empty.
+fn yaml_path(path: &serde_path_to_error::Path) -> String {
+    let p = path.to_string();
+    if p == "." { String::new() } else { p }
+}
+
+/// Checks what the types alone cannot: non-empty lists, unique names, sane ranges.
+pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
+    let mut errs = Errors::default();
+
+    if !is_domain_name(&c.hostname) {
+        errs.add("hostname", format!("{:?} is not a valid host name", c.hostname));
+    }
+    if c.listeners.is_empty() {
+        errs.add("listeners", "at least one listener is required");
+    }
+    let mut addrs = HashSet::new();
+    let mut names = HashSet::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        if !addrs.insert(l.address) {
+            errs.add(format!("listeners[{i}].address"), format!("{} is used twice", l.address));
+        }
+        if !names.insert(l.name.as_str()) {
+            errs.add(format!("listeners[{i}].name"), format!("{:?} is used twice", l.name));
+        }
+        if l.address == c.admin.address {
+            errs.add(format!("listeners[{i}].address"), "same address as admin.address");
+        }
+    }
+
+    let lim = &c.limits;
+    for (field, value) in [
+        ("limits.maxMessageSize", lim.max_message_size),
+        ("limits.maxRecipients", u64::from(lim.max_recipients)),
+        ("limits.maxConnections", u64::from(lim.max_connections)),
+        ("limits.maxConnectionsPerIp", u64::from(lim.max_connections_per_ip)),
+        ("limits.maxErrors", u64::from(lim.max_errors)),
+        ("limits.maxMessagesPerSession", u64::from(lim.max_messages_per_session)),
+    ] {
+        if value == 0 {
+            errs.add(field, "must be greater than 0");
+        }
+    }
+    if lim.max_connections_per_ip > lim.max_connections {
+        errs.add("limits.maxConnectionsPerIp", "must not exceed limits.maxConnections");
+    }
+    for (field, d) in
+        [("limits.commandTimeout", lim.command_timeout), ("limits.dataTimeout", lim.data_timeout)]
+    {
+        if d.get().is_zero() {
+            errs.add(field, "must be longer than 0s");
+        }
+    }
+
+    let mut domains = HashSet::new();
+    for (i, d) in c.domains.iter().enumerate() {
+        let name = d.name.to_ascii_lowercase();
+        if !is_domain_name(&name) {
+            errs.add(format!("domains[{i}].name"), format!("{:?} is not a valid domain name", d.name));
+        }
+        if !domains.insert(name) {
+            errs.add(format!("domains[{i}].name"), format!("{:?} is listed twice", d.name));
+        }
+        check_destination(&mut errs, &format!("domains[{i}].primary"), &d.primary);
+    }
+
+    let del = &c.delivery;
+    if del.concurrency == 0 {
+        errs.add("delivery.concurrency", "must be greater than 0");
+    }
+    if del.concurrency_per_destination == 0 {
+        errs.add("delivery.concurrencyPerDestination", "must be greater than 0");
+    }
+    if del.mx_port == 0 {
+        errs.add("delivery.mxPort", "must be a port number from 1 to 65535");
+    }
+    if del.retry_initial.get().is_zero() {
+        errs.add("delivery.retryInitial", "must be longer than 0s");
+    }
+    if del.retry_initial > del.retry_max {
+        errs.add("delivery.retryMax", "must not be shorter than delivery.retryInitial");
+    }
+    if del.lifetime.get().is_zero() {
+        errs.add("delivery.lifetime", "must be longer than 0s");
+    }
+    if del.lease_timeout.get().as_secs() < 10 {
+        errs.add("delivery.leaseTimeout", "must be at least 10s");
+    }
+
+    errs.finish()
+}
+
+fn check_destination(errs: &mut Errors, field: &str, d: &Destination) {
+    match (&d.mx, d.hosts.is_empty()) {
+        (Some(_), false) => errs.add(field, "set either mx or hosts, not both"),
+        (None, true) => errs.add(field, "set mx (a domain) or hosts (a list)"),
+        (Some(mx), true) if !is_domain_name(mx) => {
+            errs.add(format!("{field}.mx"), format!("{mx:?} is not a valid domain name"))
+        }
+        _ => {}
+    }
+    for (i, h) in d.hosts.iter().enumerate() {
+        if let Err(e) = parse_host_port(h, 25) {
+            errs.add(format!("{field}.hosts[{i}]"), e);
+        }
+    }
+}
+
+/// Splits "host", "host:port", "[v6]:port", "[v6]" or a bare IP into (host, port).
+pub fn parse_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    let bad_port = |p: &str| format!("{p:?} in {s:?} is not a port number");
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(|| format!("{s:?}: missing ']'"))?;
+        host.parse::<std::net::IpAddr>().map_err(|_| format!("{host:?} in {s:?} is not an IP address"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok().filter(|&p: &u16| p != 0).ok_or_else(|| bad_port(p))?,
+            None if after.is_empty() => default_port,
+            None => return Err(format!("{s:?}: unexpected {after:?} after ']'")),
+        };
+        return Ok((host.to_string(), port));
+    }
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return Ok((s.to_string(), default_port));
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok().filter(|&p: &u16| p != 0).ok_or_else(|| bad_port(p))?),
+        None => (s, default_port),
+    };
+    if host.parse::<std::net::Ipv4Addr>().is_err() && !is_domain_name(host) {
+        return Err(format!("{host:?} is not a host name or IP address"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// A DNS name: dot-separated labels of letters, digits and hyphens (not at a label's ends),
+/// at most 253 characters. An optional trailing dot is allowed.
+pub fn is_domain_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into() });
+    }
+
+    fn finish(self) -> Result<(), Vec<FieldError>> {
+        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "hostname: mx.example.test\nlisteners:\n  - address: 127.0.0.1:2525\n";
+
+    #[test]
+    fn a_minimal_file_is_a_whole_config() {
+        let c = load_gateway_config(MINIMAL).unwrap();
+        assert_eq!(c.listeners[0].name, "smtp");
+        assert_eq!(c.limits.max_recipients, 100);
+        assert_eq!(c.delivery.lifetime.get().as_secs(), 5 * 86400);
+    }
+
+    #[test]
+    fn a_type_error_names_the_field() {
+        let text = format!("{MINIMAL}limits:\n  maxRecipients: lots\n");
+        let err = load_gateway_config(&text).unwrap_err();
+        assert!(err.to_string().starts_with("limits.maxRecipients: invalid type"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let text = format!("{MINIMAL}limits:\n  maxRecipient: 5\n");
+        let err = load_gateway_config(&text).unwrap_err().to_string();
+        assert!(err.contains("maxRecipient"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_their_fields() {
+        let text = format!(
+            "{MINIMAL}domains:\n  - name: example.com\n    primary: {{}}\n  - name: example.com\n    primary:\n      hosts: ['mail:0']\n"
+        );
+        let problems = load_gateway_config(&text).unwrap_err().problems();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["domains[0].primary", "domains[1].name", "domains[1].primary.hosts[0]"]);
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(parse_host_port("mail.example.com", 25).unwrap(), ("mail.example.com".into(), 25));
+        assert_eq!(parse_host_port("127.0.0.1:2525", 25).unwrap(), ("127.0.0.1".into(), 2525));
+        assert_eq!(parse_host_port("[::1]:26", 25).unwrap(), ("::1".into(), 26));
+        assert_eq!(parse_host_port("::1", 25).unwrap(), ("::1".into(), 25));
+        assert!(parse_host_port("bad host", 25).is_err());
+        assert!(parse_host_port("host:99999", 25).is_err());
+    }
+}

@@ -1,0 +1,453 @@
+//! Outbound SMTP client: one connection to one next hop. smtp-proto parses the replies; this
+//! drives the dialogue: greeting, EHLO (HELO fallback), STARTTLS by policy, then transactions
+//! with PIPELINING when offered, and a result for each recipient.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use postern_api::{TlsMode, TlsPolicy};
+use rustls_pki_types::ServerName;
+use smtp_proto::Response;
+use smtp_proto::response::parser::ResponseReceiver;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::Failure;
+use crate::tls::TlsInfo;
+use crate::tls::client::ClientTls;
+
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// What the peer offered in its EHLO reply.
+#[derive(Clone, Debug, Default)]
+pub struct Capabilities {
+    pub pipelining: bool,
+    pub starttls: bool,
+    pub eight_bit: bool,
+    pub smtputf8: bool,
+    pub size: Option<u64>,
+}
+
+impl Capabilities {
+    fn parse(ehlo_text: &str) -> Self {
+        let mut caps = Self::default();
+        for line in ehlo_text.lines().skip(1) {
+            let mut words = line.split_whitespace();
+            let keyword = words.next().unwrap_or("").to_ascii_uppercase();
+            match keyword.as_str() {
+                "PIPELINING" => caps.pipelining = true,
+                "STARTTLS" => caps.starttls = true,
+                "8BITMIME" => caps.eight_bit = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0),
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// Timeouts of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub command: Duration,
+}
+
+/// The envelope of one transaction.
+pub struct Envelope<'a> {
+    pub sender: &'a str,
+    pub recipients: Vec<&'a str>,
+    pub smtputf8: bool,
+    pub eight_bit: bool,
+}
+
+pub struct Connection {
+    stream: Stream,
+    parser: ResponseReceiver,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    pub host: String,
+    pub addr: SocketAddr,
+    pub caps: Capabilities,
+    pub tls: Option<TlsInfo>,
+    timeouts: Timeouts,
+    pub last_used: Instant,
+}
+
+fn reply_text(r: &Response<String>) -> String {
+    let esc = if r.esc[0] != 0 { format!("{}.{}.{} ", r.esc[0], r.esc[1], r.esc[2]) } else { String::new() };
+    format!("{} {esc}{}", r.code, r.message.replace('\n', " "))
+}
+
+/// A failure described by a peer's reply.
+fn failure_from(host: &str, r: &Response<String>) -> Failure {
+    let status = if r.esc[0] != 0 {
+        format!("{}.{}.{}", r.esc[0], r.esc[1], r.esc[2])
+    } else if r.code >= 500 {
+        "5.0.0".to_string()
+    } else {
+        "4.0.0".to_string()
+    };
+    let mut f = if r.code >= 500 {
+        Failure::permanent_status(status, reply_text(r))
+    } else {
+        Failure::temporary_status(status, reply_text(r))
+    };
+    f.remote = Some(host.to_string());
+    f.smtp = true;
+    f
+}
+
+impl Connection {
+    /// Connects, reads the greeting, says EHLO and starts TLS as the policy says.
+    pub async fn open(
+        host: &str,
+        addr: SocketAddr,
+        helo: &str,
+        policy: &TlsPolicy,
+        tls: &ClientTls,
+        timeouts: Timeouts,
+    ) -> Result<Self, Failure> {
+        let tcp = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(Failure::network(host, format!("connect to {addr} failed: {e}"))),
+            Err(_) => return Err(Failure::network(host, format!("connect to {addr} timed out"))),
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut conn = Self {
+            stream: Stream::Plain(tcp),
+            parser: ResponseReceiver::default(),
+            rbuf: Vec::with_capacity(4096),
+            rpos: 0,
+            host: host.to_string(),
+            addr,
+            caps: Capabilities::default(),
+            tls: None,
+            timeouts,
+            last_used: Instant::now(),
+        };
+        let greeting = conn.read_reply().await?;
+        if greeting.code != 220 {
+            return Err(failure_from(host, &greeting));
+        }
+        conn.hello(helo).await?;
+        if policy.mode == TlsMode::None {
+            return Ok(conn);
+        }
+        if !conn.caps.starttls {
+            if policy.mode == TlsMode::Required {
+                return Err(Failure::network(
+                    host,
+                    "TLS is required but the server does not offer STARTTLS".into(),
+                ));
+            }
+            return Ok(conn);
+        }
+        conn.send_line("STARTTLS\r\n").await?;
+        let reply = conn.read_reply().await?;
+        if reply.code != 220 {
+            if policy.mode == TlsMode::Required {
+                return Err(failure_from(host, &reply));
+            }
+            return Ok(conn);
+        }
+        conn = conn.start_tls(host, policy.verify, tls).await?;
+        conn.hello(helo).await?;
+        Ok(conn)
+    }
+
+    async fn start_tls(self, host: &str, verify: bool, tls: &ClientTls) -> Result<Self, Failure> {
+        let Stream::Plain(tcp) = self.stream else { return Ok(self) };
+        let name = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(host.to_string())
+                .map_err(|_| Failure::network(host, format!("{host:?} is not a valid TLS server name")))?,
+        };
+        let connector = if verify { &tls.verifying } else { &tls.opportunistic };
+        let stream = match tokio::time::timeout(self.timeouts.command, connector.connect(name, tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(Failure::network(host, format!("TLS handshake failed: {e}"))),
+            Err(_) => return Err(Failure::network(host, "TLS handshake timed out".into())),
+        };
+        let info = TlsInfo::of(stream.get_ref().1);
+        Ok(Self {
+            stream: Stream::Tls(Box::new(stream)),
+            parser: ResponseReceiver::default(),
+            rbuf: Vec::with_capacity(4096),
+            rpos: 0,
+            tls: Some(info),
+            caps: Capabilities::default(),
+            ..self
+        })
+    }
+
+    async fn hello(&mut self, helo: &str) -> Result<(), Failure> {
+        self.send_line(&format!("EHLO {helo}\r\n")).await?;
+        let reply = self.read_reply().await?;
+        if reply.code == 250 {
+            self.caps = Capabilities::parse(&reply.message);
+            return Ok(());
+        }
+        // An old server without ESMTP.
+        self.send_line(&format!("HELO {helo}\r\n")).await?;
+        let reply = self.read_reply().await?;
+        if reply.code != 250 {
+            return Err(failure_from(&self.host.clone(), &reply));
+        }
+        self.caps = Capabilities::default();
+        Ok(())
+    }
+
+    async fn send_line(&mut self, line: &str) -> Result<(), Failure> {
+        self.write_all(line.as_bytes()).await
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        let r = tokio::time::timeout(self.timeouts.command, async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Failure::network(&self.host, format!("write failed: {e}"))),
+            Err(_) => Err(Failure::network(&self.host, "write timed out".into())),
+        }
+    }
+
+    async fn read_reply(&mut self) -> Result<Response<String>, Failure> {
+        loop {
+            if self.rpos < self.rbuf.len() {
+                let mut iter = self.rbuf[self.rpos..].iter();
+                let result = self.parser.parse(&mut iter);
+                self.rpos = self.rbuf.len() - iter.len();
+                match result {
+                    Ok(r) => {
+                        self.parser.reset();
+                        return Ok(r);
+                    }
+                    Err(smtp_proto::Error::NeedsMoreData { .. }) => {}
+                    Err(e) => {
+                        return Err(Failure::network(&self.host, format!("unreadable reply: {e:?}")));
+                    }
+                }
+            }
+            self.rbuf.clear();
+            self.rpos = 0;
+            self.rbuf.resize(4096, 0);
+            let n = match tokio::time::timeout(self.timeouts.command, self.stream.read(&mut self.rbuf)).await
+            {
+                Ok(Ok(0)) => {
+                    self.rbuf.clear();
+                    return Err(Failure::network(&self.host, "connection closed by the server".into()));
+                }
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    self.rbuf.clear();
+                    return Err(Failure::network(&self.host, format!("read failed: {e}")));
+                }
+                Err(_) => {
+                    self.rbuf.clear();
+                    return Err(Failure::network(&self.host, "timed out waiting for a reply".into()));
+                }
+            };
+            self.rbuf.truncate(n);
+        }
+    }
+
+    /// Sends one message. `Err` means the connection failed (the outcome is unknown; retry
+    /// everything); `Ok` has a result per recipient, in order.
+    pub async fn send(
+        &mut self,
+        env: &Envelope<'_>,
+        body: &[u8],
+    ) -> Result<Vec<Result<(), Failure>>, Failure> {
+        self.last_used = Instant::now();
+        let n = env.recipients.len();
+        if env.smtputf8 && !self.caps.smtputf8 {
+            let f = Failure::permanent(
+                "5.6.7",
+                format!("{} does not support SMTPUTF8, which this message needs", self.host),
+            );
+            return Ok(vec![Err(f); n]);
+        }
+        let mut mail = format!("MAIL FROM:<{}>", env.sender);
+        if env.eight_bit && self.caps.eight_bit {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if env.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        if self.caps.size.is_some() {
+            mail.push_str(&format!(" SIZE={}", body.len()));
+        }
+        mail.push_str("\r\n");
+        let rcpt_lines: Vec<String> = env.recipients.iter().map(|r| format!("RCPT TO:<{r}>\r\n")).collect();
+
+        let (mail_reply, rcpt_replies, data_reply) = if self.caps.pipelining {
+            let mut batch = mail.clone();
+            rcpt_lines.iter().for_each(|l| batch.push_str(l));
+            batch.push_str("DATA\r\n");
+            self.send_line(&batch).await?;
+            let mail_reply = self.read_reply().await?;
+            let mut rcpts = Vec::with_capacity(n);
+            for _ in 0..n {
+                rcpts.push(self.read_reply().await?);
+            }
+            let data = self.read_reply().await?;
+            (mail_reply, rcpts, Some(data))
+        } else {
+            self.send_line(&mail).await?;
+            let mail_reply = self.read_reply().await?;
+            let mut rcpts = Vec::with_capacity(n);
+            if mail_reply.code == 250 {
+                for line in &rcpt_lines {
+                    self.send_line(line).await?;
+                    rcpts.push(self.read_reply().await?);
+                }
+            }
+            let data = if rcpts.iter().any(|r| r.code / 100 == 2) {
+                self.send_line("DATA\r\n").await?;
+                Some(self.read_reply().await?)
+            } else {
+                None
+            };
+            (mail_reply, rcpts, data)
+        };
+
+        if mail_reply.code / 100 != 2 {
+            let f = failure_from(&self.host, &mail_reply);
+            self.reset().await;
+            return Ok(vec![Err(f); n]);
+        }
+        let mut results: Vec<Result<(), Failure>> = rcpt_replies
+            .iter()
+            .map(|r| if r.code / 100 == 2 { Ok(()) } else { Err(failure_from(&self.host, r)) })
+            .collect();
+        let accepted = results.iter().filter(|r| r.is_ok()).count();
+        match data_reply {
+            Some(d) if d.code == 354 => {
+                if accepted == 0 {
+                    // Pipelined DATA accepted although no recipient was: send an empty message
+                    // end so the server is back at the command phase, then forget it.
+                    self.write_all(b".\r\n").await?;
+                    let _ = self.read_reply().await?;
+                    self.reset().await;
+                    return Ok(results);
+                }
+                self.write_all(&dot_stuff(body)).await?;
+                let fin = self.read_reply().await?;
+                if fin.code / 100 != 2 {
+                    let f = failure_from(&self.host, &fin);
+                    for r in results.iter_mut().filter(|r| r.is_ok()) {
+                        *r = Err(f.clone());
+                    }
+                }
+            }
+            Some(d) => {
+                let f = failure_from(&self.host, &d);
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(f.clone());
+                }
+                self.reset().await;
+            }
+            None => self.reset().await,
+        }
+        self.last_used = Instant::now();
+        Ok(results)
+    }
+
+    /// RSET after a failed transaction; a connection that does not answer 250 is not reused.
+    async fn reset(&mut self) {
+        if self.send_line("RSET\r\n").await.is_err() {
+            return;
+        }
+        let _ = self.read_reply().await;
+    }
+
+    pub async fn quit(mut self) {
+        if self.send_line("QUIT\r\n").await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.read_reply()).await;
+        }
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// The message as sent after DATA: dot-stuffed (RFC 5321 4.5.2), ending in CRLF.CRLF.
+pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 8);
+    let mut at_line_start = true;
+    for &b in body {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(dot_stuff(b".a\r\nb\r\n..c\r\n"), b"..a\r\nb\r\n...c\r\n.\r\n");
+        assert_eq!(dot_stuff(b"no end"), b"no end\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b".\r\n");
+    }
+
+    #[test]
+    fn capabilities_from_ehlo() {
+        let c = Capabilities::parse("mx.example\nPIPELINING\nSIZE 1000\nstarttls\n8BITMIME");
+        assert!(c.pipelining && c.starttls && c.eight_bit && !c.smtputf8);
+        assert_eq!(c.size, Some(1000));
+    }
+}

@@ -1,0 +1,393 @@
+//! Delivery: lease due jobs from the store, deliver each to its next hop, and settle it:
+//! delivered recipients are done, refused ones are bounced (DSN), temporarily failed ones are
+//! retried with exponential backoff until the message's lifetime runs out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub mod client;
+pub mod dsn;
+pub mod pool;
+pub mod resolve;
+
+use crate::context::Gateway;
+use crate::metrics::ResultLabel;
+use crate::routing;
+use crate::runtime::Runtime;
+use crate::store::{Job, Message, NewMessage, Recipient, new_id};
+use crate::tls::client::ClientTls;
+use crate::util::time::{ms, now_ms};
+use client::{Connection, Envelope, Timeouts};
+
+/// Why a recipient was not delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub permanent: bool,
+    /// Enhanced status code, e.g. "5.1.1".
+    pub status: String,
+    /// What happened, e.g. the remote reply "550 5.1.1 no such user".
+    pub diagnostic: String,
+    /// The remote host that answered, if one did.
+    pub remote: Option<String>,
+    /// The diagnostic is a remote SMTP reply (DSN Diagnostic-Code type "smtp").
+    pub smtp: bool,
+}
+
+impl Failure {
+    pub fn permanent(status: &str, diagnostic: String) -> Self {
+        Self::permanent_status(status.to_string(), diagnostic)
+    }
+
+    pub fn temporary(status: &str, diagnostic: String) -> Self {
+        Self::temporary_status(status.to_string(), diagnostic)
+    }
+
+    pub fn permanent_status(status: String, diagnostic: String) -> Self {
+        Self { permanent: true, status, diagnostic, remote: None, smtp: false }
+    }
+
+    pub fn temporary_status(status: String, diagnostic: String) -> Self {
+        Self { permanent: false, status, diagnostic, remote: None, smtp: false }
+    }
+
+    /// A connection-level problem with one host: temporary, try the next host.
+    pub fn network(host: &str, what: String) -> Self {
+        Self {
+            permanent: false,
+            status: "4.4.1".into(),
+            diagnostic: format!("{host}: {what}"),
+            remote: None,
+            smtp: false,
+        }
+    }
+}
+
+pub struct Delivery {
+    gw: Arc<Gateway>,
+    resolver: resolve::Resolver,
+    tls: ClientTls,
+    pool: pool::Pool,
+    per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Delivery {
+    pub fn new(gw: Arc<Gateway>) -> anyhow::Result<Arc<Self>> {
+        let rt = gw.runtime();
+        let d = &rt.config.delivery;
+        Ok(Arc::new(Self {
+            resolver: resolve::Resolver::new(&d.nameservers, d.mx_port)?,
+            tls: ClientTls::new(d.ca_file.as_deref())?,
+            pool: pool::Pool::default(),
+            per_destination: Mutex::default(),
+            slots: Arc::new(Semaphore::new(d.concurrency as usize)),
+            gw,
+        }))
+    }
+
+    /// The scheduler: runs until `stop` fires. In-flight deliveries finish on their own.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let reaper = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                reaper.pool.reap(reaper.gw.runtime().config.delivery.idle_timeout.get());
+            }
+        });
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let first = tokio::select! {
+                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = stop.changed() => return,
+            };
+            let want = 1 + self.slots.available_permits().min(255);
+            let lease_for = self.gw.runtime().config.delivery.lease_timeout.get();
+            match self.gw.store.lease(now_ms(), want, lease_for).await {
+                Ok(jobs) if !jobs.is_empty() => {
+                    let mut permit = Some(first);
+                    for job in jobs {
+                        let p = match permit.take() {
+                            Some(p) => p,
+                            None => match self.slots.clone().acquire_owned().await {
+                                Ok(p) => p,
+                                Err(_) => return,
+                            },
+                        };
+                        tokio::spawn(self.clone().process(job, p));
+                    }
+                }
+                Ok(_) => {
+                    drop(first);
+                    self.wait_for_work(&mut stop).await;
+                }
+                Err(e) => {
+                    drop(first);
+                    tracing::error!(error = %e, "cannot lease jobs from the store; delivery paused");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn wait_for_work(&self, stop: &mut tokio::sync::watch::Receiver<bool>) {
+        let max_wait = Duration::from_secs(5);
+        let wait = match self.gw.store.next_due().await {
+            Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms())).min(max_wait),
+            _ => max_wait,
+        };
+        if wait.is_zero() {
+            // Due jobs exist but are all leased by running deliveries: yield briefly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.gw.queue_wakeup.notified() => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    fn destination_slots(&self, key: &str, limit: u32) -> Arc<Semaphore> {
+        let mut map = self.per_destination.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.to_string()).or_insert_with(|| Arc::new(Semaphore::new(limit as usize))).clone()
+    }
+
+    async fn process(self: Arc<Self>, job: Job, _slot: OwnedSemaphorePermit) {
+        let rt = self.gw.runtime();
+        let message = match self.gw.store.load_message(&job.message_id).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                tracing::error!(queue_id = %job.message_id, job = %job.id, "job without its message; dropping the job");
+                let _ = self.gw.store.complete(&job, None).await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %job.message_id, error = %e, "cannot load message; will retry after the lease");
+                return;
+            }
+        };
+        let key = job.route.key();
+        let dest = self.destination_slots(&key, rt.config.delivery.concurrency_per_destination);
+        let Ok(_dest_slot) = dest.acquire().await else { return };
+        let started = Instant::now();
+        let results = self.attempt(&rt, &job, &message).await;
+        self.settle(&rt, job, &message, results, started).await;
+    }
+
+    /// One delivery attempt: every host of the route in turn until one gives an answer.
+    async fn attempt(&self, rt: &Runtime, job: &Job, message: &Message) -> Vec<Result<(), Failure>> {
+        let n = job.recipients.len();
+        let d = &rt.config.delivery;
+        let timeouts = Timeouts { connect: d.connect_timeout.get(), command: d.command_timeout.get() };
+        let env = Envelope {
+            sender: &job.sender,
+            recipients: job.recipients.iter().map(|r| r.address.as_str()).collect(),
+            smtputf8: message.smtputf8,
+            eight_bit: message.eight_bit,
+        };
+        let key = job.route.key();
+
+        // A connection kept from an earlier delivery to the same destination goes first.
+        if let Some(mut conn) = self.pool.take(&key, d.idle_timeout.get())
+            && let Ok(results) = conn.send(&env, &message.body).await
+        {
+            self.pool.put(&key, conn);
+            return results;
+        }
+
+        let hosts = match self.resolver.hosts(&job.route.target).await {
+            Ok(h) => h,
+            Err(f) => return vec![Err(f); n],
+        };
+        let mut last = Failure::temporary("4.4.1", format!("no host of {key} could be reached"));
+        for host in &hosts {
+            for addr in &host.addrs {
+                let mut conn = match Connection::open(
+                    &host.name,
+                    *addr,
+                    &rt.config.hostname,
+                    &job.route.tls,
+                    &self.tls,
+                    timeouts,
+                )
+                .await
+                {
+                    Ok(c) => c,
+                    Err(f) => {
+                        tracing::debug!(job = %job.id, host = %host.name, %addr, error = %f.diagnostic, "host failed");
+                        // A permanent greeting (554) means this host will not talk to us;
+                        // other hosts may (RFC 5321 3.1). Keep the last word for the report.
+                        last = f;
+                        continue;
+                    }
+                };
+                match conn.send(&env, &message.body).await {
+                    Ok(results) => {
+                        self.pool.put(&key, conn);
+                        return results;
+                    }
+                    Err(f) => {
+                        last = f;
+                        continue;
+                    }
+                }
+            }
+        }
+        // No host gave an answer: retry later, whatever the last host said at connect.
+        if last.permanent {
+            last.permanent = false;
+            last.status = format!("4{}", &last.status[1..]);
+        }
+        vec![Err(last); n]
+    }
+
+    async fn settle(
+        &self,
+        rt: &Runtime,
+        mut job: Job,
+        message: &Message,
+        results: Vec<Result<(), Failure>>,
+        started: Instant,
+    ) {
+        let now = now_ms();
+        let expired = now >= job.expires_at;
+        let metrics = &self.gw.metrics;
+        let mut deferred: Vec<(Recipient, Failure)> = Vec::new();
+        let mut bounced: Vec<(Recipient, Failure)> = Vec::new();
+        let mut delivered = 0usize;
+        for (rcpt, result) in job.recipients.iter().cloned().zip(results) {
+            match result {
+                Ok(()) => {
+                    delivered += 1;
+                    tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, route = %job.route.key(), attempt = job.attempts + 1, status = "delivered", "delivered");
+                }
+                Err(f) if f.permanent => bounced.push((rcpt, f)),
+                Err(mut f) if expired => {
+                    f.permanent = true;
+                    f.diagnostic = format!(
+                        "delivery time expired after {} attempts; last error: {}",
+                        job.attempts + 1,
+                        f.diagnostic
+                    );
+                    bounced.push((rcpt, f));
+                }
+                Err(f) => deferred.push((rcpt, f)),
+            }
+        }
+        let result = match (delivered > 0, !deferred.is_empty() || !bounced.is_empty()) {
+            (true, false) => "delivered",
+            (true, true) => "partial",
+            (false, _) if !deferred.is_empty() => "deferred",
+            _ => "failed",
+        };
+        metrics.delivery_attempts.get_or_create(&ResultLabel { result }).inc();
+        metrics
+            .delivery_latency
+            .get_or_create(&ResultLabel { result })
+            .observe(started.elapsed().as_secs_f64());
+        let count = |result, n: usize| {
+            metrics.delivery_recipients.get_or_create(&ResultLabel { result }).inc_by(n as u64)
+        };
+        count("delivered", delivered);
+        count("deferred", deferred.len());
+
+        let dsn = self.bounce(rt, &job, message, &bounced);
+        if !bounced.is_empty() {
+            count(if dsn.is_some() { "bounced" } else { "dropped" }, bounced.len());
+        }
+        if deferred.is_empty() {
+            metrics.queue_time.observe(now.saturating_sub(job.created_at) as f64 / 1000.0);
+            if let Err(e) = self.gw.store.complete(&job, dsn).await {
+                tracing::error!(job = %job.id, error = %e, "cannot settle job; it will be delivered again after its lease");
+            }
+            return;
+        }
+        job.attempts += 1;
+        let delay = backoff(rt, job.attempts);
+        job.due = (now + ms(delay)).min(job.expires_at.max(now));
+        job.last_error = deferred.last().map(|(_, f)| f.diagnostic.clone());
+        for (rcpt, f) in &deferred {
+            tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, route = %job.route.key(), attempt = job.attempts, status = "deferred", retry_in = ?delay, error = %f.diagnostic, "deferred");
+        }
+        job.recipients = deferred.into_iter().map(|(r, _)| r).collect();
+        if let Err(e) = self.gw.store.retry(&job, dsn).await {
+            tracing::error!(job = %job.id, error = %e, "cannot reschedule job; it will be retried after its lease");
+        }
+    }
+
+    /// The DSN for refused recipients, or `None` (logged) when none may be sent.
+    fn bounce(
+        &self,
+        rt: &Runtime,
+        job: &Job,
+        message: &Message,
+        bounced: &[(Recipient, Failure)],
+    ) -> Option<NewMessage> {
+        if bounced.is_empty() {
+            return None;
+        }
+        let why = if job.sender.is_empty() {
+            Some("the sender is the null sender")
+        } else if !job.bounce {
+            Some("bouncing is off for this route")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            for (rcpt, f) in bounced {
+                tracing::warn!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, status = "dropped", error = %f.diagnostic, reason = why, "failed permanently; no DSN sent");
+            }
+            return None;
+        }
+        let failed: Vec<_> =
+            bounced.iter().map(|(r, f)| dsn::FailedRecipient { recipient: r, failure: f }).collect();
+        let (dsn_id, body) = dsn::build(&rt.config.hostname, message, &job.sender, &failed);
+        let route = routing::route_recipient(rt, &job.sender)?;
+        let now = now_ms();
+        for (rcpt, f) in bounced {
+            tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, status = "bounced", dsn_queue_id = %dsn_id, error = %f.diagnostic, "failed permanently; DSN queued to the sender");
+        }
+        self.gw.metrics.dsns.inc();
+        Some(NewMessage {
+            message: Message {
+                id: dsn_id.clone(),
+                sender: String::new(),
+                received_at: now,
+                smtputf8: false,
+                eight_bit: false,
+                body,
+            },
+            jobs: vec![Job {
+                id: new_id(),
+                message_id: dsn_id,
+                sender: String::new(),
+                recipients: vec![Recipient { address: job.sender.clone(), original: job.sender.clone() }],
+                route,
+                attempts: 0,
+                created_at: now,
+                due: now,
+                expires_at: now + ms(rt.config.delivery.lifetime.get()),
+                bounce: false,
+                last_error: None,
+            }],
+        })
+    }
+}
+
+/// initial * 2^(attempts-1), at most `retryMax`, with ±10% jitter so retries spread out.
+fn backoff(rt: &Runtime, attempts: u32) -> Duration {
+    let d = &rt.config.delivery;
+    let base = d.retry_initial.get().saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+    let capped = base.min(d.retry_max.get());
+    let jitter = rand::rng().random_range(0.9..1.1);
+    capped.mul_f64(jitter)
+}

@@ -1,0 +1,19 @@
+//! postern-gateway: the SMTP gateway. The binary (`main.rs`) is a thin CLI over this library.
+//!
+//! One message's way: `smtp` (session) -> `policy` (limits, relay) -> `routing` (next hops)
+//! -> `store` (durable queue) -> `delivery` (outbound SMTP, retries, DSN). `admin` serves
+//! health, readiness and metrics; `server` wires it all together.
+
+pub mod admin;
+pub mod config;
+pub mod context;
+pub mod delivery;
+pub mod metrics;
+pub mod policy;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod smtp;
+pub mod store;
+pub mod tls;
+pub mod util;

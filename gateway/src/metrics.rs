@@ -1,0 +1,150 @@
+//! Prometheus metrics, served as text at /metrics on the admin port.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+fn delivery_histogram() -> Histogram {
+    // 1 ms .. ~9 h (queue time includes retries)
+    Histogram::new(exponential_buckets(0.001, 3.0, 16))
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections: Family<ListenerLabel, Counter>,
+    pub connections_active: Gauge,
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    pub messages: Family<OutcomeLabels, Counter>,
+    pub recipients_refused: Family<ReasonLabel, Counter>,
+    pub accept_latency: Histogram,
+    pub queue_jobs: Gauge,
+    pub queue_messages: Gauge,
+    pub quarantine_entries: Gauge,
+    pub delivery_attempts: Family<ResultLabel, Counter>,
+    pub delivery_recipients: Family<ResultLabel, Counter>,
+    pub delivery_latency: HistogramFamily<ResultLabel>,
+    pub queue_time: Histogram,
+    pub dsns: Counter,
+    pub config_reloads: Family<ResultLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("postern");
+        let m = Self {
+            connections: Family::default(),
+            connections_active: Gauge::default(),
+            connections_refused: Family::default(),
+            messages: Family::default(),
+            recipients_refused: Family::default(),
+            accept_latency: latency_histogram(),
+            queue_jobs: Gauge::default(),
+            queue_messages: Gauge::default(),
+            quarantine_entries: Gauge::default(),
+            delivery_attempts: Family::default(),
+            delivery_recipients: Family::default(),
+            delivery_latency: Family::new_with_constructor(latency_histogram),
+            queue_time: delivery_histogram(),
+            dsns: Counter::default(),
+            config_reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
+        registry.register("smtp_connections_active", "SMTP sessions open now", m.connections_active.clone());
+        registry.register(
+            "smtp_connections_refused",
+            "SMTP connections refused before the greeting",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "messages",
+            "Messages by outcome (queued, rejected, tempfailed) and reason",
+            m.messages.clone(),
+        );
+        registry.register("recipients_refused", "RCPT TO refused, by reason", m.recipients_refused.clone());
+        registry.register(
+            "accept_latency_seconds",
+            "End of DATA until the 250 reply (includes the durable write)",
+            m.accept_latency.clone(),
+        );
+        registry.register("queue_jobs", "Delivery jobs in the queue", m.queue_jobs.clone());
+        registry.register("queue_messages", "Messages in the queue", m.queue_messages.clone());
+        registry.register("quarantine_entries", "Messages in quarantine", m.quarantine_entries.clone());
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts by result (delivered, partial, deferred, failed)",
+            m.delivery_attempts.clone(),
+        );
+        registry.register(
+            "delivery_recipients",
+            "Recipients by delivery result (delivered, deferred, bounced, dropped)",
+            m.delivery_recipients.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "Duration of one delivery attempt, by result",
+            m.delivery_latency.clone(),
+        );
+        registry.register(
+            "queue_time_seconds",
+            "Time from acceptance to final delivery of a job",
+            m.queue_time.clone(),
+        );
+        registry.register("dsns", "Delivery status notifications (bounces) generated", m.dsns.clone());
+        registry.register(
+            "config_reloads",
+            "Config reloads by result (ok, invalid)",
+            m.config_reloads.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    pub fn message(&self, outcome: &'static str, reason: &'static str) {
+        self.messages.get_or_create(&OutcomeLabels { outcome, reason }).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,238 @@
+//! `postern-gateway run`: wires the store, listeners, delivery, admin HTTP and config reload
+//! together, and shuts them down in order on SIGTERM/SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use postern_api::{GatewayConfig, LogFormat, StoreBackend};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::context::Gateway;
+use crate::delivery::Delivery;
+use crate::metrics::{Metrics, ResultLabel};
+use crate::policy::connections::ConnectionLimiter;
+use crate::runtime::Runtime;
+use crate::store::Store;
+use crate::store::embedded::EmbeddedStore;
+use crate::tls::server::TlsAcceptors;
+
+/// How often the config file and TLS files are checked for changes. Polling (not inotify)
+/// because Kubernetes updates mounted ConfigMaps and Secrets by swapping symlinks.
+const RELOAD_POLL: Duration = Duration::from_secs(2);
+/// How long shutdown waits for open sessions to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = crate::config::load_file(config_path)?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(config_path.to_path_buf(), config))
+}
+
+fn init_logging(config: &GatewayConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
+    let _ = match config.logging.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn open_store(config: &GatewayConfig) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match config.store.backend() {
+        StoreBackend::Embedded(e) => Arc::new(
+            EmbeddedStore::open(&e.path)
+                .with_context(|| format!("store.embedded.path {}", e.path.display()))?,
+        ),
+    })
+}
+
+async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()> {
+    let store = open_store(&config)?;
+    let tls = TlsAcceptors::load(&config.listeners)?;
+    let gw = Arc::new(Gateway {
+        runtime: ArcSwap::from_pointee(Runtime::new(config.clone())),
+        store,
+        metrics: Metrics::new(),
+        tls,
+        connections: ConnectionLimiter::default(),
+        queue_wakeup: tokio::sync::Notify::new(),
+        listening: false.into(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let admin = TcpListener::bind(config.admin.address)
+        .await
+        .with_context(|| format!("admin.address: cannot bind {}", config.admin.address))?;
+    tracing::info!(listener = "admin", address = %admin.local_addr()?, "listening");
+    let router = crate::admin::router(gw.clone());
+    let mut admin_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = admin_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(admin, router).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+
+    let mut bound = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let sock = TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("listeners[{i}].address: cannot bind {}", l.address))?;
+        tracing::info!(listener = %l.name, address = %sock.local_addr()?, proxy_protocol = l.proxy_protocol, starttls = l.tls.is_some(), "listening");
+        bound.push((l.clone(), sock));
+    }
+
+    let delivery = Delivery::new(gw.clone())?;
+    let delivery_task = tokio::spawn(delivery.run(stop_rx.clone()));
+    let mut accept_tasks = Vec::new();
+    for (listener, sock) in bound {
+        accept_tasks.push(tokio::spawn(accept_loop(gw.clone(), listener, sock, stop_rx.clone())));
+    }
+    tokio::spawn(watch_files(gw.clone(), config_path, stop_rx.clone()));
+    tokio::spawn(housekeeping(gw.clone(), stop_rx.clone()));
+    gw.listening.store(true, Ordering::Release);
+    tracing::info!(hostname = %config.hostname, version = env!("CARGO_PKG_VERSION"), "postern-gateway started");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; waiting for open sessions");
+    gw.listening.store(false, Ordering::Release);
+    let _ = stop_tx.send(true);
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while gw.metrics.connections_active.get() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = gw.metrics.connections_active.get(),
+            "sessions still open after the drain timeout"
+        );
+    }
+    let _ = delivery_task.await;
+    gw.store.flush().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    listener: postern_api::Listener,
+    sock: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = sock.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tokio::spawn(crate::smtp::handle_connection(gw.clone(), listener.clone(), stream, peer));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(listener = %listener.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Hot reload: the config file and the TLS files, polled.
+async fn watch_files(gw: Arc<Gateway>, path: PathBuf, mut stop: watch::Receiver<bool>) {
+    let mut last = std::fs::read(&path).ok();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RELOAD_POLL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let current = std::fs::read(&path).ok();
+        if current.is_some() && current != last {
+            last = current;
+            reload(&gw, &path);
+        }
+        let _ = gw.tls.update(&gw.runtime().config.listeners);
+    }
+}
+
+fn reload(gw: &Gateway, path: &Path) {
+    let new = match crate::config::load_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            gw.metrics.config_reloads.get_or_create(&ResultLabel { result: "invalid" }).inc();
+            tracing::error!(error = %format!("{e:#}"), "config change rejected; keeping the running config");
+            return;
+        }
+    };
+    let old = gw.runtime();
+    let needs_restart: Vec<&str> = [
+        (
+            "listeners",
+            old.config
+                .listeners
+                .iter()
+                .map(|l| (l.address, l.proxy_protocol))
+                .ne(new.listeners.iter().map(|l| (l.address, l.proxy_protocol))),
+        ),
+        ("admin", old.config.admin != new.admin),
+        ("store", old.config.store != new.store),
+        ("delivery.nameservers", old.config.delivery.nameservers != new.delivery.nameservers),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect();
+    if !needs_restart.is_empty() {
+        tracing::warn!(fields = ?needs_restart, "these changes take effect after a restart");
+    }
+    if let Err(e) = gw.tls.update(&new.listeners) {
+        tracing::error!(error = %format!("{e:#}"), "new TLS settings not usable");
+    }
+    gw.runtime.store(Arc::new(Runtime::new(new)));
+    gw.metrics.config_reloads.get_or_create(&ResultLabel { result: "ok" }).inc();
+    tracing::info!("config reloaded; new sessions use it");
+}
+
+/// Periodic upkeep: queue gauges and quarantine expiry.
+async fn housekeeping(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        crate::admin::refresh_queue_gauges(&gw).await;
+        match gw.store.quarantine_expire(crate::util::time::now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "quarantine entries past retention removed"),
+            Err(e) => tracing::warn!(error = %e, "quarantine expiry failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

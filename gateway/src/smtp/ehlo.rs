@@ -1,0 +1,28 @@
+//! EHLO and HELO.
+
+use super::reply::{Reply, printable};
+use super::session::{Flow, Helo, Session};
+
+impl Session {
+    pub(super) fn handle_ehlo(&mut self, host: String, extended: bool) -> Flow {
+        if host.trim().is_empty() {
+            return self.push_error(&Reply::fixed(501, "5.5.4 Syntax: EHLO hostname"));
+        }
+        // A new EHLO resets any transaction (RFC 5321 4.1.4).
+        self.tx = None;
+        self.helo = Some(Helo { name: printable(&host), extended });
+        if !extended {
+            let text = self.hostname().to_string();
+            self.push(&Reply::new(250, text));
+            return Flow::Continue;
+        }
+        let mut lines = vec![self.hostname().to_string(), "PIPELINING".into()];
+        lines.push(format!("SIZE {}", self.rt.config.limits.max_message_size));
+        if self.tls_offered && self.tls.is_none() {
+            lines.push("STARTTLS".into());
+        }
+        lines.extend(["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING"].map(String::from));
+        self.push(&Reply::new(250, lines.join("\n")));
+        Flow::Continue
+    }
+}

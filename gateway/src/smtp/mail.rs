@@ -1,0 +1,42 @@
+//! MAIL FROM.
+
+use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom};
+
+use super::reply::{self, Reply};
+use super::session::{Flow, Session, Transaction};
+
+impl Session {
+    pub(super) fn handle_mail(&mut self, from: MailFrom<String>) -> Flow {
+        if self.helo.is_none() {
+            return self.push_error(&reply::BAD_SEQUENCE_HELO);
+        }
+        if self.tx.is_some() {
+            return self.push_error(&reply::BAD_SEQUENCE_NESTED_MAIL);
+        }
+        let limits = &self.rt.config.limits;
+        if self.messages >= limits.max_messages_per_session {
+            self.push(&Reply::fixed(421, "4.7.0 Too many messages in one session, closing connection"));
+            return Flow::Close;
+        }
+        if from.size as u64 > limits.max_message_size {
+            return self.push_error(&reply::MESSAGE_TOO_BIG);
+        }
+        if from.flags & MAIL_BODY_BINARYMIME != 0 {
+            return self.push_error(&Reply::fixed(504, "5.5.4 BODY=BINARYMIME is not supported"));
+        }
+        if from.flags & MAIL_SMTPUTF8 == 0 && !from.address.is_ascii() {
+            return self.push_error(&Reply::fixed(553, "5.6.7 Non-ASCII sender address requires SMTPUTF8"));
+        }
+        if !from.address.is_empty() && !from.address.contains('@') {
+            return self.push_error(&Reply::fixed(501, "5.1.7 Sender address must have a domain"));
+        }
+        self.tx = Some(Transaction {
+            sender: from.address,
+            smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+            eight_bit: from.flags & MAIL_BODY_8BITMIME != 0,
+            ..Transaction::default()
+        });
+        self.push(&Reply::fixed(250, "2.1.0 Ok"));
+        Flow::Continue
+    }
+}

@@ -1,0 +1,104 @@
+//! The Received trace header (RFC 5321 4.4) and line-ending repair of message data.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use crate::tls::TlsInfo;
+use crate::util::time::rfc5322_now;
+
+pub struct Trace<'a> {
+    pub helo: &'a str,
+    pub extended: bool,
+    pub client_ip: IpAddr,
+    pub hostname: &'a str,
+    pub tls: Option<&'a TlsInfo>,
+    pub smtputf8: bool,
+    pub id: &'a str,
+    /// Named in a "for" clause only when the message has one recipient (no list leaks).
+    pub single_recipient: Option<&'a str>,
+}
+
+/// `with` protocol names of RFC 3848 and RFC 6531.
+fn protocol(t: &Trace<'_>) -> &'static str {
+    match (t.smtputf8, t.extended, t.tls.is_some()) {
+        (true, _, true) => "UTF8SMTPS",
+        (true, _, false) => "UTF8SMTP",
+        (false, true, true) => "ESMTPS",
+        (false, true, false) => "ESMTP",
+        (false, false, _) => "SMTP",
+    }
+}
+
+pub fn header(t: &Trace<'_>) -> String {
+    let ip = match t.client_ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("IPv6:{v6}"),
+    };
+    let mut h = format!("Received: from {} ([{ip}])\r\n", t.helo);
+    if let Some(tls) = t.tls {
+        h.push_str(&format!("\t(using {} with cipher {})\r\n", tls.version, tls.cipher));
+    }
+    h.push_str(&format!("\tby {} (Postern) with {} id {}", t.hostname, protocol(t), t.id));
+    if let Some(rcpt) = t.single_recipient {
+        h.push_str(&format!("\r\n\tfor <{rcpt}>"));
+    }
+    h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_now()));
+    h
+}
+
+/// Message data with every bare LF and bare CR turned into CRLF, so what we relay is valid
+/// RFC 5322 and no next hop can read a different message end than we did (SMTP smuggling).
+pub fn normalize_line_endings(body: &[u8]) -> Cow<'_, [u8]> {
+    let clean = body.iter().enumerate().all(|(i, &b)| match b {
+        b'\r' => body.get(i + 1) == Some(&b'\n'),
+        b'\n' => i > 0 && body[i - 1] == b'\r',
+        _ => true,
+    });
+    if clean {
+        return Cow::Borrowed(body);
+    }
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'\r' if body.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+                continue;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_line_ends_become_crlf() {
+        assert_eq!(&*normalize_line_endings(b"a\r\nb\nc\rd\r\n"), b"a\r\nb\r\nc\r\nd\r\n");
+        assert!(matches!(normalize_line_endings(b"a\r\nb\r\n"), Cow::Borrowed(_)));
+        assert_eq!(&*normalize_line_endings(b"\n.\n"), b"\r\n.\r\n");
+    }
+
+    #[test]
+    fn received_names_client_tls_and_protocol() {
+        let tls = TlsInfo { version: "TLSv1.3", cipher: "TLS13_AES_256_GCM_SHA384".into() };
+        let h = header(&Trace {
+            helo: "client.example",
+            extended: true,
+            client_ip: "192.0.2.9".parse().unwrap(),
+            hostname: "gw.example",
+            tls: Some(&tls),
+            smtputf8: false,
+            id: "abc",
+            single_recipient: Some("u@example.com"),
+        });
+        assert!(h.starts_with("Received: from client.example ([192.0.2.9])\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\tby gw.example (Postern) with ESMTPS id abc\r\n\tfor <u@example.com>;\r\n\t"), "{h}");
+        assert!(h.ends_with("+0000\r\n"));
+    }
+}

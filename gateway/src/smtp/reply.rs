@@ -1,0 +1,86 @@
+//! SMTP replies. Every reply the inbound side sends is built here or from `Reply::new`, and
+//! every parser error maps to exactly one reply in `for_parse_error`.
+
+use std::borrow::Cow;
+
+/// One SMTP reply: a code and its text (which starts with the enhanced status code).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub text: Cow<'static, str>,
+}
+
+impl Reply {
+    pub const fn fixed(code: u16, text: &'static str) -> Self {
+        Self { code, text: Cow::Borrowed(text) }
+    }
+
+    pub fn new(code: u16, text: impl Into<Cow<'static, str>>) -> Self {
+        Self { code, text: text.into() }
+    }
+
+    /// 4xx or 5xx: the client did something we refused (counted towards `maxErrors`).
+    pub fn is_error(&self) -> bool {
+        self.code >= 400
+    }
+
+    /// Appends the reply, one line per text line, to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut lines = self.text.split('\n').peekable();
+        while let Some(line) = lines.next() {
+            let sep = if lines.peek().is_some() { '-' } else { ' ' };
+            out.extend_from_slice(
+                format!("{}{}{}\r\n", self.code, sep, line.trim_end_matches('\r')).as_bytes(),
+            );
+        }
+    }
+
+    /// Maps a parse error of smtp-proto to its reply.
+    pub fn for_parse_error(e: &smtp_proto::Error) -> Self {
+        use smtp_proto::Error as E;
+        match e {
+            E::UnknownCommand => Self::fixed(500, "5.5.1 Command unrecognized"),
+            E::InvalidSenderAddress => Self::fixed(501, "5.1.7 Bad sender address syntax"),
+            E::InvalidRecipientAddress => Self::fixed(501, "5.1.3 Bad recipient address syntax"),
+            E::SyntaxError { syntax } => Self::new(501, format!("5.5.4 Syntax: {syntax}")),
+            E::InvalidParameter { param } => Self::new(501, format!("5.5.4 Invalid parameter {param:?}")),
+            E::UnsupportedParameter { param } => {
+                Self::new(555, format!("5.5.4 Unsupported parameter {:?}", printable(param)))
+            }
+            E::ResponseTooLong => Self::fixed(500, "5.5.2 Line too long"),
+            E::NeedsMoreData { .. } | E::InvalidResponse { .. } => Self::fixed(500, "5.5.2 Syntax error"),
+        }
+    }
+}
+
+/// Client-supplied text, cut short and with control characters replaced, safe to echo or log.
+pub fn printable(s: &str) -> String {
+    s.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+pub const OK: Reply = Reply::fixed(250, "2.0.0 Ok");
+pub const BAD_SEQUENCE_HELO: Reply = Reply::fixed(503, "5.5.1 Send HELO or EHLO first");
+pub const BAD_SEQUENCE_MAIL: Reply = Reply::fixed(503, "5.5.1 Need MAIL command first");
+pub const BAD_SEQUENCE_NESTED_MAIL: Reply = Reply::fixed(503, "5.5.1 Nested MAIL command");
+pub const BAD_SEQUENCE_RCPT: Reply = Reply::fixed(554, "5.5.1 No valid recipients");
+pub const NOT_IMPLEMENTED: Reply = Reply::fixed(502, "5.5.1 Command not implemented");
+pub const TOO_MANY_ERRORS: Reply = Reply::fixed(421, "4.7.0 Too many errors, closing connection");
+pub const STORAGE_FAILURE: Reply = Reply::fixed(451, "4.3.0 Temporary storage failure, try again later");
+pub const MESSAGE_TOO_BIG: Reply = Reply::fixed(552, "5.3.4 Message size exceeds fixed limit");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_line_replies_use_dashes_except_the_last() {
+        let mut out = Vec::new();
+        Reply::new(250, "first\nsecond\nlast").write_to(&mut out);
+        assert_eq!(out, b"250-first\r\n250-second\r\n250 last\r\n");
+    }
+
+    #[test]
+    fn printable_strips_control_characters() {
+        assert_eq!(printable("a\u{0}b\r\n"), "a?b??");
+    }
+}

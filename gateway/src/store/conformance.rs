@@ -1,0 +1,162 @@
+//! The conformance suite every `Store` backend must pass. Each backend's tests call `run_all`
+//! on a fresh, empty store.
+
+use std::time::Duration;
+
+use postern_api::TlsPolicy;
+
+use super::*;
+
+/// A message with `jobs` jobs (to hosts h0, h1, ...), all due at `due`.
+pub fn sample_message(jobs: usize, due: u64) -> NewMessage {
+    let id = new_id();
+    let message = Message {
+        id: id.clone(),
+        sender: "sender@example.org".into(),
+        received_at: due,
+        smtputf8: false,
+        eight_bit: false,
+        body: b"Subject: test\r\n\r\nhello\r\n".to_vec(),
+    };
+    let jobs = (0..jobs)
+        .map(|i| Job {
+            id: new_id(),
+            message_id: id.clone(),
+            sender: message.sender.clone(),
+            recipients: vec![Recipient {
+                address: format!("r{i}@example.com"),
+                original: format!("r{i}@example.com"),
+            }],
+            route: Route { target: RouteTarget::Hosts(vec![format!("h{i}:25")]), tls: TlsPolicy::default() },
+            attempts: 0,
+            created_at: due,
+            due,
+            expires_at: due + 86_400_000,
+            bounce: true,
+            last_error: None,
+        })
+        .collect();
+    NewMessage { message, jobs }
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+pub async fn run_all(store: &dyn Store) {
+    enqueue_then_lease_returns_due_jobs_only(store).await;
+    a_leased_job_is_not_leased_twice_until_its_lease_ends(store).await;
+    retry_moves_a_job_and_keeps_the_message(store).await;
+    the_message_goes_with_its_last_job(store).await;
+    complete_with_a_followup_enqueues_it_atomically(store).await;
+    lease_respects_max(store).await;
+    quarantine_round_trip(store).await;
+}
+
+async fn drain(store: &dyn Store) {
+    for job in store.lease(u64::MAX / 2, 10_000, LEASE).await.unwrap() {
+        store.complete(&job, None).await.unwrap();
+    }
+    assert_eq!(store.stats().await.unwrap().jobs, 0, "store drained");
+}
+
+async fn enqueue_then_lease_returns_due_jobs_only(store: &dyn Store) {
+    let early = sample_message(1, 1_000);
+    let late = sample_message(1, 9_000);
+    store.enqueue(early.clone()).await.unwrap();
+    store.enqueue(late.clone()).await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(1_000));
+    let leased = store.lease(5_000, 100, LEASE).await.unwrap();
+    assert_eq!(leased, early.jobs);
+    let msg = store.load_message(&early.message.id).await.unwrap().expect("message stored");
+    assert_eq!(msg.body, early.message.body);
+    assert_eq!(msg.sender, early.message.sender);
+    store.complete(&leased[0], None).await.unwrap();
+    drain(store).await;
+}
+
+async fn a_leased_job_is_not_leased_twice_until_its_lease_ends(store: &dyn Store) {
+    let msg = sample_message(1, 1_000);
+    store.enqueue(msg).await.unwrap();
+    let first = store.lease(2_000, 10, LEASE).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(store.lease(2_000, 10, LEASE).await.unwrap().is_empty(), "leased twice");
+    let after_lease = 2_000 + LEASE.as_millis() as u64 + 1;
+    let again = store.lease(after_lease, 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1, "an expired lease makes the job available again");
+    drain(store).await;
+}
+
+async fn retry_moves_a_job_and_keeps_the_message(store: &dyn Store) {
+    let msg = sample_message(1, 1_000);
+    store.enqueue(msg.clone()).await.unwrap();
+    let mut job = store.lease(1_000, 10, LEASE).await.unwrap().remove(0);
+    job.attempts += 1;
+    job.due = 50_000;
+    job.last_error = Some("451 try later".into());
+    store.retry(&job, None).await.unwrap();
+    assert!(store.lease(10_000, 10, LEASE).await.unwrap().is_empty(), "not due yet");
+    assert_eq!(store.next_due().await.unwrap(), Some(50_000));
+    let again = store.lease(50_000, 10, LEASE).await.unwrap();
+    assert_eq!(again, vec![job]);
+    assert!(store.load_message(&msg.message.id).await.unwrap().is_some());
+    drain(store).await;
+    assert!(store.load_message(&msg.message.id).await.unwrap().is_none());
+}
+
+async fn the_message_goes_with_its_last_job(store: &dyn Store) {
+    let msg = sample_message(3, 1_000);
+    store.enqueue(msg.clone()).await.unwrap();
+    let jobs = store.lease(1_000, 10, LEASE).await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    for (i, job) in jobs.iter().enumerate() {
+        assert!(store.load_message(&msg.message.id).await.unwrap().is_some(), "kept while job {i} is open");
+        store.complete(job, None).await.unwrap();
+    }
+    assert!(store.load_message(&msg.message.id).await.unwrap().is_none());
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.jobs, stats.messages), (0, 0));
+    // Settling a job twice is harmless (duplicate delivery after a lease ran out).
+    store.complete(&jobs[0], None).await.unwrap();
+}
+
+async fn complete_with_a_followup_enqueues_it_atomically(store: &dyn Store) {
+    let msg = sample_message(1, 1_000);
+    store.enqueue(msg).await.unwrap();
+    let job = store.lease(1_000, 10, LEASE).await.unwrap().remove(0);
+    let dsn = sample_message(1, 1_000);
+    store.complete(&job, Some(dsn.clone())).await.unwrap();
+    let next = store.lease(1_000, 10, LEASE).await.unwrap();
+    assert_eq!(next, dsn.jobs);
+    drain(store).await;
+}
+
+async fn lease_respects_max(store: &dyn Store) {
+    for _ in 0..5 {
+        store.enqueue(sample_message(2, 1_000)).await.unwrap();
+    }
+    assert_eq!(store.lease(1_000, 3, LEASE).await.unwrap().len(), 3);
+    assert_eq!(store.lease(1_000, 100, LEASE).await.unwrap().len(), 7);
+    drain(store).await;
+}
+
+async fn quarantine_round_trip(store: &dyn Store) {
+    let entry = |id: &str, expires_at| QuarantineEntry {
+        id: id.into(),
+        sender: "spammer@example.net".into(),
+        recipients: vec!["user@example.com".into()],
+        reasons: vec!["dnsbl: listed".into()],
+        client_ip: "192.0.2.1".into(),
+        created_at: 1_000,
+        expires_at,
+        body: b"Subject: buy\r\n\r\nnow\r\n".to_vec(),
+    };
+    store.quarantine_put(entry("q1", 5_000)).await.unwrap();
+    store.quarantine_put(entry("q2", 50_000)).await.unwrap();
+    assert_eq!(store.quarantine_get("q1").await.unwrap(), Some(entry("q1", 5_000)));
+    let listed: Vec<_> = store.quarantine_list().await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(listed, ["q1", "q2"]);
+    assert_eq!(store.quarantine_expire(10_000).await.unwrap(), 1);
+    assert_eq!(store.quarantine_get("q1").await.unwrap(), None);
+    assert!(store.quarantine_delete("q2").await.unwrap());
+    assert!(!store.quarantine_delete("q2").await.unwrap());
+    assert_eq!(store.stats().await.unwrap().quarantined, 0);
+}

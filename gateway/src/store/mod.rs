@@ -1,0 +1,68 @@
+//! The `Store`: where accepted messages, their delivery jobs and the quarantine live.
+//!
+//! One trait, several backends (embedded on disk now; Redis for shared state), all held to one
+//! conformance suite (`conformance.rs`). The contract:
+//! - `enqueue` returns only once the message and its jobs are durable: the SMTP `250` waits on it.
+//! - `lease` hands out due jobs; a leased job is not handed out again until its lease runs out
+//!   (or the process that held it is gone), so delivery is at-least-once.
+//! - `complete` and `retry` settle a leased job, optionally enqueueing a follow-up message (a DSN)
+//!   in the same atomic step, so a bounce is never lost between two writes.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod embedded;
+pub mod types;
+
+#[cfg(test)]
+pub mod conformance;
+
+pub use types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a message and its jobs; durable once this returns `Ok`.
+    async fn enqueue(&self, msg: NewMessage) -> StoreResult<()>;
+
+    /// Leases up to `max` jobs whose `due` is at or before `now` (ms), for `lease_for`.
+    async fn lease(&self, now: u64, max: usize, lease_for: Duration) -> StoreResult<Vec<Job>>;
+
+    /// The message (with body) a job delivers.
+    async fn load_message(&self, id: &str) -> StoreResult<Option<Message>>;
+
+    /// The job is done (delivered, bounced or dropped). Removes the message with its last job.
+    async fn complete(&self, job: &Job, followup: Option<NewMessage>) -> StoreResult<()>;
+
+    /// Puts the job back for another attempt at `job.due`, with its updated recipients and state.
+    async fn retry(&self, job: &Job, followup: Option<NewMessage>) -> StoreResult<()>;
+
+    /// The earliest `due` of any job not leased now, if there is one.
+    async fn next_due(&self) -> StoreResult<Option<u64>>;
+
+    async fn stats(&self) -> StoreResult<QueueStats>;
+
+    async fn quarantine_put(&self, entry: QuarantineEntry) -> StoreResult<()>;
+    async fn quarantine_get(&self, id: &str) -> StoreResult<Option<QuarantineEntry>>;
+    /// Every entry, without bodies, oldest first.
+    async fn quarantine_list(&self) -> StoreResult<Vec<QuarantineEntry>>;
+    async fn quarantine_delete(&self, id: &str) -> StoreResult<bool>;
+    /// Removes entries whose `expires_at` is before `now`; returns how many.
+    async fn quarantine_expire(&self, now: u64) -> StoreResult<usize>;
+
+    /// Cheap liveness check used by /readyz.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Makes everything written so far durable (used at shutdown).
+    async fn flush(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,135 @@
+//! What the store keeps: messages (envelope and body, stored once), delivery jobs (one per
+//! message and next hop, each with its own retry state) and quarantine entries.
+
+use postern_api::{Destination, TlsPolicy};
+use serde::{Deserialize, Serialize};
+
+/// A queue id: time-ordered (UUIDv7) and unique across restarts and pods.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// An accepted message. The body is stored once and shared by all of its jobs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    /// Envelope sender; empty for the null sender `<>`.
+    pub sender: String,
+    /// Milliseconds since the Unix epoch.
+    pub received_at: u64,
+    /// The client asked for SMTPUTF8 (the envelope or headers carry UTF-8).
+    #[serde(default)]
+    pub smtputf8: bool,
+    /// The client declared BODY=8BITMIME.
+    #[serde(default)]
+    pub eight_bit: bool,
+    /// The whole message as stored: our Received header, then what the client sent.
+    #[serde(skip)]
+    pub body: Vec<u8>,
+}
+
+/// A message with the jobs that deliver it, written to the store in one atomic step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewMessage {
+    pub message: Message,
+    pub jobs: Vec<Job>,
+}
+
+/// One recipient of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The address used in RCPT TO towards the next hop.
+    pub address: String,
+    /// The address as the client gave it (reported in DSNs as the Original-Recipient).
+    pub original: String,
+}
+
+/// Where a job goes: a destination's target and its TLS policy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Route {
+    pub target: RouteTarget,
+    pub tls: TlsPolicy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RouteTarget {
+    /// The MX hosts of a domain (or its A/AAAA when it has no MX).
+    Mx(String),
+    /// Explicit "host[:port]" entries, tried in order.
+    Hosts(Vec<String>),
+}
+
+impl Route {
+    pub fn mx(domain: &str, tls: TlsPolicy) -> Self {
+        Self { target: RouteTarget::Mx(domain.to_ascii_lowercase()), tls }
+    }
+
+    pub fn from_destination(d: &Destination) -> Self {
+        let target = match &d.mx {
+            Some(mx) => RouteTarget::Mx(mx.to_ascii_lowercase()),
+            None => RouteTarget::Hosts(d.hosts.clone()),
+        };
+        Self { target, tls: d.tls.clone() }
+    }
+
+    /// A short stable name for logs, metrics and per-destination limits.
+    pub fn key(&self) -> String {
+        match &self.target {
+            RouteTarget::Mx(d) => format!("mx:{d}"),
+            RouteTarget::Hosts(h) => format!("hosts:{}", h.join(",")),
+        }
+    }
+}
+
+/// Delivery of one message to one next hop, for one or more recipients.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub message_id: String,
+    /// Envelope sender for this delivery; empty for `<>`.
+    pub sender: String,
+    /// Recipients still to deliver.
+    pub recipients: Vec<Recipient>,
+    pub route: Route,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// When the next attempt is due (ms since the epoch).
+    pub due: u64,
+    /// After this, the job's remaining recipients are bounced (ms since the epoch).
+    pub expires_at: u64,
+    /// Send a DSN to the sender when a recipient fails permanently or expires.
+    pub bounce: bool,
+    /// The last temporary error, reported in the DSN when the job expires.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// A message held back from delivery, waiting for an admin to release or delete it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    pub id: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// Why it was held, one line per reason.
+    pub reasons: Vec<String>,
+    /// The client's IP address.
+    #[serde(default)]
+    pub client_ip: String,
+    /// ms since the epoch.
+    pub created_at: u64,
+    /// ms since the epoch; the entry is removed after this.
+    pub expires_at: u64,
+    #[serde(skip)]
+    pub body: Vec<u8>,
+}
+
+/// How much is queued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    pub jobs: u64,
+    pub messages: u64,
+    pub quarantined: u64,
+}

@@ -1,0 +1,16 @@
+//! Wall-clock time as milliseconds since the Unix epoch: the unit the store keeps.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+/// An RFC 5322 date-time, e.g. "Mon, 23 Nov 2026 12:15:20 +0000".
+pub fn rfc5322_now() -> String {
+    chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000").to_string()
+}

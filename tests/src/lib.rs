@@ -1,0 +1,1 @@
+//! Shared harness for Postern's end-to-end tests.
