@@ -79,13 +79,14 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
     let mut addrs = HashSet::new();
     let mut names = HashSet::new();
     for (i, l) in c.listeners.iter().enumerate() {
-        if !addrs.insert(l.address) {
+        // Port 0 asks the OS for a free port, so it can never clash.
+        if l.address.port() != 0 && !addrs.insert(l.address) {
             errs.add(format!("listeners[{i}].address"), format!("{} is used twice", l.address));
         }
         if !names.insert(l.name.as_str()) {
             errs.add(format!("listeners[{i}].name"), format!("{:?} is used twice", l.name));
         }
-        if l.address == c.admin.address {
+        if l.address.port() != 0 && l.address == c.admin.address {
             errs.add(format!("listeners[{i}].address"), "same address as admin.address");
         }
     }

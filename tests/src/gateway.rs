@@ -1,0 +1,210 @@
+//! The real `postern-gateway` binary, started from a config the test writes, on ports the OS
+//! picks. Its JSON log lines are collected; the bound addresses are read from them.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The binary built by `cargo build --workspace --bins` (scripts/test.sh does that first).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test-binary> -> target/<profile>/postern-gateway
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("postern-gateway");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build --workspace --bins`, done by scripts/test.sh)",
+        bin.display()
+    );
+    bin
+}
+
+/// Standard parts of a test config; the test adds what it is about.
+pub struct GatewayConfig {
+    pub dir: tempfile::TempDir,
+    /// YAML appended to the generated header (domains, relay, delivery, limits...).
+    pub body: String,
+    /// YAML for `listeners:`; default one plain listener named "smtp".
+    pub listeners: String,
+}
+
+impl GatewayConfig {
+    pub fn new(body: &str) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            body: body.to_string(),
+            listeners: "  - {name: smtp, address: \"127.0.0.1:0\"}\n".into(),
+        }
+    }
+
+    pub fn with_listeners(mut self, listeners: &str) -> Self {
+        self.listeners = listeners.to_string();
+        self
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+
+    pub fn text(&self) -> String {
+        format!(
+            "hostname: gw.test\nlisteners:\n{}admin: {{address: \"127.0.0.1:0\"}}\nstore: {{embedded: {{path: \"{}\"}}}}\nlogging: {{format: json, level: \"info\"}}\n{}",
+            self.listeners,
+            self.dir.path().join("store").display(),
+            self.body
+        )
+    }
+
+    pub fn write(&self) -> PathBuf {
+        let p = self.path();
+        std::fs::write(&p, self.text()).unwrap();
+        p
+    }
+}
+
+pub struct Gateway {
+    child: Child,
+    logs: Arc<Mutex<Vec<Value>>>,
+    pub listeners: HashMap<String, SocketAddr>,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+}
+
+impl Gateway {
+    /// Writes the config and starts the gateway; returns once every listener is bound.
+    pub fn start(config: &GatewayConfig) -> Self {
+        let path = config.write();
+        Self::start_from(&path)
+    }
+
+    pub fn start_from(path: &Path) -> Self {
+        let mut child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start postern-gateway");
+        let logs: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let stdout = child.stdout.take().unwrap();
+        {
+            let logs = logs.clone();
+            let echo = std::env::var_os("POSTERN_TEST_LOG").is_some();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { return };
+                    if echo {
+                        eprintln!("gateway: {line}");
+                    }
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        logs.lock().unwrap().push(v);
+                    }
+                }
+            });
+        }
+        let mut gw = Self {
+            child,
+            logs,
+            listeners: HashMap::new(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            config_path: path.into(),
+        };
+        crate::wait_for("the gateway to start", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = gw.child.try_wait() {
+                panic!("postern-gateway exited during start-up: {status}");
+            }
+            gw.log_contains("postern-gateway started").then_some(())
+        });
+        for entry in gw.logs_matching("listening") {
+            let name = entry["listener"].as_str().unwrap_or_default().to_string();
+            let addr: SocketAddr = entry["address"].as_str().unwrap().parse().unwrap();
+            if name == "admin" {
+                gw.admin = addr;
+            } else {
+                gw.listeners.insert(name, addr);
+            }
+        }
+        gw
+    }
+
+    /// The address of the listener named "smtp".
+    pub fn smtp(&self) -> SocketAddr {
+        self.listeners["smtp"]
+    }
+
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Log entries whose message is `message`.
+    pub fn logs_matching(&self, message: &str) -> Vec<Value> {
+        self.logs().into_iter().filter(|v| v["message"] == message).collect()
+    }
+
+    pub fn log_contains(&self, message: &str) -> bool {
+        self.logs().iter().any(|v| v["message"] == message)
+    }
+
+    pub fn wait_log(&self, message: &str, timeout: Duration) -> Value {
+        crate::wait_for(&format!("log line {message:?}"), timeout, || self.logs_matching(message).pop())
+    }
+
+    /// SIGKILL: the crash case. Nothing is flushed or closed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        crate::wait_for("the gateway to exit", Duration::from_secs(40), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .success()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// GET on the admin port; returns (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+
+    /// The value of one Prometheus sample, e.g. `postern_messages_total{outcome="queued",reason="accepted"}`.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.admin_get("/metrics");
+        body.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 GET (the admin API is plain HTTP on loopback).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

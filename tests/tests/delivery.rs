@@ -1,0 +1,230 @@
+//! Delivery end to end: the real gateway, a real DNS server with MX records, real receivers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use postern_tests::client::{Client, message, swaks};
+use postern_tests::dns::{self, DnsServer};
+use postern_tests::gateway::{Gateway, GatewayConfig};
+use postern_tests::reserve_port;
+use postern_tests::sink::{Behavior, Sink};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Sinks that play MX hosts listen on different loopback IPs and one shared port, since MX
+/// delivery uses one port (delivery.mxPort) for every host.
+fn mx_sink(ip: &str, port: u16, behavior: Behavior) -> Sink {
+    Sink::start_at(SocketAddr::new(ip.parse().unwrap(), port), behavior)
+}
+
+fn config(dns: &DnsServer, mx_port: u16, extra: &str) -> GatewayConfig {
+    config_with_delivery(dns, mx_port, "", extra)
+}
+
+/// `delivery_lines` are added to the `delivery:` section (indented by two spaces).
+fn config_with_delivery(dns: &DnsServer, mx_port: u16, delivery_lines: &str, extra: &str) -> GatewayConfig {
+    GatewayConfig::new(&format!(
+        "delivery:\n  nameservers: [\"{}\"]\n  mxPort: {mx_port}\n  retryInitial: 1s\n  retryMax: 2s\n  tls: {{mode: none}}\n{delivery_lines}{extra}",
+        dns.addr
+    ))
+}
+
+#[test]
+fn served_domain_goes_to_its_hosts_and_relayed_mail_to_the_mx() {
+    let primary = Sink::start(Behavior::default());
+    let port = reserve_port();
+    let remote = mx_sink("127.0.0.2", port, Behavior::default());
+    let dns = DnsServer::start(vec![
+        dns::mx("remote.test", 10, "mx.remote.test"),
+        dns::a("mx.remote.test", "127.0.0.2"),
+    ]);
+    let gw = Gateway::start(&config(
+        &dns,
+        port,
+        &format!(
+            "relay: {{trustedNetworks: [127.0.0.0/8]}}\ndomains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n",
+            primary.host()
+        ),
+    ));
+
+    // One transaction, two destinations: two jobs, each receiver gets only its recipient.
+    let (ok, transcript) = swaks(
+        gw.smtp(),
+        "alice@sender.test",
+        "bob@served.test,carol@remote.test",
+        &["--header", "Subject: two hops"],
+    );
+    assert!(ok, "{transcript}");
+    assert!(transcript.contains("250 2.0.0 Ok: queued as"), "{transcript}");
+
+    let at_primary = primary.wait_for(1, WAIT);
+    let at_remote = remote.wait_for(1, WAIT);
+    assert_eq!(at_primary[0].rcpts, ["bob@served.test"]);
+    assert_eq!(at_remote[0].rcpts, ["carol@remote.test"]);
+    for env in [&at_primary[0], &at_remote[0]] {
+        assert_eq!(env.from, "alice@sender.test");
+        assert_eq!(env.helo, "gw.test");
+        let text = env.text();
+        assert!(
+            text.starts_with(
+                "Received: from client.test ([127.0.0.1])\r\n\tby gw.test (Postern) with ESMTP id "
+            ),
+            "{text}"
+        );
+        assert!(text.contains("Subject: two hops\r\n"));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(primary.received().len(), 1, "exactly one copy");
+    assert_eq!(remote.received().len(), 1, "exactly one copy");
+    let delivered = gw.logs_matching("delivered");
+    assert_eq!(delivered.len(), 2, "one log line per delivered recipient");
+    assert_eq!(gw.metric("postern_delivery_recipients_total{result=\"delivered\"}"), Some(2.0));
+}
+
+#[test]
+fn untrusted_clients_cannot_relay() {
+    let dns = DnsServer::start(vec![]);
+    let gw = Gateway::start(&config(
+        &dns,
+        25,
+        "domains:\n  - name: served.test\n    primary: {hosts: [\"127.0.0.1:9\"]}\n",
+    ));
+    let mut c = Client::connect(gw.smtp());
+    assert_eq!(c.cmd("EHLO client.test").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").code, 250);
+    let r = c.cmd("RCPT TO:<victim@elsewhere.test>");
+    assert!(r.starts("554 5.7.1"), "{r:?}");
+    assert_eq!(c.cmd("RCPT TO:<user@SERVED.test>").code, 250, "served domains are case-insensitive");
+}
+
+#[test]
+fn a_refused_recipient_is_bounced_and_the_accepted_one_delivered() {
+    let port = reserve_port();
+    let dest = mx_sink(
+        "127.0.0.2",
+        port,
+        Behavior::default().reject("nobody@remote.test", "550 5.1.1 no such user here"),
+    );
+    let sender_mx = mx_sink("127.0.0.3", port, Behavior::default());
+    let dns = DnsServer::start(vec![
+        dns::mx("remote.test", 10, "mx.remote.test"),
+        dns::a("mx.remote.test", "127.0.0.2"),
+        dns::mx("sender.test", 10, "mx.sender.test"),
+        dns::a("mx.sender.test", "127.0.0.3"),
+    ]);
+    let gw = Gateway::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
+    let mut c = Client::connect(gw.smtp());
+    c.cmd("EHLO client.test");
+    let r = c.send_message(
+        "alice@sender.test",
+        &["someone@remote.test", "nobody@remote.test"],
+        &message("alice@sender.test", "someone@remote.test", "partial", "hello"),
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+
+    let delivered = dest.wait_for(1, WAIT);
+    assert_eq!(delivered[0].rcpts, ["someone@remote.test"], "only the accepted recipient");
+    let dsn = sender_mx.wait_for(1, WAIT);
+    assert_eq!(dsn[0].from, "", "a DSN has the null sender");
+    assert_eq!(dsn[0].rcpts, ["alice@sender.test"]);
+    let text = dsn[0].text();
+    assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"), "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822; nobody@remote.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user here"), "{text}");
+    assert!(!text.contains("Final-Recipient: rfc822; someone@remote.test"), "{text}");
+    assert!(text.contains("Subject: partial"), "the original headers come back");
+    let bounced = gw.wait_log("failed permanently; DSN queued to the sender", WAIT);
+    assert_eq!(bounced["rcpt"], "nobody@remote.test");
+}
+
+#[test]
+fn null_mx_bounces_and_null_sender_never_gets_a_dsn() {
+    let port = reserve_port();
+    let sender_mx = mx_sink("127.0.0.3", port, Behavior::default());
+    let dns = DnsServer::start(vec![
+        dns::null_mx("nomail.test"),
+        dns::mx("sender.test", 10, "mx.sender.test"),
+        dns::a("mx.sender.test", "127.0.0.3"),
+    ]);
+    let gw = Gateway::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
+    let mut c = Client::connect(gw.smtp());
+    c.cmd("EHLO client.test");
+    let body = message("alice@sender.test", "x@nomail.test", "nullmx", "hi");
+    assert_eq!(c.send_message("alice@sender.test", &["x@nomail.test"], &body).code, 250);
+    assert_eq!(c.send_message("", &["y@nomail.test"], &body).code, 250);
+
+    let dsn = sender_mx.wait_for(1, WAIT);
+    let text = dsn[0].text();
+    assert!(
+        text.contains("Final-Recipient: rfc822; x@nomail.test\r\nAction: failed\r\nStatus: 5.1.10\r\n"),
+        "{text}"
+    );
+    let dropped = gw.wait_log("failed permanently; no DSN sent", WAIT);
+    assert_eq!(dropped["rcpt"], "y@nomail.test");
+    assert_eq!(dropped["reason"], "the sender is the null sender");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sender_mx.received().len(), 1, "no DSN for the null sender");
+}
+
+#[test]
+fn a_destination_that_is_down_is_retried_until_it_answers() {
+    let port = reserve_port();
+    let dns = DnsServer::start(vec![]);
+    let gw = Gateway::start(&config(
+        &dns,
+        25,
+        &format!(
+            "domains:\n  - name: served.test\n    primary: {{hosts: [\"127.0.0.1:{port}\"], tls: {{mode: none}}}}\n"
+        ),
+    ));
+    let mut c = Client::connect(gw.smtp());
+    c.cmd("EHLO client.test");
+    let r = c.send_message(
+        "a@sender.test",
+        &["u@served.test"],
+        &message("a@sender.test", "u@served.test", "retry", "x"),
+    );
+    assert_eq!(r.code, 250);
+    let deferred = gw.wait_log("deferred", WAIT);
+    assert_eq!(deferred["rcpt"], "u@served.test");
+    let sink = Sink::start_on(port, Behavior::default());
+    let got = sink.wait_for(1, WAIT);
+    assert_eq!(got[0].rcpts, ["u@served.test"]);
+}
+
+#[test]
+fn mail_that_cannot_be_delivered_within_its_lifetime_is_bounced() {
+    let port = reserve_port();
+    let sender_mx = mx_sink("127.0.0.3", port, Behavior::default());
+    let dead = reserve_port();
+    let dns = DnsServer::start(vec![
+        dns::mx("sender.test", 10, "mx.sender.test"),
+        dns::a("mx.sender.test", "127.0.0.3"),
+    ]);
+    let gw = Gateway::start(&config_with_delivery(
+        &dns,
+        port,
+        "  lifetime: 3s\n",
+        &format!(
+            "domains:\n  - name: served.test\n    primary: {{hosts: [\"127.0.0.1:{dead}\"], tls: {{mode: none}}}}\n"
+        ),
+    ));
+    let mut c = Client::connect(gw.smtp());
+    c.cmd("EHLO client.test");
+    let r = c.send_message(
+        "a@sender.test",
+        &["u@served.test"],
+        &message("a@sender.test", "u@served.test", "expire", "x"),
+    );
+    assert_eq!(r.code, 250);
+    let dsn = sender_mx.wait_for(1, WAIT);
+    let text = dsn[0].text();
+    assert!(
+        text.contains("Final-Recipient: rfc822; u@served.test\r\nAction: failed\r\nStatus: 4.4.1\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("delivery time expired"), "{text}");
+}
