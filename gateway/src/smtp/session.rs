@@ -185,21 +185,36 @@ impl Session {
         let mut iter = bytes.iter();
         loop {
             let flow = match &mut self.state {
-                State::Request(rx) => match rx.ingest(&mut iter) {
-                    Ok(request) => {
-                        let request = request.into_owned();
-                        self.handle(request).await
-                    }
-                    Err(smtp_proto::Error::NeedsMoreData { .. }) => return Flow::Continue,
-                    Err(smtp_proto::Error::ResponseTooLong) => {
-                        self.state = State::DiscardLine(DummyLineReceiver::default());
+                State::Request(rx) => {
+                    if command_line_too_long(rx, iter.as_slice()) {
+                        // Drop the line: up to its end if it is here, else the rest later.
+                        let rest = iter.as_slice();
+                        match rest.iter().position(|&b| b == b'\n') {
+                            Some(end) => iter = rest[end + 1..].iter(),
+                            None => {
+                                iter = [].iter();
+                                self.state = State::DiscardLine(DummyLineReceiver::default());
+                            }
+                        }
                         self.push_error(&Reply::for_parse_error(&smtp_proto::Error::ResponseTooLong))
+                    } else {
+                        match rx.ingest(&mut iter) {
+                            Ok(request) => {
+                                let request = request.into_owned();
+                                self.handle(request).await
+                            }
+                            Err(smtp_proto::Error::NeedsMoreData { .. }) => return Flow::Continue,
+                            Err(smtp_proto::Error::ResponseTooLong) => {
+                                self.state = State::DiscardLine(DummyLineReceiver::default());
+                                self.push_error(&Reply::for_parse_error(&smtp_proto::Error::ResponseTooLong))
+                            }
+                            Err(e) => {
+                                let reply = Reply::for_parse_error(&e);
+                                self.push_error(&reply)
+                            }
+                        }
                     }
-                    Err(e) => {
-                        let reply = Reply::for_parse_error(&e);
-                        self.push_error(&reply)
-                    }
-                },
+                }
                 State::DiscardLine(rx) => {
                     if rx.ingest(&mut iter) {
                         self.state = State::Request(RequestReceiver::default());
@@ -312,4 +327,21 @@ impl Session {
         self.push(&Reply::fixed(220, "2.0.0 Ready to start TLS"));
         Flow::StartTls
     }
+}
+
+/// The longest command line accepted (RFC 5321 4.5.3.1.4 asks for at least 512 octets; we take
+/// smtp-proto's 4096, which also covers long parameters).
+const MAX_COMMAND_LINE: usize = smtp_proto::request::receiver::MAX_LINE_LENGTH;
+
+/// Whether the command line starting in `rx`'s buffer and continuing in `rest` is too long.
+/// smtp-proto checks this only for lines split across reads, so a whole overlong line that
+/// arrives in one read is caught here.
+fn command_line_too_long(rx: &mut RequestReceiver, rest: &[u8]) -> bool {
+    let pending = rx.buf().len();
+    let here = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+    let too_long = pending + here > MAX_COMMAND_LINE;
+    if too_long {
+        rx.buf().clear();
+    }
+    too_long
 }
