@@ -51,7 +51,11 @@ pub fn load_gateway_config(text: &str) -> Result<GatewayConfig, ConfigError> {
         let mut message = e.inner().to_string();
         // serde_yaml starts its message with the path too; say it once. Its " at line L
         // column C" stays: it helps a person find the spot.
-        if let Some(rest) = message.strip_prefix(&format!("{field}: ")) {
+        // (it names the field, or for custom errors its parent).
+        if let Some((head, rest)) = message.split_once(": ")
+            && !head.is_empty()
+            && field.starts_with(head)
+        {
             message = rest.to_string();
         }
         ConfigError::Parse(FieldError { field, message })

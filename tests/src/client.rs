@@ -82,13 +82,19 @@ impl Client {
     pub fn starttls(mut self, ca: &Path, server_name: &str) -> (Self, Reply) {
         let r = self.cmd("STARTTLS");
         assert_eq!(r.code, 220, "{r:?}");
+        let mut c = self.tls_handshake(ca, server_name);
+        let ehlo = c.cmd("EHLO client.test");
+        (c, ehlo)
+    }
+
+    /// The TLS handshake after the server's 220 to STARTTLS. Bytes the client sent before it
+    /// (pipelined after STARTTLS) stay sent.
+    pub fn tls_handshake(self, ca: &Path, server_name: &str) -> Self {
         let config = crate::tls::client_config(ca);
         let name = rustls_pki_types::ServerName::try_from(server_name.to_string()).unwrap();
         let conn = rustls::ClientConnection::new(config, name).unwrap();
         let tls = rustls::StreamOwned::new(conn, self.tcp.try_clone().unwrap());
-        let mut c = Self { reader: BufReader::new(Box::new(tls)), tcp: self.tcp, greeting: self.greeting };
-        let ehlo = c.cmd("EHLO client.test");
-        (c, ehlo)
+        Self { reader: BufReader::new(Box::new(tls)), tcp: self.tcp, greeting: self.greeting }
     }
 
     /// A whole transaction; returns the final reply.
