@@ -228,3 +228,55 @@ fn mail_that_cannot_be_delivered_within_its_lifetime_is_bounced() {
     );
     assert!(text.contains("delivery time expired"), "{text}");
 }
+
+#[test]
+fn mx_preference_fallback_and_implicit_mx() {
+    let port = reserve_port();
+    // remote.test: MX 10 is down, MX 20 answers. implicit.test: no MX, only an A record.
+    let backup = mx_sink("127.0.0.3", port, Behavior::default());
+    let implicit = mx_sink("127.0.0.4", port, Behavior::default());
+    let dns = DnsServer::start(vec![
+        dns::mx("remote.test", 10, "mx1.remote.test"),
+        dns::mx("remote.test", 20, "mx2.remote.test"),
+        dns::a("mx1.remote.test", "127.0.0.2"),
+        dns::a("mx2.remote.test", "127.0.0.3"),
+        dns::a("implicit.test", "127.0.0.4"),
+    ]);
+    let gw = Gateway::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
+    let mut c = Client::connect(gw.smtp());
+    c.cmd("EHLO client.test");
+    let body = message("a@sender.test", "x@remote.test", "mx", "x");
+    assert_eq!(c.send_message("a@sender.test", &["x@remote.test", "y@implicit.test"], &body).code, 250);
+    assert_eq!(backup.wait_for(1, WAIT)[0].rcpts, ["x@remote.test"]);
+    assert_eq!(implicit.wait_for(1, WAIT)[0].rcpts, ["y@implicit.test"]);
+}
+
+#[test]
+fn opportunistic_tls_encrypts_without_verifying_and_connections_are_reused() {
+    let ca = postern_tests::tls::TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    // A certificate for some other name, from a CA the gateway does not trust.
+    let leaf = ca.leaf(certs.path(), "mx", &["unrelated.example"]);
+    let sink =
+        Sink::start(Behavior { tls: Some(postern_tests::tls::server_config(&leaf)), ..Behavior::default() });
+    let dns = DnsServer::start(vec![]);
+    let gw = Gateway::start(&config(
+        &dns,
+        25,
+        &format!(
+            "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: opportunistic}}}}\n",
+            sink.host()
+        ),
+    ));
+    let mut c = Client::connect(gw.smtp());
+    c.cmd("EHLO client.test");
+    for i in 0..3 {
+        let body = message("a@sender.test", "u@served.test", &format!("reuse-{i}"), "x");
+        assert_eq!(c.send_message("a@sender.test", &["u@served.test"], &body).code, 250);
+        // One at a time, so each delivery can reuse the connection the previous one left.
+        sink.wait_for(i + 1, WAIT);
+    }
+    let got = sink.received();
+    assert!(got.iter().all(|e| e.tls), "encrypted");
+    assert_eq!(sink.connections(), 1, "one connection carried all three messages");
+}

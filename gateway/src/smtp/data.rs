@@ -55,13 +55,18 @@ impl Session {
 
     /// Message data that was read and dropped (too large, or a refused BDAT chunk).
     pub(super) fn discarded_message(&mut self, reply: Reply) -> Flow {
-        self.tx = None;
+        if let Some(tx) = self.tx.take() {
+            let reason = if reply == reply::MESSAGE_TOO_BIG { "too_large" } else { "bad_sequence" };
+            self.gateway.metrics.message("rejected", reason);
+            tracing::info!(client = %self.client, from = %tx.sender, decision = "rejected", reason, "message refused");
+        }
         self.push_error(&reply)
     }
 
     pub(super) async fn end_of_message(&mut self) -> Flow {
         let Some(tx) = self.tx.take() else { return Flow::Continue };
         if tx.body.len() as u64 > self.rt.config.limits.max_message_size {
+            self.gateway.metrics.message("rejected", "too_large");
             return self.push_error(&reply::MESSAGE_TOO_BIG);
         }
         self.messages += 1;

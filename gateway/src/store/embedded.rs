@@ -68,8 +68,13 @@ enum Op {
 }
 
 impl Op {
+    /// Whether the op's caller is promised durability. Settling a job and expiring old
+    /// quarantine entries are not: redoing them after a crash is harmless.
     fn needs_fsync(&self) -> bool {
-        !matches!(self, Op::Complete(_, None, _) | Op::Retry(_, None, _) | Op::Shutdown)
+        !matches!(
+            self,
+            Op::Complete(_, None, _) | Op::Retry(_, None, _) | Op::QuarantineExpire(..) | Op::Shutdown
+        )
     }
 }
 
