@@ -13,3 +13,19 @@ pub use validate::{ConfigError, FieldError, load_gateway_config, validate};
 pub fn gateway_config_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(GatewayConfig)).expect("a schema serialises")
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_schema_documents_every_field() {
+        let schema = super::gateway_config_schema();
+        let props = &schema["properties"];
+        for field in
+            ["hostname", "listeners", "admin", "store", "limits", "relay", "domains", "delivery", "logging"]
+        {
+            assert!(props[field].is_object(), "{field} missing from the schema");
+            assert!(props[field]["description"].is_string(), "{field} has no description");
+        }
+        assert_eq!(schema["required"], serde_json::json!(["hostname", "listeners"]));
+    }
+}

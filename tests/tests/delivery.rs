@@ -280,3 +280,57 @@ fn opportunistic_tls_encrypts_without_verifying_and_connections_are_reused() {
     assert!(got.iter().all(|e| e.tls), "encrypted");
     assert_eq!(sink.connections(), 1, "one connection carried all three messages");
 }
+
+#[test]
+fn a_4xx_reply_is_retried_with_backoff() {
+    let sink = Sink::start(Behavior {
+        data_reply: Some("451 4.3.0 queue full, try later".into()),
+        ..Behavior::default()
+    });
+    let dns = DnsServer::start(vec![]);
+    let gw = Gateway::start(&config(
+        &dns,
+        25,
+        &format!(
+            "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n",
+            sink.host()
+        ),
+    ));
+    let (ok, t) = swaks(gw.smtp(), "a@sender.test", "u@served.test", &[]);
+    assert!(ok, "{t}");
+    let second = postern_tests::wait_for("a second deferred attempt", WAIT, || {
+        gw.logs_matching("deferred").into_iter().find(|l| l["attempt"] == 2)
+    });
+    assert!(second["error"].as_str().unwrap().contains("451 4.3.0 queue full"), "{second}");
+    let first = &gw.logs_matching("deferred")[0];
+    assert_eq!(first["attempt"], 1);
+    assert!(sink.received().is_empty());
+}
+
+#[test]
+fn smtputf8_addresses_are_relayed_and_refused_without_the_parameter() {
+    let sink = Sink::start(Behavior::default());
+    let dns = DnsServer::start(vec![]);
+    let gw = Gateway::start(&config(
+        &dns,
+        25,
+        &format!(
+            "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n",
+            sink.host()
+        ),
+    ));
+    let mut c = Client::connect(gw.smtp());
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<jürgen@sender.test>").starts("553 5.6.7"), "UTF-8 needs SMTPUTF8");
+    assert_eq!(c.cmd("MAIL FROM:<jürgen@sender.test> SMTPUTF8").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<zoë@served.test>").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send_raw(
+        "Subject: =?utf-8?q?gr=C3=BC=C3=9Fe?=\r\nFrom: jürgen@sender.test\r\n\r\nhallo\r\n.\r\n".as_bytes(),
+    );
+    assert_eq!(c.read_reply().code, 250);
+    let got = sink.wait_for(1, WAIT);
+    assert_eq!(got[0].from, "jürgen@sender.test");
+    assert_eq!(got[0].rcpts, ["zoë@served.test"]);
+    assert!(got[0].text().contains("with UTF8SMTP id"), "{}", got[0].text());
+}
