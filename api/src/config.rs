@@ -181,6 +181,11 @@ pub struct RelayConfig {
     /// Client networks allowed to relay to any domain, e.g. "10.0.0.0/8".
     #[schemars(with = "Vec<String>")]
     pub trusted_networks: Vec<IpNet>,
+    /// Inbound gateways: servers that relay mail in for the served domains (the old MX, an
+    /// archiving service). Exempt from client-IP checks; later checks use the original client
+    /// IP from the Received header the gateway added.
+    #[schemars(with = "Vec<String>")]
+    pub inbound_gateways: Vec<IpNet>,
 }
 
 /// A domain the gateway accepts mail for.
@@ -191,6 +196,103 @@ pub struct MailDomainConfig {
     pub name: String,
     /// Where mail for this domain goes: its mailbox servers.
     pub primary: Destination,
+    /// Known accounts: local parts ("alice") or whole addresses ("alice@example.com"), each
+    /// with optional aliases. An empty directory with recipient verification off accepts every
+    /// address (the mailbox server decides).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<Account>,
+    /// Group addresses and their members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<Group>,
+    /// Ask the primary server whether an address exists (an RCPT probe, cached), for
+    /// directories too large to list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_verification: Option<RecipientVerification>,
+    /// How mail for this domain is split between the primary and another destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingPolicyConfig>,
+}
+
+/// An account: its address and the other addresses that reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Account {
+    /// Local part or whole address.
+    pub address: String,
+    /// More local parts or addresses delivered to this account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+/// A group address (a distribution list).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Group {
+    /// Local part or whole address of the group.
+    pub address: String,
+    /// Members: local parts (this domain) or whole addresses (any domain, other groups too).
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Who moderates the group (receives its quarantine digests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderator: Option<String>,
+}
+
+/// RCPT probes to the primary server for addresses not listed in `accounts`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RecipientVerification {
+    /// How long an answer (exists / does not exist) is remembered.
+    #[serde(default = "default_verification_ttl")]
+    pub cache_ttl: HumanDuration,
+}
+
+fn default_verification_ttl() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+
+/// How a domain's recipients are routed between its primary and another destination.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoutingPolicyConfig {
+    /// Split, Dual or RouteAll. (No policy, or a disabled one, is Direct.)
+    pub mode: RoutingMode,
+    /// The other server: a domain whose MX is used, or explicit hosts.
+    pub destination: Destination,
+    /// Off: the domain behaves as Direct.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// When the destination is a domain, send `user@served` as `user@destination` in RCPT TO
+    /// (headers untouched).
+    #[serde(default)]
+    pub rewrite_envelope: bool,
+    /// A forwarded delivery that fails permanently or expires sends a DSN to the sender; when
+    /// off it is dropped (logged and counted).
+    #[serde(default = "yes")]
+    pub bounce_on_failure: bool,
+    /// Before the policy goes live, a verification message is sent to this address through the
+    /// destination; the policy is live once the destination accepted it. Unset: live at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_address: Option<String>,
+    /// Expand group addresses to their members, each routed on its own.
+    #[serde(default)]
+    pub expand_groups: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Routing modes. For each recipient of the domain:
+/// Direct: known -> primary, unknown -> 550. Split: known -> primary, unknown -> destination.
+/// Dual: known -> primary and destination, unknown -> 550. RouteAll: known -> destination and
+/// primary, unknown -> destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum RoutingMode {
+    Direct,
+    Split,
+    Dual,
+    RouteAll,
 }
 
 /// A next hop: "the MX of a domain" or an explicit host list, with its TLS policy.
@@ -262,6 +364,33 @@ pub struct DeliveryConfig {
     pub ca_file: Option<PathBuf>,
     /// How long a delivery worker may hold a job before another worker may take it again.
     pub lease_timeout: HumanDuration,
+    /// A smarthost through which all mail for domains this gateway does not serve leaves,
+    /// instead of MX delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound_gateway: Option<OutboundGateway>,
+}
+
+/// A smarthost.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutboundGateway {
+    /// "host:port" (or "host", port 25).
+    pub host: String,
+    /// TLS towards the smarthost.
+    #[serde(default)]
+    pub tls: TlsPolicy,
+    /// SMTP AUTH credentials (sent only over TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<SmtpAuth>,
+}
+
+/// SMTP AUTH credentials; the password is read from a file (a mounted Secret).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SmtpAuth {
+    pub username: String,
+    /// File holding the password (trailing newline ignored).
+    pub password_file: PathBuf,
 }
 
 impl Default for DeliveryConfig {
@@ -280,6 +409,7 @@ impl Default for DeliveryConfig {
             tls: TlsPolicy::default(),
             ca_file: None,
             lease_timeout: HumanDuration::from_secs(900),
+            outbound_gateway: None,
         }
     }
 }

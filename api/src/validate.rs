@@ -128,7 +128,28 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
         if !domains.insert(name) {
             errs.add(format!("domains[{i}].name"), format!("{:?} is listed twice", d.name));
         }
-        check_destination(&mut errs, &format!("domains[{i}].primary"), &d.primary);
+        let field = format!("domains[{i}]");
+        check_destination(&mut errs, &format!("{field}.primary"), &d.primary);
+        check_directory(&mut errs, &field, d);
+        if let Some(policy) = &d.routing {
+            check_destination(&mut errs, &format!("{field}.routing.destination"), &policy.destination);
+            if policy.destination == d.primary {
+                errs.add(format!("{field}.routing.destination"), "must differ from the primary destination");
+            }
+            if let Some(addr) = &policy.verification_address
+                && !addr.contains('@')
+            {
+                errs.add(
+                    format!("{field}.routing.verificationAddress"),
+                    format!("{addr:?} is not an address"),
+                );
+            }
+        }
+    }
+    if let Some(gw) = &c.delivery.outbound_gateway
+        && let Err(e) = parse_host_port(&gw.host, 25)
+    {
+        errs.add("delivery.outboundGateway.host", e);
     }
 
     let del = &c.delivery;
@@ -155,6 +176,40 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
     }
 
     errs.finish()
+}
+
+/// Every account, alias and group address is in the domain and listed once. Group members may
+/// be anything: members in other domains are relayed.
+fn check_directory(errs: &mut Errors, field: &str, d: &crate::config::MailDomainConfig) {
+    let mut seen = HashSet::new();
+    let mut check = |errs: &mut Errors, path: String, addr: &str| {
+        let full = qualify(addr, &d.name);
+        if full.is_empty() || full.starts_with('@') || full.ends_with('@') {
+            errs.add(path, format!("{addr:?} is not an address or local part"));
+        } else if !full.ends_with(&format!("@{}", d.name.to_ascii_lowercase())) {
+            errs.add(path, format!("{addr:?} is not in domain {}", d.name));
+        } else if !seen.insert(full) {
+            errs.add(path, format!("{addr:?} is listed twice"));
+        }
+    };
+    for (a, acct) in d.accounts.iter().enumerate() {
+        check(errs, format!("{field}.accounts[{a}].address"), &acct.address);
+        for (k, alias) in acct.aliases.iter().enumerate() {
+            check(errs, format!("{field}.accounts[{a}].aliases[{k}]"), alias);
+        }
+    }
+    for (g, group) in d.groups.iter().enumerate() {
+        check(errs, format!("{field}.groups[{g}].address"), &group.address);
+        if group.members.is_empty() {
+            errs.add(format!("{field}.groups[{g}].members"), "a group needs at least one member");
+        }
+    }
+}
+
+/// "alice" -> "alice@domain"; "alice@Other.Test" -> "alice@other.test" (lower case).
+pub fn qualify(address: &str, domain: &str) -> String {
+    let a = address.trim();
+    if a.contains('@') { a.to_ascii_lowercase() } else { format!("{}@{}", a, domain).to_ascii_lowercase() }
 }
 
 fn check_destination(errs: &mut Errors, field: &str, d: &Destination) {

@@ -6,8 +6,11 @@ use std::sync::atomic::AtomicBool;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use crate::delivery::outbound::Outbound;
 use crate::metrics::Metrics;
 use crate::policy::connections::ConnectionLimiter;
+use crate::routing::probe::RecipientProbes;
+use crate::routing::verification::Verifications;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::tls::server::TlsAcceptors;
@@ -19,6 +22,12 @@ pub struct Gateway {
     pub metrics: Metrics,
     pub tls: TlsAcceptors,
     pub connections: ConnectionLimiter,
+    /// Talks SMTP to other servers (delivery, probes, verification).
+    pub outbound: Outbound,
+    /// Cached answers of recipient probes.
+    pub probes: RecipientProbes,
+    /// Destination verification state of routing policies.
+    pub verifications: Verifications,
     /// Wakes the delivery scheduler when new jobs were queued.
     pub queue_wakeup: Notify,
     /// Listeners are bound (readiness also needs the store to answer).

@@ -1,5 +1,6 @@
 //! `postern-gateway`: run the gateway, or check a config file.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,6 +24,22 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the JSON schema of GatewayConfig.
     Schema,
+    /// Destination verification of routing policies (through a running gateway's admin API).
+    Verification {
+        #[command(subcommand)]
+        action: VerificationAction,
+        /// The gateway's admin address.
+        #[arg(long, global = true, default_value = "127.0.0.1:8025")]
+        admin: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum VerificationAction {
+    /// Show each domain's verification state.
+    List,
+    /// Verify a domain's destination again now.
+    Retry { domain: String },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +58,28 @@ fn main() -> ExitCode {
         Command::Schema => {
             println!("{:#}", postern_api::gateway_config_schema());
             ExitCode::SUCCESS
+        }
+        Command::Verification { action, admin } => {
+            let result = match action {
+                VerificationAction::List => {
+                    postern_gateway::admin::client::request(admin, "GET", "/api/v1/verifications")
+                }
+                VerificationAction::Retry { domain } => postern_gateway::admin::client::request(
+                    admin,
+                    "POST",
+                    &format!("/api/v1/verifications/{domain}/retry"),
+                ),
+            };
+            match result {
+                Ok(body) => {
+                    println!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("postern-gateway: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::Run { config } => match postern_gateway::server::run(&config) {
             Ok(()) => ExitCode::SUCCESS,

@@ -2,34 +2,92 @@
 //! hot path does hash lookups instead of walking lists. Swapped whole on hot reload; a session
 //! keeps the snapshot it started with.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use postern_api::validate::qualify;
 use postern_api::{GatewayConfig, MailDomainConfig};
+
+/// A served domain with its directory indexed.
+pub struct ServedDomain {
+    pub config: MailDomainConfig,
+    /// Accounts and aliases, lower case, whole addresses.
+    known: HashSet<String>,
+    /// Group address -> members (whole addresses, lower case).
+    groups: HashMap<String, Vec<String>>,
+}
+
+impl ServedDomain {
+    fn new(config: MailDomainConfig) -> Self {
+        let d = &config.name;
+        let known = config
+            .accounts
+            .iter()
+            .flat_map(|a| std::iter::once(&a.address).chain(&a.aliases))
+            .map(|a| qualify(a, d))
+            .collect();
+        let groups = config
+            .groups
+            .iter()
+            .map(|g| (qualify(&g.address, d), g.members.iter().map(|m| qualify(m, d)).collect()))
+            .collect();
+        Self { config, known, groups }
+    }
+
+    /// Whether the directory lists anything (or asks the primary): without one, every address
+    /// of the domain is taken as known and the mailbox server decides.
+    pub fn has_directory(&self) -> bool {
+        !self.known.is_empty() || !self.groups.is_empty() || self.config.recipient_verification.is_some()
+    }
+
+    /// Listed as an account, alias or group. `address` must be lower case.
+    pub fn lists(&self, address: &str) -> bool {
+        self.known.contains(address) || self.groups.contains_key(address)
+    }
+
+    pub fn group_members(&self, address: &str) -> Option<&[String]> {
+        self.groups.get(address).map(Vec::as_slice)
+    }
+}
 
 pub struct Runtime {
     pub config: GatewayConfig,
     /// Served domains by lower-case name.
-    domains: HashMap<String, MailDomainConfig>,
+    domains: HashMap<String, ServedDomain>,
     trusted: Vec<IpNet>,
+    inbound_gateways: Vec<IpNet>,
 }
 
 impl Runtime {
     pub fn new(config: GatewayConfig) -> Self {
-        let domains = config.domains.iter().map(|d| (d.name.to_ascii_lowercase(), d.clone())).collect();
+        let domains = config
+            .domains
+            .iter()
+            .map(|d| (d.name.to_ascii_lowercase(), ServedDomain::new(d.clone())))
+            .collect();
         let trusted = config.relay.trusted_networks.clone();
-        Self { config, domains, trusted }
+        let inbound_gateways = config.relay.inbound_gateways.clone();
+        Self { config, domains, trusted, inbound_gateways }
     }
 
     /// The served domain an address belongs to, if any. `domain` must be lower case.
-    pub fn served_domain(&self, domain: &str) -> Option<&MailDomainConfig> {
+    pub fn served_domain(&self, domain: &str) -> Option<&ServedDomain> {
         self.domains.get(domain.trim_end_matches('.'))
+    }
+
+    pub fn served_domains(&self) -> impl Iterator<Item = &ServedDomain> {
+        self.domains.values()
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);
         self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn is_inbound_gateway(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.inbound_gateways.iter().any(|net| net.contains(&ip))
     }
 }
 

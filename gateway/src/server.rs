@@ -14,8 +14,11 @@ use tokio::sync::watch;
 
 use crate::context::Gateway;
 use crate::delivery::Delivery;
+use crate::delivery::outbound::Outbound;
 use crate::metrics::{Metrics, ResultLabel};
 use crate::policy::connections::ConnectionLimiter;
+use crate::routing::probe::RecipientProbes;
+use crate::routing::verification::Verifications;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
@@ -57,12 +60,17 @@ fn open_store(config: &GatewayConfig) -> anyhow::Result<Arc<dyn Store>> {
 async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()> {
     let store = open_store(&config)?;
     let tls = TlsAcceptors::load(&config.listeners)?;
+    let runtime = Runtime::new(config.clone());
+    let outbound = Outbound::new(&runtime)?;
     let gw = Arc::new(Gateway {
-        runtime: ArcSwap::from_pointee(Runtime::new(config.clone())),
+        runtime: ArcSwap::from_pointee(runtime),
         store,
         metrics: Metrics::new(),
         tls,
         connections: ConnectionLimiter::default(),
+        outbound,
+        probes: RecipientProbes::default(),
+        verifications: Verifications::default(),
         queue_wakeup: tokio::sync::Notify::new(),
         listening: false.into(),
     });
@@ -92,8 +100,8 @@ async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()
         bound.push((l.clone(), sock));
     }
 
-    let delivery = Delivery::new(gw.clone())?;
-    let delivery_task = tokio::spawn(delivery.run(stop_rx.clone()));
+    let delivery_task = tokio::spawn(Delivery::new(gw.clone()).run(stop_rx.clone()));
+    tokio::spawn(crate::routing::verification::run(gw.clone(), stop_rx.clone()));
     let mut accept_tasks = Vec::new();
     for (listener, sock) in bound {
         accept_tasks.push(tokio::spawn(accept_loop(gw.clone(), listener, sock, stop_rx.clone())));
@@ -202,6 +210,7 @@ fn reload(gw: &Gateway, path: &Path) {
         tracing::error!(error = %format!("{e:#}"), "new TLS settings not usable");
     }
     gw.runtime.store(Arc::new(Runtime::new(new)));
+    gw.verifications.wake();
     gw.metrics.config_reloads.get_or_create(&ResultLabel { result: "ok" }).inc();
     tracing::info!("config reloaded; new sessions use it");
 }

@@ -1,13 +1,16 @@
-//! Admin HTTP on its own port: health, readiness, Prometheus metrics, queue figures.
+//! Admin HTTP on its own port: health, readiness, Prometheus metrics, queue figures,
+//! destination verification. `client.rs` is the CLI's side of it.
+
+pub mod client;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::context::Gateway;
 
@@ -17,6 +20,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/queue", get(queue))
+        .route("/api/v1/verifications", get(verifications))
+        .route("/api/v1/verifications/{domain}/retry", post(retry_verification))
         .with_state(gw)
 }
 
@@ -44,6 +49,25 @@ async fn queue(State(gw): State<Arc<Gateway>>) -> Response {
     match gw.store.stats().await {
         Ok(stats) => axum::Json(stats).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// Destination verification state of every routing policy that asks for it.
+async fn verifications(State(gw): State<Arc<Gateway>>) -> Response {
+    axum::Json(gw.verifications.list()).into_response()
+}
+
+/// Verify a domain's destination again now.
+async fn retry_verification(State(gw): State<Arc<Gateway>>, Path(domain): Path<String>) -> Response {
+    match gw.verifications.retrigger(&gw, &domain).await {
+        Ok(true) => (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"domain": domain, "status": "pending"})))
+            .into_response(),
+        Ok(false) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"error": format!("{domain} has no enabled routing policy with a verificationAddress")})),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"error": e}))).into_response(),
     }
 }
 

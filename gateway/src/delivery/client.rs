@@ -149,6 +149,22 @@ impl Connection {
         policy: &TlsPolicy,
         tls: &ClientTls,
         timeouts: Timeouts,
+        credentials: Option<&(String, String)>,
+    ) -> Result<Self, Failure> {
+        let mut conn = Self::open_tls(host, addr, helo, policy, tls, timeouts).await?;
+        if let Some((user, password)) = credentials {
+            conn.authenticate(user, password).await?;
+        }
+        Ok(conn)
+    }
+
+    async fn open_tls(
+        host: &str,
+        addr: SocketAddr,
+        helo: &str,
+        policy: &TlsPolicy,
+        tls: &ClientTls,
+        timeouts: Timeouts,
     ) -> Result<Self, Failure> {
         let tcp = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -221,6 +237,45 @@ impl Connection {
             caps: Capabilities::default(),
             ..self
         })
+    }
+
+    /// AUTH PLAIN (RFC 4616), only inside TLS: credentials never cross the wire in clear.
+    async fn authenticate(&mut self, user: &str, password: &str) -> Result<(), Failure> {
+        if self.tls.is_none() {
+            return Err(Failure::network(
+                &self.host,
+                "refusing to send SMTP AUTH credentials without TLS".into(),
+            ));
+        }
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send_line(&format!("AUTH PLAIN {token}\r\n")).await?;
+        let reply = self.read_reply().await?;
+        if reply.code != 235 {
+            // Our credentials are wrong: that is for the admin to fix, so the mail waits.
+            let mut f = failure_from(&self.host.clone(), &reply);
+            f.permanent = false;
+            f.diagnostic = format!("SMTP AUTH as {user} failed: {}", f.diagnostic);
+            return Err(f);
+        }
+        Ok(())
+    }
+
+    /// Asks whether `rcpt` exists: MAIL FROM:<>, RCPT TO, then RSET. 2xx: yes; 5xx: no.
+    pub async fn probe(&mut self, rcpt: &str) -> Result<bool, Failure> {
+        self.send_line("MAIL FROM:<>\r\n").await?;
+        let mail = self.read_reply().await?;
+        if mail.code / 100 != 2 {
+            return Err(failure_from(&self.host.clone(), &mail));
+        }
+        self.send_line(&format!("RCPT TO:<{rcpt}>\r\n")).await?;
+        let reply = self.read_reply().await?;
+        self.reset().await;
+        match reply.code / 100 {
+            2 => Ok(true),
+            5 => Ok(false),
+            _ => Err(failure_from(&self.host.clone(), &reply)),
+        }
     }
 
     async fn hello(&mut self, helo: &str) -> Result<(), Failure> {

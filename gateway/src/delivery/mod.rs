@@ -11,6 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub mod client;
 pub mod dsn;
+pub mod outbound;
 pub mod pool;
 pub mod resolve;
 
@@ -19,9 +20,8 @@ use crate::metrics::ResultLabel;
 use crate::routing;
 use crate::runtime::Runtime;
 use crate::store::{Job, Message, NewMessage, Recipient, new_id};
-use crate::tls::client::ClientTls;
 use crate::util::time::{ms, now_ms};
-use client::{Connection, Envelope, Timeouts};
+use client::Envelope;
 
 /// Why a recipient was not delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,25 +68,14 @@ impl Failure {
 
 pub struct Delivery {
     gw: Arc<Gateway>,
-    resolver: resolve::Resolver,
-    tls: ClientTls,
-    pool: pool::Pool,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
     slots: Arc<Semaphore>,
 }
 
 impl Delivery {
-    pub fn new(gw: Arc<Gateway>) -> anyhow::Result<Arc<Self>> {
-        let rt = gw.runtime();
-        let d = &rt.config.delivery;
-        Ok(Arc::new(Self {
-            resolver: resolve::Resolver::new(&d.nameservers, d.mx_port)?,
-            tls: ClientTls::new(d.ca_file.as_deref())?,
-            pool: pool::Pool::default(),
-            per_destination: Mutex::default(),
-            slots: Arc::new(Semaphore::new(d.concurrency as usize)),
-            gw,
-        }))
+    pub fn new(gw: Arc<Gateway>) -> Arc<Self> {
+        let concurrency = gw.runtime().config.delivery.concurrency as usize;
+        Arc::new(Self { per_destination: Mutex::default(), slots: Arc::new(Semaphore::new(concurrency)), gw })
     }
 
     /// The scheduler: runs until `stop` fires. In-flight deliveries finish on their own.
@@ -95,7 +84,7 @@ impl Delivery {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                reaper.pool.reap(reaper.gw.runtime().config.delivery.idle_timeout.get());
+                reaper.gw.outbound.reap(reaper.gw.runtime().config.delivery.idle_timeout.get());
             }
         });
         loop {
@@ -183,71 +172,15 @@ impl Delivery {
         self.settle(&rt, job, &message, results, started).await;
     }
 
-    /// One delivery attempt: every host of the route in turn until one gives an answer.
+    /// One delivery attempt of a job.
     async fn attempt(&self, rt: &Runtime, job: &Job, message: &Message) -> Vec<Result<(), Failure>> {
-        let n = job.recipients.len();
-        let d = &rt.config.delivery;
-        let timeouts = Timeouts { connect: d.connect_timeout.get(), command: d.command_timeout.get() };
         let env = Envelope {
             sender: &job.sender,
             recipients: job.recipients.iter().map(|r| r.address.as_str()).collect(),
             smtputf8: message.smtputf8,
             eight_bit: message.eight_bit,
         };
-        let key = job.route.key();
-
-        // A connection kept from an earlier delivery to the same destination goes first.
-        if let Some(mut conn) = self.pool.take(&key, d.idle_timeout.get())
-            && let Ok(results) = conn.send(&env, &message.body).await
-        {
-            self.pool.put(&key, conn);
-            return results;
-        }
-
-        let hosts = match self.resolver.hosts(&job.route.target).await {
-            Ok(h) => h,
-            Err(f) => return vec![Err(f); n],
-        };
-        let mut last = Failure::temporary("4.4.1", format!("no host of {key} could be reached"));
-        for host in &hosts {
-            for addr in &host.addrs {
-                let mut conn = match Connection::open(
-                    &host.name,
-                    *addr,
-                    &rt.config.hostname,
-                    &job.route.tls,
-                    &self.tls,
-                    timeouts,
-                )
-                .await
-                {
-                    Ok(c) => c,
-                    Err(f) => {
-                        tracing::debug!(job = %job.id, host = %host.name, %addr, error = %f.diagnostic, "host failed");
-                        // A permanent greeting (554) means this host will not talk to us;
-                        // other hosts may (RFC 5321 3.1). Keep the last word for the report.
-                        last = f;
-                        continue;
-                    }
-                };
-                match conn.send(&env, &message.body).await {
-                    Ok(results) => {
-                        self.pool.put(&key, conn);
-                        return results;
-                    }
-                    Err(f) => {
-                        last = f;
-                        continue;
-                    }
-                }
-            }
-        }
-        // No host gave an answer: retry later, whatever the last host said at connect.
-        if last.permanent {
-            last.permanent = false;
-            last.status = format!("4{}", &last.status[1..]);
-        }
-        vec![Err(last); n]
+        self.gw.outbound.send(rt, &job.route, &env, &message.body).await
     }
 
     async fn settle(
@@ -351,7 +284,7 @@ impl Delivery {
         let failed: Vec<_> =
             bounced.iter().map(|(r, f)| dsn::FailedRecipient { recipient: r, failure: f }).collect();
         let (dsn_id, body) = dsn::build(&rt.config.hostname, message, &job.sender, &failed);
-        let route = routing::route_recipient(rt, &job.sender)?;
+        let route = routing::route_for_own_mail(rt, &job.sender)?;
         let now = now_ms();
         for (rcpt, f) in bounced {
             tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, status = "bounced", dsn_queue_id = %dsn_id, error = %f.diagnostic, "failed permanently; DSN queued to the sender");

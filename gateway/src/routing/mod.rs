@@ -1,13 +1,25 @@
-//! Recipient resolution: which next hop each recipient goes to. One transaction with
-//! recipients for several destinations becomes one job per destination, each with its own
-//! retries, so no single next hop is chosen for the whole transaction.
+//! Recipient resolution: which next hops each recipient goes to, under the routing mode of its
+//! domain. One transaction with recipients for several domains and modes becomes one job per
+//! (next hop, bounce setting), each with its own retries, so no single next hop is chosen for
+//! the whole transaction.
 //!
-//! Now: a served domain goes to its primary destination; any other domain to its MX.
-//! The routing modes (split, dual, route-all) extend `route_recipient`.
+//! | mode      | known account              | unknown address     |
+//! |-----------|----------------------------|---------------------|
+//! | Direct    | primary                    | 550 5.1.1 at RCPT   |
+//! | Split     | primary                    | destination         |
+//! | Dual      | primary AND destination    | 550 5.1.1 at RCPT   |
+//! | RouteAll  | destination AND primary    | destination         |
+//!
+//! A policy that is disabled, or whose destination is not verified yet, is Direct.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::runtime::Runtime;
+use postern_api::{RoutingMode, RoutingPolicyConfig};
+
+pub mod probe;
+pub mod verification;
+
+use crate::runtime::{Runtime, ServedDomain};
 use crate::store::{Recipient, Route};
 
 /// The domain part of an address, lower case; `None` for an address without one.
@@ -15,31 +27,196 @@ pub fn domain_of(address: &str) -> Option<String> {
     address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).filter(|d| !d.is_empty())
 }
 
-/// The next hop for one recipient.
-pub fn route_recipient(rt: &Runtime, address: &str) -> Option<Route> {
-    let domain = domain_of(address)?;
-    Some(match rt.served_domain(&domain) {
-        Some(d) => Route::from_destination(&d.primary),
-        None => Route::mx(&domain, rt.config.delivery.tls.clone()),
-    })
+/// One delivery a recipient needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub route: Route,
+    /// The address for RCPT TO towards this next hop (rewritten or not).
+    pub address: String,
+    /// The address the client gave.
+    pub original: String,
+    /// Send a DSN when this delivery fails permanently.
+    pub bounce: bool,
 }
 
-/// Groups recipients by next hop, keeping the order in which each hop first appears.
-pub fn plan(rt: &Runtime, recipients: &[String]) -> Vec<(Route, Vec<Recipient>)> {
-    let mut order: Vec<(Route, Vec<Recipient>)> = Vec::new();
-    let mut index: HashMap<Route, usize> = HashMap::new();
-    for rcpt in recipients {
-        let Some(route) = route_recipient(rt, rcpt) else { continue };
-        let r = Recipient { address: rcpt.clone(), original: rcpt.clone() };
-        match index.get(&route) {
-            Some(&i) => order[i].1.push(r),
+/// What to do with one RCPT TO.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Deliver(Vec<Target>),
+    /// Not a known address of a served domain in a mode that rejects unknown addresses.
+    Unknown,
+    /// The directory could not be asked (recipient verification failed temporarily).
+    TryLater(String),
+}
+
+/// Whether an address of a served domain exists, when the inline directory does not say.
+pub trait Directory {
+    /// `Ok(true)`: exists. `Ok(false)`: does not. `Err`: could not find out now.
+    fn exists(
+        &self,
+        domain: &ServedDomain,
+        address: &str,
+    ) -> impl std::future::Future<Output = Result<bool, String>> + Send;
+}
+
+/// Whether a domain's routing policy is live (enabled and, if asked for, verified).
+pub trait PolicyState {
+    fn is_live(&self, domain: &str, policy: &RoutingPolicyConfig) -> bool;
+}
+
+/// The mode in force for a domain now, with its policy when it has a live one.
+pub fn effective_mode<'a>(
+    domain: &'a ServedDomain,
+    state: &impl PolicyState,
+) -> (RoutingMode, Option<&'a RoutingPolicyConfig>) {
+    match &domain.config.routing {
+        Some(p) if p.enabled && p.mode != RoutingMode::Direct && state.is_live(&domain.config.name, p) => {
+            (p.mode, Some(p))
+        }
+        _ => (RoutingMode::Direct, None),
+    }
+}
+
+pub struct Router<'a, D, P> {
+    pub rt: &'a Runtime,
+    pub directory: &'a D,
+    pub policies: &'a P,
+}
+
+impl<D: Directory + Sync, P: PolicyState + Sync> Router<'_, D, P> {
+    /// Resolves one recipient to its deliveries (groups expanded as their policy says).
+    pub async fn resolve(&self, rcpt: &str) -> Decision {
+        let mut seen = HashSet::new();
+        self.resolve_inner(rcpt, rcpt, &mut seen, 0).await
+    }
+
+    async fn resolve_inner(
+        &self,
+        rcpt: &str,
+        original: &str,
+        seen: &mut HashSet<String>,
+        depth: u8,
+    ) -> Decision {
+        let Some(domain_name) = domain_of(rcpt) else { return Decision::Unknown };
+        let Some(domain) = self.rt.served_domain(&domain_name) else {
+            return Decision::Deliver(vec![self.relay_target(rcpt, original)]);
+        };
+        let address = rcpt.to_ascii_lowercase();
+        let (mode, policy) = effective_mode(domain, self.policies);
+
+        // Group member routing: each member routed on its own, every group expanded once.
+        if let (Some(p), Some(members)) = (policy, domain.group_members(&address))
+            && p.expand_groups
+        {
+            if !seen.insert(address.clone()) || depth > 8 {
+                return Decision::Deliver(vec![]);
+            }
+            let mut out = Vec::new();
+            for member in members {
+                match Box::pin(self.resolve_inner(member, member, seen, depth + 1)).await {
+                    Decision::Deliver(targets) => out.extend(targets),
+                    Decision::Unknown => {
+                        tracing::warn!(group = %address, member = %member, "group member is not a known address; skipped");
+                    }
+                    Decision::TryLater(why) => return Decision::TryLater(why),
+                }
+            }
+            return Decision::Deliver(dedupe(out));
+        }
+
+        let known = if domain.lists(&address) || !domain.has_directory() {
+            true
+        } else if domain.config.recipient_verification.is_some() {
+            match self.directory.exists(domain, rcpt).await {
+                Ok(exists) => exists,
+                Err(why) => return Decision::TryLater(why),
+            }
+        } else {
+            false
+        };
+
+        let primary = || Target {
+            route: Route::from_destination(&domain.config.primary),
+            address: rcpt.to_string(),
+            original: original.to_string(),
+            bounce: true,
+        };
+        let destination = |p: &RoutingPolicyConfig| Target {
+            route: Route::from_destination(&p.destination),
+            address: rewrite(rcpt, p),
+            original: original.to_string(),
+            bounce: p.bounce_on_failure,
+        };
+        match (mode, policy, known) {
+            (RoutingMode::Direct, _, true) | (RoutingMode::Split, _, true) => {
+                Decision::Deliver(vec![primary()])
+            }
+            (RoutingMode::Dual, Some(p), true) => Decision::Deliver(vec![primary(), destination(p)]),
+            (RoutingMode::RouteAll, Some(p), true) => Decision::Deliver(vec![destination(p), primary()]),
+            (RoutingMode::Split | RoutingMode::RouteAll, Some(p), false) => {
+                Decision::Deliver(vec![destination(p)])
+            }
+            _ => Decision::Unknown,
+        }
+    }
+
+    /// A recipient outside the served domains: the outbound gateway, or the domain's MX.
+    fn relay_target(&self, rcpt: &str, original: &str) -> Target {
+        let d = &self.rt.config.delivery;
+        let route = match &d.outbound_gateway {
+            Some(gw) => Route::smarthost(gw),
+            None => Route::mx(&domain_of(rcpt).unwrap_or_default(), d.tls.clone()),
+        };
+        Target { route, address: rcpt.to_string(), original: original.to_string(), bounce: true }
+    }
+}
+
+/// `user@served` -> `user@destination` when the policy rewrites and its destination is a domain.
+fn rewrite(rcpt: &str, p: &RoutingPolicyConfig) -> String {
+    match (&p.destination.mx, p.rewrite_envelope, rcpt.rsplit_once('@')) {
+        (Some(dest), true, Some((local, _))) => format!("{local}@{}", dest.to_ascii_lowercase()),
+        _ => rcpt.to_string(),
+    }
+}
+
+/// A group can reach one address twice (directly and through a nested group): deliver once.
+fn dedupe(targets: Vec<Target>) -> Vec<Target> {
+    let mut seen = HashSet::new();
+    targets.into_iter().filter(|t| seen.insert((t.route.clone(), t.address.to_ascii_lowercase()))).collect()
+}
+
+/// Groups the targets of a transaction into jobs: one per (next hop, bounce), keeping the
+/// order in which each first appears, each address once.
+pub fn plan(targets: &[Target]) -> Vec<(Route, bool, Vec<Recipient>)> {
+    let mut order: Vec<(Route, bool, Vec<Recipient>)> = Vec::new();
+    let mut index: HashMap<(Route, bool), usize> = HashMap::new();
+    for t in targets {
+        let r = Recipient { address: t.address.clone(), original: t.original.clone() };
+        match index.get(&(t.route.clone(), t.bounce)) {
+            Some(&i) => {
+                if !order[i].2.iter().any(|x| x.address.eq_ignore_ascii_case(&r.address)) {
+                    order[i].2.push(r);
+                }
+            }
             None => {
-                index.insert(route.clone(), order.len());
-                order.push((route, vec![r]));
+                index.insert((t.route.clone(), t.bounce), order.len());
+                order.push((t.route.clone(), t.bounce, vec![r]));
             }
         }
     }
     order
+}
+
+/// The next hop for a message we originate (a DSN, a digest) to `address`.
+pub fn route_for_own_mail(rt: &Runtime, address: &str) -> Option<Route> {
+    let domain = domain_of(address)?;
+    Some(match rt.served_domain(&domain) {
+        Some(d) => Route::from_destination(&d.config.primary),
+        None => match &rt.config.delivery.outbound_gateway {
+            Some(gw) => Route::smarthost(gw),
+            None => Route::mx(&domain, rt.config.delivery.tls.clone()),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -47,23 +224,122 @@ mod tests {
     use super::*;
     use crate::store::RouteTarget;
 
-    fn runtime() -> Runtime {
-        Runtime::new(
-            postern_api::load_gateway_config(
-                "hostname: gw.test\nlisteners: [{address: '127.0.0.1:2525'}]\ndomains:\n  - name: Example.COM\n    primary: {hosts: ['mail.internal:2526']}\n",
-            )
-            .unwrap(),
-        )
+    struct NoDirectory;
+    impl Directory for NoDirectory {
+        async fn exists(&self, _: &ServedDomain, _: &str) -> Result<bool, String> {
+            Err("no directory in this test".into())
+        }
+    }
+
+    struct AllLive(bool);
+    impl PolicyState for AllLive {
+        fn is_live(&self, _: &str, _: &RoutingPolicyConfig) -> bool {
+            self.0
+        }
+    }
+
+    fn runtime(mode: &str, extra_policy: &str) -> Runtime {
+        let text = format!(
+            "hostname: gw.test\nlisteners: [{{address: '127.0.0.1:2525'}}]\ndomains:\n  - name: served.test\n    primary: {{hosts: ['primary:25']}}\n    accounts: [{{address: alice, aliases: [al]}}, {{address: bob}}]\n    groups:\n      - {{address: team, members: [alice, bob, friends]}}\n      - {{address: friends, members: [carol@other.test, team, alice]}}\n    routing:\n      mode: {mode}\n      destination: {{mx: dest.test}}\n{extra_policy}"
+        );
+        Runtime::new(postern_api::load_gateway_config(&text).unwrap())
+    }
+
+    async fn resolve(rt: &Runtime, live: bool, rcpt: &str) -> Decision {
+        Router { rt, directory: &NoDirectory, policies: &AllLive(live) }.resolve(rcpt).await
+    }
+
+    fn summary(d: &Decision) -> Vec<String> {
+        match d {
+            Decision::Deliver(ts) => ts
+                .iter()
+                .map(|t| {
+                    format!("{}->{}{}", t.address, t.route.key(), if t.bounce { "" } else { " nobounce" })
+                })
+                .collect(),
+            Decision::Unknown => vec!["550".into()],
+            Decision::TryLater(_) => vec!["451".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_mode_table() {
+        let p = "hosts:primary:25";
+        let d = "mx:dest.test";
+        let cases = [
+            ("Split", "alice@served.test", vec![format!("alice@served.test->{p}")]),
+            ("Split", "zed@served.test", vec![format!("zed@served.test->{d}")]),
+            ("Dual", "al@served.test", vec![format!("al@served.test->{p}"), format!("al@served.test->{d}")]),
+            ("Dual", "zed@served.test", vec!["550".into()]),
+            (
+                "RouteAll",
+                "bob@served.test",
+                vec![format!("bob@served.test->{d}"), format!("bob@served.test->{p}")],
+            ),
+            ("RouteAll", "zed@served.test", vec![format!("zed@served.test->{d}")]),
+            ("Direct", "zed@served.test", vec!["550".into()]),
+            ("Direct", "alice@served.test", vec![format!("alice@served.test->{p}")]),
+        ];
+        for (mode, rcpt, want) in cases {
+            let rt = runtime(mode, "");
+            assert_eq!(summary(&resolve(&rt, true, rcpt).await), want, "{mode} {rcpt}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unverified_or_disabled_policy_is_direct() {
+        let rt = runtime("Split", "");
+        assert_eq!(summary(&resolve(&rt, false, "zed@served.test").await), ["550"]);
+        let rt = runtime("Split", "      enabled: false\n");
+        assert_eq!(summary(&resolve(&rt, true, "zed@served.test").await), ["550"]);
+    }
+
+    #[tokio::test]
+    async fn rewrite_and_bounce_switches() {
+        let rt = runtime("Split", "      rewriteEnvelope: true\n      bounceOnFailure: false\n");
+        assert_eq!(
+            summary(&resolve(&rt, true, "Zed@served.test").await),
+            ["Zed@dest.test->mx:dest.test nobounce"]
+        );
+    }
+
+    #[tokio::test]
+    async fn groups_expand_once_without_loops_and_relay_outside_members() {
+        let rt = runtime("Split", "      expandGroups: true\n");
+        let got = summary(&resolve(&rt, true, "team@served.test").await);
+        assert_eq!(
+            got,
+            [
+                "alice@served.test->hosts:primary:25",
+                "bob@served.test->hosts:primary:25",
+                "carol@other.test->mx:other.test"
+            ]
+        );
+        // Not expanded: the group is one recipient at the primary.
+        let rt = runtime("Split", "");
+        assert_eq!(
+            summary(&resolve(&rt, true, "team@served.test").await),
+            ["team@served.test->hosts:primary:25"]
+        );
     }
 
     #[test]
-    fn served_domains_go_to_their_primary_and_others_to_mx() {
-        let rt = runtime();
-        let plan = plan(&rt, &["a@example.com".into(), "b@other.org".into(), "c@EXAMPLE.com".into()]);
-        assert_eq!(plan.len(), 2);
-        assert_eq!(plan[0].0.target, RouteTarget::Hosts(vec!["mail.internal:2526".into()]));
-        let addrs: Vec<_> = plan[0].1.iter().map(|r| r.address.as_str()).collect();
-        assert_eq!(addrs, ["a@example.com", "c@EXAMPLE.com"]);
-        assert_eq!(plan[1].0.target, RouteTarget::Mx("other.org".into()));
+    fn plan_groups_by_next_hop_and_bounce() {
+        let route = |h: &str| Route {
+            target: RouteTarget::Hosts(vec![h.into()]),
+            tls: Default::default(),
+            auth: None,
+        };
+        let t = |h: &str, a: &str, bounce| Target {
+            route: route(h),
+            address: a.into(),
+            original: a.into(),
+            bounce,
+        };
+        let jobs =
+            plan(&[t("p", "a@x", true), t("d", "a@x", false), t("p", "b@x", true), t("p", "A@x", true)]);
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[0].2.len(), 2, "a and b to p, the duplicate dropped");
+        assert!(!jobs[1].1);
     }
 }

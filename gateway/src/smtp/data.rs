@@ -91,9 +91,9 @@ impl Session {
         let size = body.len();
 
         let lifetime = ms(self.rt.config.delivery.lifetime.get());
-        let jobs: Vec<Job> = routing::plan(&self.rt, &tx.recipients)
+        let jobs: Vec<Job> = routing::plan(&tx.targets)
             .into_iter()
-            .map(|(route, recipients)| Job {
+            .map(|(route, bounce, recipients)| Job {
                 id: new_id(),
                 message_id: id.clone(),
                 sender: tx.sender.clone(),
@@ -103,7 +103,7 @@ impl Session {
                 created_at: now,
                 due: now,
                 expires_at: now + lifetime,
-                bounce: true,
+                bounce,
                 last_error: None,
             })
             .collect();
@@ -116,6 +116,14 @@ impl Session {
             eight_bit: tx.eight_bit,
             body,
         };
+        // Mail relayed in by an inbound gateway: the client that matters for later checks is
+        // the one the gateway received it from, named in the gateway's Received header.
+        let original_client = self
+            .rt
+            .is_inbound_gateway(self.client_ip())
+            .then(|| received::original_client_ip(&tx.body))
+            .flatten()
+            .map(|ip| ip.to_string());
         let metrics = &self.gateway.metrics;
         match self.gateway.store.enqueue(NewMessage { message, jobs }).await {
             Ok(()) => {
@@ -125,6 +133,7 @@ impl Session {
                 tracing::info!(
                     queue_id = %id,
                     client = %self.client,
+                    original_client = original_client.as_deref(),
                     from = %tx.sender,
                     rcpts = tx.recipients.len(),
                     jobs = job_count,

@@ -1,4 +1,4 @@
-//! RCPT TO: relay check and routing of each recipient.
+//! RCPT TO: relay check, then routing resolves the recipient to its deliveries (or a reply).
 
 use smtp_proto::RcptTo;
 
@@ -6,10 +6,11 @@ use super::reply::{self, Reply};
 use super::session::{Flow, Session};
 use crate::metrics::ReasonLabel;
 use crate::policy::relay;
-use crate::routing;
+use crate::routing::probe::ProbingDirectory;
+use crate::routing::{self, Decision, Router};
 
 impl Session {
-    pub(super) fn handle_rcpt(&mut self, to: RcptTo<String>) -> Flow {
+    pub(super) async fn handle_rcpt(&mut self, to: RcptTo<String>) -> Flow {
         let Some(tx) = &self.tx else {
             return self.push_error(&reply::BAD_SEQUENCE_MAIL);
         };
@@ -29,12 +30,34 @@ impl Session {
             tracing::info!(client = %self.client, rcpt = %to.address, "relay access denied");
             return self.push_error(&reply);
         }
-        let Some(tx) = &mut self.tx else { return Flow::Continue };
-        if !tx.recipients.iter().any(|r| r.eq_ignore_ascii_case(&to.address)) {
-            tx.recipients.push(to.address);
+        if tx.recipients.iter().any(|r| r.eq_ignore_ascii_case(&to.address)) {
+            self.push(&Reply::fixed(250, "2.1.5 Ok"));
+            return Flow::Continue;
         }
-        self.push(&Reply::fixed(250, "2.1.5 Ok"));
-        Flow::Continue
+        let directory = ProbingDirectory { gw: &self.gateway, rt: &self.rt };
+        let router = Router { rt: &self.rt, directory: &directory, policies: &self.gateway.verifications };
+        match router.resolve(&to.address).await {
+            Decision::Deliver(targets) => {
+                let Some(tx) = &mut self.tx else { return Flow::Continue };
+                tx.recipients.push(to.address);
+                tx.targets.extend(targets);
+                self.push(&Reply::fixed(250, "2.1.5 Ok"));
+                Flow::Continue
+            }
+            Decision::Unknown => {
+                self.refused("unknown_user");
+                tracing::info!(client = %self.client, rcpt = %to.address, "unknown recipient");
+                self.push_error(&Reply::fixed(550, "5.1.1 Recipient address rejected: user unknown"))
+            }
+            Decision::TryLater(why) => {
+                self.refused("verification_unavailable");
+                tracing::info!(client = %self.client, rcpt = %to.address, reason = %why, "recipient could not be verified now");
+                self.push_error(&Reply::fixed(
+                    450,
+                    "4.1.1 Recipient address could not be verified, try again later",
+                ))
+            }
+        }
     }
 
     fn refused(&self, reason: &'static str) {

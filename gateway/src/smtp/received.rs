@@ -46,6 +46,40 @@ pub fn header(t: &Trace<'_>) -> String {
     h
 }
 
+/// The client IP named in the first (topmost) Received header of `data`: for mail that an
+/// inbound gateway relays in, the address that gateway received it from.
+pub fn original_client_ip(data: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(&data[..data.len().min(64 * 1024)]).ok()?;
+    let headers = text.split("\r\n\r\n").next()?;
+    // Unfold: a header's continuation lines start with white space.
+    let mut current: Option<String> = None;
+    for line in headers.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(h) = &mut current {
+                h.push(' ');
+                h.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some(h) = current.take() {
+            return ip_in_from_clause(&h);
+        }
+        if line.len() > 9 && line[..9].eq_ignore_ascii_case("received:") {
+            current = Some(line[9..].trim().to_string());
+        }
+    }
+    current.and_then(|h| ip_in_from_clause(&h))
+}
+
+/// The first "[address]" of a Received header's from clause (before " by ").
+fn ip_in_from_clause(value: &str) -> Option<IpAddr> {
+    let from = value.split(" by ").next()?;
+    from.split('[').skip(1).find_map(|part| {
+        let inner = part.split(']').next()?;
+        inner.trim_start_matches("IPv6:").parse().ok()
+    })
+}
+
 /// Message data with every bare LF and bare CR turned into CRLF, so what we relay is valid
 /// RFC 5322 and no next hop can read a different message end than we did (SMTP smuggling).
 pub fn normalize_line_endings(body: &[u8]) -> Cow<'_, [u8]> {
@@ -77,6 +111,17 @@ pub fn normalize_line_endings(body: &[u8]) -> Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_original_client_comes_from_the_topmost_received_header() {
+        let data = b"Received: from mail.sender.example (mail.sender.example\r\n\t[198.51.100.23]) by oldmx.example (Postfix) with ESMTP id X;\r\n\tMon, 1 Jan 2026 00:00:00 +0000\r\nReceived: from inner ([10.0.0.1]) by x;\r\nSubject: s\r\n\r\nbody [1.2.3.4]\r\n";
+        assert_eq!(original_client_ip(data), Some("198.51.100.23".parse().unwrap()));
+        assert_eq!(
+            original_client_ip(b"Received: from x ([IPv6:2001:db8::5]) by y; d\r\n\r\n"),
+            Some("2001:db8::5".parse().unwrap())
+        );
+        assert_eq!(original_client_ip(b"Subject: none\r\n\r\n"), None);
+    }
 
     #[test]
     fn bare_line_ends_become_crlf() {

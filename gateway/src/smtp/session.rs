@@ -42,6 +42,8 @@ pub enum Flow {
 pub(super) struct Transaction {
     pub sender: String,
     pub recipients: Vec<String>,
+    /// Where each accepted recipient goes (one recipient may need several deliveries).
+    pub targets: Vec<crate::routing::Target>,
     pub smtputf8: bool,
     pub eight_bit: bool,
     /// The message as it arrives (DATA: unstuffed; BDAT: chunks appended).
@@ -276,7 +278,7 @@ impl Session {
             Request::Helo { host } => self.handle_ehlo(host, false),
             Request::Lhlo { .. } => self.push_error(&reply::NOT_IMPLEMENTED),
             Request::Mail { from } => self.handle_mail(from),
-            Request::Rcpt { to } => self.handle_rcpt(to),
+            Request::Rcpt { to } => self.handle_rcpt(to).await,
             Request::Data => self.handle_data(),
             Request::Bdat { chunk_size, is_last } => self.handle_bdat(chunk_size, is_last),
             Request::Rset => {

@@ -27,7 +27,11 @@ pub fn sample_message(jobs: usize, due: u64) -> NewMessage {
                 address: format!("r{i}@example.com"),
                 original: format!("r{i}@example.com"),
             }],
-            route: Route { target: RouteTarget::Hosts(vec![format!("h{i}:25")]), tls: TlsPolicy::default() },
+            route: Route {
+                target: RouteTarget::Hosts(vec![format!("h{i}:25")]),
+                tls: TlsPolicy::default(),
+                auth: None,
+            },
             attempts: 0,
             created_at: due,
             due,
@@ -49,6 +53,14 @@ pub async fn run_all(store: &dyn Store) {
     complete_with_a_followup_enqueues_it_atomically(store).await;
     lease_respects_max(store).await;
     quarantine_round_trip(store).await;
+    state_round_trip(store).await;
+}
+
+async fn state_round_trip(store: &dyn Store) {
+    assert_eq!(store.state_get("verification/a.test").await.unwrap(), None);
+    store.state_put("verification/a.test", b"one".to_vec()).await.unwrap();
+    store.state_put("verification/a.test", b"two".to_vec()).await.unwrap();
+    assert_eq!(store.state_get("verification/a.test").await.unwrap(), Some(b"two".to_vec()));
 }
 
 async fn drain(store: &dyn Store) {

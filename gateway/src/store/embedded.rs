@@ -40,6 +40,9 @@ const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantin
 /// quarantine id -> body
 const QUARANTINE_BODIES: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine_bodies");
 
+/// key -> value: small shared state (verification, digests)
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+
 /// A non-durable commit is made durable at the latest this long after it, even when idle.
 const IDLE_FLUSH: Duration = Duration::from_millis(500);
 /// Most requests folded into one transaction.
@@ -62,6 +65,7 @@ enum Op {
     QuarantinePut(Box<QuarantineEntry>, Reply<()>),
     QuarantineDelete(String, Reply<bool>),
     QuarantineExpire(u64, Reply<usize>),
+    StatePut(String, Vec<u8>, Reply<()>),
     Flush(Reply<()>),
     /// Make everything durable and stop the writer (sent by `Drop`).
     Shutdown,
@@ -103,6 +107,7 @@ impl EmbeddedStore {
             txn.open_table(REFS).map_err(db_err)?;
             txn.open_table(QUARANTINE).map_err(db_err)?;
             txn.open_table(QUARANTINE_BODIES).map_err(db_err)?;
+            txn.open_table(STATE).map_err(db_err)?;
             txn.commit().map_err(db_err)?;
         }
         let (tx, rx) = std_mpsc::channel();
@@ -281,6 +286,19 @@ impl Store for EmbeddedStore {
         self.submit(|r| Op::QuarantineExpire(now, r)).await
     }
 
+    async fn state_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let key = key.to_string();
+        self.read(move |txn| {
+            let table = txn.open_table(STATE).map_err(db_err)?;
+            Ok(table.get(key.as_str()).map_err(db_err)?.map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn state_put(&self, key: &str, value: Vec<u8>) -> StoreResult<()> {
+        self.submit(|r| Op::StatePut(key.to_string(), value, r)).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read(|txn| txn.open_table(JOBS).map(|_| ()).map_err(db_err)).await
     }
@@ -403,6 +421,7 @@ struct Writer<'t> {
     refs: redb::Table<'t, &'static str, u32>,
     quarantine: redb::Table<'t, &'static str, &'static [u8]>,
     quarantine_bodies: redb::Table<'t, &'static str, &'static [u8]>,
+    state: redb::Table<'t, &'static str, &'static [u8]>,
 }
 
 impl<'t> Writer<'t> {
@@ -415,6 +434,7 @@ impl<'t> Writer<'t> {
             refs: txn.open_table(REFS)?,
             quarantine: txn.open_table(QUARANTINE)?,
             quarantine_bodies: txn.open_table(QUARANTINE_BODIES)?,
+            state: txn.open_table(STATE)?,
         })
     }
 
@@ -466,6 +486,10 @@ impl<'t> Writer<'t> {
                     self.quarantine_bodies.remove(id.as_str()).map_err(db_err)?;
                 }
                 Answer::Count(r, expired.len())
+            }
+            Op::StatePut(key, value, r) => {
+                self.state.insert(key.as_str(), value.as_slice()).map_err(db_err)?;
+                Answer::Unit(r)
             }
             Op::Flush(r) => Answer::Unit(r),
             // The loop turns Shutdown into a flush before applying; nothing to write here.

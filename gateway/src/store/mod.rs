@@ -60,6 +60,11 @@ pub trait Store: Send + Sync + 'static {
     /// Removes entries whose `expires_at` is before `now`; returns how many.
     async fn quarantine_expire(&self, now: u64) -> StoreResult<usize>;
 
+    /// Small shared state (destination verification, digest bookkeeping) by key.
+    async fn state_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Durable once it returns.
+    async fn state_put(&self, key: &str, value: Vec<u8>) -> StoreResult<()>;
+
     /// Cheap liveness check used by /readyz.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -1,7 +1,7 @@
 //! What the store keeps: messages (envelope and body, stored once), delivery jobs (one per
 //! message and next hop, each with its own retry state) and quarantine entries.
 
-use postern_api::{Destination, TlsPolicy};
+use postern_api::{Destination, OutboundGateway, SmtpAuth, TlsPolicy};
 use serde::{Deserialize, Serialize};
 
 /// A queue id: time-ordered (UUIDv7) and unique across restarts and pods.
@@ -49,6 +49,9 @@ pub struct Recipient {
 pub struct Route {
     pub target: RouteTarget,
     pub tls: TlsPolicy,
+    /// SMTP AUTH towards this next hop (a smarthost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<SmtpAuth>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,7 +65,7 @@ pub enum RouteTarget {
 
 impl Route {
     pub fn mx(domain: &str, tls: TlsPolicy) -> Self {
-        Self { target: RouteTarget::Mx(domain.to_ascii_lowercase()), tls }
+        Self { target: RouteTarget::Mx(domain.to_ascii_lowercase()), tls, auth: None }
     }
 
     pub fn from_destination(d: &Destination) -> Self {
@@ -70,7 +73,11 @@ impl Route {
             Some(mx) => RouteTarget::Mx(mx.to_ascii_lowercase()),
             None => RouteTarget::Hosts(d.hosts.clone()),
         };
-        Self { target, tls: d.tls.clone() }
+        Self { target, tls: d.tls.clone(), auth: None }
+    }
+
+    pub fn smarthost(gw: &OutboundGateway) -> Self {
+        Self { target: RouteTarget::Hosts(vec![gw.host.clone()]), tls: gw.tls.clone(), auth: gw.auth.clone() }
     }
 
     /// A short stable name for logs, metrics and per-destination limits.

@@ -1,0 +1,224 @@
+//! Destination verification: before a routing policy goes live, a verification message is sent
+//! to its `verificationAddress` through its destination; the policy is live only once the
+//! destination accepted it (250). Until then the domain is routed as Direct.
+//!
+//! The state lives in the store (shared by every pod once the store is shared) under
+//! `verification/<domain>`, keyed by a fingerprint of the destination and address, so a changed
+//! destination is verified again. Each pod keeps a copy for the RCPT hot path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use postern_api::RoutingPolicyConfig;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+use super::PolicyState;
+use crate::context::Gateway;
+use crate::delivery::client::Envelope;
+use crate::runtime::Runtime;
+use crate::store::{Route, new_id};
+use crate::util::time::{now_ms, rfc5322_now};
+
+/// How often the verifier looks for work (and refreshes its copy from the store).
+const TICK: Duration = Duration::from_secs(5);
+/// A failed verification is tried again after this.
+const RETRY_AFTER_MS: u64 = 30_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Status {
+    Pending,
+    Verified,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationState {
+    pub domain: String,
+    pub address: String,
+    /// The destination as a route key, for people reading the state.
+    pub destination: String,
+    /// What was verified; a different fingerprint means "verify again".
+    pub fingerprint: String,
+    pub status: Status,
+    /// The destination's answer, or why it could not be asked.
+    pub detail: String,
+    /// ms since the epoch.
+    pub checked_at: u64,
+}
+
+/// Identifies what a verification covered: the destination and the address.
+pub fn fingerprint(p: &RoutingPolicyConfig) -> String {
+    serde_json::to_string(&(&p.destination, &p.verification_address)).unwrap_or_default()
+}
+
+fn key(domain: &str) -> String {
+    format!("verification/{}", domain.to_ascii_lowercase())
+}
+
+#[derive(Default)]
+pub struct Verifications {
+    states: RwLock<HashMap<String, VerificationState>>,
+    wake: Notify,
+}
+
+impl PolicyState for Verifications {
+    fn is_live(&self, domain: &str, policy: &RoutingPolicyConfig) -> bool {
+        if policy.verification_address.is_none() {
+            return true;
+        }
+        let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+        states
+            .get(&domain.to_ascii_lowercase())
+            .is_some_and(|s| s.status == Status::Verified && s.fingerprint == fingerprint(policy))
+    }
+}
+
+impl Verifications {
+    fn remember(&self, state: VerificationState) {
+        let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
+        states.insert(state.domain.clone(), state);
+    }
+
+    /// Looks for work now (after a config change).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Every known state, by domain.
+    pub fn list(&self) -> Vec<VerificationState> {
+        let states = self.states.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = states.values().cloned().collect();
+        v.sort_by(|a, b| a.domain.cmp(&b.domain));
+        v
+    }
+
+    /// Forgets the result for `domain` (in the store too) so it is verified again now.
+    pub async fn retrigger(&self, gw: &Gateway, domain: &str) -> Result<bool, String> {
+        let rt = gw.runtime();
+        let Some(policy) = policy_needing_verification(&rt, domain) else { return Ok(false) };
+        let state = VerificationState {
+            domain: domain.to_ascii_lowercase(),
+            address: policy.verification_address.clone().unwrap_or_default(),
+            destination: Route::from_destination(&policy.destination).key(),
+            fingerprint: String::new(),
+            status: Status::Pending,
+            detail: "verification requested".into(),
+            checked_at: 0,
+        };
+        save(gw, &state).await?;
+        self.remember(state);
+        self.wake.notify_one();
+        Ok(true)
+    }
+}
+
+fn policy_needing_verification<'a>(rt: &'a Runtime, domain: &str) -> Option<&'a RoutingPolicyConfig> {
+    rt.served_domain(&domain.to_ascii_lowercase())?
+        .config
+        .routing
+        .as_ref()
+        .filter(|p| p.enabled && p.verification_address.is_some())
+}
+
+async fn save(gw: &Gateway, state: &VerificationState) -> Result<(), String> {
+    let raw = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    gw.store.state_put(&key(&state.domain), raw).await.map_err(|e| e.to_string())
+}
+
+/// The verifier task: verifies each policy that needs it, until `stop`.
+pub async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let rt = gw.runtime();
+        let domains: Vec<String> = rt
+            .served_domains()
+            .filter(|d| policy_needing_verification(&rt, &d.config.name).is_some())
+            .map(|d| d.config.name.to_ascii_lowercase())
+            .collect();
+        for domain in domains {
+            let Some(policy) = policy_needing_verification(&rt, &domain) else { continue };
+            check(&gw, &rt, &domain, policy).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = gw.verifications.wake.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn check(gw: &Gateway, rt: &Runtime, domain: &str, policy: &RoutingPolicyConfig) {
+    let fp = fingerprint(policy);
+    let stored = match gw.store.state_get(&key(domain)).await {
+        Ok(Some(raw)) => serde_json::from_slice::<VerificationState>(&raw).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(domain, error = %e, "cannot read verification state");
+            return;
+        }
+    };
+    if let Some(s) = &stored {
+        gw.verifications.remember(s.clone());
+    }
+    let due = match &stored {
+        None => true,
+        Some(s) if s.fingerprint != fp => true,
+        Some(s) => s.status != Status::Verified && now_ms().saturating_sub(s.checked_at) >= RETRY_AFTER_MS,
+    };
+    if !due {
+        return;
+    }
+    let state = verify(gw, rt, domain, policy, fp).await;
+    match state.status {
+        Status::Verified => {
+            tracing::info!(domain, destination = %state.destination, "destination verified; routing policy is live")
+        }
+        _ => {
+            tracing::warn!(domain, destination = %state.destination, detail = %state.detail, "destination verification failed; domain stays Direct")
+        }
+    }
+    if let Err(e) = save(gw, &state).await {
+        tracing::warn!(domain, error = %e, "cannot store verification state");
+    }
+    gw.verifications.remember(state);
+}
+
+/// Sends the verification message through the destination and reports what it said.
+async fn verify(
+    gw: &Gateway,
+    rt: &Runtime,
+    domain: &str,
+    policy: &RoutingPolicyConfig,
+    fp: String,
+) -> VerificationState {
+    let address = policy.verification_address.clone().unwrap_or_default();
+    let route = Route::from_destination(&policy.destination);
+    let sender = format!("postmaster@{}", rt.config.hostname);
+    let id = new_id();
+    let body = format!(
+        "From: Postern <{sender}>\r\nTo: <{address}>\r\nSubject: Postern destination verification for {domain}\r\nDate: {}\r\nMessage-ID: <{id}@{}>\r\nAuto-Submitted: auto-generated\r\n\r\nThis message checks that {} accepts mail that Postern routes for {domain}.\r\nNo action is needed.\r\n",
+        rfc5322_now(),
+        rt.config.hostname,
+        route.key(),
+    );
+    let env =
+        Envelope { sender: &sender, recipients: vec![address.as_str()], smtputf8: false, eight_bit: false };
+    let result = gw.outbound.send(rt, &route, &env, body.as_bytes()).await.pop();
+    let (status, detail) = match result {
+        Some(Ok(())) => (Status::Verified, "accepted".to_string()),
+        Some(Err(f)) => (Status::Failed, f.diagnostic),
+        None => (Status::Failed, "no result".to_string()),
+    };
+    VerificationState {
+        domain: domain.to_string(),
+        address,
+        destination: route.key(),
+        fingerprint: fp,
+        status,
+        detail,
+        checked_at: now_ms(),
+    }
+}
