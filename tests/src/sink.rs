@@ -18,6 +18,8 @@ pub struct Envelope {
     pub rcpts: Vec<String>,
     pub data: Vec<u8>,
     pub tls: bool,
+    /// The user that authenticated (AUTH PLAIN), if any.
+    pub auth: Option<String>,
 }
 
 impl Envelope {
@@ -35,6 +37,8 @@ pub struct Behavior {
     pub data_reply: Option<String>,
     /// Offer STARTTLS with this server config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Offer AUTH PLAIN (after STARTTLS) and accept only this user and password.
+    pub auth: Option<(String, String)>,
 }
 
 impl Behavior {
@@ -49,6 +53,9 @@ pub struct Sink {
     received: Arc<Mutex<Vec<Envelope>>>,
     connections: Arc<Mutex<u32>>,
     stop: Arc<AtomicBool>,
+    accept_loop: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Open connections, closed by `stop` as a restarted server would.
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 trait Conn: Read + Write + Send {}
@@ -73,8 +80,10 @@ impl Sink {
         let connections = Arc::new(Mutex::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let behavior = Arc::new(behavior);
-        {
-            let (received, connections, stop) = (received.clone(), connections.clone(), stop.clone());
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let accept_loop = {
+            let (received, connections, stop, open) =
+                (received.clone(), connections.clone(), stop.clone(), open.clone());
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::Acquire) {
@@ -82,14 +91,17 @@ impl Sink {
                     }
                     let Ok(stream) = stream else { continue };
                     *connections.lock().unwrap() += 1;
+                    if let Ok(clone) = stream.try_clone() {
+                        open.lock().unwrap().push(clone);
+                    }
                     let (received, behavior) = (received.clone(), behavior.clone());
                     std::thread::spawn(move || {
                         let _ = serve(stream, &behavior, &received);
                     });
                 }
-            });
-        }
-        Self { addr, received, connections, stop }
+            })
+        };
+        Self { addr, received, connections, stop, accept_loop: Mutex::new(Some(accept_loop)), open }
     }
 
     pub fn port(&self) -> u16 {
@@ -117,10 +129,16 @@ impl Sink {
         })
     }
 
-    /// Stops accepting (the port is closed once the accept loop sees it).
+    /// Stops accepting and closes the listening socket (returns once it is closed).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.accept_loop.lock().unwrap().take() {
+            let _ = t.join();
+        }
+        for conn in self.open.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
@@ -162,6 +180,7 @@ fn session(
     let mut reader = BufReader::new(ReadHalf(conn));
     let mut helo = String::new();
     let mut env: Option<Envelope> = None;
+    let mut authed: Option<String> = None;
     let mut out = Vec::new();
     loop {
         let mut line = String::new();
@@ -177,15 +196,41 @@ fn session(
             if behavior.tls.is_some() && !tls {
                 r.push_str("250-STARTTLS\r\n");
             }
+            if behavior.auth.is_some() && tls {
+                r.push_str("250-AUTH PLAIN\r\n");
+            }
             r.push_str("250 SIZE 100000000");
             r
         } else if upper == "STARTTLS" {
             write_reply(&mut reader, &mut out, "220 2.0.0 go ahead")?;
             return Ok(Next::StartTls);
+        } else if upper.starts_with("AUTH PLAIN ") {
+            use base64::Engine;
+            let decoded =
+                base64::engine::general_purpose::STANDARD.decode(cmd[11..].trim()).unwrap_or_default();
+            let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
+            match (&behavior.auth, parts.as_slice()) {
+                (Some((u, p)), [_, user, pass]) if tls && user == &u.as_bytes() && pass == &p.as_bytes() => {
+                    authed = Some(u.clone());
+                    "235 2.7.0 authenticated".into()
+                }
+                _ => "535 5.7.8 bad credentials".into(),
+            }
         } else if upper.starts_with("MAIL FROM:") {
-            let from = angle(&cmd[10..]);
-            env = Some(Envelope { helo: helo.clone(), from, rcpts: vec![], data: vec![], tls });
-            "250 2.1.0 ok".into()
+            if behavior.auth.is_some() && authed.is_none() {
+                "530 5.7.0 authentication required".into()
+            } else {
+                let from = angle(&cmd[10..]);
+                env = Some(Envelope {
+                    helo: helo.clone(),
+                    from,
+                    rcpts: vec![],
+                    data: vec![],
+                    tls,
+                    auth: authed.clone(),
+                });
+                "250 2.1.0 ok".into()
+            }
         } else if upper.starts_with("RCPT TO:") {
             let rcpt = angle(&cmd[8..]);
             match behavior.rcpt_replies.get(&rcpt.to_ascii_lowercase()) {
