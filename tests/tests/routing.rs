@@ -117,7 +117,9 @@ fn v(items: &[&str]) -> Vec<String> {
 #[test]
 fn each_mode_routes_known_unknown_and_group_recipients() {
     // recipients: alice (account), zed (unknown), team (a group, not expanded)
-    let cases: [(&str, [u16; 3], Vec<Vec<String>>, Vec<Vec<String>>); 4] = [
+    // (mode, RCPT replies, envelopes at the primary, envelopes at the destination)
+    type Case = (&'static str, [u16; 3], Vec<Vec<String>>, Vec<Vec<String>>);
+    let cases: [Case; 4] = [
         ("Direct", [250, 550, 250], vec![v(&["alice@served.test", "team@served.test"])], vec![]),
         (
             "Split",
