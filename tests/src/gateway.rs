@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
+use tempfile::TempDir;
 
 use serde_json::Value;
 
@@ -25,9 +27,10 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-/// Standard parts of a test config; the test adds what it is about.
+/// Standard parts of a test config; the test adds what it is about. Its directory (config
+/// file, store) lives as long as the config or any gateway started from it.
 pub struct GatewayConfig {
-    pub dir: tempfile::TempDir,
+    pub dir: Arc<TempDir>,
     /// YAML appended to the generated header (domains, relay, delivery, limits...).
     pub body: String,
     /// YAML for `listeners:`; default one plain listener named "smtp".
@@ -37,7 +40,7 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     pub fn new(body: &str) -> Self {
         Self {
-            dir: tempfile::tempdir().unwrap(),
+            dir: Arc::new(tempfile::tempdir().unwrap()),
             body: body.to_string(),
             listeners: "  - {name: smtp, address: \"127.0.0.1:0\"}\n".into(),
         }
@@ -74,13 +77,16 @@ pub struct Gateway {
     pub listeners: HashMap<String, SocketAddr>,
     pub admin: SocketAddr,
     pub config_path: PathBuf,
+    _dir: Option<Arc<TempDir>>,
 }
 
 impl Gateway {
     /// Writes the config and starts the gateway; returns once every listener is bound.
     pub fn start(config: &GatewayConfig) -> Self {
         let path = config.write();
-        Self::start_from(&path)
+        let mut gw = Self::start_from(&path);
+        gw._dir = Some(config.dir.clone());
+        gw
     }
 
     pub fn start_from(path: &Path) -> Self {
@@ -115,6 +121,7 @@ impl Gateway {
             listeners: HashMap::new(),
             admin: "0.0.0.0:0".parse().unwrap(),
             config_path: path.into(),
+            _dir: None,
         };
         crate::wait_for("the gateway to start", Duration::from_secs(30), || {
             if let Ok(Some(status)) = gw.child.try_wait() {

@@ -238,6 +238,21 @@ fn a_policy_goes_live_only_after_its_destination_accepted_the_verification_messa
     assert_eq!(send(&gw, "s@sender.test", &["zed@served.test"], "live"), (vec![250], 250));
     let got = accepting.wait_for(2, WAIT);
     assert_eq!(got[1].rcpts, ["zed@served.test"]);
+
+    // A new destination (config reload) is verified again before it is used.
+    let second = Sink::start(Behavior::default());
+    let text = std::fs::read_to_string(&gw.config_path).unwrap().replace(
+        "destination: {mx: dest.test, tls: {mode: none}}",
+        &format!("destination: {{hosts: [\"{}\"], tls: {{mode: none}}}}", second.host()),
+    );
+    std::fs::write(&gw.config_path, text).unwrap();
+    let verified = postern_tests::wait_for("the new destination to be verified", WAIT, || {
+        gw.logs_matching("destination verified; routing policy is live")
+            .into_iter()
+            .find(|l| l["destination"] == format!("hosts:{}", second.host()))
+    });
+    assert_eq!(verified["domain"], "served.test");
+    assert_eq!(second.wait_for(1, WAIT)[0].rcpts, ["verify@dest.test"]);
 }
 
 #[test]
