@@ -101,19 +101,64 @@ pub struct StoreConfig {
     /// An on-disk store inside this process: one node, no external service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedded: Option<EmbeddedStore>,
+    /// Redis, shared by every gateway pod: any pod may die without losing mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStore>,
+}
+
+/// The Redis store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RedisStore {
+    /// `redis://host:port/db` or `rediss://...` (TLS). With `cluster: true`, one or more
+    /// nodes of a Redis Cluster (comma-separated or as `urls`).
+    pub url: String,
+    /// More seed nodes of a Redis Cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// Talk to a Redis Cluster instead of a single server.
+    #[serde(default)]
+    pub cluster: bool,
+    /// ACL user name (Redis 6+). Overrides one in the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// File holding the password (a mounted Secret; trailing newline ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// After each accepted message, wait until this many replicas have the write (Redis WAIT)
+    /// before answering 250. 0: the primary's acknowledgement is enough.
+    #[serde(default)]
+    pub wait_replicas: u32,
+    /// How long to wait for those replicas; if they do not confirm in time the client gets 451.
+    #[serde(default = "default_wait_timeout")]
+    pub wait_timeout: HumanDuration,
+    /// Prefix of every key (several gateways fleets can share one Redis).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_wait_timeout() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+
+fn default_key_prefix() -> String {
+    "postern".into()
 }
 
 /// The backend a `StoreConfig` selects.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StoreBackend<'a> {
     Embedded(std::borrow::Cow<'a, EmbeddedStore>),
+    Redis(&'a RedisStore),
 }
 
 impl StoreConfig {
+    /// The selected backend (validation ensures at most one is set).
     pub fn backend(&self) -> StoreBackend<'_> {
-        match &self.embedded {
-            Some(e) => StoreBackend::Embedded(std::borrow::Cow::Borrowed(e)),
-            None => StoreBackend::Embedded(std::borrow::Cow::Owned(EmbeddedStore::default())),
+        match (&self.redis, &self.embedded) {
+            (Some(r), _) => StoreBackend::Redis(r),
+            (None, Some(e)) => StoreBackend::Embedded(std::borrow::Cow::Borrowed(e)),
+            (None, None) => StoreBackend::Embedded(std::borrow::Cow::Owned(EmbeddedStore::default())),
         }
     }
 }

@@ -95,6 +95,28 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
         }
     }
 
+    if c.store.embedded.is_some() && c.store.redis.is_some() {
+        errs.add("store", "set either embedded or redis, not both");
+    }
+    if let Some(r) = &c.store.redis {
+        for (i, url) in std::iter::once(&r.url).chain(&r.urls).enumerate() {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                let field = if i == 0 {
+                    "store.redis.url".to_string()
+                } else {
+                    format!("store.redis.urls[{}]", i - 1)
+                };
+                errs.add(field, format!("{url:?} must start with redis:// or rediss://"));
+            }
+        }
+        if !r.urls.is_empty() && !r.cluster {
+            errs.add("store.redis.urls", "more than one URL needs cluster: true");
+        }
+        if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
+            errs.add("store.redis.keyPrefix", "must be non-empty and without braces");
+        }
+    }
+
     let lim = &c.limits;
     for (field, value) in [
         ("limits.maxMessageSize", lim.max_message_size),

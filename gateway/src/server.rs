@@ -48,8 +48,13 @@ fn init_logging(config: &GatewayConfig) {
     };
 }
 
-fn open_store(config: &GatewayConfig) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(config: &GatewayConfig) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match config.store.backend() {
+        StoreBackend::Redis(r) => Arc::new(
+            crate::store::redis::RedisStore::connect(r)
+                .await
+                .with_context(|| format!("store.redis.url {}", r.url))?,
+        ),
         StoreBackend::Embedded(e) => Arc::new(
             EmbeddedStore::open(&e.path)
                 .with_context(|| format!("store.embedded.path {}", e.path.display()))?,
@@ -58,7 +63,8 @@ fn open_store(config: &GatewayConfig) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()> {
-    let store = open_store(&config)?;
+    crate::tls::install_default_provider();
+    let store = open_store(&config).await?;
     let tls = TlsAcceptors::load(&config.listeners)?;
     let runtime = Runtime::new(config.clone());
     let outbound = Outbound::new(&runtime)?;

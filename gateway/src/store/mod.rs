@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub mod embedded;
+pub mod redis;
 pub mod types;
 
 #[cfg(test)]

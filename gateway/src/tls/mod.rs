@@ -9,6 +9,12 @@ pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes ring the process-wide default provider, for libraries that build their own rustls
+/// configs (the Redis client for rediss://). Safe to call more than once.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// "TLSv1.3", "TLSv1.2": the names Received headers and logs use.
 pub fn version_name(v: rustls::ProtocolVersion) -> &'static str {
     match v {

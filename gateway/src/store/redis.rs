@@ -1,0 +1,571 @@
+//! The Redis store: the queue and quarantine shared by every gateway pod.
+//!
+//! Layout (every key carries the hash tag `{<prefix>}`, so all keys live in one slot and every
+//! script works unchanged on Redis Cluster):
+//! - `{p}:sched`       sorted set of job ids; score = when the job may be handed out next: its
+//!                     due time, or while leased, the end of its lease (the visibility timeout).
+//!                     Ready, scheduled and leased jobs are one structure, and a pod that died
+//!                     leaves jobs that simply come due again.
+//! - `{p}:job:<id>`    the job (JSON)
+//! - `{p}:msg:<id>`    hash: meta (JSON), body, refs (jobs not yet settled); the body is stored
+//!                     once and shared by the message's jobs
+//! - `{p}:msgs`        set of message ids (for counting)
+//! - `{p}:q:<id>`      quarantine entry: meta, body; `{p}:quar` (by creation) and
+//!                     `{p}:quar_exp` (by expiry) index them
+//! - `{p}:state:<key>` small shared state (destination verification, digests)
+//!
+//! Every multi-key change is one Lua script (atomic), and each store call is one round trip:
+//! an accepted message costs one EVALSHA (plus a WAIT when replicas are required).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use postern_api::RedisStore as RedisConfig;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script, Value};
+
+use super::{Job, Message, NewMessage, QuarantineEntry, QueueStats, Store, StoreError, StoreResult};
+
+/// Lua shared by the scripts: writing a message with its jobs, and dropping a settled job.
+/// `KEYS[1]` is the hash tag; the other keys are built from it (same slot).
+const PRELUDE: &str = r#"
+local T = KEYS[1]
+local function put_message(i)
+  local id, meta, body, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local mk = T .. ':msg:' .. id
+  i = i + 4
+  if n == 0 then return i end
+  redis.call('HSET', mk, 'meta', meta, 'body', body, 'refs', n)
+  redis.call('SADD', T .. ':msgs', id)
+  for _ = 1, n do
+    redis.call('SET', T .. ':job:' .. ARGV[i], ARGV[i + 2])
+    redis.call('ZADD', T .. ':sched', ARGV[i + 1], ARGV[i])
+    i = i + 3
+  end
+  return i
+end
+local function drop_job(jid, msg_id)
+  if redis.call('DEL', T .. ':job:' .. jid) == 0 then return 0 end
+  redis.call('ZREM', T .. ':sched', jid)
+  local mk = T .. ':msg:' .. msg_id
+  if redis.call('HINCRBY', mk, 'refs', -1) <= 0 then
+    redis.call('DEL', mk)
+    redis.call('SREM', T .. ':msgs', msg_id)
+  end
+  return 1
+end
+"#;
+
+const ENQUEUE: &str = "put_message(1) return 1";
+/// ARGV: job id, message id, has follow-up ("0"/"1"), follow-up message...
+const COMPLETE: &str = "drop_job(ARGV[1], ARGV[2]) if ARGV[3] == '1' then put_message(4) end return 1";
+/// ARGV: job id, due, job JSON, has follow-up, follow-up message... A job another pod already
+/// completed stays completed (no resurrection by a late retry).
+const RETRY: &str = r#"
+if redis.call('EXISTS', T .. ':job:' .. ARGV[1]) == 1 then
+  redis.call('SET', T .. ':job:' .. ARGV[1], ARGV[3])
+  redis.call('ZADD', T .. ':sched', ARGV[2], ARGV[1])
+end
+if ARGV[4] == '1' then put_message(5) end
+return 1"#;
+/// ARGV: now, max, lease end. Returns the leased jobs' JSON.
+const LEASE: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', T .. ':sched', '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  local job = redis.call('GET', T .. ':job:' .. id)
+  if job then
+    redis.call('ZADD', T .. ':sched', ARGV[3], id)
+    out[#out + 1] = job
+  else
+    redis.call('ZREM', T .. ':sched', id)
+  end
+end
+return out"#;
+/// ARGV: id, meta, body, created_at, expires_at
+const QUARANTINE_PUT: &str = r#"
+redis.call('HSET', T .. ':q:' .. ARGV[1], 'meta', ARGV[2], 'body', ARGV[3])
+redis.call('ZADD', T .. ':quar', ARGV[4], ARGV[1])
+redis.call('ZADD', T .. ':quar_exp', ARGV[5], ARGV[1])
+return 1"#;
+/// ARGV: id. Returns 1 if it existed.
+const QUARANTINE_DELETE: &str = r#"
+local n = redis.call('DEL', T .. ':q:' .. ARGV[1])
+redis.call('ZREM', T .. ':quar', ARGV[1])
+redis.call('ZREM', T .. ':quar_exp', ARGV[1])
+return n"#;
+/// ARGV: now. Returns how many expired.
+const QUARANTINE_EXPIRE: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', T .. ':quar_exp', '-inf', '(' .. ARGV[1])
+for _, id in ipairs(ids) do
+  redis.call('DEL', T .. ':q:' .. id)
+  redis.call('ZREM', T .. ':quar', id)
+  redis.call('ZREM', T .. ':quar_exp', id)
+end
+return #ids"#;
+
+/// A single server (reconnecting by itself) or a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        p: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(p, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(p, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+struct Scripts {
+    enqueue: Script,
+    complete: Script,
+    retry: Script,
+    lease: Script,
+    quarantine_put: Script,
+    quarantine_delete: Script,
+    quarantine_expire: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let s = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+        Self {
+            enqueue: s(ENQUEUE),
+            complete: s(COMPLETE),
+            retry: s(RETRY),
+            lease: s(LEASE),
+            quarantine_put: s(QUARANTINE_PUT),
+            quarantine_delete: s(QUARANTINE_DELETE),
+            quarantine_expire: s(QUARANTINE_EXPIRE),
+        }
+    }
+}
+
+pub struct RedisStore {
+    conn: Conn,
+    /// `{prefix}`: the hash tag every key starts with.
+    tag: String,
+    scripts: Scripts,
+    wait_replicas: u32,
+    wait_timeout: Duration,
+}
+
+fn unavailable(e: RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl RedisStore {
+    /// Connects (the first connection must succeed; later outages are retried forever).
+    pub async fn connect(config: &RedisConfig) -> StoreResult<Self> {
+        let password = match &config.password_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p).map(|s| s.trim_end_matches(['\r', '\n']).to_string()).map_err(
+                    |e| StoreError::Unavailable(format!("store.redis.passwordFile {}: {e}", p.display())),
+                )?,
+            ),
+            None => None,
+        };
+        let conn = if config.cluster {
+            let nodes: Vec<&str> =
+                std::iter::once(config.url.as_str()).chain(config.urls.iter().map(String::as_str)).collect();
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+                .connection_timeout(Duration::from_secs(5))
+                .response_timeout(Duration::from_secs(10));
+            if let Some(u) = &config.username {
+                builder = builder.username(u);
+            }
+            if let Some(p) = &password {
+                builder = builder.password(p);
+            }
+            let client = builder.build().map_err(unavailable)?;
+            Conn::Cluster(client.get_async_connection().await.map_err(unavailable)?)
+        } else {
+            let mut info = config.url.as_str().into_connection_info().map_err(unavailable)?;
+            let mut settings = info.redis_settings().clone();
+            if let Some(u) = &config.username {
+                settings = settings.set_username(u);
+            }
+            if let Some(p) = &password {
+                settings = settings.set_password(p);
+            }
+            info = info.set_redis_settings(settings);
+            let client = redis::Client::open(info).map_err(unavailable)?;
+            let cm_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(5)))
+                .set_response_timeout(Some(Duration::from_secs(10)))
+                .set_max_delay(Duration::from_secs(2));
+            Conn::Single(client.get_connection_manager_with_config(cm_config).await.map_err(unavailable)?)
+        };
+        Ok(Self {
+            conn,
+            tag: format!("{{{}}}", config.key_prefix),
+            scripts: Scripts::new(),
+            wait_replicas: config.wait_replicas,
+            wait_timeout: config.wait_timeout.get(),
+        })
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.tag)
+    }
+
+    /// Appends a message and its jobs to a script invocation's ARGV (see `put_message`).
+    fn push_message(inv: &mut redis::ScriptInvocation<'_>, m: &NewMessage) -> StoreResult<()> {
+        let meta = serde_json::to_vec(&m.message).map_err(corrupt)?;
+        inv.arg(&m.message.id).arg(meta).arg(m.message.body.as_slice()).arg(m.jobs.len());
+        for job in &m.jobs {
+            inv.arg(&job.id).arg(job.due).arg(serde_json::to_vec(job).map_err(corrupt)?);
+        }
+        Ok(())
+    }
+
+    /// With `waitReplicas`, the write counts only once enough replicas have it.
+    async fn wait_for_replicas(&self) -> StoreResult<()> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(self.wait_timeout.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if acked < self.wait_replicas {
+            return Err(StoreError::Unavailable(format!(
+                "redis: only {acked} of {} replicas confirmed the write",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn enqueue(&self, msg: NewMessage) -> StoreResult<()> {
+        let mut inv = self.scripts.enqueue.key(&self.tag);
+        Self::push_message(&mut inv, &msg)?;
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        self.wait_for_replicas().await
+    }
+
+    async fn lease(&self, now: u64, max: usize, lease_for: Duration) -> StoreResult<Vec<Job>> {
+        let until = now.saturating_add(crate::util::time::ms(lease_for));
+        let mut conn = self.conn.clone();
+        let raw: Vec<Vec<u8>> = self
+            .scripts
+            .lease
+            .key(&self.tag)
+            .arg(now)
+            .arg(max)
+            .arg(until)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        raw.iter().map(|j| serde_json::from_slice(j).map_err(corrupt)).collect()
+    }
+
+    async fn load_message(&self, id: &str) -> StoreResult<Option<Message>> {
+        let mut conn = self.conn.clone();
+        let (meta, body): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(self.key(&format!("msg:{id}")))
+            .arg("meta")
+            .arg("body")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let Some(meta) = meta else { return Ok(None) };
+        let mut msg: Message = serde_json::from_slice(&meta).map_err(corrupt)?;
+        msg.body = body.unwrap_or_default();
+        Ok(Some(msg))
+    }
+
+    async fn complete(&self, job: &Job, followup: Option<NewMessage>) -> StoreResult<()> {
+        let mut inv = self.scripts.complete.key(&self.tag);
+        inv.arg(&job.id).arg(&job.message_id).arg(if followup.is_some() { "1" } else { "0" });
+        if let Some(f) = &followup {
+            Self::push_message(&mut inv, f)?;
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn retry(&self, job: &Job, followup: Option<NewMessage>) -> StoreResult<()> {
+        let mut inv = self.scripts.retry.key(&self.tag);
+        inv.arg(&job.id).arg(job.due).arg(serde_json::to_vec(job).map_err(corrupt)?);
+        inv.arg(if followup.is_some() { "1" } else { "0" });
+        if let Some(f) = &followup {
+            Self::push_message(&mut inv, f)?;
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn next_due(&self) -> StoreResult<Option<u64>> {
+        let mut conn = self.conn.clone();
+        let first: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(self.key("sched"))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(first.first().map(|(_, score)| *score as u64))
+    }
+
+    async fn stats(&self) -> StoreResult<QueueStats> {
+        let mut conn = self.conn.clone();
+        let (jobs, messages, quarantined): (u64, u64, u64) = redis::pipe()
+            .cmd("ZCARD")
+            .arg(self.key("sched"))
+            .cmd("SCARD")
+            .arg(self.key("msgs"))
+            .cmd("ZCARD")
+            .arg(self.key("quar"))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(QueueStats { jobs, messages, quarantined })
+    }
+
+    async fn quarantine_put(&self, entry: QuarantineEntry) -> StoreResult<()> {
+        let meta = serde_json::to_vec(&entry).map_err(corrupt)?;
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .quarantine_put
+            .key(&self.tag)
+            .arg(&entry.id)
+            .arg(meta)
+            .arg(entry.body.as_slice())
+            .arg(entry.created_at)
+            .arg(entry.expires_at)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn quarantine_get(&self, id: &str) -> StoreResult<Option<QuarantineEntry>> {
+        let mut conn = self.conn.clone();
+        let (meta, body): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(self.key(&format!("q:{id}")))
+            .arg("meta")
+            .arg("body")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let Some(meta) = meta else { return Ok(None) };
+        let mut entry: QuarantineEntry = serde_json::from_slice(&meta).map_err(corrupt)?;
+        entry.body = body.unwrap_or_default();
+        Ok(Some(entry))
+    }
+
+    async fn quarantine_list(&self) -> StoreResult<Vec<QuarantineEntry>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.key("quar"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGET").arg(self.key(&format!("q:{id}"))).arg("meta");
+        }
+        let metas: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let mut out: Vec<QuarantineEntry> = metas
+            .into_iter()
+            .flatten()
+            .map(|m| serde_json::from_slice(&m).map_err(corrupt))
+            .collect::<StoreResult<_>>()?;
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    async fn quarantine_delete(&self, id: &str) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .scripts
+            .quarantine_delete
+            .key(&self.tag)
+            .arg(id)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn quarantine_expire(&self, now: u64) -> StoreResult<usize> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .scripts
+            .quarantine_expire
+            .key(&self.tag)
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(n as usize)
+    }
+
+    async fn state_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(self.key(&format!("state:{key}")))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn state_put(&self, key: &str, value: Vec<u8>) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::cmd("SET")
+            .arg(self.key(&format!("state:{key}")))
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        self.wait_for_replicas().await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        // Every write was acknowledged when it returned; nothing is buffered here.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub mod test_server {
+    //! A real redis-server for the unit tests, on a free loopback port, in a temp dir.
+
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    pub struct RedisServer {
+        pub port: u16,
+        child: Child,
+        _dir: tempfile::TempDir,
+    }
+
+    impl RedisServer {
+        pub fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (scripts/install-test-deps.sh)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Self { port, child, _dir: dir }
+        }
+
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/", self.port)
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: String) -> RedisConfig {
+        postern_api::RedisStore {
+            url,
+            urls: vec![],
+            cluster: false,
+            username: None,
+            password_file: None,
+            wait_replicas: 0,
+            wait_timeout: postern_api::HumanDuration::from_secs(1),
+            key_prefix: "postern-test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn redis_store_passes_the_conformance_suite() {
+        crate::tls::install_default_provider();
+        let server = test_server::RedisServer::start();
+        let store = RedisStore::connect(&config(server.url())).await.unwrap();
+        crate::store::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_replica_makes_the_write_fail() {
+        crate::tls::install_default_provider();
+        let server = test_server::RedisServer::start();
+        let mut c = config(server.url());
+        c.wait_replicas = 1;
+        c.wait_timeout = postern_api::HumanDuration::from_millis(100);
+        let store = RedisStore::connect(&c).await.unwrap();
+        let err = store.enqueue(crate::store::conformance::sample_message(1, 1)).await.unwrap_err();
+        assert!(err.to_string().contains("only 0 of 1 replicas"), "{err}");
+    }
+}
