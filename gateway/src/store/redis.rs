@@ -2,17 +2,15 @@
 //!
 //! Layout (every key carries the hash tag `{<prefix>}`, so all keys live in one slot and every
 //! script works unchanged on Redis Cluster):
-//! - `{p}:sched`       sorted set of job ids; score = when the job may be handed out next: its
-//!                     due time, or while leased, the end of its lease (the visibility timeout).
-//!                     Ready, scheduled and leased jobs are one structure, and a pod that died
-//!                     leaves jobs that simply come due again.
-//! - `{p}:job:<id>`    the job (JSON)
-//! - `{p}:msg:<id>`    hash: meta (JSON), body, refs (jobs not yet settled); the body is stored
-//!                     once and shared by the message's jobs
-//! - `{p}:msgs`        set of message ids (for counting)
-//! - `{p}:q:<id>`      quarantine entry: meta, body; `{p}:quar` (by creation) and
-//!                     `{p}:quar_exp` (by expiry) index them
-//! - `{p}:state:<key>` small shared state (destination verification, digests)
+//! - `{p}:sched`: sorted set of job ids; score = when the job may be handed out next: its due
+//!   time, or while leased, the end of its lease (the visibility timeout). Ready, scheduled and
+//!   leased jobs are one structure, and a pod that died leaves jobs that simply come due again.
+//! - `{p}:job:<id>`: the job (JSON).
+//! - `{p}:msg:<id>`: hash of meta (JSON), body, refs (jobs not yet settled); the body is stored
+//!   once and shared by the message's jobs. `{p}:msgs`: set of message ids (for counting).
+//! - `{p}:q:<id>`: quarantine entry (meta, body), indexed by `{p}:quar` (by creation) and
+//!   `{p}:quar_exp` (by expiry).
+//! - `{p}:state:<key>`: small shared state (destination verification, digests).
 //!
 //! Every multi-key change is one Lua script (atomic), and each store call is one round trip:
 //! an accepted message costs one EVALSHA (plus a WAIT when replicas are required).
