@@ -33,6 +33,8 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Self {
         let tcp = TcpStream::connect(addr).expect("connect to gateway");
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // Replies are awaited after small writes: without this, Nagle + delayed ACK add 40 ms.
+        tcp.set_nodelay(true).unwrap();
         let mut reader = BufReader::new(Box::new(tcp.try_clone().unwrap()) as Box<dyn Conn>);
         let greeting = read_reply(&mut reader).expect("greeting");
         Self { reader, tcp, greeting }
@@ -42,10 +44,51 @@ impl Client {
     pub fn connect_with_prefix(addr: SocketAddr, prefix: &[u8]) -> Self {
         let mut tcp = TcpStream::connect(addr).expect("connect to gateway");
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        tcp.set_nodelay(true).unwrap();
         tcp.write_all(prefix).unwrap();
         let mut reader = BufReader::new(Box::new(tcp.try_clone().unwrap()) as Box<dyn Conn>);
         let greeting = read_reply(&mut reader).expect("greeting");
         Self { reader, tcp, greeting }
+    }
+
+    /// Like `connect`, but `None` when the server cannot be reached or does not greet with 220.
+    pub fn try_connect(addr: SocketAddr, timeout: Duration) -> Option<Self> {
+        let tcp = TcpStream::connect_timeout(&addr, timeout).ok()?;
+        tcp.set_read_timeout(Some(timeout)).ok()?;
+        tcp.set_nodelay(true).ok()?;
+        let mut reader = BufReader::new(Box::new(tcp.try_clone().ok()?) as Box<dyn Conn>);
+        let greeting = read_reply(&mut reader)?;
+        (greeting.code == 220).then_some(Self { reader, tcp, greeting })
+    }
+
+    fn try_send_raw(&mut self, bytes: &[u8]) -> Option<()> {
+        let w = self.reader.get_mut();
+        w.write_all(bytes).ok()?;
+        w.flush().ok()
+    }
+
+    fn try_cmd(&mut self, line: &str) -> Option<Reply> {
+        self.try_send_raw(format!("{line}\r\n").as_bytes())?;
+        read_reply(&mut self.reader)
+    }
+
+    /// EHLO; true when the server answered 250.
+    pub fn try_ehlo(&mut self) -> bool {
+        self.try_cmd("EHLO client.test").is_some_and(|r| r.code == 250)
+    }
+
+    /// One whole transaction (one recipient); `None` when the connection failed on the way.
+    pub fn try_send_message(&mut self, from: &str, rcpt: &str, data: &str) -> Option<Reply> {
+        for line in [format!("MAIL FROM:<{from}>"), format!("RCPT TO:<{rcpt}>"), "DATA".to_string()] {
+            let r = self.try_cmd(&line)?;
+            if r.code >= 400 {
+                self.try_cmd("RSET");
+                return Some(r);
+            }
+        }
+        self.try_send_raw(data.as_bytes())?;
+        self.try_send_raw(b".\r\n")?;
+        read_reply(&mut self.reader)
     }
 
     pub fn set_read_timeout(&self, t: Duration) {

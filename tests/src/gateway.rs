@@ -35,6 +35,8 @@ pub struct GatewayConfig {
     pub body: String,
     /// YAML for `listeners:`; default one plain listener named "smtp".
     pub listeners: String,
+    /// The `store:` line; default the embedded store in the config's directory.
+    pub store: Option<String>,
 }
 
 impl GatewayConfig {
@@ -43,6 +45,7 @@ impl GatewayConfig {
             dir: Arc::new(tempfile::tempdir().unwrap()),
             body: body.to_string(),
             listeners: "  - {name: smtp, address: \"127.0.0.1:0\"}\n".into(),
+            store: None,
         }
     }
 
@@ -51,16 +54,23 @@ impl GatewayConfig {
         self
     }
 
+    /// Uses this `store:` line (e.g. `RedisServer::store_yaml`).
+    pub fn with_store(mut self, store_yaml: String) -> Self {
+        self.store = Some(store_yaml);
+        self
+    }
+
     pub fn path(&self) -> PathBuf {
         self.dir.path().join("gateway.yaml")
     }
 
     pub fn text(&self) -> String {
+        let store = self.store.clone().unwrap_or_else(|| {
+            format!("store: {{embedded: {{path: \"{}\"}}}}\n", self.dir.path().join("store").display())
+        });
         format!(
-            "hostname: gw.test\nlisteners:\n{}admin: {{address: \"127.0.0.1:0\"}}\nstore: {{embedded: {{path: \"{}\"}}}}\nlogging: {{format: json, level: \"info\"}}\n{}",
-            self.listeners,
-            self.dir.path().join("store").display(),
-            self.body
+            "hostname: gw.test\nlisteners:\n{}admin: {{address: \"127.0.0.1:0\"}}\n{store}logging: {{format: json, level: \"info\"}}\n{}",
+            self.listeners, self.body
         )
     }
 

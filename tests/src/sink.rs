@@ -150,6 +150,7 @@ impl Drop for Sink {
 
 fn serve(stream: TcpStream, behavior: &Behavior, received: &Mutex<Vec<Envelope>>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_nodelay(true)?;
     let mut conn: Box<dyn Conn> = Box::new(stream.try_clone()?);
     conn.write_all(b"220 sink.test ESMTP test sink\r\n")?;
     let mut tls = false;
