@@ -522,6 +522,79 @@ pub mod test_server {
         }
     }
 
+    /// A 3-master Redis Cluster on loopback (no replicas), created with `redis-cli --cluster`.
+    pub struct RedisCluster {
+        pub nodes: Vec<(u16, Child, tempfile::TempDir)>,
+    }
+
+    impl RedisCluster {
+        pub fn start() -> Self {
+            let mut nodes = Vec::new();
+            for _ in 0..3 {
+                let dir = tempfile::tempdir().unwrap();
+                let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                let child = Command::new("redis-server")
+                    .args([
+                        "--port",
+                        &port.to_string(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "yes",
+                    ])
+                    .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                    .arg("--dir")
+                    .arg(dir.path())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("redis-server is installed");
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    assert!(Instant::now() < deadline, "redis-server did not start");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                nodes.push((port, child, dir));
+            }
+            let addrs: Vec<String> = nodes.iter().map(|(p, _, _)| format!("127.0.0.1:{p}")).collect();
+            let out = Command::new("redis-cli")
+                .args(["--cluster", "create"])
+                .args(&addrs)
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .output()
+                .expect("redis-cli is installed");
+            assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+            let me = Self { nodes };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !me.nodes.iter().all(|(p, _, _)| cluster_ok(*p)) {
+                assert!(Instant::now() < deadline, "cluster did not become ok");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            me
+        }
+
+        pub fn urls(&self) -> Vec<String> {
+            self.nodes.iter().map(|(p, _, _)| format!("redis://127.0.0.1:{p}/")).collect()
+        }
+    }
+
+    fn cluster_ok(port: u16) -> bool {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "cluster", "info"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+    }
+
+    impl Drop for RedisCluster {
+        fn drop(&mut self) {
+            for (_, child, _) in &mut self.nodes {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
     impl Drop for RedisServer {
         fn drop(&mut self) {
             let _ = self.child.kill();
@@ -553,6 +626,48 @@ mod tests {
         let server = test_server::RedisServer::start();
         let store = RedisStore::connect(&config(server.url())).await.unwrap();
         crate::store::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn redis_cluster_passes_the_conformance_suite() {
+        crate::tls::install_default_provider();
+        let cluster = test_server::RedisCluster::start();
+        let urls = cluster.urls();
+        let mut c = config(urls[0].clone());
+        c.urls = urls[1..].to_vec();
+        c.cluster = true;
+        let store = RedisStore::connect(&c).await.unwrap();
+        crate::store::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn two_gateways_see_one_quarantine_and_one_queue() {
+        crate::tls::install_default_provider();
+        let server = test_server::RedisServer::start();
+        let a = RedisStore::connect(&config(server.url())).await.unwrap();
+        let b = RedisStore::connect(&config(server.url())).await.unwrap();
+        let entry = QuarantineEntry {
+            id: "q-shared".into(),
+            sender: "s@example.net".into(),
+            recipients: vec!["u@example.com".into()],
+            reasons: vec!["test".into()],
+            client_ip: "192.0.2.1".into(),
+            created_at: 1,
+            expires_at: u64::MAX / 2,
+            body: b"Subject: held\r\n\r\nx\r\n".to_vec(),
+        };
+        a.quarantine_put(entry.clone()).await.unwrap();
+        assert_eq!(b.quarantine_get("q-shared").await.unwrap(), Some(entry));
+        assert!(b.quarantine_delete("q-shared").await.unwrap());
+        assert_eq!(a.quarantine_get("q-shared").await.unwrap(), None);
+        // A job queued through one pod is leased by the other; a lease hides it from both.
+        let msg = crate::store::conformance::sample_message(1, 1);
+        a.enqueue(msg.clone()).await.unwrap();
+        let leased = b.lease(10, 10, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(leased, msg.jobs);
+        assert!(a.lease(10, 10, Duration::from_secs(60)).await.unwrap().is_empty());
+        a.state_put("verification/x", b"v".to_vec()).await.unwrap();
+        assert_eq!(b.state_get("verification/x").await.unwrap(), Some(b"v".to_vec()));
     }
 
     #[tokio::test]
