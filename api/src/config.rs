@@ -38,6 +38,9 @@ pub struct GatewayConfig {
     /// Outbound delivery: DNS, retries, concurrency, TLS.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Spam policies by name; a served domain names its policy in `spamPolicy`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub spam_policies: std::collections::BTreeMap<String, crate::spam::SpamPolicyConfig>,
     /// Log format and level.
     #[serde(default)]
     pub logging: Logging,
@@ -256,6 +259,9 @@ pub struct MailDomainConfig {
     /// How mail for this domain is split between the primary and another destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingPolicyConfig>,
+    /// The name of the spam policy (in `spamPolicies`) for mail to this domain. None: no checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam_policy: Option<String>,
 }
 
 /// An account: its address and the other addresses that reach it.

@@ -3,10 +3,12 @@
 
 pub mod config;
 pub mod duration;
+pub mod spam;
 pub mod validate;
 
 pub use config::*;
 pub use duration::HumanDuration;
+pub use spam::{Action, SpamPolicyConfig};
 pub use validate::{ConfigError, FieldError, load_gateway_config, validate};
 
 /// The JSON schema of `GatewayConfig`, for documentation and editors.

@@ -168,6 +168,26 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
             }
         }
     }
+    for (i, d) in c.domains.iter().enumerate() {
+        let Some(name) = &d.spam_policy else { continue };
+        let Some(policy) = c.spam_policies.get(name) else {
+            errs.add(
+                format!("domains[{i}].spamPolicy"),
+                format!("no spam policy named {name:?} in spamPolicies"),
+            );
+            continue;
+        };
+        // Block-listing the TLD of a served domain would refuse the domain's own mail.
+        let tld = d.name.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
+        if let Some(k) =
+            policy.block_list.tlds.iter().position(|t| t.trim_start_matches('.').eq_ignore_ascii_case(&tld))
+        {
+            errs.add(
+                format!("spamPolicies.{name}.blockList.tlds[{k}]"),
+                format!("{tld:?} is the top-level domain of served domain {}", d.name),
+            );
+        }
+    }
     if let Some(gw) = &c.delivery.outbound_gateway
         && let Err(e) = parse_host_port(&gw.host, 25)
     {

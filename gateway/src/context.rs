@@ -28,6 +28,8 @@ pub struct Gateway {
     pub probes: RecipientProbes,
     /// Destination verification state of routing policies.
     pub verifications: Verifications,
+    /// SPF, DKIM, DMARC (mail-auth) and blocklist checks.
+    pub spam: crate::spam::SpamEngine,
     /// Wakes the delivery scheduler when new jobs were queued.
     pub queue_wakeup: Notify,
     /// Listeners are bound (readiness also needs the store to answer).

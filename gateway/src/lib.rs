@@ -14,6 +14,7 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod smtp;
+pub mod spam;
 pub mod store;
 pub mod tls;
 pub mod util;

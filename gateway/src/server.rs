@@ -68,6 +68,7 @@ async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()
     let tls = TlsAcceptors::load(&config.listeners)?;
     let runtime = Runtime::new(config.clone());
     let outbound = Outbound::new(&runtime)?;
+    let spam = crate::spam::SpamEngine::new(&runtime.config.delivery.nameservers)?;
     let gw = Arc::new(Gateway {
         runtime: ArcSwap::from_pointee(runtime),
         store,
@@ -77,6 +78,7 @@ async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()
         outbound,
         probes: RecipientProbes::default(),
         verifications: Verifications::default(),
+        spam,
         queue_wakeup: tokio::sync::Notify::new(),
         listening: false.into(),
     });

@@ -27,6 +27,10 @@ impl Outbound {
         })
     }
 
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
     fn timeouts(rt: &Runtime) -> Timeouts {
         let d = &rt.config.delivery;
         Timeouts { connect: d.connect_timeout.get(), command: d.command_timeout.get() }

@@ -26,28 +26,55 @@ pub struct Resolver {
     mx_port: u16,
 }
 
+/// A resolver config for `nameservers` (UDP and TCP each); `None` means the system's.
+pub fn resolver_config(nameservers: &[SocketAddr]) -> Option<ResolverConfig> {
+    if nameservers.is_empty() {
+        return None;
+    }
+    let servers = nameservers
+        .iter()
+        .map(|ns| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = ns.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = ns.port();
+            NameServerConfig::new(ns.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    Some(ResolverConfig::from_parts(None, vec![], servers))
+}
+
 impl Resolver {
     /// Uses `nameservers` (UDP and TCP), or the system's resolv.conf when empty.
     pub fn new(nameservers: &[SocketAddr], mx_port: u16) -> anyhow::Result<Self> {
-        let builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio()?
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|ns| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = ns.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = ns.port();
-                    NameServerConfig::new(ns.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers),
-                TokioRuntimeProvider::default(),
-            )
+        let builder = match resolver_config(nameservers) {
+            None => TokioResolver::builder_tokio()?,
+            Some(config) => TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()),
         };
         Ok(Self { dns: builder.build()?, mx_port })
+    }
+
+    /// Whether `name` has an A record (a DNS blocklist listing). Lookup errors count as "not
+    /// listed" (a broken blocklist must not stop mail) and are logged.
+    pub async fn is_listed(&self, name: &str) -> Option<Vec<std::net::Ipv4Addr>> {
+        match self.dns.ipv4_lookup(format!("{}.", name.trim_end_matches('.'))).await {
+            Ok(l) => {
+                let ips: Vec<_> = l
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::A(a) => Some(a.0),
+                        _ => None,
+                    })
+                    .collect();
+                (!ips.is_empty()).then_some(ips)
+            }
+            Err(e) if e.is_no_records_found() => None,
+            Err(e) => {
+                tracing::warn!(name, error = %e, "DNS blocklist lookup failed; treated as not listed");
+                None
+            }
+        }
     }
 
     /// The hosts to try for a route, best first.

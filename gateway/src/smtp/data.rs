@@ -7,10 +7,14 @@ use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceive
 
 use super::received;
 use super::reply::{self, Reply};
+use super::session::Transaction;
 use super::session::{Flow, Session, State};
 use crate::routing;
+use crate::spam::Verdict;
+use crate::store::QuarantineEntry;
 use crate::store::{Job, Message, NewMessage, new_id};
 use crate::util::time::{ms, now_ms};
+use postern_api::Action;
 
 impl Session {
     pub(super) fn handle_data(&mut self) -> Flow {
@@ -85,10 +89,51 @@ impl Session {
             single_recipient: (tx.recipients.len() == 1).then(|| tx.recipients[0].as_str()),
         });
         let content = received::normalize_line_endings(&tx.body);
-        let mut body = Vec::with_capacity(header.len() + content.len());
+        // Mail relayed in by an inbound gateway: the client that matters for the checks is
+        // the one the gateway received it from, named in the gateway's Received header.
+        let original_client = self
+            .rt
+            .is_inbound_gateway(self.client_ip())
+            .then(|| received::original_client_ip(&tx.body))
+            .flatten();
+
+        let (verdict, auth_results, spam_header) = self.spam_verdict(&tx, original_client, &content).await;
+        match verdict.action {
+            Action::Reject => {
+                self.gateway.metrics.message("rejected", "spam");
+                tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, decision = "rejected", reasons = %verdict.reasons_text(), "message refused by spam checks");
+                return self.push_error(&Reply::new(
+                    550,
+                    format!("5.7.1 Message rejected: {}", verdict.reasons_text()),
+                ));
+            }
+            Action::TempFail => {
+                self.gateway.metrics.message("tempfailed", "spam");
+                tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, decision = "tempfail", reasons = %verdict.reasons_text(), "message deferred by spam checks");
+                return self.push_error(&Reply::new(
+                    451,
+                    format!("4.7.1 Try again later: {}", verdict.reasons_text()),
+                ));
+            }
+            _ => {}
+        }
+        let mut body = Vec::with_capacity(header.len() + content.len() + 512);
         body.extend_from_slice(header.as_bytes());
+        if let Some(ar) = &auth_results {
+            body.extend_from_slice(ar.as_bytes());
+        }
+        if verdict.action == Action::MarkSpam
+            && let Some(h) = &spam_header
+        {
+            body.extend_from_slice(h.as_bytes());
+            body.extend_from_slice(b"\r\n");
+        }
         body.extend_from_slice(&content);
         let size = body.len();
+
+        if verdict.action == Action::Quarantine {
+            return self.quarantine(&tx, id, body, &verdict).await;
+        }
 
         let lifetime = ms(self.rt.config.delivery.lifetime.get());
         let jobs: Vec<Job> = routing::plan(&tx.targets)
@@ -116,14 +161,9 @@ impl Session {
             eight_bit: tx.eight_bit,
             body,
         };
-        // Mail relayed in by an inbound gateway: the client that matters for later checks is
-        // the one the gateway received it from, named in the gateway's Received header.
-        let original_client = self
-            .rt
-            .is_inbound_gateway(self.client_ip())
-            .then(|| received::original_client_ip(&tx.body))
-            .flatten()
-            .map(|ip| ip.to_string());
+        let original_client = original_client.map(|ip| ip.to_string());
+        let spam = verdict.action == Action::MarkSpam;
+        let reasons = verdict.reasons_text();
         let metrics = &self.gateway.metrics;
         match self.gateway.store.enqueue(NewMessage { message, jobs }).await {
             Ok(()) => {
@@ -139,6 +179,8 @@ impl Session {
                     jobs = job_count,
                     size,
                     tls = self.tls.is_some(),
+                    spam,
+                    reasons = %reasons,
                     decision = "queued",
                     "message accepted"
                 );
@@ -155,6 +197,69 @@ impl Session {
                     decision = "tempfail",
                     "message not stored; told the client to retry"
                 );
+                self.push_error(&reply::STORAGE_FAILURE)
+            }
+        }
+    }
+
+    /// Runs the spam checks of the transaction's policy: the verdict, the
+    /// Authentication-Results header and the policy's spam header.
+    async fn spam_verdict(
+        &self,
+        tx: &Transaction,
+        original_client: Option<std::net::IpAddr>,
+        content: &[u8],
+    ) -> (Verdict, Option<String>, Option<String>) {
+        let Some(choice) = &tx.spam else { return (Verdict::default(), None, None) };
+        let Some(policy) = choice.policy.as_ref().and_then(|n| self.rt.config.spam_policies.get(n)) else {
+            return (Verdict::default(), None, None);
+        };
+        let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
+        let client = crate::spam::Client {
+            ip: original_client.unwrap_or_else(|| self.client_ip()),
+            helo,
+            sender: &tx.sender,
+            hostname: &self.rt.config.hostname,
+        };
+        let envelope = match &choice.envelope {
+            Some(e) => e.clone(),
+            // From an inbound gateway: the connection-time checks run now, on the original client.
+            None => self.gateway.spam.check_envelope(policy, self.gateway.outbound.resolver(), &client).await,
+        };
+        let (verdict, ar) = self.gateway.spam.check_content(policy, &envelope, &client, content).await;
+        (verdict, ar, Some(policy.spam_header.clone()))
+    }
+
+    /// Holds the message in the quarantine instead of delivering it; the client is told it was
+    /// accepted (a spammer learns nothing).
+    async fn quarantine(&mut self, tx: &Transaction, id: String, body: Vec<u8>, verdict: &Verdict) -> Flow {
+        let now = now_ms();
+        let retention = tx
+            .spam
+            .as_ref()
+            .and_then(|c| c.policy.as_ref())
+            .and_then(|n| self.rt.config.spam_policies.get(n))
+            .map_or(30 * 86_400_000, |p| ms(p.quarantine_retention.get()));
+        let entry = QuarantineEntry {
+            id: id.clone(),
+            sender: tx.sender.clone(),
+            recipients: tx.recipients.clone(),
+            reasons: verdict.reasons.clone(),
+            client_ip: self.client_ip().to_string(),
+            created_at: now,
+            expires_at: now + retention,
+            body,
+        };
+        match self.gateway.store.quarantine_put(entry).await {
+            Ok(()) => {
+                self.gateway.metrics.message("quarantined", "spam");
+                tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, rcpts = tx.recipients.len(), decision = "quarantined", reasons = %verdict.reasons_text(), "message quarantined");
+                self.push(&Reply::new(250, format!("2.0.0 Ok: queued as {id}")));
+                Flow::Continue
+            }
+            Err(e) => {
+                self.gateway.metrics.message("tempfailed", "storage");
+                tracing::error!(queue_id = %id, error = %e, decision = "tempfail", "quarantine write failed; told the client to retry");
                 self.push_error(&reply::STORAGE_FAILURE)
             }
         }

@@ -34,6 +34,9 @@ impl Session {
             self.push(&Reply::fixed(250, "2.1.5 Ok"));
             return Flow::Continue;
         }
+        if let Err(reply) = self.spam_envelope(&domain).await {
+            return self.push_error(&reply);
+        }
         let directory = ProbingDirectory { gw: &self.gateway, rt: &self.rt };
         let router = Router { rt: &self.rt, directory: &directory, policies: &self.gateway.verifications };
         match router.resolve(&to.address).await {
@@ -57,6 +60,67 @@ impl Session {
                     "4.1.1 Recipient address could not be verified, try again later",
                 ))
             }
+        }
+    }
+
+    /// One spam policy per transaction; its envelope checks run at the first RCPT that names it,
+    /// and a Reject or TempFail from them is the answer to every RCPT under that policy.
+    async fn spam_envelope(&mut self, domain: &str) -> Result<(), Reply> {
+        let policy = self.rt.served_domain(domain).and_then(|d| d.config.spam_policy.clone());
+        let Some(tx) = &self.tx else { return Ok(()) };
+        match &tx.spam {
+            Some(choice) if choice.policy != policy => {
+                self.refused("spam_policy_mix");
+                return Err(Reply::fixed(
+                    451,
+                    "4.7.1 Send mail for this recipient in a separate transaction",
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let envelope = match (&policy, self.rt.is_inbound_gateway(self.client_ip())) {
+                    (Some(name), false) => match self.rt.config.spam_policies.get(name) {
+                        Some(p) => {
+                            let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
+                            let client = crate::spam::Client {
+                                ip: self.client_ip(),
+                                helo,
+                                sender: &tx.sender,
+                                hostname: &self.rt.config.hostname,
+                            };
+                            Some(
+                                self.gateway
+                                    .spam
+                                    .check_envelope(p, self.gateway.outbound.resolver(), &client)
+                                    .await,
+                            )
+                        }
+                        None => None,
+                    },
+                    _ => None,
+                };
+                let Some(tx) = &mut self.tx else { return Ok(()) };
+                tx.spam = Some(super::session::SpamChoice { policy, envelope });
+            }
+        }
+        let verdict = self
+            .tx
+            .as_ref()
+            .and_then(|t| t.spam.as_ref())
+            .and_then(|c| c.envelope.as_ref())
+            .map(|e| &e.verdict);
+        match verdict {
+            Some(v) if v.action == postern_api::Action::Reject => {
+                self.refused("spam");
+                tracing::info!(client = %self.client, domain, decision = "rejected", reasons = %v.reasons_text(), "refused at RCPT by spam checks");
+                Err(Reply::new(550, format!("5.7.1 Rejected: {}", v.reasons_text())))
+            }
+            Some(v) if v.action == postern_api::Action::TempFail => {
+                self.refused("spam_tempfail");
+                tracing::info!(client = %self.client, domain, decision = "tempfail", reasons = %v.reasons_text(), "deferred at RCPT by spam checks");
+                Err(Reply::new(451, format!("4.7.1 Try again later: {}", v.reasons_text())))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -44,10 +44,22 @@ pub(super) struct Transaction {
     pub recipients: Vec<String>,
     /// Where each accepted recipient goes (one recipient may need several deliveries).
     pub targets: Vec<crate::routing::Target>,
+    /// The spam policy of this transaction's recipients (one per transaction) and what its
+    /// envelope checks found; set at the first accepted RCPT.
+    pub spam: Option<SpamChoice>,
     pub smtputf8: bool,
     pub eight_bit: bool,
     /// The message as it arrives (DATA: unstuffed; BDAT: chunks appended).
     pub body: Vec<u8>,
+}
+
+/// The spam policy a transaction runs under.
+pub(super) struct SpamChoice {
+    /// The policy's name; `None`: recipients without a policy.
+    pub policy: Option<String>,
+    /// Envelope checks; `None` when not run yet (mail from an inbound gateway is checked at the
+    /// end of DATA, against the original client).
+    pub envelope: Option<crate::spam::EnvelopeResult>,
 }
 
 pub struct Session {

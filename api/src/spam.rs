@@ -1,0 +1,140 @@
+//! `SpamPolicy`: the checks a served domain's inbound mail goes through and what each does.
+//! The `SpamPolicy` CRD maps onto this.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+
+/// What a check does when it fires. When several fire, the most severe wins
+/// (Reject > TempFail > Quarantine > MarkSpam > Allow) and the verdict keeps every reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Action {
+    /// Deliver as if nothing fired.
+    Allow,
+    /// Deliver with the policy's spam header, so the mailbox server files it as junk.
+    MarkSpam,
+    /// Hold in the quarantine for an admin.
+    Quarantine,
+    /// 451 4.7.x in the session; the retry is checked again.
+    TempFail,
+    /// 550 5.7.x in the session (at MAIL, RCPT or end of DATA); never accepted and bounced later.
+    Reject,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SpamPolicyConfig {
+    pub spf: SpfCheck,
+    pub dkim: DkimCheck,
+    pub dmarc: DmarcCheck,
+    pub dnsbl: DnsblCheck,
+    /// Senders that are spam whatever else is true (even with SPF passing).
+    pub block_list: BlockList,
+    /// Senders that are not spam, unless SPF fails (a forged allow-listed sender must not pass).
+    pub allow_list: AllowList,
+    /// Sender domains that skip every spam check.
+    pub trusted_domains: Vec<String>,
+    /// Header added by MarkSpam, as "Name: value".
+    pub spam_header: String,
+    /// How long quarantined messages are kept.
+    pub quarantine_retention: HumanDuration,
+}
+
+impl Default for SpamPolicyConfig {
+    fn default() -> Self {
+        Self {
+            spf: SpfCheck::default(),
+            dkim: DkimCheck::default(),
+            dmarc: DmarcCheck::default(),
+            dnsbl: DnsblCheck::default(),
+            block_list: BlockList::default(),
+            allow_list: AllowList::default(),
+            trusted_domains: Vec::new(),
+            spam_header: "X-Spam-Flag: YES".into(),
+            quarantine_retention: HumanDuration::from_secs(30 * 86400),
+        }
+    }
+}
+
+/// SPF (RFC 7208) of the MAIL FROM identity (HELO identity for the null sender).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SpfCheck {
+    pub soft_fail: Action,
+    pub fail: Action,
+}
+
+impl Default for SpfCheck {
+    fn default() -> Self {
+        Self { soft_fail: Action::MarkSpam, fail: Action::Reject }
+    }
+}
+
+/// DKIM (RFC 6376): a signature is present and does not verify.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DkimCheck {
+    pub fail: Action,
+}
+
+impl Default for DkimCheck {
+    fn default() -> Self {
+        Self { fail: Action::MarkSpam }
+    }
+}
+
+/// DMARC (RFC 7489): the From domain's policy when neither SPF nor DKIM passes aligned.
+/// The defaults honour the sender's published policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DmarcCheck {
+    /// Failure under p=quarantine.
+    pub quarantine: Action,
+    /// Failure under p=reject.
+    pub reject: Action,
+}
+
+impl Default for DmarcCheck {
+    fn default() -> Self {
+        Self { quarantine: Action::Quarantine, reject: Action::Reject }
+    }
+}
+
+/// DNS blocklists: the client IP in `zones`, the sender domain in `rhsblZones`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DnsblCheck {
+    pub zones: Vec<String>,
+    pub rhsbl_zones: Vec<String>,
+    pub action: Action,
+}
+
+impl Default for DnsblCheck {
+    fn default() -> Self {
+        Self { zones: Vec::new(), rhsbl_zones: Vec::new(), action: Action::Reject }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct BlockList {
+    pub domains: Vec<String>,
+    pub addresses: Vec<String>,
+    /// Top-level domains, e.g. "zip".
+    pub tlds: Vec<String>,
+    pub action: Action,
+}
+
+impl Default for BlockList {
+    fn default() -> Self {
+        Self { domains: Vec::new(), addresses: Vec::new(), tlds: Vec::new(), action: Action::Reject }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AllowList {
+    pub domains: Vec<String>,
+    pub addresses: Vec<String>,
+}

@@ -1,0 +1,260 @@
+//! Spam control: the checks of a `SpamPolicy` and the verdict they add up to.
+//!
+//! Envelope checks (trusted domains, block and allow lists, SPF, DNSBL, RHSBL) run at the first
+//! RCPT of a transaction, when the recipient's domain names the policy; SPF and the blocklist
+//! lookups run concurrently. Content checks (DKIM, DMARC) run at the end of DATA. Mail from an
+//! inbound gateway skips the connection-time checks and is checked at the end of DATA against
+//! the original client IP from the gateway's Received header.
+//!
+//! Precedence: a trusted sender domain is not checked at all; a block-listed sender is spam
+//! even when SPF passes; an allow-listed sender is not spam unless SPF fails.
+
+use std::net::IpAddr;
+
+use mail_auth::{
+    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput,
+    SpfResult, dmarc::Policy, dmarc::verify::DmarcParameters, spf::verify::SpfParameters,
+};
+use postern_api::{Action, SpamPolicyConfig};
+
+use crate::delivery::resolve::Resolver;
+
+/// The outcome of the checks: the most severe action and every reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub action: Action,
+    pub reasons: Vec<String>,
+}
+
+impl Default for Verdict {
+    fn default() -> Self {
+        Self { action: Action::Allow, reasons: Vec::new() }
+    }
+}
+
+impl Verdict {
+    pub fn add(&mut self, action: Action, reason: impl Into<String>) {
+        self.action = self.action.max(action);
+        self.reasons.push(reason.into());
+    }
+
+    pub fn reasons_text(&self) -> String {
+        self.reasons.join("; ")
+    }
+}
+
+/// What the envelope checks found, kept for the end of DATA.
+#[derive(Clone, Debug)]
+pub struct EnvelopeResult {
+    pub verdict: Verdict,
+    /// The sender domain is trusted: no checks at all.
+    pub trusted: bool,
+    /// The sender is allow-listed and SPF did not fail: no further checks.
+    pub allowed: bool,
+    pub spf: Option<SpfOutput>,
+}
+
+pub struct SpamEngine {
+    auth: MessageAuthenticator,
+}
+
+/// The client as the checks see it.
+pub struct Client<'a> {
+    pub ip: IpAddr,
+    pub helo: &'a str,
+    pub sender: &'a str,
+    /// Our host name (for SPF's %{r} and Authentication-Results).
+    pub hostname: &'a str,
+}
+
+fn domain_of(addr: &str) -> &str {
+    addr.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+fn in_list(list: &[String], value: &str) -> bool {
+    list.iter().any(|v| v.trim_start_matches('.').eq_ignore_ascii_case(value))
+}
+
+impl SpamEngine {
+    pub fn new(nameservers: &[std::net::SocketAddr]) -> anyhow::Result<Self> {
+        let auth = match crate::delivery::resolve::resolver_config(nameservers) {
+            Some(config) => MessageAuthenticator::new(config, Default::default())?,
+            None => MessageAuthenticator::new_system_conf()?,
+        };
+        Ok(Self { auth })
+    }
+
+    /// The envelope checks of `policy` for a client (run once per transaction).
+    pub async fn check_envelope(
+        &self,
+        policy: &SpamPolicyConfig,
+        dns: &Resolver,
+        c: &Client<'_>,
+    ) -> EnvelopeResult {
+        let sender_domain = domain_of(c.sender).to_ascii_lowercase();
+        let mut verdict = Verdict::default();
+        if !sender_domain.is_empty() && in_list(&policy.trusted_domains, &sender_domain) {
+            return EnvelopeResult { verdict, trusted: true, allowed: false, spf: None };
+        }
+        let (spf, listed) = tokio::join!(self.spf(c), dnsbl(policy, dns, c.ip, &sender_domain));
+
+        match spf.result() {
+            SpfResult::Fail => verdict.add(policy.spf.fail, format!("spf=fail ({sender_domain})")),
+            SpfResult::SoftFail => {
+                verdict.add(policy.spf.soft_fail, format!("spf=softfail ({sender_domain})"))
+            }
+            _ => {}
+        }
+        let tld = sender_domain.rsplit('.').next().unwrap_or_default();
+        let blocked = if in_list(&policy.block_list.addresses, c.sender) {
+            Some(format!("block-list: sender {}", c.sender))
+        } else if in_list(&policy.block_list.domains, &sender_domain) {
+            Some(format!("block-list: domain {sender_domain}"))
+        } else if !tld.is_empty() && in_list(&policy.block_list.tlds, tld) {
+            Some(format!("block-list: TLD .{tld}"))
+        } else {
+            None
+        };
+        if let Some(why) = blocked {
+            verdict.add(policy.block_list.action, why);
+            return EnvelopeResult { verdict, trusted: false, allowed: false, spf: Some(spf) };
+        }
+        let allow_listed = in_list(&policy.allow_list.addresses, c.sender)
+            || (!sender_domain.is_empty() && in_list(&policy.allow_list.domains, &sender_domain));
+        if allow_listed && spf.result() != SpfResult::Fail {
+            // Allow-listed and not forged: not spam, whatever a blocklist says.
+            return EnvelopeResult {
+                verdict: Verdict::default(),
+                trusted: false,
+                allowed: true,
+                spf: Some(spf),
+            };
+        }
+        for hit in listed {
+            verdict.add(policy.dnsbl.action, hit);
+        }
+        EnvelopeResult { verdict, trusted: false, allowed: false, spf: Some(spf) }
+    }
+
+    async fn spf(&self, c: &Client<'_>) -> SpfOutput {
+        let helo = if c.helo.is_empty() { "unknown" } else { c.helo };
+        self.auth.verify_spf(SpfParameters::verify(c.ip, helo, c.hostname, c.sender)).await
+    }
+
+    /// The content checks (DKIM, DMARC) of the message `data` (as the client sent it), added to
+    /// the envelope's verdict. Returns the verdict and the Authentication-Results header.
+    pub async fn check_content(
+        &self,
+        policy: &SpamPolicyConfig,
+        envelope: &EnvelopeResult,
+        c: &Client<'_>,
+        data: &[u8],
+    ) -> (Verdict, Option<String>) {
+        let mut verdict = envelope.verdict.clone();
+        if envelope.trusted {
+            return (verdict, None);
+        }
+        let Some(message) = AuthenticatedMessage::parse(data) else {
+            return (verdict, None);
+        };
+        let dkim = self.auth.verify_dkim(&message).await;
+        let spf = match &envelope.spf {
+            Some(s) => s.clone(),
+            None => self.spf(c).await,
+        };
+        let sender_domain = domain_of(c.sender);
+        let mail_from_domain = if sender_domain.is_empty() { c.helo } else { sender_domain };
+        let dmarc =
+            self.auth.verify_dmarc(DmarcParameters::new(&message, &dkim, mail_from_domain, &spf)).await;
+        let header = format!(
+            "Authentication-Results: {}\r\n",
+            AuthenticationResults::new(c.hostname)
+                .with_dkim_results(&dkim, message.from())
+                .with_spf_mailfrom_result(&spf, c.ip, c.sender, c.helo)
+                .with_dmarc_result(&dmarc)
+        );
+        if envelope.allowed {
+            return (verdict, Some(header));
+        }
+        if !dkim.is_empty() && !dkim.iter().any(|d| d.result() == &DkimResult::Pass) {
+            let why = dkim.iter().map(|d| format!("{:?}", d.result())).collect::<Vec<_>>().join(", ");
+            verdict.add(policy.dkim.fail, format!("dkim=fail ({why})"));
+        }
+        let failed = matches!(dmarc.dkim_result(), DmarcResult::Fail(_))
+            && matches!(dmarc.spf_result(), DmarcResult::Fail(_));
+        if failed {
+            match dmarc.policy() {
+                Policy::Reject => {
+                    verdict.add(policy.dmarc.reject, format!("dmarc=fail p=reject ({})", dmarc.domain()))
+                }
+                Policy::Quarantine => verdict
+                    .add(policy.dmarc.quarantine, format!("dmarc=fail p=quarantine ({})", dmarc.domain())),
+                Policy::None | Policy::Unspecified => {}
+            }
+        }
+        (verdict, Some(header))
+    }
+}
+
+/// DNSBL for the client IP and RHSBL for the sender domain; each hit as a reason.
+async fn dnsbl(policy: &SpamPolicyConfig, dns: &Resolver, ip: IpAddr, sender_domain: &str) -> Vec<String> {
+    let reversed = reverse_ip(ip);
+    let mut names: Vec<(String, String)> = policy
+        .dnsbl
+        .zones
+        .iter()
+        .map(|z| (format!("{reversed}.{z}"), format!("dnsbl: {ip} listed in {z}")))
+        .collect();
+    if !sender_domain.is_empty() {
+        names.extend(
+            policy
+                .dnsbl
+                .rhsbl_zones
+                .iter()
+                .map(|z| (format!("{sender_domain}.{z}"), format!("rhsbl: {sender_domain} listed in {z}"))),
+        );
+    }
+    let lookups = names.iter().map(|(name, _)| dns.is_listed(name));
+    let answers = futures::future::join_all(lookups).await;
+    names
+        .into_iter()
+        .zip(answers)
+        .filter_map(|((_, why), hit)| hit.map(|codes| format!("{why} ({codes:?})")))
+        .collect()
+}
+
+/// 192.0.2.1 -> "1.2.0.192"; IPv6 as reversed nibbles (RFC 5782).
+pub fn reverse_ip(ip: IpAddr) -> String {
+    match crate::runtime::canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let hex: String = v6.octets().iter().map(|b| format!("{b:02x}")).collect();
+            hex.chars().rev().map(|c| c.to_string()).collect::<Vec<_>>().join(".")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reversed_addresses_for_dnsbl() {
+        assert_eq!(reverse_ip("192.0.2.1".parse().unwrap()), "1.2.0.192");
+        assert!(reverse_ip("2001:db8::1".parse().unwrap()).starts_with("1.0.0.0."));
+        assert!(reverse_ip("2001:db8::1".parse().unwrap()).ends_with(".8.b.d.0.1.0.0.2"));
+    }
+
+    #[test]
+    fn the_most_severe_action_wins_and_every_reason_stays() {
+        let mut v = Verdict::default();
+        v.add(Action::MarkSpam, "a");
+        v.add(Action::Reject, "b");
+        v.add(Action::Quarantine, "c");
+        assert_eq!(v.action, Action::Reject);
+        assert_eq!(v.reasons_text(), "a; b; c");
+    }
+}
