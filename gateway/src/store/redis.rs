@@ -245,6 +245,19 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The `meta` and `body` fields of a message or quarantine hash; `None` if it is gone.
+    async fn meta_and_body(&self, rest: &str) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut conn = self.conn.clone();
+        let (meta, body): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(self.key(rest))
+            .arg("meta")
+            .arg("body")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(meta.map(|m| (m, body.unwrap_or_default())))
+    }
+
     /// With `waitReplicas`, the write counts only once enough replicas have it.
     async fn wait_for_replicas(&self) -> StoreResult<()> {
         if self.wait_replicas == 0 {
@@ -294,17 +307,9 @@ impl Store for RedisStore {
     }
 
     async fn load_message(&self, id: &str) -> StoreResult<Option<Message>> {
-        let mut conn = self.conn.clone();
-        let (meta, body): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
-            .arg(self.key(&format!("msg:{id}")))
-            .arg("meta")
-            .arg("body")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let Some(meta) = meta else { return Ok(None) };
+        let Some((meta, body)) = self.meta_and_body(&format!("msg:{id}")).await? else { return Ok(None) };
         let mut msg: Message = serde_json::from_slice(&meta).map_err(corrupt)?;
-        msg.body = body.unwrap_or_default();
+        msg.body = body;
         Ok(Some(msg))
     }
 
@@ -378,17 +383,9 @@ impl Store for RedisStore {
     }
 
     async fn quarantine_get(&self, id: &str) -> StoreResult<Option<QuarantineEntry>> {
-        let mut conn = self.conn.clone();
-        let (meta, body): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
-            .arg(self.key(&format!("q:{id}")))
-            .arg("meta")
-            .arg("body")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let Some(meta) = meta else { return Ok(None) };
+        let Some((meta, body)) = self.meta_and_body(&format!("q:{id}")).await? else { return Ok(None) };
         let mut entry: QuarantineEntry = serde_json::from_slice(&meta).map_err(corrupt)?;
-        entry.body = body.unwrap_or_default();
+        entry.body = body;
         Ok(Some(entry))
     }
 
