@@ -486,31 +486,29 @@ pub mod test_server {
         _dir: tempfile::TempDir,
     }
 
+    /// Starts one redis-server (AOF on, no RDB) with `extra` arguments; waits until it listens.
+    fn spawn_node(extra: &[&str]) -> (u16, Child, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args(extra)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/install-test-deps.sh)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (port, child, dir)
+    }
+
     impl RedisServer {
         pub fn start() -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed (scripts/install-test-deps.sh)");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let (port, child, dir) = spawn_node(&[]);
             Self { port, child, _dir: dir }
         }
 
@@ -528,31 +526,7 @@ pub mod test_server {
         pub fn start() -> Self {
             let mut nodes = Vec::new();
             for _ in 0..3 {
-                let dir = tempfile::tempdir().unwrap();
-                let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-                let child = Command::new("redis-server")
-                    .args([
-                        "--port",
-                        &port.to_string(),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "yes",
-                    ])
-                    .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
-                    .arg("--dir")
-                    .arg(dir.path())
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("redis-server is installed");
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                    assert!(Instant::now() < deadline, "redis-server did not start");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                nodes.push((port, child, dir));
+                nodes.push(spawn_node(&["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]));
             }
             let addrs: Vec<String> = nodes.iter().map(|(p, _, _)| format!("127.0.0.1:{p}")).collect();
             let out = Command::new("redis-cli")
