@@ -19,3 +19,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# dkimpy: an independent DKIM signer for the spam tests (signatures not made by our own code).
+if ! python3 -c 'import dkim' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore dkimpy
+fi

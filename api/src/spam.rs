@@ -35,10 +35,16 @@ pub struct SpamPolicyConfig {
     pub allow_list: AllowList,
     /// Sender domains that skip every spam check.
     pub trusted_domains: Vec<String>,
+    /// Rules on the message's MIME content.
+    pub content: ContentRules,
+    /// Banners for mail from unauthenticated or external senders.
+    pub sender_warnings: SenderWarnings,
     /// Header added by MarkSpam, as "Name: value".
     pub spam_header: String,
     /// How long quarantined messages are kept.
     pub quarantine_retention: HumanDuration,
+    /// Digests of what was quarantined, sent to the recipients.
+    pub notifications: Notifications,
 }
 
 impl Default for SpamPolicyConfig {
@@ -51,8 +57,11 @@ impl Default for SpamPolicyConfig {
             block_list: BlockList::default(),
             allow_list: AllowList::default(),
             trusted_domains: Vec::new(),
+            content: ContentRules::default(),
+            sender_warnings: SenderWarnings::default(),
             spam_header: "X-Spam-Flag: YES".into(),
             quarantine_retention: HumanDuration::from_secs(30 * 86400),
+            notifications: Notifications::default(),
         }
     }
 }
@@ -137,4 +146,84 @@ impl Default for BlockList {
 pub struct AllowList {
     pub domains: Vec<String>,
     pub addresses: Vec<String>,
+}
+
+/// Checks of the MIME content (every part, decoded). Each fires at most once per message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ContentRules {
+    /// HTML parts with one of `htmlTagNames` (frames, plug-ins, forms: phishing tools).
+    pub html_tags: Action,
+    pub html_tag_names: Vec<String>,
+    /// Office documents carrying VBA macros (macro-enabled OOXML, or OLE files with a VBA project).
+    pub office_macros: Action,
+    /// Script in HTML (`<script>`, `javascript:` links, event handlers) or JavaScript attachments.
+    pub javascript: Action,
+    /// Web bugs: 1x1 images loaded from a remote server.
+    pub web_bugs: Action,
+    /// Bulk mail: `Precedence: bulk|junk|list` or a `List-Unsubscribe` header.
+    pub bulk_mail: Action,
+}
+
+impl Default for ContentRules {
+    fn default() -> Self {
+        Self {
+            html_tags: Action::MarkSpam,
+            html_tag_names: ["frame", "iframe", "object", "embed", "form"].map(String::from).to_vec(),
+            office_macros: Action::Quarantine,
+            javascript: Action::Quarantine,
+            web_bugs: Action::Allow,
+            bulk_mail: Action::Allow,
+        }
+    }
+}
+
+impl ContentRules {
+    /// Whether any rule can change the verdict (otherwise the MIME parse is skipped).
+    pub fn any_active(&self) -> bool {
+        [self.html_tags, self.office_macros, self.javascript, self.web_bugs, self.bulk_mail]
+            .iter()
+            .any(|a| *a != Action::Allow)
+    }
+}
+
+/// Banners telling the reader to be careful. Each is off unless set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SenderWarnings {
+    /// For senders whose SPF failed (fail or softfail) or whose DKIM signatures all failed.
+    pub unauthenticated: Option<Warning>,
+    /// For senders outside the gateway's served domains.
+    pub external: Option<Warning>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Warning {
+    /// Header added, as "Name: value".
+    pub header: String,
+    /// Put before the Subject (once), e.g. "[EXTERNAL]".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_prefix: Option<String>,
+}
+
+/// Quarantine digests: per recipient, the messages held for them since the last digest.
+/// For a group address the digest goes to the group's moderator, or to `admin` when it has none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Notifications {
+    pub enabled: bool,
+    pub interval: HumanDuration,
+    /// Gets a copy of every digest (and the digests of groups without a moderator).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// The digests' sender; defaults to postmaster@<hostname>.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+impl Default for Notifications {
+    fn default() -> Self {
+        Self { enabled: false, interval: HumanDuration::from_secs(86400), admin: None, from: None }
+    }
 }

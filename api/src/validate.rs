@@ -188,6 +188,31 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
             );
         }
     }
+    for (name, policy) in &c.spam_policies {
+        let field = format!("spamPolicies.{name}");
+        if !policy.spam_header.is_empty() && !is_header_line(&policy.spam_header) {
+            errs.add(format!("{field}.spamHeader"), "must be \"Name: value\"");
+        }
+        let warnings = &policy.sender_warnings;
+        for (which, w) in [("unauthenticated", &warnings.unauthenticated), ("external", &warnings.external)] {
+            if let Some(w) = w
+                && !is_header_line(&w.header)
+            {
+                errs.add(format!("{field}.senderWarnings.{which}.header"), "must be \"Name: value\"");
+            }
+        }
+        let n = &policy.notifications;
+        for (which, addr) in [("admin", &n.admin), ("from", &n.from)] {
+            if let Some(a) = addr
+                && !a.contains('@')
+            {
+                errs.add(format!("{field}.notifications.{which}"), format!("{a:?} is not an address"));
+            }
+        }
+        if n.enabled && n.interval.get() < std::time::Duration::from_secs(1) {
+            errs.add(format!("{field}.notifications.interval"), "must be at least 1s");
+        }
+    }
     if let Some(gw) = &c.delivery.outbound_gateway
         && let Err(e) = parse_host_port(&gw.host, 25)
     {
@@ -298,6 +323,14 @@ pub fn parse_host_port(s: &str, default_port: u16) -> Result<(String, u16), Stri
 
 /// A DNS name: dot-separated labels of letters, digits and hyphens (not at a label's ends),
 /// at most 253 characters. An optional trailing dot is allowed.
+/// "Name: value" with a valid field name (RFC 5322 ftext) and no line breaks.
+fn is_header_line(line: &str) -> bool {
+    let Some((name, _)) = line.split_once(':') else { return false };
+    !name.is_empty()
+        && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+        && !line.contains(['\r', '\n'])
+}
+
 pub fn is_domain_name(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
     !s.is_empty()

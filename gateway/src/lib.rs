@@ -1,8 +1,9 @@
 //! postern-gateway: the SMTP gateway. The binary (`main.rs`) is a thin CLI over this library.
 //!
 //! One message's way: `smtp` (session) -> `policy` (limits, relay) -> `routing` (next hops)
-//! -> `store` (durable queue) -> `delivery` (outbound SMTP, retries, DSN). `admin` serves
-//! health, readiness and metrics; `server` wires it all together.
+//! -> `store` (durable queue) -> `delivery` (outbound SMTP, retries, DSN). `spam` judges
+//! inbound mail; what it holds back, `quarantine` lets admins search, release or delete.
+//! `admin` serves health, readiness, metrics and the admin API; `server` wires it all together.
 
 pub mod admin;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod context;
 pub mod delivery;
 pub mod metrics;
 pub mod policy;
+pub mod quarantine;
 pub mod routing;
 pub mod runtime;
 pub mod server;

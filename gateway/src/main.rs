@@ -32,6 +32,15 @@ enum Command {
         #[arg(long, global = true, default_value = "127.0.0.1:8025")]
         admin: SocketAddr,
     },
+    /// The quarantine: list (search), show, release, delete (through a running gateway's
+    /// admin API; any gateway sharing the store will do).
+    Quarantine {
+        #[command(subcommand)]
+        action: Box<postern_gateway::admin::cli::QuarantineCommand>,
+        /// The gateway's admin address.
+        #[arg(long, global = true, default_value = "127.0.0.1:8025")]
+        admin: SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -81,6 +90,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Quarantine { action, admin } => match postern_gateway::admin::cli::run(*action, admin) {
+            Ok(out) => {
+                print!("{}", if out.ends_with('\n') { out } else { out + "\n" });
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("postern-gateway: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Run { config } => match postern_gateway::server::run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -49,6 +49,13 @@ impl ServedDomain {
     pub fn group_members(&self, address: &str) -> Option<&[String]> {
         self.groups.get(address).map(Vec::as_slice)
     }
+
+    /// For a group address (lower case): `Some` with its moderator, if it has one.
+    pub fn group_moderator(&self, address: &str) -> Option<Option<String>> {
+        let d = &self.config.name;
+        let group = self.config.groups.iter().find(|g| qualify(&g.address, d) == address)?;
+        Some(group.moderator.as_ref().map(|m| qualify(m, d)))
+    }
 }
 
 pub struct Runtime {

@@ -116,6 +116,7 @@ async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()
     }
     tokio::spawn(watch_files(gw.clone(), config_path, stop_rx.clone()));
     tokio::spawn(housekeeping(gw.clone(), stop_rx.clone()));
+    tokio::spawn(digests(gw.clone(), stop_rx.clone()));
     gw.listening.store(true, Ordering::Release);
     tracing::info!(hostname = %config.hostname, version = env!("CARGO_PKG_VERSION"), "postern-gateway started");
 
@@ -235,6 +236,19 @@ async fn housekeeping(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "quarantine entries past retention removed"),
             Err(e) => tracing::warn!(error = %e, "quarantine expiry failed"),
+        }
+    }
+}
+
+/// Quarantine digests: checked every second (a store read per policy with digests on).
+async fn digests(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = crate::quarantine::digest::run_due(&gw).await {
+            tracing::warn!(error = %e, "quarantine digests failed; retrying");
         }
     }
 }

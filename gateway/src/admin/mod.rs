@@ -1,7 +1,9 @@
 //! Admin HTTP on its own port: health, readiness, Prometheus metrics, queue figures,
-//! destination verification. `client.rs` is the CLI's side of it.
+//! destination verification, the quarantine. `client.rs` is the CLI's side of it.
 
+pub mod cli;
 pub mod client;
+mod quarantine;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,6 +24,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/v1/queue", get(queue))
         .route("/api/v1/verifications", get(verifications))
         .route("/api/v1/verifications/{domain}/retry", post(retry_verification))
+        .route("/api/v1/quarantine", get(quarantine::list))
+        .route("/api/v1/quarantine/{id}", get(quarantine::show).delete(quarantine::delete))
+        .route("/api/v1/quarantine/{id}/raw", get(quarantine::raw))
+        .route("/api/v1/quarantine/{id}/release", post(quarantine::release))
         .with_state(gw)
 }
 

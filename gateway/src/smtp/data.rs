@@ -12,9 +12,17 @@ use super::session::{Flow, Session, State};
 use crate::routing;
 use crate::spam::Verdict;
 use crate::store::QuarantineEntry;
-use crate::store::{Job, Message, NewMessage, new_id};
+use crate::store::{Message, NewMessage, new_id};
 use crate::util::time::{ms, now_ms};
 use postern_api::Action;
+
+/// The spam checks' result for one message.
+struct Checked<'c> {
+    verdict: Verdict,
+    /// Header lines (with CRLFs) to put above the client's content.
+    added_headers: String,
+    content: std::borrow::Cow<'c, [u8]>,
+}
 
 impl Session {
     pub(super) fn handle_data(&mut self) -> Flow {
@@ -97,7 +105,8 @@ impl Session {
             .then(|| received::original_client_ip(&tx.body))
             .flatten();
 
-        let (verdict, auth_results, spam_header) = self.spam_verdict(&tx, original_client, &content).await;
+        let checked = self.spam_verdict(&tx, original_client, &content).await;
+        let verdict = &checked.verdict;
         match verdict.action {
             Action::Reject => {
                 self.gateway.metrics.message("rejected", "spam");
@@ -119,40 +128,14 @@ impl Session {
         }
         let mut body = Vec::with_capacity(header.len() + content.len() + 512);
         body.extend_from_slice(header.as_bytes());
-        if let Some(ar) = &auth_results {
-            body.extend_from_slice(ar.as_bytes());
-        }
-        if verdict.action == Action::MarkSpam
-            && let Some(h) = &spam_header
-        {
-            body.extend_from_slice(h.as_bytes());
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(&content);
+        body.extend_from_slice(checked.added_headers.as_bytes());
+        body.extend_from_slice(&checked.content);
         let size = body.len();
 
         if verdict.action == Action::Quarantine {
-            return self.quarantine(&tx, id, body, &verdict).await;
+            return self.quarantine(&tx, id, body, verdict).await;
         }
 
-        let lifetime = ms(self.rt.config.delivery.lifetime.get());
-        let jobs: Vec<Job> = routing::plan(&tx.targets)
-            .into_iter()
-            .map(|(route, bounce, recipients)| Job {
-                id: new_id(),
-                message_id: id.clone(),
-                sender: tx.sender.clone(),
-                recipients,
-                route,
-                attempts: 0,
-                created_at: now,
-                due: now,
-                expires_at: now + lifetime,
-                bounce,
-                last_error: None,
-            })
-            .collect();
-        let job_count = jobs.len();
         let message = Message {
             id: id.clone(),
             sender: tx.sender.clone(),
@@ -161,11 +144,14 @@ impl Session {
             eight_bit: tx.eight_bit,
             body,
         };
+        let lifetime = ms(self.rt.config.delivery.lifetime.get());
+        let new = NewMessage::planned(message, routing::plan(&tx.targets), now, lifetime);
+        let job_count = new.jobs.len();
         let original_client = original_client.map(|ip| ip.to_string());
         let spam = verdict.action == Action::MarkSpam;
         let reasons = verdict.reasons_text();
         let metrics = &self.gateway.metrics;
-        match self.gateway.store.enqueue(NewMessage { message, jobs }).await {
+        match self.gateway.store.enqueue(new).await {
             Ok(()) => {
                 metrics.accept_latency.observe(started.elapsed().as_secs_f64());
                 metrics.message("queued", "accepted");
@@ -202,32 +188,59 @@ impl Session {
         }
     }
 
-    /// Runs the spam checks of the transaction's policy: the verdict, the
-    /// Authentication-Results header and the policy's spam header.
-    async fn spam_verdict(
+    /// Runs the spam checks of the transaction's policy: the verdict, the headers to add and
+    /// the content as it will be stored (forged Authentication-Results removed, subject
+    /// prefixed for a sender warning).
+    async fn spam_verdict<'c>(
         &self,
         tx: &Transaction,
         original_client: Option<std::net::IpAddr>,
-        content: &[u8],
-    ) -> (Verdict, Option<String>, Option<String>) {
-        let Some(choice) = &tx.spam else { return (Verdict::default(), None, None) };
+        content: &'c [u8],
+    ) -> Checked<'c> {
+        let hostname = &self.rt.config.hostname;
+        // Nobody else may speak for our authserv-id (RFC 8601 section 5), checked or not.
+        let content = crate::spam::headers::remove_forged_auth_results(content, hostname);
+        let mut checked = Checked { verdict: Verdict::default(), added_headers: String::new(), content };
+        let Some(choice) = &tx.spam else { return checked };
         let Some(policy) = choice.policy.as_ref().and_then(|n| self.rt.config.spam_policies.get(n)) else {
-            return (Verdict::default(), None, None);
+            return checked;
         };
         let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
         let client = crate::spam::Client {
             ip: original_client.unwrap_or_else(|| self.client_ip()),
             helo,
             sender: &tx.sender,
-            hostname: &self.rt.config.hostname,
+            hostname,
         };
         let envelope = match &choice.envelope {
             Some(e) => e.clone(),
             // From an inbound gateway: the connection-time checks run now, on the original client.
             None => self.gateway.spam.check_envelope(policy, self.gateway.outbound.resolver(), &client).await,
         };
-        let (verdict, ar) = self.gateway.spam.check_content(policy, &envelope, &client, content).await;
-        (verdict, ar, Some(policy.spam_header.clone()))
+        let outcome = self.gateway.spam.check_content(policy, &envelope, &client, &checked.content).await;
+        checked.verdict = outcome.verdict;
+        if let Some(ar) = outcome.auth_results {
+            checked.added_headers.push_str(&ar);
+        }
+        if checked.verdict.action == Action::MarkSpam && !policy.spam_header.is_empty() {
+            checked.added_headers.push_str(&policy.spam_header);
+            checked.added_headers.push_str("\r\n");
+        }
+        let external = routing::domain_of(&tx.sender).is_none_or(|d| self.rt.served_domain(&d).is_none());
+        let warnings = &policy.sender_warnings;
+        let applicable =
+            [(outcome.unauthenticated, &warnings.unauthenticated), (external, &warnings.external)];
+        for (applies, warning) in applicable {
+            let (true, Some(w)) = (applies, warning) else { continue };
+            checked.added_headers.push_str(&w.header);
+            checked.added_headers.push_str("\r\n");
+            if let Some(prefix) = &w.subject_prefix {
+                checked.content = std::borrow::Cow::Owned(
+                    crate::spam::headers::prefix_subject(&checked.content, prefix).into_owned(),
+                );
+            }
+        }
+        checked
     }
 
     /// Holds the message in the quarantine instead of delivering it; the client is told it was
@@ -248,6 +261,8 @@ impl Session {
             client_ip: self.client_ip().to_string(),
             created_at: now,
             expires_at: now + retention,
+            policy: tx.spam.as_ref().and_then(|c| c.policy.clone()).unwrap_or_default(),
+            summary: crate::spam::content::summarize(&body),
             body,
         };
         match self.gateway.store.quarantine_put(entry).await {

@@ -9,6 +9,9 @@
 //! Precedence: a trusted sender domain is not checked at all; a block-listed sender is spam
 //! even when SPF passes; an allow-listed sender is not spam unless SPF fails.
 
+pub mod content;
+pub mod headers;
+
 use std::net::IpAddr;
 
 use mail_auth::{
@@ -52,6 +55,15 @@ pub struct EnvelopeResult {
     /// The sender is allow-listed and SPF did not fail: no further checks.
     pub allowed: bool,
     pub spf: Option<SpfOutput>,
+}
+
+/// What the end-of-DATA checks found.
+pub struct ContentOutcome {
+    pub verdict: Verdict,
+    /// Our Authentication-Results header (RFC 8601), with its CRLF.
+    pub auth_results: Option<String>,
+    /// SPF failed (fail or softfail) or every DKIM signature failed.
+    pub unauthenticated: bool,
 }
 
 pub struct SpamEngine {
@@ -141,21 +153,27 @@ impl SpamEngine {
         self.auth.verify_spf(SpfParameters::verify(c.ip, helo, c.hostname, c.sender)).await
     }
 
-    /// The content checks (DKIM, DMARC) of the message `data` (as the client sent it), added to
-    /// the envelope's verdict. Returns the verdict and the Authentication-Results header.
+    /// The content checks (DKIM, DMARC, content rules) of the message `data` (as the client
+    /// sent it), added to the envelope's verdict.
     pub async fn check_content(
         &self,
         policy: &SpamPolicyConfig,
         envelope: &EnvelopeResult,
         c: &Client<'_>,
         data: &[u8],
-    ) -> (Verdict, Option<String>) {
-        let mut verdict = envelope.verdict.clone();
+    ) -> ContentOutcome {
+        let mut out =
+            ContentOutcome { verdict: envelope.verdict.clone(), auth_results: None, unauthenticated: false };
         if envelope.trusted {
-            return (verdict, None);
+            return out;
         }
+        let spf_failed = envelope
+            .spf
+            .as_ref()
+            .is_some_and(|s| matches!(s.result(), SpfResult::Fail | SpfResult::SoftFail));
         let Some(message) = AuthenticatedMessage::parse(data) else {
-            return (verdict, None);
+            out.unauthenticated = spf_failed;
+            return out;
         };
         let dkim = self.auth.verify_dkim(&message).await;
         let spf = match &envelope.spf {
@@ -166,23 +184,27 @@ impl SpamEngine {
         let mail_from_domain = if sender_domain.is_empty() { c.helo } else { sender_domain };
         let dmarc =
             self.auth.verify_dmarc(DmarcParameters::new(&message, &dkim, mail_from_domain, &spf)).await;
-        let header = format!(
+        out.auth_results = Some(format!(
             "Authentication-Results: {}\r\n",
             AuthenticationResults::new(c.hostname)
                 .with_dkim_results(&dkim, message.from())
                 .with_spf_mailfrom_result(&spf, c.ip, c.sender, c.helo)
                 .with_dmarc_result(&dmarc)
-        );
+        ));
+        let dkim_failed = !dkim.is_empty() && !dkim.iter().any(|d| d.result() == &DkimResult::Pass);
+        out.unauthenticated = spf_failed || dkim_failed;
         if envelope.allowed {
-            return (verdict, Some(header));
+            return out;
         }
-        if !dkim.is_empty() && !dkim.iter().any(|d| d.result() == &DkimResult::Pass) {
+        let verdict = &mut out.verdict;
+        if dkim_failed {
             let why = dkim.iter().map(|d| format!("{:?}", d.result())).collect::<Vec<_>>().join(", ");
             verdict.add(policy.dkim.fail, format!("dkim=fail ({why})"));
         }
-        let failed = matches!(dmarc.dkim_result(), DmarcResult::Fail(_))
-            && matches!(dmarc.spf_result(), DmarcResult::Fail(_));
-        if failed {
+        // DMARC fails when the From domain publishes a policy and neither SPF nor DKIM passes
+        // aligned (a temporary DNS error is neither pass nor fail: RFC 7489 section 6.6.2).
+        let neither = |r: &DmarcResult| !matches!(r, DmarcResult::Pass | DmarcResult::TempError(_));
+        if neither(dmarc.dkim_result()) && neither(dmarc.spf_result()) {
             match dmarc.policy() {
                 Policy::Reject => {
                     verdict.add(policy.dmarc.reject, format!("dmarc=fail p=reject ({})", dmarc.domain()))
@@ -192,7 +214,10 @@ impl SpamEngine {
                 Policy::None | Policy::Unspecified => {}
             }
         }
-        (verdict, Some(header))
+        for (action, why) in content::check(&policy.content, data) {
+            verdict.add(action, why);
+        }
+        out
     }
 }
 

@@ -61,6 +61,12 @@ async fn state_round_trip(store: &dyn Store) {
     store.state_put("verification/a.test", b"one".to_vec()).await.unwrap();
     store.state_put("verification/a.test", b"two".to_vec()).await.unwrap();
     assert_eq!(store.state_get("verification/a.test").await.unwrap(), Some(b"two".to_vec()));
+    // Compare-and-set: only the caller that saw the current value wins.
+    assert!(store.state_swap("digest/p", None, b"100".to_vec()).await.unwrap());
+    assert!(!store.state_swap("digest/p", None, b"200".to_vec()).await.unwrap());
+    assert!(!store.state_swap("digest/p", Some(b"99".to_vec()), b"200".to_vec()).await.unwrap());
+    assert!(store.state_swap("digest/p", Some(b"100".to_vec()), b"200".to_vec()).await.unwrap());
+    assert_eq!(store.state_get("digest/p").await.unwrap(), Some(b"200".to_vec()));
 }
 
 async fn drain(store: &dyn Store) {
@@ -159,6 +165,8 @@ async fn quarantine_round_trip(store: &dyn Store) {
         client_ip: "192.0.2.1".into(),
         created_at: 1_000,
         expires_at,
+        policy: "default".into(),
+        summary: MessageSummary { subject: "buy".into(), size: 20, ..Default::default() },
         body: b"Subject: buy\r\n\r\nnow\r\n".to_vec(),
     };
     store.quarantine_put(entry("q1", 5_000)).await.unwrap();
@@ -171,4 +179,17 @@ async fn quarantine_round_trip(store: &dyn Store) {
     assert!(store.quarantine_delete("q2").await.unwrap());
     assert!(!store.quarantine_delete("q2").await.unwrap());
     assert_eq!(store.stats().await.unwrap().quarantined, 0);
+
+    // Release: the entry goes and its message is queued, once.
+    store.quarantine_put(entry("q3", 50_000)).await.unwrap();
+    let msg = sample_message(1, 0);
+    assert!(store.quarantine_release("q3", msg.clone()).await.unwrap());
+    assert!(!store.quarantine_release("q3", sample_message(1, 0)).await.unwrap(), "released twice");
+    assert_eq!(store.quarantine_get("q3").await.unwrap(), None);
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.quarantined, stats.jobs, stats.messages), (0, 1, 1));
+    let leased = store.lease(1, 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(store.load_message(&leased[0].message_id).await.unwrap().unwrap().body, msg.message.body);
+    store.complete(&leased[0], None).await.unwrap();
 }

@@ -64,8 +64,10 @@ enum Op {
     Retry(Box<Job>, Option<Box<NewMessage>>, Reply<()>),
     QuarantinePut(Box<QuarantineEntry>, Reply<()>),
     QuarantineDelete(String, Reply<bool>),
+    QuarantineRelease(String, Box<NewMessage>, Reply<bool>),
     QuarantineExpire(u64, Reply<usize>),
     StatePut(String, Vec<u8>, Reply<()>),
+    StateSwap(String, Option<Vec<u8>>, Vec<u8>, Reply<bool>),
     Flush(Reply<()>),
     /// Make everything durable and stop the writer (sent by `Drop`).
     Shutdown,
@@ -282,6 +284,10 @@ impl Store for EmbeddedStore {
         self.submit(|r| Op::QuarantineDelete(id.to_string(), r)).await
     }
 
+    async fn quarantine_release(&self, id: &str, msg: NewMessage) -> StoreResult<bool> {
+        self.submit(|r| Op::QuarantineRelease(id.to_string(), Box::new(msg), r)).await
+    }
+
     async fn quarantine_expire(&self, now: u64) -> StoreResult<usize> {
         self.submit(|r| Op::QuarantineExpire(now, r)).await
     }
@@ -297,6 +303,10 @@ impl Store for EmbeddedStore {
 
     async fn state_put(&self, key: &str, value: Vec<u8>) -> StoreResult<()> {
         self.submit(|r| Op::StatePut(key.to_string(), value, r)).await
+    }
+
+    async fn state_swap(&self, key: &str, expected: Option<Vec<u8>>, new: Vec<u8>) -> StoreResult<bool> {
+        self.submit(|r| Op::StateSwap(key.to_string(), expected, new, r)).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -472,6 +482,14 @@ impl<'t> Writer<'t> {
                 self.quarantine_bodies.remove(id.as_str()).map_err(db_err)?;
                 Answer::Bool(r, existed)
             }
+            Op::QuarantineRelease(id, msg, r) => {
+                let existed = self.quarantine.remove(id.as_str()).map_err(db_err)?.is_some();
+                if existed {
+                    self.quarantine_bodies.remove(id.as_str()).map_err(db_err)?;
+                    self.enqueue(&msg)?;
+                }
+                Answer::Bool(r, existed)
+            }
             Op::QuarantineExpire(now, r) => {
                 let mut expired = Vec::new();
                 for entry in self.quarantine.iter().map_err(db_err)? {
@@ -490,6 +508,14 @@ impl<'t> Writer<'t> {
             Op::StatePut(key, value, r) => {
                 self.state.insert(key.as_str(), value.as_slice()).map_err(db_err)?;
                 Answer::Unit(r)
+            }
+            Op::StateSwap(key, expected, new, r) => {
+                let current = self.state.get(key.as_str()).map_err(db_err)?.map(|v| v.value().to_vec());
+                let matches = current == expected;
+                if matches {
+                    self.state.insert(key.as_str(), new.as_slice()).map_err(db_err)?;
+                }
+                Answer::Bool(r, matches)
             }
             Op::Flush(r) => Answer::Unit(r),
             // The loop turns Shutdown into a flush before applying; nothing to write here.

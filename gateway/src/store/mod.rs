@@ -58,6 +58,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every entry, without bodies, oldest first.
     async fn quarantine_list(&self) -> StoreResult<Vec<QuarantineEntry>>;
     async fn quarantine_delete(&self, id: &str) -> StoreResult<bool>;
+    /// Takes the entry out of the quarantine and enqueues `msg` in one atomic step; `false`
+    /// (and nothing enqueued) when the entry is gone, so two pods cannot release it twice.
+    async fn quarantine_release(&self, id: &str, msg: NewMessage) -> StoreResult<bool>;
     /// Removes entries whose `expires_at` is before `now`; returns how many.
     async fn quarantine_expire(&self, now: u64) -> StoreResult<usize>;
 
@@ -65,6 +68,9 @@ pub trait Store: Send + Sync + 'static {
     async fn state_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Durable once it returns.
     async fn state_put(&self, key: &str, value: Vec<u8>) -> StoreResult<()>;
+    /// Compare-and-set: writes `new` only when the current value is `expected` (`None`: absent).
+    /// Lets one pod of many claim a periodic job (a digest run). Durable once it returns `true`.
+    async fn state_swap(&self, key: &str, expected: Option<Vec<u8>>, new: Vec<u8>) -> StoreResult<bool>;
 
     /// Cheap liveness check used by /readyz.
     async fn ping(&self) -> StoreResult<()>;

@@ -93,6 +93,24 @@ local n = redis.call('DEL', T .. ':q:' .. ARGV[1])
 redis.call('ZREM', T .. ':quar', ARGV[1])
 redis.call('ZREM', T .. ':quar_exp', ARGV[1])
 return n"#;
+/// ARGV: id, then the message to enqueue. Returns 1 if the entry existed (and was released).
+const QUARANTINE_RELEASE: &str = r#"
+if redis.call('DEL', T .. ':q:' .. ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', T .. ':quar', ARGV[1])
+redis.call('ZREM', T .. ':quar_exp', ARGV[1])
+put_message(2)
+return 1"#;
+/// ARGV: key, expected ("" with ARGV[3] == '0' for absent), has expected, new value.
+const STATE_SWAP: &str = r#"
+local k = T .. ':state:' .. ARGV[1]
+local cur = redis.call('GET', k)
+if ARGV[3] == '0' then
+  if cur then return 0 end
+elseif cur ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', k, ARGV[4])
+return 1"#;
 /// ARGV: now. Returns how many expired.
 const QUARANTINE_EXPIRE: &str = r#"
 local ids = redis.call('ZRANGEBYSCORE', T .. ':quar_exp', '-inf', '(' .. ARGV[1])
@@ -146,6 +164,8 @@ struct Scripts {
     quarantine_put: Script,
     quarantine_delete: Script,
     quarantine_expire: Script,
+    quarantine_release: Script,
+    state_swap: Script,
 }
 
 impl Scripts {
@@ -159,6 +179,8 @@ impl Scripts {
             quarantine_put: s(QUARANTINE_PUT),
             quarantine_delete: s(QUARANTINE_DELETE),
             quarantine_expire: s(QUARANTINE_EXPIRE),
+            quarantine_release: s(QUARANTINE_RELEASE),
+            state_swap: s(STATE_SWAP),
         }
     }
 }
@@ -428,6 +450,16 @@ impl Store for RedisStore {
         Ok(n > 0)
     }
 
+    async fn quarantine_release(&self, id: &str, msg: NewMessage) -> StoreResult<bool> {
+        let mut inv = self.scripts.quarantine_release.key(&self.tag);
+        inv.arg(id);
+        Self::push_message(&mut inv, &msg)?;
+        let mut conn = self.conn.clone();
+        let n: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        self.wait_for_replicas().await?;
+        Ok(n > 0)
+    }
+
     async fn quarantine_expire(&self, now: u64) -> StoreResult<usize> {
         let mut conn = self.conn.clone();
         let n: i64 = self
@@ -459,6 +491,26 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         self.wait_for_replicas().await
+    }
+
+    async fn state_swap(&self, key: &str, expected: Option<Vec<u8>>, new: Vec<u8>) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let has = if expected.is_some() { "1" } else { "0" };
+        let n: i64 = self
+            .scripts
+            .state_swap
+            .key(&self.tag)
+            .arg(key)
+            .arg(expected.unwrap_or_default())
+            .arg(has)
+            .arg(new)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if n > 0 {
+            self.wait_for_replicas().await?;
+        }
+        Ok(n > 0)
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -625,6 +677,8 @@ mod tests {
             client_ip: "192.0.2.1".into(),
             created_at: 1,
             expires_at: u64::MAX / 2,
+            policy: "p".into(),
+            summary: Default::default(),
             body: b"Subject: held\r\n\r\nx\r\n".to_vec(),
         };
         a.quarantine_put(entry.clone()).await.unwrap();

@@ -35,6 +35,34 @@ pub struct NewMessage {
     pub jobs: Vec<Job>,
 }
 
+impl NewMessage {
+    /// A message with one job per planned (next hop, bounce, recipients), all due `now`.
+    pub fn planned(
+        message: Message,
+        plan: Vec<(Route, bool, Vec<Recipient>)>,
+        now: u64,
+        lifetime_ms: u64,
+    ) -> Self {
+        let jobs = plan
+            .into_iter()
+            .map(|(route, bounce, recipients)| Job {
+                id: new_id(),
+                message_id: message.id.clone(),
+                sender: message.sender.clone(),
+                recipients,
+                route,
+                attempts: 0,
+                created_at: now,
+                due: now,
+                expires_at: now + lifetime_ms,
+                bounce,
+                last_error: None,
+            })
+            .collect();
+        Self { message, jobs }
+    }
+}
+
 /// One recipient of a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
@@ -115,7 +143,10 @@ pub struct Job {
 }
 
 /// A message held back from delivery, waiting for an admin to release or delete it.
+/// Stored (and shown by the admin API) as camelCase JSON; the aliases read entries written
+/// before the rename.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct QuarantineEntry {
     pub id: String,
     pub sender: String,
@@ -123,14 +154,39 @@ pub struct QuarantineEntry {
     /// Why it was held, one line per reason.
     pub reasons: Vec<String>,
     /// The client's IP address.
-    #[serde(default)]
+    #[serde(default, alias = "client_ip")]
     pub client_ip: String,
     /// ms since the epoch.
+    #[serde(alias = "created_at")]
     pub created_at: u64,
     /// ms since the epoch; the entry is removed after this.
+    #[serde(alias = "expires_at")]
     pub expires_at: u64,
+    /// The spam policy that held it (its retention and digests apply).
+    #[serde(default)]
+    pub policy: String,
+    /// What the headers and MIME structure say, for search, listings and digests.
+    #[serde(default)]
+    pub summary: MessageSummary,
     #[serde(skip)]
     pub body: Vec<u8>,
+}
+
+/// A message's headers and structure, decoded (RFC 2047 words, MIME parts).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MessageSummary {
+    pub subject: String,
+    /// The From header, as "Name <address>" or the address.
+    pub from: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    /// The Date header, seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<i64>,
+    /// File names of the attachments.
+    pub attachments: Vec<String>,
+    pub size: u64,
 }
 
 /// How much is queued.

@@ -1,0 +1,280 @@
+//! Working in the quarantine: search, release and delete. The entries live in the `Store`, so
+//! every pod sees (and can release) what any pod quarantined. The admin API and the CLI call
+//! these; `digest.rs` tells recipients what was held for them.
+
+pub mod digest;
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::Gateway;
+use crate::routing::probe::ProbingDirectory;
+use crate::routing::{self, Decision, Router};
+use crate::spam::content;
+use crate::store::{Message, NewMessage, QuarantineEntry, StoreError};
+use crate::util::time::{ms, now_ms};
+
+/// A search: every given field must match (case-insensitive substring); `q` matches any field
+/// or the text. Dates are RFC 3339 or YYYY-MM-DD (UTC) and bound the time the entry was held.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Search {
+    pub q: Option<String>,
+    pub subject: Option<String>,
+    /// Envelope sender or From header.
+    pub sender: Option<String>,
+    /// Envelope recipients, To or Cc.
+    pub to: Option<String>,
+    pub body: Option<String>,
+    /// Attachment file name.
+    pub attachment: Option<String>,
+    /// Text of text attachments.
+    pub attachment_text: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// An entry as listed: everything but the body.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listed {
+    #[serde(flatten)]
+    pub entry: QuarantineEntry,
+    pub held_at: String,
+    pub expires: String,
+}
+
+impl From<QuarantineEntry> for Listed {
+    fn from(entry: QuarantineEntry) -> Self {
+        Self { held_at: rfc3339(entry.created_at), expires: rfc3339(entry.expires_at), entry }
+    }
+}
+
+fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).map(|d| d.to_rfc3339()).unwrap_or_default()
+}
+
+/// ms since the epoch of "2026-11-23" or "2026-11-23T12:00:00Z"; `end` makes a bare date
+/// cover its whole day.
+fn parse_date(s: &str, end: bool) -> Result<u64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis().max(0) as u64);
+    }
+    let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD or RFC 3339)"))?;
+    let day = if end { day.succ_opt().unwrap_or(day) } else { day };
+    let t = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_millis().max(0) as u64;
+    Ok(if end { t.saturating_sub(1) } else { t })
+}
+
+fn has(haystack: &str, needle: &str) -> bool {
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+impl Search {
+    fn matches_metadata(&self, e: &QuarantineEntry, since: u64, until: u64) -> bool {
+        let s = &e.summary;
+        let sender_ok = |n: &str| has(&e.sender, n) || has(&s.from, n);
+        let to_ok = |n: &str| e.recipients.iter().chain(&s.to).chain(&s.cc).any(|a| has(a, n));
+        let attachment_ok = |n: &str| s.attachments.iter().any(|a| has(a, n));
+        (since..=until).contains(&e.created_at)
+            && self.subject.as_deref().is_none_or(|n| has(&s.subject, n))
+            && self.sender.as_deref().is_none_or(sender_ok)
+            && self.to.as_deref().is_none_or(to_ok)
+            && self.attachment.as_deref().is_none_or(attachment_ok)
+    }
+
+    /// `q` over the metadata only (the text is looked at when this says no).
+    fn q_in_metadata(&self, e: &QuarantineEntry, q: &str) -> bool {
+        let s = &e.summary;
+        [&s.subject, &s.from, &e.sender].iter().any(|f| has(f, q))
+            || e.recipients
+                .iter()
+                .chain(&s.to)
+                .chain(&s.cc)
+                .chain(&s.attachments)
+                .chain(&e.reasons)
+                .any(|f| has(f, q))
+    }
+
+    fn needs_text(&self) -> bool {
+        self.body.is_some() || self.attachment_text.is_some()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuarantineError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no quarantine entry {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The entries that match, oldest first.
+pub async fn search(gw: &Gateway, query: &Search) -> Result<Vec<Listed>, QuarantineError> {
+    let since = query
+        .since
+        .as_deref()
+        .map(|d| parse_date(d, false))
+        .transpose()
+        .map_err(QuarantineError::BadRequest)?;
+    let until = query
+        .until
+        .as_deref()
+        .map(|d| parse_date(d, true))
+        .transpose()
+        .map_err(QuarantineError::BadRequest)?;
+    let (since, until) = (since.unwrap_or(0), until.unwrap_or(u64::MAX));
+    let limit = query.limit.unwrap_or(1000);
+    let mut out = Vec::new();
+    for entry in gw.store.quarantine_list().await? {
+        if out.len() >= limit {
+            break;
+        }
+        if !query.matches_metadata(&entry, since, until) {
+            continue;
+        }
+        let q_hit = query.q.as_deref().map(|q| query.q_in_metadata(&entry, q));
+        if query.needs_text() || q_hit == Some(false) {
+            // Only now is the body read: most searches are answered from the metadata.
+            let Some(full) = gw.store.quarantine_get(&entry.id).await? else { continue };
+            let text = content::search_text(&full.body);
+            let body_ok = query.body.as_deref().is_none_or(|n| has(&text.body, n));
+            let att_ok = query.attachment_text.as_deref().is_none_or(|n| has(&text.attachments, n));
+            let q_ok = match (q_hit, query.q.as_deref()) {
+                (Some(false), Some(q)) => has(&text.body, q) || has(&text.attachments, q),
+                _ => true,
+            };
+            if !(body_ok && att_ok && q_ok) {
+                continue;
+            }
+        }
+        out.push(Listed::from(entry));
+    }
+    Ok(out)
+}
+
+/// One entry with its header fields (unfolded, in order) for an admin to inspect.
+#[derive(Debug, Serialize)]
+pub struct Shown {
+    #[serde(flatten)]
+    pub listed: Listed,
+    pub headers: Vec<(String, String)>,
+}
+
+pub async fn show(gw: &Gateway, id: &str) -> Result<(Shown, Vec<u8>), QuarantineError> {
+    let entry = gw.store.quarantine_get(id).await?.ok_or_else(|| QuarantineError::NotFound(id.into()))?;
+    let headers = header_fields(&entry.body);
+    let body = entry.body.clone();
+    Ok((Shown { listed: Listed::from(entry), headers }, body))
+}
+
+fn header_fields(data: &[u8]) -> Vec<(String, String)> {
+    let end = data.windows(4).position(|w| w == b"\r\n\r\n").map_or(data.len(), |i| i + 2);
+    let text = String::from_utf8_lossy(&data[..end]);
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            out.push((name.to_string(), value.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// What a release did.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Released {
+    pub id: String,
+    pub queue_id: String,
+    pub recipients: Vec<String>,
+    /// Recipients the current routing no longer knows (not delivered).
+    pub dropped: Vec<String>,
+    pub released_by: String,
+}
+
+/// Delivers a held message to its original recipients, routed by the current configuration,
+/// without running the spam checks again. The entry leaves the quarantine in the same store
+/// step that queues the message, so a release happens once even when two pods are asked.
+pub async fn release(gw: &Gateway, id: &str, by: &str) -> Result<Released, QuarantineError> {
+    let entry = gw.store.quarantine_get(id).await?.ok_or_else(|| QuarantineError::NotFound(id.into()))?;
+    let rt = gw.runtime.load_full();
+    let directory = ProbingDirectory { gw, rt: &rt };
+    let router = Router { rt: &rt, directory: &directory, policies: &gw.verifications };
+    let (mut targets, mut delivered, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
+    for rcpt in &entry.recipients {
+        match router.resolve(rcpt).await {
+            Decision::Deliver(t) => {
+                targets.extend(t);
+                delivered.push(rcpt.clone());
+            }
+            Decision::Unknown => dropped.push(rcpt.clone()),
+            Decision::TryLater(why) => {
+                return Err(QuarantineError::Conflict(format!(
+                    "{rcpt} cannot be routed now ({why}); try again"
+                )));
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Err(QuarantineError::Conflict(format!(
+            "no recipient of {id} is deliverable now: {dropped:?}"
+        )));
+    }
+    let now = now_ms();
+    let queue_id = crate::store::new_id();
+    let message = Message {
+        id: queue_id.clone(),
+        sender: entry.sender.clone(),
+        received_at: now,
+        smtputf8: !entry.sender.is_ascii() || entry.recipients.iter().any(|r| !r.is_ascii()),
+        eight_bit: entry.body.iter().any(|b| !b.is_ascii()),
+        body: entry.body,
+    };
+    let lifetime = ms(rt.config.delivery.lifetime.get());
+    let msg = NewMessage::planned(message, routing::plan(&targets), now, lifetime);
+    if !gw.store.quarantine_release(id, msg).await? {
+        return Err(QuarantineError::NotFound(id.into()));
+    }
+    gw.queue_wakeup.notify_one();
+    gw.metrics.message("queued", "released");
+    tracing::info!(quarantine_id = %id, queue_id = %queue_id, from = %entry.sender, rcpts = delivered.len(), dropped = ?dropped, released_by = %by, decision = "released", "quarantined message released");
+    Ok(Released { id: id.into(), queue_id, recipients: delivered, dropped, released_by: by.into() })
+}
+
+pub async fn delete(gw: &Gateway, id: &str, by: &str) -> Result<(), QuarantineError> {
+    if !gw.store.quarantine_delete(id).await? {
+        return Err(QuarantineError::NotFound(id.into()));
+    }
+    tracing::info!(quarantine_id = %id, deleted_by = %by, decision = "deleted", "quarantined message deleted");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_bound_whole_days() {
+        let start = parse_date("2026-11-23", false).unwrap();
+        let end = parse_date("2026-11-23", true).unwrap();
+        assert_eq!(end - start, 86_400_000 - 1);
+        assert_eq!(parse_date("2026-11-23T00:00:00Z", false).unwrap(), start);
+        assert!(parse_date("yesterday", false).unwrap_err().contains("not a date"));
+    }
+
+    #[test]
+    fn headers_are_unfolded_in_order() {
+        let h = header_fields(b"Subject: one\r\n two\r\nFrom: a@x.test\r\n\r\nBody: no\r\n");
+        assert_eq!(h, [("Subject".into(), "one two".into()), ("From".into(), "a@x.test".into())]);
+    }
+}
