@@ -155,6 +155,11 @@ impl Client {
         if accepted == 0 {
             return self.cmd("RSET");
         }
+        self.send_data(data)
+    }
+
+    /// DATA with `data` (LF or CRLF lines, dot-stuffed here); returns the final reply.
+    pub fn send_data(&mut self, data: &str) -> Reply {
         let r = self.cmd("DATA");
         if r.code != 354 {
             return r;

@@ -199,6 +199,16 @@ impl Gateway {
         http_get(self.admin, path)
     }
 
+    /// Any method on the admin port; returns (status, body).
+    pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        http(self.admin, method, path)
+    }
+
+    /// The admin address, for the CLI's `--admin`.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
     /// The value of one Prometheus sample, e.g. `postern_messages_total{outcome="queued",reason="accepted"}`.
     pub fn metric(&self, sample: &str) -> Option<f64> {
         let (_, body) = self.admin_get("/metrics");
@@ -215,10 +225,15 @@ impl Drop for Gateway {
 
 /// A minimal HTTP/1.0 GET (the admin API is plain HTTP on loopback).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "GET", path)
+}
+
+/// A minimal HTTP/1.0 request without a body.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

@@ -5,6 +5,7 @@
 //! Servers run on threads of their own, so a test may use blocking clients freely.
 
 pub mod client;
+pub mod dkim;
 pub mod dns;
 pub mod gateway;
 pub mod redis;
