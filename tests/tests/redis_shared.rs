@@ -162,3 +162,40 @@ fn three_gateways_one_redis_a_gateway_and_redis_killed_every_message_arrives() {
     // At-least-once: duplicates are allowed but must stay rare.
     assert!(duplicates < MESSAGES / 20, "{duplicates} duplicates");
 }
+
+#[test]
+fn quarantined_through_one_gateway_released_through_another() {
+    let redis = RedisServer::start();
+    let dns = postern_tests::dns::DnsServer::start(vec![]);
+    let sink = Sink::start(Behavior::default());
+    let cfg = || {
+        GatewayConfig::new(&format!(
+            "delivery: {{nameservers: [\"{}\"]}}\nspamPolicies:\n  p: {{blockList: {{domains: [spam.test], action: Quarantine}}}}\ndomains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: p\n",
+            dns.addr,
+            sink.host()
+        ))
+        .with_store(redis.store_yaml())
+    };
+    let a = Gateway::start(&cfg());
+    let b = Gateway::start(&cfg());
+    let mut c = Client::connect(a.smtp());
+    c.cmd("EHLO client.test");
+    let r = c.send_message(
+        "x@spam.test",
+        &["u@served.test"],
+        &message("x@spam.test", "u@served.test", "held-in-a", "x"),
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+
+    // B sees what A held, releases it, and one of them delivers it.
+    let (status, found) = b.admin_get("/api/v1/quarantine?subject=held-in-a");
+    assert_eq!(status, 200);
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    let id = found[0]["id"].as_str().expect("B finds the entry A held").to_string();
+    assert_eq!(b.admin("POST", &format!("/api/v1/quarantine/{id}/release?by=ops")).0, 202);
+    assert_eq!(a.admin("POST", &format!("/api/v1/quarantine/{id}/release?by=ops")).0, 404, "released once");
+    let got = sink.wait_for(1, WAIT);
+    assert!(got[0].text().contains("Subject: held-in-a"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.received().len(), 1);
+}

@@ -230,10 +230,14 @@ impl Session {
         let warnings = &policy.sender_warnings;
         let applicable =
             [(outcome.unauthenticated, &warnings.unauthenticated), (external, &warnings.external)];
-        for (applies, warning) in applicable {
-            let (true, Some(w)) = (applies, warning) else { continue };
+        let warnings: Vec<_> =
+            applicable.into_iter().filter_map(|(on, w)| w.as_ref().filter(|_| on)).collect();
+        for w in &warnings {
             checked.added_headers.push_str(&w.header);
             checked.added_headers.push_str("\r\n");
+        }
+        // Prefixed last to first, so the subject reads in the order above ("[UNVERIFIED] [EXT]").
+        for w in warnings.iter().rev() {
             if let Some(prefix) = &w.subject_prefix {
                 checked.content = std::borrow::Cow::Owned(
                     crate::spam::headers::prefix_subject(&checked.content, prefix).into_owned(),

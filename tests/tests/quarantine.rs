@@ -1,0 +1,277 @@
+//! The quarantine end to end: messages of real-world shapes are held by a spam check, then
+//! searched, inspected, released (through the CLI) and deleted (through the API); digests
+//! tell recipients, moderators and the admin what was held. Also the sender warnings and the
+//! removal of forged Authentication-Results.
+
+use std::process::Command;
+use std::time::Duration;
+
+use postern_tests::client::Client;
+use postern_tests::dns::{self, DnsServer};
+use postern_tests::gateway::{Gateway, GatewayConfig, binary};
+use postern_tests::sink::{Behavior, Sink};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn zones() -> DnsServer {
+    DnsServer::start(vec![
+        dns::txt("soft.test", "v=spf1 ip4:192.0.2.1 ~all"),
+        dns::txt("good.test", "v=spf1 ip4:127.0.0.0/8 -all"),
+    ])
+}
+
+/// `soft_fail` is what SPF softfail does (the tests' senders soft-fail).
+fn gateway(dns: &DnsServer, sink: &Sink, soft_fail: &str, policy: &str) -> Gateway {
+    Gateway::start(&GatewayConfig::new(&format!(
+        "delivery: {{nameservers: [\"{}\"]}}\nspamPolicies:\n  p:\n    spf: {{softFail: {soft_fail}}}\n{policy}domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: p\n    accounts: [{{address: alice}}, {{address: bob}}, {{address: carol}}, {{address: lead}}, {{address: boss}}, {{address: admin}}, {{address: z}}]\n    groups:\n      - {{address: team, members: [lead], moderator: boss}}\n      - {{address: open, members: [lead]}}\n",
+        dns.addr,
+        sink.host()
+    )))
+}
+
+/// A newsletter-like message: multipart/alternative inside multipart/mixed, an encoded
+/// non-ASCII subject and sender name, a Cc, and a text attachment.
+fn rich_message(to: &str, cc: &str, subject_b64: &str, body: &str, attachment: (&str, &str)) -> String {
+    format!(
+        "From: =?UTF-8?Q?Ren=C3=A9e_M=C3=BCller?= <renee@soft.test>\r\nTo: <{to}>\r\nCc: Colleague <{cc}>\r\nSubject: =?UTF-8?B?{subject_b64}?=\r\nDate: Mon, 23 Nov 2026 12:00:00 +0000\r\nMessage-ID: <{subject_b64}@soft.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\nThis is a multi-part message in MIME format.\r\n--outer\r\nContent-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n--inner\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n{body}\r\n--inner\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>{body}</p>\r\n--inner--\r\n--outer\r\nContent-Type: text/plain; charset=utf-8; name=\"{0}\"\r\nContent-Disposition: attachment; filename=\"{0}\"\r\n\r\n{1}\r\n--outer--\r\n",
+        attachment.0, attachment.1
+    )
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn send(gw: &Gateway, from: &str, rcpts: &[&str], data: &str) {
+    let mut c = Client::connect(gw.smtp());
+    c.cmd("EHLO client.test");
+    let r = c.send_message(from, rcpts, data);
+    assert_eq!(r.code, 250, "{r:?}");
+}
+
+fn search(gw: &Gateway, query: &str) -> Vec<Value> {
+    let (status, body) = gw.admin_get(&format!("/api/v1/quarantine?{query}"));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().clone()
+}
+
+fn ids(found: &[Value]) -> Vec<String> {
+    found.iter().map(|e| e["summary"]["subject"].as_str().unwrap().to_string()).collect()
+}
+
+fn cli(gw: &Gateway, args: &[&str]) -> (bool, String) {
+    let out = Command::new(binary())
+        .arg("quarantine")
+        .args(args)
+        .args(["--admin", &gw.admin_addr().to_string()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn search_show_release_and_delete() {
+    let dns = zones();
+    let sink = Sink::start(Behavior::default());
+    let gw = gateway(&dns, &sink, "Quarantine", "");
+    send(
+        &gw,
+        "renee@soft.test",
+        &["alice@served.test"],
+        &rich_message(
+            "alice@served.test",
+            "carol@served.test",
+            &b64("Grüße aus Köln"),
+            "Das Angebot gilt bis Freitag.",
+            ("angebot.txt", "Preisliste: Kaffee 3 EUR"),
+        ),
+    );
+    send(
+        &gw,
+        "renee@soft.test",
+        &["bob@served.test"],
+        &rich_message(
+            "bob@served.test",
+            "dave@served.test",
+            &b64("Quarterly report"),
+            "Numbers attached.",
+            ("report.csv", "revenue,42"),
+        ),
+    );
+    postern_tests::wait_for("both held", WAIT, || (search(&gw, "").len() == 2).then_some(()));
+
+    // Each field narrows; `q` looks everywhere (headers, text, attachments).
+    assert_eq!(ids(&search(&gw, "subject=gr%C3%BC%C3%9Fe")), ["Grüße aus Köln"], "decoded, case-insensitive");
+    assert_eq!(ids(&search(&gw, "sender=M%C3%BCller&to=bob")), ["Quarterly report"]);
+    assert_eq!(ids(&search(&gw, "to=carol")), ["Grüße aus Köln"], "Cc counts as a recipient");
+    assert_eq!(ids(&search(&gw, "body=freitag")), ["Grüße aus Köln"]);
+    assert_eq!(ids(&search(&gw, "attachment=.csv")), ["Quarterly report"]);
+    assert_eq!(ids(&search(&gw, "attachmentText=kaffee")), ["Grüße aus Köln"]);
+    assert!(search(&gw, "body=kaffee").is_empty(), "attachment text is not body text");
+    assert_eq!(ids(&search(&gw, "q=revenue")), ["Quarterly report"]);
+    assert_eq!(ids(&search(&gw, "q=softfail")).len(), 2, "reasons are searched too");
+    let today = chrono_today();
+    assert_eq!(search(&gw, &format!("since={today}&until={today}")).len(), 2);
+    assert!(search(&gw, "until=2020-01-01").is_empty());
+    let (status, body) = gw.admin_get("/api/v1/quarantine?since=someday");
+    assert_eq!(status, 400, "{body}");
+
+    // Show: envelope, reasons and the headers as stored.
+    let held = search(&gw, "subject=Quarterly");
+    let id = held[0]["id"].as_str().unwrap().to_string();
+    let (status, shown) = gw.admin_get(&format!("/api/v1/quarantine/{id}"));
+    assert_eq!(status, 200);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["recipients"][0], "bob@served.test");
+    let headers = shown["headers"].as_array().unwrap();
+    assert!(headers.iter().any(|h| h[0] == "Received"), "{shown}");
+    assert!(
+        headers
+            .iter()
+            .any(|h| h[0] == "Authentication-Results" && h[1].as_str().unwrap().contains("spf=softfail"))
+    );
+    let (ok, out) = cli(&gw, &["show", &id]);
+    assert!(
+        ok && out.contains("Reasons      spf=softfail (soft.test)") && out.contains("Subject: =?UTF-8?B?"),
+        "{out}"
+    );
+
+    // Release through the CLI: delivered to the original recipient, the checks skipped, who
+    // released it logged.
+    let (ok, out) = cli(&gw, &["list", "report"]);
+    assert!(ok && out.contains(&id) && out.contains("1 held"), "{out}");
+    let (ok, out) = cli(&gw, &["release", &id, "--by", "alice-admin"]);
+    assert!(ok, "{out}");
+    let got = sink.wait_for(1, WAIT);
+    assert_eq!(got[0].rcpts, ["bob@served.test"]);
+    assert!(got[0].text().contains("revenue,42"));
+    let logged = gw.wait_log("quarantined message released", WAIT);
+    assert_eq!(logged["released_by"], "alice-admin", "{logged}");
+    let (ok, out) = cli(&gw, &["release", &id]);
+    assert!(!ok && out.contains("404"), "released once: {out}");
+
+    // Delete through the API.
+    let other = search(&gw, "")[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(gw.admin("DELETE", &format!("/api/v1/quarantine/{other}?by=ops")).0, 200);
+    assert_eq!(gw.admin("DELETE", &format!("/api/v1/quarantine/{other}")).0, 404);
+    assert!(search(&gw, "").is_empty());
+    assert_eq!(gw.wait_log("quarantined message deleted", WAIT)["deleted_by"], "ops");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.received().len(), 1, "the deleted message was never delivered");
+}
+
+fn chrono_today() -> String {
+    let out = Command::new("date").args(["-u", "+%F"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn digests_reach_recipients_moderators_and_the_admin() {
+    let dns = zones();
+    let sink = Sink::start(Behavior::default());
+    let gw = gateway(
+        &dns,
+        &sink,
+        "Quarantine",
+        "    notifications: {enabled: true, interval: 1s, admin: admin@served.test}\n",
+    );
+    send(
+        &gw,
+        "x@soft.test",
+        &["alice@served.test", "team@served.test"],
+        &rich_message(
+            "alice@served.test",
+            "team@served.test",
+            &b64("Rechnung Nr. 7 – fällig"),
+            "Bitte zahlen.",
+            ("r.txt", "7"),
+        ),
+    );
+    send(
+        &gw,
+        "y@soft.test",
+        &["open@served.test"],
+        &postern_tests::client::message("y@soft.test", "open@served.test", "group-without-moderator", "x"),
+    );
+
+    // alice, boss (moderator of team) and admin (for open, which has no moderator).
+    let got = sink.wait_for(3, WAIT);
+    let digest_for = |reader: &str| {
+        got.iter()
+            .find(|m| m.text().contains(&format!("To: <{reader}>")))
+            .unwrap_or_else(|| panic!("no digest for {reader}: {got:?}"))
+    };
+    let alice = digest_for("alice@served.test");
+    assert!(
+        alice.rcpts.contains(&"admin@served.test".to_string()),
+        "the admin gets a copy: {:?}",
+        alice.rcpts
+    );
+    let text = alice.text();
+    assert!(text.contains("Subject: Quarantine digest: 1 message held"), "{text}");
+    assert!(text.contains("From:    Renée Müller <renee@soft.test>"), "{text}");
+    assert!(text.contains("Subject: Rechnung Nr. 7 – fällig"), "{text}");
+    assert!(text.contains("Reason:  spf=softfail (soft.test)"), "{text}");
+    assert!(digest_for("boss@served.test").text().contains("Rechnung Nr. 7"));
+    let admin = digest_for("admin@served.test").text();
+    assert!(admin.contains("group-without-moderator") && !admin.contains("Rechnung"), "{admin}");
+
+    // The window moved on: no second digest for the same entries.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sink.received().len(), 3);
+}
+
+#[test]
+fn sender_warnings_and_forged_authentication_results() {
+    let dns = zones();
+    let sink = Sink::start(Behavior::default());
+    let gw = gateway(
+        &dns,
+        &sink,
+        "MarkSpam",
+        "    senderWarnings:\n      unauthenticated: {header: 'X-Postern-Warning: sender not verified', subjectPrefix: '[UNVERIFIED]'}\n      external: {header: 'X-Postern-External: yes', subjectPrefix: '[EXT]'}\n",
+    );
+    // A forged result under our authserv-id, and an honest one from another host.
+    let forged = format!(
+        "Authentication-Results: gw.test; spf=pass smtp.mailfrom=x@soft.test\r\nAuthentication-Results: upstream.test; spf=none\r\n{}",
+        rich_message("alice@served.test", "carol@served.test", &b64("Grüße"), "hi", ("a.txt", "a"))
+    );
+    send(&gw, "x@soft.test", &["alice@served.test"], &forged);
+    send(
+        &gw,
+        "y@good.test",
+        &["alice@served.test"],
+        &postern_tests::client::message("y@good.test", "alice@served.test", "verified-external", "x"),
+    );
+    send(
+        &gw,
+        "z@served.test",
+        &["alice@served.test"],
+        &postern_tests::client::message("z@served.test", "alice@served.test", "internal", "x"),
+    );
+    let got = sink.wait_for(3, WAIT);
+    let find = |needle: &str| got.iter().map(|m| m.text()).find(|t| t.contains(needle)).unwrap();
+
+    let soft = find(&b64("Grüße"));
+    assert!(soft.contains("Subject: [UNVERIFIED] [EXT] =?UTF-8?B?"), "{soft}");
+    assert!(
+        soft.contains("X-Postern-Warning: sender not verified\r\n")
+            && soft.contains("X-Postern-External: yes\r\n")
+    );
+    assert!(!soft.contains("gw.test; spf=pass"), "forged result removed: {soft}");
+    assert!(soft.contains("Authentication-Results: upstream.test; spf=none"), "{soft}");
+    assert_eq!(soft.matches("Authentication-Results: gw.test;").count(), 1, "{soft}");
+
+    let external = find("verified-external");
+    assert!(
+        external.contains("Subject: [EXT] verified-external") && !external.contains("X-Postern-Warning"),
+        "{external}"
+    );
+    let internal = find("Subject: internal");
+    assert!(!internal.contains("X-Postern-External") && !internal.contains("[EXT]"), "{internal}");
+}
