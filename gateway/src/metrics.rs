@@ -28,6 +28,17 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub method: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -57,6 +68,8 @@ pub struct Metrics {
     pub queue_time: Histogram,
     pub dsns: Counter,
     pub config_reloads: Family<ResultLabel, Counter>,
+    pub auth_results: Family<AuthLabels, Counter>,
+    pub spam_verdicts: Family<ActionLabel, Counter>,
 }
 
 impl Metrics {
@@ -78,6 +91,8 @@ impl Metrics {
             queue_time: delivery_histogram(),
             dsns: Counter::default(),
             config_reloads: Family::default(),
+            auth_results: Family::default(),
+            spam_verdicts: Family::default(),
             registry: Registry::default(),
         };
         registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
@@ -126,6 +141,16 @@ impl Metrics {
             "config_reloads",
             "Config reloads by result (ok, invalid)",
             m.config_reloads.clone(),
+        );
+        registry.register(
+            "auth_results",
+            "SPF, DKIM (per signature) and DMARC results of checked messages",
+            m.auth_results.clone(),
+        );
+        registry.register(
+            "spam_verdicts",
+            "Spam verdicts of checked messages, by action",
+            m.spam_verdicts.clone(),
         );
         Self { registry, ..m }
     }

@@ -9,12 +9,23 @@ use super::received;
 use super::reply::{self, Reply};
 use super::session::Transaction;
 use super::session::{Flow, Session, State};
+use crate::metrics::{ActionLabel, AuthLabels};
 use crate::routing;
 use crate::spam::Verdict;
 use crate::store::QuarantineEntry;
 use crate::store::{Message, NewMessage, new_id};
 use crate::util::time::{ms, now_ms};
 use postern_api::Action;
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Allow => "allow",
+        Action::MarkSpam => "mark_spam",
+        Action::Quarantine => "quarantine",
+        Action::TempFail => "temp_fail",
+        Action::Reject => "reject",
+    }
+}
 
 /// The spam checks' result for one message.
 struct Checked<'c> {
@@ -218,6 +229,12 @@ impl Session {
             None => self.gateway.spam.check_envelope(policy, self.gateway.outbound.resolver(), &client).await,
         };
         let outcome = self.gateway.spam.check_content(policy, &envelope, &client, &checked.content).await;
+        let metrics = &self.gateway.metrics;
+        for &(method, result) in &outcome.results {
+            metrics.auth_results.get_or_create(&AuthLabels { method, result }).inc();
+        }
+        let action = action_name(outcome.verdict.action);
+        metrics.spam_verdicts.get_or_create(&ActionLabel { action }).inc();
         checked.verdict = outcome.verdict;
         if let Some(ar) = outcome.auth_results {
             checked.added_headers.push_str(&ar);

@@ -64,6 +64,41 @@ pub struct ContentOutcome {
     pub auth_results: Option<String>,
     /// SPF failed (fail or softfail) or every DKIM signature failed.
     pub unauthenticated: bool,
+    /// (method, result) of each SPF, DKIM signature and DMARC check, for metrics.
+    pub results: Vec<(&'static str, &'static str)>,
+}
+
+fn spf_name(r: SpfResult) -> &'static str {
+    match r {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
+        SpfResult::None => "none",
+    }
+}
+
+fn dkim_name(r: &DkimResult) -> &'static str {
+    match r {
+        DkimResult::Pass => "pass",
+        DkimResult::Neutral(_) => "neutral",
+        DkimResult::Fail(_) => "fail",
+        DkimResult::PermError(_) => "permerror",
+        DkimResult::TempError(_) => "temperror",
+        DkimResult::None => "none",
+    }
+}
+
+fn dmarc_name(r: &DmarcResult) -> &'static str {
+    match r {
+        DmarcResult::Pass => "pass",
+        DmarcResult::Fail(_) => "fail",
+        DmarcResult::TempError(_) => "temperror",
+        DmarcResult::PermError(_) => "permerror",
+        DmarcResult::None => "none",
+    }
 }
 
 pub struct SpamEngine {
@@ -162,8 +197,12 @@ impl SpamEngine {
         c: &Client<'_>,
         data: &[u8],
     ) -> ContentOutcome {
-        let mut out =
-            ContentOutcome { verdict: envelope.verdict.clone(), auth_results: None, unauthenticated: false };
+        let mut out = ContentOutcome {
+            verdict: envelope.verdict.clone(),
+            auth_results: None,
+            unauthenticated: false,
+            results: Vec::new(),
+        };
         if envelope.trusted {
             return out;
         }
@@ -191,6 +230,9 @@ impl SpamEngine {
                 .with_spf_mailfrom_result(&spf, c.ip, c.sender, c.helo)
                 .with_dmarc_result(&dmarc)
         ));
+        out.results.push(("spf", spf_name(spf.result())));
+        out.results.extend(dkim.iter().map(|d| ("dkim", dkim_name(d.result()))));
+        out.results.push(("dmarc", dmarc_name(&dmarc.result())));
         let dkim_failed = !dkim.is_empty() && !dkim.iter().any(|d| d.result() == &DkimResult::Pass);
         out.unauthenticated = spf_failed || dkim_failed;
         if envelope.allowed {
