@@ -56,7 +56,7 @@ fn every_example_config_is_valid() {
             checked += 1;
         }
     }
-    assert!(checked >= 5, "gateway.yaml and one example per routing mode");
+    assert!(checked >= 6, "gateway.yaml, one example per routing mode, spam.yaml");
 }
 
 #[test]

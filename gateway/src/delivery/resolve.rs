@@ -2,9 +2,10 @@
 //! explicit host list. hickory caches answers by their TTL.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use postern_api::validate::parse_host_port;
@@ -44,13 +45,28 @@ pub fn resolver_config(nameservers: &[SocketAddr]) -> Option<ResolverConfig> {
     Some(ResolverConfig::from_parts(None, vec![], servers))
 }
 
+/// The config and options of every resolver the gateway runs (delivery, blocklists, and
+/// mail-auth's for SPF/DKIM/DMARC): `nameservers`, or the system's resolv.conf when empty.
+///
+/// Answers are cached by their TTL. A blocklist's "not listed" is an NXDOMAIN, the answer to
+/// nearly every lookup; servers that send it without an SOA (so without a negative TTL) would
+/// otherwise be asked again for every message, so negative answers are kept at least 30 s.
+pub fn resolver_setup(nameservers: &[SocketAddr]) -> anyhow::Result<(ResolverConfig, ResolverOpts)> {
+    let (config, mut opts) = match resolver_config(nameservers) {
+        Some(config) => (config, ResolverOpts::default()),
+        None => hickory_resolver::system_conf::read_system_conf()?,
+    };
+    opts.cache_size = opts.cache_size.max(4096);
+    opts.negative_min_ttl = Some(Duration::from_secs(30));
+    Ok((config, opts))
+}
+
 impl Resolver {
     /// Uses `nameservers` (UDP and TCP), or the system's resolv.conf when empty.
     pub fn new(nameservers: &[SocketAddr], mx_port: u16) -> anyhow::Result<Self> {
-        let builder = match resolver_config(nameservers) {
-            None => TokioResolver::builder_tokio()?,
-            Some(config) => TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()),
-        };
+        let (config, opts) = resolver_setup(nameservers)?;
+        let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+        *builder.options_mut() = opts;
         Ok(Self { dns: builder.build()?, mx_port })
     }
 

@@ -124,10 +124,8 @@ fn in_list(list: &[String], value: &str) -> bool {
 
 impl SpamEngine {
     pub fn new(nameservers: &[std::net::SocketAddr]) -> anyhow::Result<Self> {
-        let auth = match crate::delivery::resolve::resolver_config(nameservers) {
-            Some(config) => MessageAuthenticator::new(config, Default::default())?,
-            None => MessageAuthenticator::new_system_conf()?,
-        };
+        let (config, opts) = crate::delivery::resolve::resolver_setup(nameservers)?;
+        let auth = MessageAuthenticator::new(config, opts)?;
         Ok(Self { auth })
     }
 

@@ -164,11 +164,17 @@ impl Store for EmbeddedStore {
 
     async fn lease(&self, now: u64, max: usize, lease_for: Duration) -> StoreResult<Vec<Job>> {
         let leases = self.leases.clone();
+        let db = self.db.clone();
         let until = now.saturating_add(crate::util::time::ms(lease_for));
-        self.read(move |txn| {
+        tokio::task::spawn_blocking(move || {
+            // The lease table is locked before the snapshot is taken: `complete` and `retry`
+            // release a lease only after their commit, so a job whose lease is gone is settled
+            // in this snapshot too. (Snapshot first would let a job completed in between be
+            // handed out again from the stale snapshot, and delivered twice.)
+            let mut leases = leases.lock().unwrap_or_else(|p| p.into_inner());
+            let txn = db.begin_read().map_err(db_err)?;
             let schedule = txn.open_table(SCHEDULE).map_err(db_err)?;
             let jobs = txn.open_table(JOBS).map_err(db_err)?;
-            let mut leases = leases.lock().unwrap_or_else(|p| p.into_inner());
             let mut out = Vec::new();
             for entry in schedule.range((0u64, "")..=(now, "\u{10FFFF}")).map_err(db_err)? {
                 if out.len() >= max {
@@ -187,6 +193,7 @@ impl Store for EmbeddedStore {
             Ok(out)
         })
         .await
+        .map_err(db_err)?
     }
 
     async fn load_message(&self, id: &str) -> StoreResult<Option<Message>> {
