@@ -317,6 +317,36 @@ mod tests {
         );
     }
 
+    fn with_attachment(name: &str, data: &[u8]) -> Vec<u8> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+        format!("From: a@x.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: application/octet-stream; name={name}\r\nContent-Disposition: attachment; filename={name}\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--b--\r\n").into_bytes()
+    }
+
+    #[test]
+    fn macros_are_found_by_name_and_by_content() {
+        let ole_header = [0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+        let mut ole_with_vba = ole_header.to_vec();
+        ole_with_vba.extend("_VBA_PROJECT".encode_utf16().flat_map(u16::to_le_bytes));
+        assert_eq!(
+            reasons(&with_attachment("budget.xls", &ole_with_vba)),
+            ["content: Office macros in budget.xls"]
+        );
+        assert!(reasons(&with_attachment("plain.xls", &ole_header)).is_empty(), "OLE without a VBA project");
+        assert_eq!(
+            reasons(&with_attachment("report.docm", b"anything")),
+            ["content: Office macros in report.docm"]
+        );
+        assert_eq!(
+            reasons(&with_attachment("report.docx", b"PK\x03\x04....word/vbaProject.bin....")),
+            ["content: Office macros in report.docx"]
+        );
+        assert_eq!(
+            reasons(&with_attachment("run.js", b"alert(1)")),
+            ["content: JavaScript attachment run.js"]
+        );
+    }
+
     #[test]
     fn bulk_and_rules_set_to_allow_do_nothing() {
         let msg = b"From: a@x.test\r\nPrecedence: bulk\r\nSubject: t\r\n\r\nx\r\n";
