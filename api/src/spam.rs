@@ -192,8 +192,10 @@ impl ContentRules {
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct SenderWarnings {
     /// For senders whose SPF failed (fail or softfail) or whose DKIM signatures all failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unauthenticated: Option<Warning>,
     /// For senders outside the gateway's served domains.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub external: Option<Warning>,
 }
 

@@ -1,0 +1,166 @@
+//! `Gateway`: a fleet of gateway pods (Deployment, Service, autoscaler, disruption budget)
+//! serving the MailDomains its `domainSelector` matches.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{SecretKeyRef, Status};
+
+/// The image the operator runs when a Gateway names none (built by the repository's Dockerfile).
+pub const DEFAULT_IMAGE: &str = "ghcr.io/postern/postern:0.1.0";
+
+/// Gateway pods: how many, which image, where they listen, where they keep their queue, and
+/// which MailDomains they serve.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "mail.postern.dev",
+    version = "v1alpha1",
+    kind = "Gateway",
+    namespaced,
+    doc = "Gateway pods serving the MailDomains their domainSelector matches: replicas or autoscaling, image, SMTP listeners, queue store (embedded or Redis), resources and DNS resolvers.",
+    status = "Status",
+    shortname = "gw",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Store", type_ = "string", json_path = ".spec.store.type"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.store.type == 'Redis' || (self.replicas == 1 && !has(self.autoscaling))",
+     "message": "the embedded store serves one replica: use store.type Redis for more replicas or autoscaling"},
+    {"rule": "self.store.type != 'Redis' || has(self.store.redis)",
+     "message": "store.type Redis needs store.redis"},
+    {"rule": "!has(self.autoscaling) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
+     "message": "autoscaling.minReplicas must not exceed maxReplicas"}
+]))]
+pub struct GatewaySpec {
+    /// Pods when autoscaling is off.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+    /// A HorizontalPodAutoscaler on CPU (needs the Redis store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    /// The gateway image.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Public SMTP hostname (greeting, Received, Authentication-Results); defaults to the
+    /// Gateway's name and namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// SMTP listeners, each a Service port.
+    #[serde(default = "default_listeners")]
+    #[schemars(length(min = 1))]
+    pub listeners: Vec<GatewayListener>,
+    /// Where accepted mail waits: on the pod's disk (one replica) or in Redis (any number).
+    #[serde(default)]
+    pub store: GatewayStore,
+    /// CPU and memory for each gateway pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// DNS resolvers ("ip:port") for MX, SPF, DKIM, DMARC and blocklists; empty: the pod's own.
+    #[serde(default)]
+    pub dns: GatewayDns,
+    /// The MailDomains (same namespace) this gateway serves, by label; empty matches all.
+    #[serde(default)]
+    pub domain_selector: LabelSelector,
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.into()
+}
+
+fn default_listeners() -> Vec<GatewayListener> {
+    vec![GatewayListener { name: "smtp".into(), port: 25, proxy_protocol: false, tls_secret_name: None }]
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Autoscaling {
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Average CPU utilisation (percent of requests) the autoscaler aims for.
+    #[serde(default = "default_cpu_target", rename = "targetCPUUtilizationPercentage")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn default_cpu_target() -> i32 {
+    70
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayListener {
+    /// A DNS label, also the Service port's name.
+    #[schemars(regex(pattern = r"^[a-z]([-a-z0-9]{0,13}[a-z0-9])?$"))]
+    pub name: String,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Expect a PROXY protocol header (behind a load balancer that sends one).
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// A kubernetes.io/tls Secret offering STARTTLS on this listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum StoreType {
+    /// redb on the pod's disk (an emptyDir): one replica.
+    #[default]
+    Embedded,
+    /// Redis shared by every replica.
+    Redis,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStore {
+    #[serde(default, rename = "type")]
+    pub kind: StoreType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// redis:// or rediss:// (TLS); with `cluster`, a seed node.
+    #[schemars(regex(pattern = r"^rediss?://"))]
+    pub url: String,
+    /// Redis Cluster (keys are hash-tagged so every script runs on one slot).
+    #[serde(default)]
+    pub cluster: bool,
+    /// ACL user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The ACL password, mounted from this Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// Answer 250 only once this many replicas have the write (Redis WAIT).
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub wait_replicas: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayDns {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+}

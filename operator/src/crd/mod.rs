@@ -1,0 +1,77 @@
+//! The CRDs of group `mail.postern.dev`, version `v1alpha1`, derived from these Rust types
+//! (kube derive + schemars). Field docs become the schema descriptions (`kubectl explain`),
+//! serde defaults become schema defaults, and invalid combinations carry CEL rules
+//! (`x-kubernetes-validations`) that the apiserver enforces and `kube::core::cel` checks offline.
+//!
+//! The policy kinds reuse the gateway's own config types (`postern_api`), so a field added to
+//! routing or spam control reaches the CRDs without a second definition.
+
+// kube's `printcolumn(name = .., type_ = ..)` repeats key names across columns, which clippy's
+// duplicated_attributes lint mistakes for repeated attributes.
+#[allow(clippy::duplicated_attributes)]
+pub mod gateway;
+#[allow(clippy::duplicated_attributes)]
+pub mod mail_domain;
+#[allow(clippy::duplicated_attributes)]
+pub mod routing_policy;
+#[allow(clippy::duplicated_attributes)]
+pub mod spam_policy;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use gateway::{Gateway, GatewaySpec};
+pub use mail_domain::{MailDomain, MailDomainSpec};
+pub use routing_policy::{RoutingPolicy, RoutingPolicySpec};
+pub use spam_policy::{SpamPolicy, SpamPolicySpec};
+
+pub const GROUP: &str = "mail.postern.dev";
+pub const VERSION: &str = "v1alpha1";
+pub const API_VERSION: &str = "mail.postern.dev/v1alpha1";
+
+/// What every kind reports: conditions (`Ready`, `ConfigValid`, `DestinationVerified`) and
+/// the generation they describe.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A key of a Secret in the same namespace (mounted into the gateway pods, never copied).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub name: String,
+    #[serde(default = "default_password_key")]
+    pub key: String,
+}
+
+fn default_password_key() -> String {
+    "password".into()
+}
+
+/// Where the gateway pods see a Secret's key (the operator mounts each referenced Secret).
+pub fn secret_path(r: &SecretKeyRef) -> String {
+    format!("/etc/postern/secrets/{}/{}", r.name, r.key)
+}
+
+/// Every CRD, in a stable order.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![Gateway::crd(), MailDomain::crd(), RoutingPolicy::crd(), SpamPolicy::crd()]
+}
+
+/// The CRDs as one multi-document YAML (what `postern-operator crdgen` prints and `crds/` holds).
+pub fn yaml() -> String {
+    all()
+        .iter()
+        .map(|crd| serde_yaml::to_string(crd).expect("CRDs serialize"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}

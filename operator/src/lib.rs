@@ -1,0 +1,7 @@
+//! postern-operator: the CRDs (`crd`), rendering the resources that select a Gateway into one
+//! `GatewayConfig` (`render`), and reading manifests from files for offline rendering
+//! (`manifests`).
+
+pub mod crd;
+pub mod manifests;
+pub mod render;

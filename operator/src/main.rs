@@ -1,0 +1,98 @@
+//! `postern-operator`: print the CRDs, or render manifests into a GatewayConfig offline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kube::ResourceExt;
+use postern_operator::{crd, manifests::Objects, render};
+
+#[derive(Parser)]
+#[command(name = "postern-operator", version, about = "Postern's Kubernetes operator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions (YAML), or write one file per CRD into --out.
+    Crdgen {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Render the GatewayConfig of a Gateway from manifest files (GitOps previews, CI checks).
+    /// Problems (a missing policy, an invalid config) go to stderr and make the exit status 1.
+    Render {
+        /// A manifest file or a directory of them (read recursively).
+        #[arg(short = 'f', long = "filename")]
+        path: PathBuf,
+        /// Which Gateway (needed when the manifests hold several).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Namespace of objects that name none.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Crdgen { out: None } => {
+            print!("{}", crd::yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Crdgen { out: Some(dir) } => match write_crds(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Command::Render { path, gateway, namespace } => {
+            match render_files(&path, gateway.as_deref(), &namespace) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("postern-operator: {e:#}");
+    ExitCode::from(1)
+}
+
+fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for c in crd::all() {
+        let file = dir.join(format!("{}.yaml", c.metadata.name.as_deref().unwrap_or("crd")));
+        std::fs::write(&file, serde_yaml::to_string(&c)?)?;
+    }
+    Ok(())
+}
+
+/// Prints the rendered config; returns whether everything rendered cleanly.
+fn render_files(path: &std::path::Path, gateway: Option<&str>, namespace: &str) -> anyhow::Result<bool> {
+    let objs = Objects::from_dir(path, namespace)?;
+    let gw = match gateway {
+        Some(name) => objs.gateways.iter().find(|g| g.name_any() == name),
+        None if objs.gateways.len() == 1 => objs.gateways.first(),
+        None => anyhow::bail!(
+            "{} Gateways found ({}); choose one with --gateway",
+            objs.gateways.len(),
+            objs.gateways.iter().map(|g| g.name_any()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let gw =
+        gw.ok_or_else(|| anyhow::anyhow!("no Gateway {} in {}", gateway.unwrap_or(""), path.display()))?;
+    let r = render::render(gw, &objs);
+    for p in &r.problems {
+        eprintln!("{} {}: {}: {}", p.kind, p.name, p.reason, p.message);
+    }
+    for e in &r.config_errors {
+        eprintln!("Gateway {}: ConfigInvalid: {e}", gw.name_any());
+    }
+    if let Some(y) = r.yaml() {
+        print!("{y}");
+    }
+    Ok(r.problems.is_empty() && r.config_errors.is_empty())
+}

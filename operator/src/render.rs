@@ -1,0 +1,349 @@
+//! Rendering: a Gateway plus the MailDomains it selects and the policies they reference become
+//! one `GatewayConfig` (what the gateway pods read from their ConfigMap). Pure: no API calls,
+//! so the controller, `render -f` and the tests share it.
+//!
+//! A MailDomain with a broken reference is left out of the config (serving it without its
+//! policy would route or filter its mail wrongly) and reported as a `Problem`, which becomes
+//! its `Ready=False` condition; the other domains are served as usual.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+use postern_api::config::Group;
+use postern_api::{GatewayConfig, validate};
+use serde_json::{Value, json};
+
+use crate::crd::gateway::StoreType;
+use crate::crd::{Gateway, MailDomain, secret_path};
+use crate::manifests::Objects;
+
+/// The admin port of every gateway pod (health, metrics, admin API).
+pub const ADMIN_PORT: u16 = 8025;
+/// Where the embedded store lives in the pod (an emptyDir volume).
+pub const STORE_PATH: &str = "/var/lib/postern";
+
+/// Something that keeps an object from being served as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// "MailDomain", "Gateway", ...
+    pub kind: &'static str,
+    pub name: String,
+    /// CamelCase, for the condition's `reason`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct Rendered {
+    /// `None` when the config itself is invalid (then `config_errors` says why).
+    pub config: Option<GatewayConfig>,
+    pub config_errors: Vec<String>,
+    pub problems: Vec<Problem>,
+    /// The MailDomains (names) that made it into the config.
+    pub served: Vec<String>,
+    /// The Secrets the pods must mount (never copied into the config).
+    pub secrets: BTreeSet<String>,
+}
+
+impl Rendered {
+    pub fn yaml(&self) -> Option<String> {
+        self.config.as_ref().map(|c| serde_yaml::to_string(c).expect("config serializes"))
+    }
+}
+
+/// Whether `labels` match `selector` (matchLabels and matchExpressions; empty matches all).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
+    let ns = gw.namespace().unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut secrets = BTreeSet::new();
+    let spec = &gw.spec;
+
+    let mut domains: Vec<&MailDomain> = objs
+        .domains
+        .iter()
+        .filter(|d| {
+            d.namespace().as_deref() == Some(ns.as_str()) && selects(&spec.domain_selector, d.labels())
+        })
+        .collect();
+    domains.sort_by_key(|d| d.name_any());
+
+    let mut inbound: BTreeSet<String> = BTreeSet::new();
+    let mut outbound: Option<(String, Value)> = None;
+    let mut spam_policies = serde_json::Map::new();
+    let mut rendered_domains = Vec::new();
+    let mut served = Vec::new();
+    for d in domains {
+        let name = d.name_any();
+        let problem =
+            |reason, message: String| Problem { kind: "MailDomain", name: name.clone(), reason, message };
+        let mut domain = json!({
+            "name": d.spec.domain,
+            "primary": d.spec.primary,
+            "accounts": d.spec.accounts,
+        });
+        let mut groups: Vec<Group> = d.spec.groups.clone();
+        if let Some(r) = &d.spec.groups_from {
+            let cm = objs
+                .config_maps
+                .iter()
+                .find(|c| c.namespace().as_deref() == Some(&ns) && c.name_any() == r.name);
+            let data = cm.and_then(|c| c.data.as_ref()).and_then(|data| data.get(&r.key));
+            match data.map(|t| serde_yaml::from_str::<Vec<Group>>(t)) {
+                Some(Ok(more)) => groups.extend(more),
+                Some(Err(e)) => {
+                    problems
+                        .push(problem("GroupsInvalid", format!("ConfigMap {} key {}: {e}", r.name, r.key)));
+                    continue;
+                }
+                None => {
+                    problems.push(problem(
+                        "GroupsNotFound",
+                        format!("ConfigMap {} has no key {}", r.name, r.key),
+                    ));
+                    continue;
+                }
+            }
+        }
+        domain["groups"] = json!(groups);
+        if let Some(v) = &d.spec.recipient_verification {
+            domain["recipientVerification"] = json!(v);
+        }
+        if let Some(rp_name) = &d.spec.routing_policy_ref {
+            let Some(rp) = objs
+                .routing_policies
+                .iter()
+                .find(|p| p.namespace().as_deref() == Some(&ns) && &p.name_any() == rp_name)
+            else {
+                problems.push(problem(
+                    "RoutingPolicyNotFound",
+                    format!("RoutingPolicy {rp_name} does not exist in {ns}"),
+                ));
+                continue;
+            };
+            domain["routing"] = json!(rp.spec.routing);
+            inbound.extend(rp.spec.inbound_gateways.iter().cloned());
+            if let Some(og) = &rp.spec.outbound_gateway {
+                let mut value = json!({"host": og.host, "tls": og.tls});
+                if let Some(auth) = &og.auth {
+                    secrets.insert(auth.password_secret_ref.name.clone());
+                    value["auth"] = json!({"username": auth.username, "passwordFile": secret_path(&auth.password_secret_ref)});
+                }
+                match &outbound {
+                    Some((owner, existing)) if *existing != value => {
+                        problems.push(Problem {
+                            kind: "RoutingPolicy",
+                            name: rp_name.clone(),
+                            reason: "OutboundGatewayConflict",
+                            message: format!("Gateway {} already sends through the outbound gateway of RoutingPolicy {owner}", gw.name_any()),
+                        });
+                    }
+                    Some(_) => {}
+                    None => outbound = Some((rp_name.clone(), value)),
+                }
+            }
+        }
+        if let Some(sp_name) = &d.spec.spam_policy_ref {
+            let Some(sp) = objs
+                .spam_policies
+                .iter()
+                .find(|p| p.namespace().as_deref() == Some(&ns) && &p.name_any() == sp_name)
+            else {
+                problems.push(problem(
+                    "SpamPolicyNotFound",
+                    format!("SpamPolicy {sp_name} does not exist in {ns}"),
+                ));
+                continue;
+            };
+            spam_policies.insert(sp_name.clone(), json!(sp.spec.policy));
+            domain["spamPolicy"] = json!(sp_name);
+        }
+        rendered_domains.push(domain);
+        served.push(name);
+    }
+
+    let listeners: Vec<Value> = spec
+        .listeners
+        .iter()
+        .map(|l| {
+            let mut v = json!({"name": l.name, "address": format!("0.0.0.0:{}", l.port), "proxyProtocol": l.proxy_protocol});
+            if let Some(secret) = &l.tls_secret_name {
+                secrets.insert(secret.clone());
+                v["tls"] = json!({
+                    "certFile": format!("/etc/postern/tls/{secret}/tls.crt"),
+                    "keyFile": format!("/etc/postern/tls/{secret}/tls.key"),
+                });
+            }
+            v
+        })
+        .collect();
+    let store = match (spec.store.kind, &spec.store.redis) {
+        (StoreType::Redis, Some(r)) => {
+            let mut redis = json!({"url": r.url, "cluster": r.cluster, "waitReplicas": r.wait_replicas});
+            if let Some(u) = &r.username {
+                redis["username"] = json!(u);
+            }
+            if let Some(p) = &r.password_secret_ref {
+                secrets.insert(p.name.clone());
+                redis["passwordFile"] = json!(secret_path(p));
+            }
+            json!({"redis": redis})
+        }
+        _ => json!({"embedded": {"path": STORE_PATH}}),
+    };
+    let hostname = spec.hostname.clone().unwrap_or_else(|| format!("{}.{ns}.postern.local", gw.name_any()));
+    let mut delivery = json!({"nameservers": spec.dns.nameservers});
+    if let Some((_, og)) = outbound {
+        delivery["outboundGateway"] = og;
+    }
+    let config = json!({
+        "hostname": hostname,
+        "listeners": listeners,
+        "admin": {"address": format!("0.0.0.0:{ADMIN_PORT}")},
+        "store": store,
+        "relay": {"inboundGateways": inbound},
+        "domains": rendered_domains,
+        "delivery": delivery,
+        "spamPolicies": spam_policies,
+        "logging": {"format": "json", "level": "info"},
+    });
+    let (config, config_errors) = match serde_path_to_error::deserialize::<_, GatewayConfig>(config) {
+        Ok(c) => match validate(&c) {
+            Ok(()) => (Some(c), Vec::new()),
+            Err(errs) => (None, errs.iter().map(|e| e.to_string()).collect()),
+        },
+        Err(e) => (None, vec![format!("{}: {}", e.path(), e.inner())]),
+    };
+    Rendered { config, config_errors, problems, served, secrets }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFESTS: &str = r#"
+apiVersion: mail.postern.dev/v1alpha1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  hostname: mx.example.com
+  domainSelector: {matchLabels: {postern.dev/gateway: edge}}
+---
+apiVersion: mail.postern.dev/v1alpha1
+kind: MailDomain
+metadata: {name: example-com, labels: {postern.dev/gateway: edge}}
+spec:
+  domain: example.com
+  primary: {hosts: ["mail.example.com:25"]}
+  accounts: [{address: alice}]
+  groupsFrom: {name: big-groups}
+  routingPolicyRef: split
+  spamPolicyRef: standard
+---
+apiVersion: mail.postern.dev/v1alpha1
+kind: MailDomain
+metadata: {name: broken, labels: {postern.dev/gateway: edge}}
+spec:
+  domain: broken.example
+  primary: {mx: broken.example}
+  spamPolicyRef: missing
+---
+apiVersion: mail.postern.dev/v1alpha1
+kind: MailDomain
+metadata: {name: elsewhere, labels: {postern.dev/gateway: other}}
+spec:
+  domain: other.example
+  primary: {mx: other.example}
+---
+apiVersion: mail.postern.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {name: split}
+spec:
+  mode: Split
+  destination: {mx: legacy.example.net}
+  inboundGateways: [192.0.2.0/24]
+  outboundGateway:
+    host: smarthost.example.net:587
+    tls: {mode: required}
+    auth: {username: relay, passwordSecretRef: {name: smarthost}}
+---
+apiVersion: mail.postern.dev/v1alpha1
+kind: SpamPolicy
+metadata: {name: standard}
+spec:
+  spf: {fail: Reject}
+  dnsbl: {zones: [zen.example]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: big-groups}
+data:
+  groups.yaml: |
+    - {address: sales, members: [alice], moderator: alice}
+"#;
+
+    #[test]
+    fn a_gateway_renders_its_domains_and_policies() {
+        let mut objs = Objects::default();
+        objs.add_yaml(MANIFESTS, "mail").unwrap();
+        let r = render(&objs.gateways[0], &objs);
+        assert!(r.config_errors.is_empty(), "{:?}", r.config_errors);
+        let c = r.config.as_ref().unwrap();
+        assert_eq!(c.hostname, "mx.example.com");
+        assert_eq!(r.served, ["example-com"], "the broken domain is left out, the other gateway's too");
+        assert_eq!(
+            r.problems,
+            [Problem {
+                kind: "MailDomain",
+                name: "broken".into(),
+                reason: "SpamPolicyNotFound",
+                message: "SpamPolicy missing does not exist in mail".into()
+            }]
+        );
+        let d = &c.domains[0];
+        assert_eq!(d.groups[0].address, "sales");
+        assert_eq!(d.routing.as_ref().unwrap().mode, postern_api::RoutingMode::Split);
+        assert_eq!(d.spam_policy.as_deref(), Some("standard"));
+        assert_eq!(c.spam_policies["standard"].dnsbl.zones, ["zen.example"]);
+        assert_eq!(c.relay.inbound_gateways[0].to_string(), "192.0.2.0/24");
+        let og = c.delivery.outbound_gateway.as_ref().unwrap();
+        assert_eq!(
+            og.auth.as_ref().unwrap().password_file.to_str(),
+            Some("/etc/postern/secrets/smarthost/password")
+        );
+        assert_eq!(r.secrets.iter().collect::<Vec<_>>(), ["smarthost"], "referenced, never copied");
+        assert!(!r.yaml().unwrap().contains("kind:"), "a plain GatewayConfig");
+    }
+
+    #[test]
+    fn label_selectors_match_like_kubernetes() {
+        let labels: BTreeMap<String, String> = [("tier".to_string(), "edge".to_string())].into();
+        let sel = |y: &str| serde_yaml::from_str::<LabelSelector>(y).unwrap();
+        assert!(selects(&sel("{}"), &labels));
+        assert!(selects(
+            &sel("{matchExpressions: [{key: tier, operator: In, values: [edge, core]}]}"),
+            &labels
+        ));
+        assert!(!selects(
+            &sel("{matchExpressions: [{key: tier, operator: NotIn, values: [edge]}]}"),
+            &labels
+        ));
+        assert!(selects(&sel("{matchExpressions: [{key: zone, operator: DoesNotExist}]}"), &labels));
+        assert!(!selects(&sel("{matchLabels: {tier: core}}"), &labels));
+    }
+}

@@ -1,0 +1,156 @@
+//! The CRDs as the apiserver would see them, without one: the committed YAML in `crds/` is
+//! what `crdgen` generates (CI fails on drift), every schema is structural, the manifests in
+//! `examples/k8s/` pass the OpenAPI schema and the CEL rules, and broken manifests are refused
+//! with the expected message.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn schema_of(kind: &str) -> Value {
+    let crd = postern_operator::crd::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .unwrap_or_else(|| panic!("no CRD for {kind}"));
+    serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
+        .unwrap()
+}
+
+/// What the apiserver would say about `object`: defaults applied, then the OpenAPI schema, then
+/// the CEL rules. `Ok` or every message.
+fn admit(object: &Value) -> Result<(), Vec<String>> {
+    let kind = object["kind"].as_str().unwrap();
+    let schema = schema_of(kind);
+    let object = kube::core::cel::apply_defaults(&schema, object);
+    let validator = jsonschema::validator_for(&schema).expect("the CRD schema compiles");
+    let mut errors: Vec<String> =
+        validator.iter_errors(&object).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    if errors.is_empty()
+        && let Err(cel) = kube::core::cel::Validator::new().validate(&schema, &object, None)
+    {
+        errors.extend(cel.into_vec().into_iter().map(|e| format!("{}: {}", e.field_path, e.message)));
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+#[test]
+fn committed_crds_match_the_generated_ones() {
+    for crd in postern_operator::crd::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        let path = Path::new(ROOT).join("crds").join(format!("{name}.yaml"));
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == serde_yaml::to_string(&crd).unwrap(),
+            "{} is stale: run `cargo run -p postern-operator -- crdgen --out crds`",
+            path.display()
+        );
+    }
+}
+
+/// Structural (what apiextensions/v1 demands): every node says its type, and no node has both
+/// `properties` and `additionalProperties`.
+fn assert_structural(node: &Value, path: &str) {
+    let Some(obj) = node.as_object() else { return };
+    let exempt = obj.contains_key("x-kubernetes-int-or-string")
+        || obj.contains_key("x-kubernetes-preserve-unknown-fields");
+    assert!(exempt || obj.contains_key("type"), "{path}: no type");
+    assert!(
+        !(obj.contains_key("properties") && obj.contains_key("additionalProperties")),
+        "{path}: properties and additionalProperties"
+    );
+    for banned in ["allOf", "anyOf", "oneOf", "$ref", "not"] {
+        assert!(!obj.contains_key(banned), "{path}: {banned} is not structural");
+    }
+    for (k, v) in obj.iter().filter(|(k, _)| *k == "properties") {
+        for (name, sub) in v.as_object().unwrap() {
+            assert_structural(sub, &format!("{path}.{k}.{name}"));
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        assert_structural(items, &format!("{path}[]"));
+    }
+    if let Some(ap) = obj.get("additionalProperties").filter(|v| v.is_object()) {
+        assert_structural(ap, &format!("{path}{{}}"));
+    }
+}
+
+#[test]
+fn every_schema_is_structural_and_described() {
+    for kind in ["Gateway", "MailDomain", "RoutingPolicy", "SpamPolicy"] {
+        let schema = schema_of(kind);
+        assert_structural(&schema, kind);
+        let spec = &schema["properties"]["spec"];
+        for (field, sub) in spec["properties"].as_object().unwrap() {
+            assert!(
+                sub.get("description").is_some() || kind == "SpamPolicy" || kind == "RoutingPolicy",
+                "{kind}.spec.{field} has no description (kubectl explain)"
+            );
+        }
+        assert!(
+            schema["properties"]["status"]["properties"]["conditions"].is_object(),
+            "{kind} status.conditions"
+        );
+    }
+}
+
+#[test]
+fn the_examples_are_admitted() {
+    let dir = Path::new(ROOT).join("examples/k8s");
+    let mut admitted = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        for doc in yaml_docs(&std::fs::read_to_string(&path).unwrap()) {
+            if doc["apiVersion"] != "mail.postern.dev/v1alpha1" {
+                continue;
+            }
+            admit(&doc).unwrap_or_else(|e| panic!("{}: {} refused: {e:?}", path.display(), doc["kind"]));
+            admitted += 1;
+        }
+    }
+    assert!(admitted >= 5, "a Gateway, MailDomains, both policies");
+}
+
+#[test]
+fn broken_manifests_are_refused_with_a_reason() {
+    let cases = [
+        ("kind: Gateway\nspec: {replicas: 3}", "the embedded store serves one replica"),
+        (
+            "kind: Gateway\nspec: {store: {type: Redis, redis: {url: 'redis://r:6379'}}, autoscaling: {minReplicas: 5, maxReplicas: 2}}",
+            "autoscaling.minReplicas must not exceed maxReplicas",
+        ),
+        ("kind: Gateway\nspec: {store: {type: Redis}, replicas: 2}", "store.type Redis needs store.redis"),
+        ("kind: Gateway\nspec: {store: {type: Etcd}}", "\"Etcd\" is not one of"),
+        (
+            "kind: MailDomain\nspec: {domain: example.com, primary: {mx: example.com, hosts: ['h:25']}}",
+            "primary needs exactly one of mx or hosts",
+        ),
+        ("kind: MailDomain\nspec: {domain: 'not a domain', primary: {mx: example.com}}", "does not match"),
+        ("kind: MailDomain\nspec: {primary: {mx: example.com}}", "\"domain\" is a required property"),
+        (
+            "kind: RoutingPolicy\nspec: {mode: Sideways, destination: {mx: d.example}}",
+            "\"Sideways\" is not one of",
+        ),
+        (
+            "kind: RoutingPolicy\nspec: {mode: Split, destination: {hosts: ['h:25']}, rewriteEnvelope: true}",
+            "rewriteEnvelope needs an mx destination",
+        ),
+        ("kind: SpamPolicy\nspec: {spf: {fail: Bounce}}", "\"Bounce\" is not one of"),
+        ("kind: SpamPolicy\nspec: {spamHeader: 'no colon'}", "spamHeader must be \"Name: value\""),
+    ];
+    for (text, expected) in cases {
+        let mut doc: Value = serde_yaml::from_str(text).unwrap();
+        doc["apiVersion"] = "mail.postern.dev/v1alpha1".into();
+        doc["metadata"] = serde_json::json!({"name": "x", "namespace": "mail"});
+        let errors = admit(&doc).expect_err(text);
+        assert!(errors.iter().any(|e| e.contains(expected)), "{text}: expected {expected:?} in {errors:?}");
+    }
+}
