@@ -33,6 +33,9 @@ enum Command {
         /// Namespace of objects that name none.
         #[arg(short, long, default_value = "default")]
         namespace: String,
+        /// Print how long reading, rendering and writing took (stderr).
+        #[arg(long)]
+        timings: bool,
     },
 }
 
@@ -46,8 +49,8 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
-        Command::Render { path, gateway, namespace } => {
-            match render_files(&path, gateway.as_deref(), &namespace) {
+        Command::Render { path, gateway, namespace, timings } => {
+            match render_files(&path, gateway.as_deref(), &namespace, timings) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(e) => fail(e),
@@ -71,8 +74,15 @@ fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Prints the rendered config; returns whether everything rendered cleanly.
-fn render_files(path: &std::path::Path, gateway: Option<&str>, namespace: &str) -> anyhow::Result<bool> {
+fn render_files(
+    path: &std::path::Path,
+    gateway: Option<&str>,
+    namespace: &str,
+    timings: bool,
+) -> anyhow::Result<bool> {
+    let started = std::time::Instant::now();
     let objs = Objects::from_dir(path, namespace)?;
+    let read = started.elapsed();
     let gw = match gateway {
         Some(name) => objs.gateways.iter().find(|g| g.name_any() == name),
         None if objs.gateways.len() == 1 => objs.gateways.first(),
@@ -85,6 +95,7 @@ fn render_files(path: &std::path::Path, gateway: Option<&str>, namespace: &str) 
     let gw =
         gw.ok_or_else(|| anyhow::anyhow!("no Gateway {} in {}", gateway.unwrap_or(""), path.display()))?;
     let r = render::render(gw, &objs);
+    let rendered = started.elapsed();
     for p in &r.problems {
         eprintln!("{} {}: {}: {}", p.kind, p.name, p.reason, p.message);
     }
@@ -93,6 +104,17 @@ fn render_files(path: &std::path::Path, gateway: Option<&str>, namespace: &str) 
     }
     if let Some(y) = r.yaml() {
         print!("{y}");
+    }
+    if timings {
+        let total = started.elapsed();
+        eprintln!(
+            "timings: read {:.1} ms, render {:.1} ms, write {:.1} ms, total {:.1} ms ({} domains)",
+            read.as_secs_f64() * 1e3,
+            (rendered - read).as_secs_f64() * 1e3,
+            (total - rendered).as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3,
+            r.served.len()
+        );
     }
     Ok(r.problems.is_empty() && r.config_errors.is_empty())
 }

@@ -15,10 +15,19 @@ use serde_json::Value;
 
 /// The binary built by `cargo build --workspace --bins` (scripts/test.sh does that first).
 pub fn binary() -> PathBuf {
+    workspace_binary("postern-gateway")
+}
+
+/// `postern-operator`, built the same way.
+pub fn operator_binary() -> PathBuf {
+    workspace_binary("postern-operator")
+}
+
+fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test-binary> -> target/<profile>/postern-gateway
+    // target/<profile>/deps/<test-binary> -> target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("postern-gateway");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: build it first (`cargo build --workspace --bins`, done by scripts/test.sh)",
