@@ -347,7 +347,7 @@ pub enum RoutingMode {
 }
 
 /// A next hop: "the MX of a domain" or an explicit host list, with its TLS policy.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Destination {
     /// Deliver to the MX hosts of this domain.

@@ -2,6 +2,8 @@
 //! `GatewayConfig` (`render`), and reading manifests from files for offline rendering
 //! (`manifests`).
 
+pub mod controller;
 pub mod crd;
 pub mod manifests;
 pub mod render;
+pub mod resources;

@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller (in-cluster config, or KUBECONFIG).
+    Run,
     /// Print the CustomResourceDefinitions (YAML), or write one file per CRD into --out.
     Crdgen {
         #[arg(long)]
@@ -41,6 +43,22 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Run => {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(async {
+                let client = kube::Client::try_default().await?;
+                postern_operator::controller::run(client).await
+            }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
         Command::Crdgen { out: None } => {
             print!("{}", crd::yaml());
             ExitCode::SUCCESS

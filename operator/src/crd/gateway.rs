@@ -20,6 +20,7 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/postern/postern:0.1.0";
     version = "v1alpha1",
     kind = "Gateway",
     namespaced,
+    derive = "Default",
     doc = "Gateway pods serving the MailDomains their domainSelector matches: replicas or autoscaling, image, SMTP listeners, queue store (embedded or Redis), resources and DNS resolvers.",
     status = "Status",
     shortname = "gw",
@@ -163,4 +164,20 @@ pub struct RedisSpec {
 pub struct GatewayDns {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        Self {
+            replicas: one(),
+            autoscaling: None,
+            image: default_image(),
+            hostname: None,
+            listeners: default_listeners(),
+            store: GatewayStore::default(),
+            resources: None,
+            dns: GatewayDns::default(),
+            domain_selector: LabelSelector::default(),
+        }
+    }
 }

@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 use super::Status;
 
 /// A served domain. Gateways whose `domainSelector` matches its labels serve it.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "mail.postern.dev",
     version = "v1alpha1",
     kind = "MailDomain",
     namespaced,
+    derive = "Default",
     doc = "A mail domain Postern serves: its mailbox servers (primary), directory (accounts, aliases, groups) and the RoutingPolicy and SpamPolicy it follows.",
     status = "Status",
     shortname = "md",

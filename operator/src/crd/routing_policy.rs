@@ -18,6 +18,7 @@ use super::{SecretKeyRef, Status};
     version = "v1alpha1",
     kind = "RoutingPolicy",
     namespaced,
+    derive = "Default",
     doc = "How the recipients of the MailDomains referencing this policy are routed (Direct, Split, Dual, RouteAll), with inbound gateways and an outbound smarthost.",
     status = "Status",
     shortname = "rtp",
@@ -76,5 +77,23 @@ pub struct OutboundAuth {
 impl RoutingPolicySpec {
     pub fn destination(&self) -> &Destination {
         &self.routing.destination
+    }
+}
+
+impl Default for RoutingPolicySpec {
+    fn default() -> Self {
+        Self {
+            routing: RoutingPolicyConfig {
+                mode: postern_api::RoutingMode::Direct,
+                destination: Destination::default(),
+                enabled: true,
+                rewrite_envelope: false,
+                bounce_on_failure: true,
+                verification_address: None,
+                expand_groups: false,
+            },
+            inbound_gateways: Vec::new(),
+            outbound_gateway: None,
+        }
     }
 }

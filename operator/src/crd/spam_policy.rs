@@ -10,12 +10,13 @@ use super::Status;
 
 /// Spam control for the MailDomains that reference it. Each check has an action: Reject (5xx in
 /// the session), TempFail (4xx), Quarantine, MarkSpam (delivered with a spam header) or Allow.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "mail.postern.dev",
     version = "v1alpha1",
     kind = "SpamPolicy",
     namespaced,
+    derive = "Default",
     doc = "Spam control for the MailDomains referencing this policy: SPF, DKIM, DMARC, DNS blocklists, allow/block lists, content rules, each with an action; quarantine retention and digests.",
     status = "Status",
     shortname = "spp",

@@ -1,0 +1,264 @@
+//! Reconciling one Gateway: read what selects it, render, apply the children (server-side
+//! apply, field manager `postern-operator`), and write the conditions of the Gateway and of the
+//! MailDomains and policies it serves. A broken reference is a condition, not an error: the
+//! reconcile succeeds and the rest of the fleet keeps being served.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::crd::{Gateway, MailDomain, RoutingPolicy, SpamPolicy, Status};
+use crate::manifests::Objects;
+use crate::render::{self, Problem};
+use crate::resources::{self, MANAGER};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub struct Context {
+    pub client: Client,
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+async fn list<K>(client: &Client, ns: &str) -> Result<Vec<K>, Error>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    Ok(Api::<K>::namespaced(client.clone(), ns).list(&ListParams::default()).await?.items)
+}
+
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    Ok(api.patch(&obj.name_any(), &apply_params(), &Patch::Apply(obj)).await?)
+}
+
+fn condition(kind: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
+    Condition {
+        type_: kind.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: Time(now()),
+    }
+}
+
+fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// Keeps a condition's lastTransitionTime when its status did not change.
+fn merge(old: Option<&Status>, mut new: Vec<Condition>) -> Vec<Condition> {
+    for c in &mut new {
+        if let Some(prev) = old.and_then(|s| s.conditions.iter().find(|p| p.type_ == c.type_))
+            && prev.status == c.status
+        {
+            c.last_transition_time = prev.last_transition_time.clone();
+        }
+    }
+    new
+}
+
+async fn set_status<K>(
+    client: &Client,
+    obj: &K,
+    old: Option<&Status>,
+    conditions: Vec<Condition>,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let status = Status { conditions: merge(old, conditions), observed_generation: obj.meta().generation };
+    let patch = json!({
+        "apiVersion": K::api_version(&()), "kind": K::kind(&()),
+        "status": status,
+    });
+    let api = Api::<K>::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let client = &ctx.client;
+    let ns = gw.namespace().ok_or_else(|| Error::Invalid("Gateway without a namespace".into()))?;
+    let objs = Objects {
+        gateways: vec![(*gw).clone()],
+        domains: list(client, &ns).await?,
+        routing_policies: list(client, &ns).await?,
+        spam_policies: list(client, &ns).await?,
+        config_maps: list(client, &ns).await?,
+    };
+    let rendered = render::render(&gw, &objs);
+    let generation = gw.meta().generation;
+
+    let mut gw_conditions = Vec::new();
+    match rendered.yaml() {
+        Some(yaml) => {
+            apply(client, &ns, &resources::config_map(&gw, &yaml)).await?;
+            let deployment: Deployment =
+                apply(client, &ns, &resources::deployment(&gw, &rendered.secrets)).await?;
+            apply::<Service>(client, &ns, &resources::service(&gw)).await?;
+            if let Some(hpa) = resources::autoscaler(&gw) {
+                apply::<HorizontalPodAutoscaler>(client, &ns, &hpa).await?;
+            }
+            if let Some(pdb) = resources::disruption_budget(&gw) {
+                apply::<PodDisruptionBudget>(client, &ns, &pdb).await?;
+            }
+            gw_conditions.push(condition(
+                "ConfigValid",
+                true,
+                "Rendered",
+                format!(
+                    "{} MailDomains rendered into ConfigMap {}",
+                    rendered.served.len(),
+                    resources::config_map_name(&gw)
+                ),
+                generation,
+            ));
+            let available = deployment.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+            let ready = available > 0;
+            gw_conditions.push(condition(
+                "Ready",
+                ready,
+                if ready { "Available" } else { "Progressing" },
+                format!("{available} gateway pods available"),
+                generation,
+            ));
+        }
+        None => {
+            // The last good config stays in place: a bad edit does not take mail down.
+            let message = rendered.config_errors.join("; ");
+            gw_conditions.push(condition("ConfigValid", false, "ConfigInvalid", message.clone(), generation));
+            gw_conditions.push(condition("Ready", false, "ConfigInvalid", message, generation));
+        }
+    }
+    set_status(client, &*gw, gw.status.as_ref(), gw_conditions).await?;
+
+    // Every selected MailDomain: served, or why not.
+    let problems: BTreeMap<(&str, &str), &Problem> =
+        rendered.problems.iter().map(|p| ((p.kind, p.name.as_str()), p)).collect();
+    for d in objs.domains.iter().filter(|d| render::selects(&gw.spec.domain_selector, d.labels())) {
+        let name = d.name_any();
+        let c = match problems.get(&("MailDomain", name.as_str())) {
+            Some(p) => condition("Ready", false, p.reason, p.message.clone(), d.meta().generation),
+            None => condition(
+                "Ready",
+                true,
+                "Served",
+                format!("served by Gateway {}", gw.name_any()),
+                d.meta().generation,
+            ),
+        };
+        set_status::<MailDomain>(client, d, d.status.as_ref(), vec![c]).await?;
+    }
+    for p in &objs.routing_policies {
+        let name = p.name_any();
+        let mut conditions = vec![match problems.get(&("RoutingPolicy", name.as_str())) {
+            Some(pr) => condition("Ready", false, pr.reason, pr.message.clone(), p.meta().generation),
+            None => condition("Ready", true, "Valid", "accepted".into(), p.meta().generation),
+        }];
+        if p.spec.routing.verification_address.is_some() {
+            // The gateways verify the destination; their admin API reports it (not read yet).
+            conditions.push(Condition {
+                status: "Unknown".into(),
+                ..condition(
+                    "DestinationVerified",
+                    false,
+                    "NotReported",
+                    "see `postern-gateway verification list` on a gateway pod".into(),
+                    p.meta().generation,
+                )
+            });
+        }
+        set_status::<RoutingPolicy>(client, p, p.status.as_ref(), conditions).await?;
+    }
+    for p in &objs.spam_policies {
+        let c = condition("Ready", true, "Valid", "accepted".into(), p.meta().generation);
+        set_status::<SpamPolicy>(client, p, p.status.as_ref(), vec![c]).await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+pub fn error_policy(_gw: Arc<Gateway>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Runs the controller until the process is stopped: Gateways, their children, and every
+/// MailDomain, policy and ConfigMap (a change to one re-renders the Gateways of its namespace).
+pub async fn run(client: Client) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use kube::runtime::{Controller, reflector::ObjectRef, watcher};
+    let gateways = Api::<Gateway>::all(client.clone());
+    let cache = Controller::new(gateways.clone(), watcher::Config::default());
+    let store = cache.store();
+    let in_namespace = move |ns: Option<String>| {
+        store
+            .state()
+            .into_iter()
+            .filter(|g| g.namespace() == ns)
+            .map(|g| ObjectRef::from_obj(&*g))
+            .collect::<Vec<_>>()
+    };
+    let (a, b, c, d) = (in_namespace.clone(), in_namespace.clone(), in_namespace.clone(), in_namespace);
+    cache
+        .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
+        .watches(
+            Api::<MailDomain>::all(client.clone()),
+            watcher::Config::default(),
+            move |o| a(o.namespace()),
+        )
+        .watches(Api::<RoutingPolicy>::all(client.clone()), watcher::Config::default(), move |o| {
+            b(o.namespace())
+        })
+        .watches(
+            Api::<SpamPolicy>::all(client.clone()),
+            watcher::Config::default(),
+            move |o| c(o.namespace()),
+        )
+        .watches(Api::<ConfigMap>::all(client.clone()), watcher::Config::default(), move |o| d(o.namespace()))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, Arc::new(Context { client }))
+        .for_each(|r| async move {
+            match r {
+                Ok((obj, _)) => tracing::info!(gateway = %obj.name, namespace = ?obj.namespace, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+    Ok(())
+}

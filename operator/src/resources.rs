@@ -1,0 +1,205 @@
+//! The Kubernetes objects a Gateway owns, built from its spec and its rendered config: the
+//! config ConfigMap, the Deployment, the Service, and when asked for, a HorizontalPodAutoscaler
+//! and a PodDisruptionBudget. Pure functions: the controller applies them (server-side apply),
+//! the tests look at them.
+//!
+//! Config changes reach running pods without a restart (the gateway re-reads its mounted file);
+//! only what needs a restart (listeners, store, Secrets mounted) changes the pod template, via
+//! the `postern.dev/restart-hash` annotation.
+
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::crd::Gateway;
+use crate::crd::gateway::StoreType;
+use crate::render::{ADMIN_PORT, STORE_PATH};
+
+pub const MANAGER: &str = "postern-operator";
+const CONFIG_KEY: &str = "gateway.yaml";
+const CONFIG_DIR: &str = "/etc/postern/config";
+
+/// Names of the children: `<gateway>` for the workload, `<gateway>-config` for the ConfigMap.
+pub fn config_map_name(gw: &Gateway) -> String {
+    format!("{}-config", gw.name_any())
+}
+
+fn owner(gw: &Gateway) -> OwnerReference {
+    gw.controller_owner_ref(&()).expect("a Gateway read from the API has a name and uid")
+}
+
+fn labels(gw: &Gateway) -> Value {
+    json!({
+        "app.kubernetes.io/name": "postern-gateway",
+        "app.kubernetes.io/instance": gw.name_any(),
+        "app.kubernetes.io/managed-by": MANAGER,
+    })
+}
+
+fn selector(gw: &Gateway) -> Value {
+    json!({"app.kubernetes.io/name": "postern-gateway", "app.kubernetes.io/instance": gw.name_any()})
+}
+
+fn meta(gw: &Gateway, name: String) -> Value {
+    json!({
+        "name": name,
+        "namespace": gw.namespace(),
+        "labels": labels(gw),
+        "ownerReferences": [owner(gw)],
+    })
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("operator-built objects match their types")
+}
+
+pub fn config_map(gw: &Gateway, config_yaml: &str) -> ConfigMap {
+    typed(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": meta(gw, config_map_name(gw)),
+        "data": {CONFIG_KEY: config_yaml},
+    }))
+}
+
+/// What only a restart applies: listeners, store and the mounted Secrets.
+fn restart_hash(gw: &Gateway, secrets: &BTreeSet<String>) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&gw.spec.listeners).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(&gw.spec.store).unwrap_or_default().hash(&mut h);
+    secrets.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// The gateway pods. `secrets` are the Secrets the rendered config refers to (TLS
+/// certificates under /etc/postern/tls, passwords under /etc/postern/secrets), mounted, never
+/// copied.
+pub fn deployment(gw: &Gateway, secrets: &BTreeSet<String>) -> Deployment {
+    let spec = &gw.spec;
+    let tls_secrets: BTreeSet<&String> =
+        spec.listeners.iter().filter_map(|l| l.tls_secret_name.as_ref()).collect();
+    let mut volumes = vec![json!({"name": "config", "configMap": {"name": config_map_name(gw)}})];
+    let mut mounts = vec![json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true})];
+    if spec.store.kind == StoreType::Embedded {
+        volumes.push(json!({"name": "store", "emptyDir": {}}));
+        mounts.push(json!({"name": "store", "mountPath": STORE_PATH}));
+    }
+    for (i, s) in secrets.iter().enumerate() {
+        let vol = format!("secret-{i}");
+        let dir = if tls_secrets.contains(s) { "tls" } else { "secrets" };
+        volumes.push(json!({"name": vol, "secret": {"secretName": s}}));
+        mounts.push(json!({"name": vol, "mountPath": format!("/etc/postern/{dir}/{s}"), "readOnly": true}));
+    }
+    let mut ports: Vec<Value> = spec
+        .listeners
+        .iter()
+        .map(|l| json!({"name": l.name, "containerPort": l.port, "protocol": "TCP"}))
+        .collect();
+    ports.push(json!({"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}));
+    let probe = |path: &str| json!({"httpGet": {"path": path, "port": "admin"}, "periodSeconds": 5});
+    let mut container = json!({
+        "name": "gateway",
+        "image": spec.image,
+        "args": ["run", "--config", format!("{CONFIG_DIR}/{CONFIG_KEY}")],
+        "ports": ports,
+        "volumeMounts": mounts,
+        "readinessProbe": probe("/readyz"),
+        "livenessProbe": probe("/healthz"),
+        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}},
+    });
+    if let Some(r) = &spec.resources {
+        container["resources"] = json!(r);
+    }
+    let mut deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": meta(gw, gw.name_any()),
+        "spec": {
+            "selector": {"matchLabels": selector(gw)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": labels(gw),
+                    "annotations": {
+                        "postern.dev/restart-hash": restart_hash(gw, secrets),
+                        "prometheus.io/scrape": "true", "prometheus.io/port": ADMIN_PORT.to_string(),
+                    },
+                },
+                "spec": {
+                    // SIGTERM drains: open sessions finish, queued mail stays in the store.
+                    "terminationGracePeriodSeconds": 60,
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "fsGroup": 10001},
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    });
+    // With an autoscaler, it owns the replica count (the field is left out of the apply).
+    if spec.autoscaling.is_none() {
+        deployment["spec"]["replicas"] = json!(spec.replicas);
+    }
+    typed(deployment)
+}
+
+pub fn service(gw: &Gateway) -> Service {
+    let mut ports: Vec<Value> = gw
+        .spec
+        .listeners
+        .iter()
+        .map(|l| json!({"name": l.name, "port": l.port, "targetPort": l.name, "protocol": "TCP"}))
+        .collect();
+    ports.push(json!({"name": "admin", "port": ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"}));
+    typed(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": meta(gw, gw.name_any()),
+        "spec": {"selector": selector(gw), "ports": ports},
+    }))
+}
+
+pub fn autoscaler(gw: &Gateway) -> Option<HorizontalPodAutoscaler> {
+    let a = gw.spec.autoscaling.as_ref()?;
+    Some(typed(json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": meta(gw, gw.name_any()),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": gw.name_any()},
+            "minReplicas": a.min_replicas, "maxReplicas": a.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization_percentage}}}],
+        },
+    })))
+}
+
+/// Keeps all but one pod up during voluntary disruptions (node drains), when there is more
+/// than one.
+pub fn disruption_budget(gw: &Gateway) -> Option<PodDisruptionBudget> {
+    let many = gw.spec.autoscaling.is_some() || gw.spec.replicas > 1;
+    many.then(|| {
+        typed(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": meta(gw, gw.name_any()),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(gw)}},
+        }))
+    })
+}
+
+/// A Prometheus Operator ServiceMonitor (applied only when its CRD is installed).
+pub fn service_monitor(gw: &Gateway) -> Value {
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+        "metadata": meta(gw, gw.name_any()),
+        "spec": {"selector": {"matchLabels": selector(gw)}, "endpoints": [{"port": "admin", "path": "/metrics"}]},
+    })
+}
+
+/// The kind of a child, for logs and events.
+pub fn kind_of<K: Resource<DynamicType = ()>>() -> String {
+    K::kind(&()).into_owned()
+}

@@ -1,0 +1,158 @@
+//! Reconciling against kube-fake-client: an in-memory API behind a real `kube::Client`, with
+//! server-side apply and status subresources. It has no watch, so the tests call `reconcile`
+//! directly, as the controller would after an event.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::{Resource, ResourceExt};
+use kube_fake_client::ClientBuilder;
+use postern_operator::controller::{Context, reconcile};
+use postern_operator::crd::{Gateway, MailDomain, RoutingPolicy, SpamPolicy};
+use postern_operator::manifests::Objects;
+
+const NS: &str = "mail";
+
+async fn cluster(manifests: &str) -> kube::Client {
+    let mut objs = Objects::default();
+    objs.add_yaml(manifests, NS).unwrap();
+    let with_uid = |mut o: serde_json::Value, i: usize| {
+        o["metadata"]["uid"] = format!("00000000-0000-0000-0000-{i:012}").into();
+        o["metadata"]["generation"] = 1.into();
+        o
+    };
+    let mut values = Vec::new();
+    let mut i = 0;
+    let mut push = |v: serde_json::Value| {
+        i += 1;
+        values.push(with_uid(v, i));
+    };
+    objs.gateways.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
+    objs.domains.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
+    objs.routing_policies.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
+    objs.spam_policies.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
+    objs.config_maps.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
+    ClientBuilder::new()
+        .with_resource::<Gateway>()
+        .with_resource::<MailDomain>()
+        .with_resource::<RoutingPolicy>()
+        .with_resource::<SpamPolicy>()
+        .with_status_subresource::<Gateway>()
+        .with_status_subresource::<MailDomain>()
+        .with_status_subresource::<RoutingPolicy>()
+        .with_status_subresource::<SpamPolicy>()
+        .with_runtime_objects(values)
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn reconcile_gateway(client: &kube::Client, name: &str) {
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get(name).await.unwrap();
+    reconcile(Arc::new(gw), Arc::new(Context { client: client.clone() })).await.unwrap();
+}
+
+fn condition<'a>(
+    status: Option<&'a postern_operator::crd::Status>,
+    kind: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    status
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind))
+        .unwrap_or_else(|| panic!("no {kind} condition"))
+}
+
+fn manifests() -> String {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/k8s"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+#[tokio::test]
+async fn a_gateway_gets_its_config_workload_and_conditions() {
+    let broken = "apiVersion: mail.postern.dev/v1alpha1\nkind: MailDomain\nmetadata: {name: broken, namespace: mail, labels: {postern.dev/gateway: edge}}\nspec: {domain: broken.example, primary: {mx: broken.example}, spamPolicyRef: missing}\n";
+    let client = cluster(&format!("{}\n---\n{broken}", manifests())).await;
+    reconcile_gateway(&client, "edge").await;
+
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    let owner_uid = gw.uid().unwrap();
+    let owned = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.owner_references.iter().flatten().any(|o| o.uid == owner_uid && o.controller == Some(true))
+    };
+
+    // The config: what render gives, in the ConfigMap the pods mount; Secrets only by path.
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), NS).get("edge-config").await.unwrap();
+    assert!(owned(&cm.metadata), "deleting the Gateway cleans up");
+    let yaml = &cm.data.as_ref().unwrap()["gateway.yaml"];
+    let config = postern_api::load_gateway_config(yaml).expect("a valid GatewayConfig");
+    assert_eq!(
+        config.domains.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["example.com", "example.org"]
+    );
+    assert!(yaml.contains("passwordFile: /etc/postern/secrets/postern-redis/password"));
+    assert!(
+        cm.managed_fields().iter().any(|m| m.manager.as_deref() == Some("postern-operator")),
+        "server-side apply"
+    );
+
+    // The workload.
+    let dep = Api::<Deployment>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    assert!(owned(&dep.metadata));
+    let spec = dep.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, None, "the autoscaler owns replicas");
+    let pod = spec.template.spec.as_ref().unwrap();
+    let container = &pod.containers[0];
+    assert_eq!(container.image.as_deref(), Some("ghcr.io/postern/postern:0.1.0"));
+    let mounts: Vec<&str> = container.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+    assert!(mounts.contains(&"/etc/postern/secrets/postern-redis"), "{mounts:?}");
+    assert!(mounts.contains(&"/etc/postern/tls/mx-example-com-tls"), "{mounts:?}");
+    let svc = Api::<Service>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    let ports: Vec<i32> = svc.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
+    assert_eq!(ports, [25, 8025]);
+    let hpa = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    assert_eq!(hpa.spec.as_ref().map(|s| (s.min_replicas, s.max_replicas)), Some((Some(2), 6)));
+    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    assert!(owned(&pdb.metadata));
+
+    // Conditions: the Gateway's config is valid (pods not up in a fake cluster), the broken
+    // domain says why it is not served, the others are served.
+    assert_eq!(condition(gw.status.as_ref(), "ConfigValid").status, "True");
+    let ready = condition(gw.status.as_ref(), "Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Progressing"));
+    assert_eq!(gw.status.as_ref().unwrap().observed_generation, gw.meta().generation);
+    let domains = Api::<MailDomain>::namespaced(client.clone(), NS);
+    let broken = domains.get("broken").await.unwrap();
+    let c = condition(broken.status.as_ref(), "Ready");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "SpamPolicyNotFound"));
+    assert_eq!(c.message, "SpamPolicy missing does not exist in mail");
+    let served = domains.get("example-com").await.unwrap();
+    assert_eq!(condition(served.status.as_ref(), "Ready").status, "True");
+    let rp = Api::<RoutingPolicy>::namespaced(client.clone(), NS).get("migrate-to-legacy").await.unwrap();
+    assert_eq!(condition(rp.status.as_ref(), "DestinationVerified").status, "Unknown");
+}
+
+#[tokio::test]
+async fn an_invalid_config_keeps_the_last_good_one_and_says_why() {
+    let client = cluster(&manifests()).await;
+    reconcile_gateway(&client, "edge").await;
+    let before = Api::<ConfigMap>::namespaced(client.clone(), NS).get("edge-config").await.unwrap();
+
+    // A served domain whose block list names its own TLD: the gateway would refuse the config.
+    let policies = Api::<SpamPolicy>::namespaced(client.clone(), NS);
+    let mut sp = policies.get("standard").await.unwrap();
+    sp.spec.policy.block_list.tlds = vec!["com".into()];
+    policies.replace("standard", &Default::default(), &sp).await.unwrap();
+    reconcile_gateway(&client, "edge").await;
+
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    let c = condition(gw.status.as_ref(), "ConfigValid");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ConfigInvalid"));
+    assert!(c.message.contains("spamPolicies.standard.blockList.tlds[0]"), "{}", c.message);
+    let after = Api::<ConfigMap>::namespaced(client.clone(), NS).get("edge-config").await.unwrap();
+    assert_eq!(before.data, after.data, "mail keeps flowing on the last good config");
+}
