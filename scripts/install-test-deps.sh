@@ -24,3 +24,8 @@ fi
 if ! python3 -c 'import dkim' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore dkimpy
 fi
+
+# helm-python-sdk: the real Helm v4 engine, to render and lint charts/postern in the tests.
+if ! python3 -c 'import helm_python' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore helm-python-sdk
+fi

@@ -7,33 +7,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
+mod common;
+use common::{admit, schema_of};
+
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-
-fn schema_of(kind: &str) -> Value {
-    let crd = postern_operator::crd::all()
-        .into_iter()
-        .find(|c| c.spec.names.kind == kind)
-        .unwrap_or_else(|| panic!("no CRD for {kind}"));
-    serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
-        .unwrap()
-}
-
-/// What the apiserver would say about `object`: defaults applied, then the OpenAPI schema, then
-/// the CEL rules. `Ok` or every message.
-fn admit(object: &Value) -> Result<(), Vec<String>> {
-    let kind = object["kind"].as_str().unwrap();
-    let schema = schema_of(kind);
-    let object = kube::core::cel::apply_defaults(&schema, object);
-    let validator = jsonschema::validator_for(&schema).expect("the CRD schema compiles");
-    let mut errors: Vec<String> =
-        validator.iter_errors(&object).map(|e| format!("{}: {e}", e.instance_path())).collect();
-    if errors.is_empty()
-        && let Err(cel) = kube::core::cel::Validator::new().validate(&schema, &object, None)
-    {
-        errors.extend(cel.into_vec().into_iter().map(|e| format!("{}: {}", e.field_path, e.message)));
-    }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
-}
 
 fn yaml_docs(text: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(text)
@@ -46,13 +23,15 @@ fn yaml_docs(text: &str) -> Vec<Value> {
 fn committed_crds_match_the_generated_ones() {
     for crd in postern_operator::crd::all() {
         let name = crd.metadata.name.clone().unwrap();
-        let path = Path::new(ROOT).join("crds").join(format!("{name}.yaml"));
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == serde_yaml::to_string(&crd).unwrap(),
-            "{} is stale: run `cargo run -p postern-operator -- crdgen --out crds`",
-            path.display()
-        );
+        for dir in ["crds", "charts/postern/crds"] {
+            let path = Path::new(ROOT).join(dir).join(format!("{name}.yaml"));
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == serde_yaml::to_string(&crd).unwrap(),
+                "{} is stale: run `cargo run -p postern-operator -- crdgen --out {dir}`",
+                path.display()
+            );
+        }
     }
 }
 

@@ -1,0 +1,104 @@
+//! The chart, rendered and linted by the real Helm v4 engine (PyPI's helm-python-sdk, which
+//! scripts/install-test-deps.sh installs); the rendered objects are checked, and the sample
+//! Gateway and MailDomain must pass the CRDs' admission.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+mod common;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/postern");
+
+/// `{"templates": {path: yaml}, "lint": {...}}` for these values.
+fn helm(values: Value) -> Value {
+    let script = r#"
+import json, sys, helm_python
+chart, values = sys.argv[1], json.loads(sys.argv[2])
+out = helm_python.Chart.load(chart).render(values, name="mail", namespace="mail", is_install=True)
+print(json.dumps({"templates": out, "lint": helm_python.lint(chart, values, strict=True, namespace="mail")}))
+"#;
+    let out =
+        Command::new("python3").args(["-c", script, CHART, &values.to_string()]).output().expect("python3");
+    assert!(out.status.success(), "helm-python-sdk: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn objects(rendered: &Value) -> Vec<Value> {
+    rendered["templates"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| path.ends_with(".yaml"))
+        .flat_map(|(_, text)| {
+            serde_yaml::Deserializer::from_str(text.as_str().unwrap())
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .filter(|v: &Value| !v.is_null())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objs.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+#[test]
+fn default_values_install_the_operator_with_least_privilege() {
+    let r = helm(serde_json::json!({}));
+    assert_eq!(r["lint"]["errors"], serde_json::json!([]), "{}", r["lint"]);
+    assert_eq!(r["lint"]["messages"], serde_json::json!([]), "strict lint: {}", r["lint"]);
+    let objs = objects(&r);
+    let dep = find(&objs, "Deployment");
+    assert_eq!(dep.len(), 1);
+    let pod = &dep[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "mail-postern");
+    assert_eq!(pod["containers"][0]["image"], "ghcr.io/postern/postern:0.1.0");
+    assert_eq!(pod["containers"][0]["args"], serde_json::json!(["run"]));
+    assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(find(&objs, "ServiceAccount").len(), 1);
+    let role = find(&objs, "ClusterRole")[0];
+    let rules = role["rules"].as_array().unwrap();
+    assert!(
+        rules.iter().all(|r| !r["resources"].as_array().unwrap().iter().any(|x| x == "secrets")),
+        "Secrets are mounted by pods, never read by the operator"
+    );
+    assert!(rules.iter().all(|r| !r["verbs"].as_array().unwrap().iter().any(|v| v == "*" || v == "delete")));
+    assert_eq!(find(&objs, "ClusterRoleBinding")[0]["subjects"][0]["namespace"], "mail");
+    assert!(find(&objs, "Gateway").is_empty(), "no sample unless asked");
+    assert!(
+        r["templates"]["postern/templates/NOTES.txt"].as_str().unwrap().contains("kubectl apply -n mail")
+    );
+}
+
+#[test]
+fn the_sample_gateway_is_admitted_by_the_crds() {
+    for values in [
+        serde_json::json!({"sampleGateway": {"enabled": true}}),
+        serde_json::json!({
+            "sampleGateway": {"enabled": true, "replicas": 2, "autoscaling": {"minReplicas": 2, "maxReplicas": 4}},
+            "redis": {"url": "redis://redis.mail.svc:6379", "passwordSecret": {"name": "redis-pw", "key": "password"}},
+        }),
+    ] {
+        let r = helm(values.clone());
+        assert_eq!(r["lint"]["messages"], serde_json::json!([]), "{}", r["lint"]);
+        let objs = objects(&r);
+        let gw = find(&objs, "Gateway");
+        let md = find(&objs, "MailDomain");
+        assert_eq!((gw.len(), md.len()), (1, 1), "{values}");
+        for o in [gw[0], md[0]] {
+            common::admit(o).unwrap_or_else(|e| panic!("{values}: {} refused: {e:?}", o["kind"]));
+        }
+        let redis = values["redis"]["url"].is_string();
+        assert_eq!(gw[0]["spec"]["store"]["type"], if redis { "Redis" } else { "Embedded" });
+    }
+}
+
+#[test]
+fn the_chart_ships_the_generated_crds() {
+    for crd in postern_operator::crd::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        let path = format!("{CHART}/crds/{name}.yaml");
+        assert!(std::path::Path::new(&path).exists(), "{path}");
+    }
+}
