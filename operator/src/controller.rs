@@ -14,6 +14,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,6 +35,57 @@ pub enum Error {
 
 pub struct Context {
     pub client: Client,
+    /// Kubernetes Events about what the operator found (`kubectl describe` shows them).
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+}
+
+impl Context {
+    pub fn new(client: Client) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() },
+        );
+        Self { client, recorder, metrics: Metrics::default() }
+    }
+
+    /// A Warning event on `obj`; a failure to record it is logged, never fatal.
+    async fn warn<K: Resource<DynamicType = ()>>(&self, obj: &K, reason: &str, note: String) {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not record an event");
+        }
+    }
+}
+
+/// Operator counters for /metrics.
+#[derive(Default)]
+pub struct Metrics {
+    pub reconciles: prometheus_client::metrics::counter::Counter,
+    pub reconcile_errors: prometheus_client::metrics::counter::Counter,
+    pub problems: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Metrics {
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register("postern_operator_reconciles", "Gateway reconciles", self.reconciles.clone());
+        registry.register(
+            "postern_operator_reconcile_errors",
+            "Gateway reconciles that failed",
+            self.reconcile_errors.clone(),
+        );
+        registry.register(
+            "postern_operator_problems",
+            "Objects left out by the last reconcile (broken references)",
+            self.problems.clone(),
+        );
+    }
 }
 
 fn apply_params() -> PatchParams {
@@ -123,6 +175,8 @@ pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Er
     };
     let rendered = render::render(&gw, &objs);
     let generation = gw.meta().generation;
+    ctx.metrics.reconciles.inc();
+    ctx.metrics.problems.set(rendered.problems.len() as i64);
 
     let mut gw_conditions = Vec::new();
     match rendered.yaml() {
@@ -161,6 +215,7 @@ pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Er
         None => {
             // The last good config stays in place: a bad edit does not take mail down.
             let message = rendered.config_errors.join("; ");
+            ctx.warn(&*gw, "ConfigInvalid", message.clone()).await;
             gw_conditions.push(condition("ConfigValid", false, "ConfigInvalid", message.clone(), generation));
             gw_conditions.push(condition("Ready", false, "ConfigInvalid", message, generation));
         }
@@ -173,7 +228,10 @@ pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Er
     for d in objs.domains.iter().filter(|d| render::selects(&gw.spec.domain_selector, d.labels())) {
         let name = d.name_any();
         let c = match problems.get(&("MailDomain", name.as_str())) {
-            Some(p) => condition("Ready", false, p.reason, p.message.clone(), d.meta().generation),
+            Some(p) => {
+                ctx.warn(d, p.reason, p.message.clone()).await;
+                condition("Ready", false, p.reason, p.message.clone(), d.meta().generation)
+            }
             None => condition(
                 "Ready",
                 true,
@@ -212,14 +270,15 @@ pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Er
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-pub fn error_policy(_gw: Arc<Gateway>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(_gw: Arc<Gateway>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_errors.inc();
     tracing::warn!(%error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(15))
 }
 
 /// Runs the controller until the process is stopped: Gateways, their children, and every
 /// MailDomain, policy and ConfigMap (a change to one re-renders the Gateways of its namespace).
-pub async fn run(client: Client) -> anyhow::Result<()> {
+pub async fn run(client: Client, ctx: Arc<Context>) -> anyhow::Result<()> {
     use futures::StreamExt;
     use kube::runtime::{Controller, reflector::ObjectRef, watcher};
     let gateways = Api::<Gateway>::all(client.clone());
@@ -252,7 +311,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
         )
         .watches(Api::<ConfigMap>::all(client.clone()), watcher::Config::default(), move |o| d(o.namespace()))
         .shutdown_on_signal()
-        .run(reconcile, error_policy, Arc::new(Context { client }))
+        .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             match r {
                 Ok((obj, _)) => tracing::info!(gateway = %obj.name, namespace = ?obj.namespace, "reconciled"),

@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod http;
 pub mod manifests;
 pub mod render;
 pub mod resources;

@@ -16,8 +16,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the controller (in-cluster config, or KUBECONFIG).
-    Run,
+    /// Run the controller (in-cluster config, or KUBECONFIG), with /healthz, /readyz and
+    /// /metrics on --admin.
+    Run {
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        admin: std::net::SocketAddr,
+    },
     /// Print the CustomResourceDefinitions (YAML), or write one file per CRD into --out.
     Crdgen {
         #[arg(long)]
@@ -43,7 +47,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run => {
+        Command::Run { admin } => {
             tracing_subscriber::fmt()
                 .json()
                 .with_env_filter(
@@ -53,7 +57,9 @@ fn main() -> ExitCode {
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(async {
                 let client = kube::Client::try_default().await?;
-                postern_operator::controller::run(client).await
+                let ctx = std::sync::Arc::new(postern_operator::controller::Context::new(client.clone()));
+                tokio::spawn(postern_operator::http::serve(admin, ctx.clone()));
+                postern_operator::controller::run(client, ctx).await
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),

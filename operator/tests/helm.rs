@@ -54,7 +54,8 @@ fn default_values_install_the_operator_with_least_privilege() {
     let pod = &dep[0]["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "mail-postern");
     assert_eq!(pod["containers"][0]["image"], "ghcr.io/postern/postern:0.1.0");
-    assert_eq!(pod["containers"][0]["args"], serde_json::json!(["run"]));
+    assert_eq!(pod["containers"][0]["args"], serde_json::json!(["run", "--admin", "0.0.0.0:8080"]));
+    assert_eq!(pod["containers"][0]["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(find(&objs, "ServiceAccount").len(), 1);
     let role = find(&objs, "ClusterRole")[0];

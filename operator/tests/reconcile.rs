@@ -53,7 +53,7 @@ async fn cluster(manifests: &str) -> kube::Client {
 
 async fn reconcile_gateway(client: &kube::Client, name: &str) {
     let gw = Api::<Gateway>::namespaced(client.clone(), NS).get(name).await.unwrap();
-    reconcile(Arc::new(gw), Arc::new(Context { client: client.clone() })).await.unwrap();
+    reconcile(Arc::new(gw), Arc::new(Context::new(client.clone()))).await.unwrap();
 }
 
 fn condition<'a>(
@@ -130,6 +130,17 @@ async fn a_gateway_gets_its_config_workload_and_conditions() {
     let c = condition(broken.status.as_ref(), "Ready");
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "SpamPolicyNotFound"));
     assert_eq!(c.message, "SpamPolicy missing does not exist in mail");
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        events.items.iter().any(|e| e.reason.as_deref() == Some("SpamPolicyNotFound")
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("broken")
+            && e.type_.as_deref() == Some("Warning")),
+        "a Warning event on the broken MailDomain: {:?}",
+        events.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
+    );
     let served = domains.get("example-com").await.unwrap();
     assert_eq!(condition(served.status.as_ref(), "Ready").status, "True");
     let rp = Api::<RoutingPolicy>::namespaced(client.clone(), NS).get("migrate-to-legacy").await.unwrap();

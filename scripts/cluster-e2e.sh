@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# End to end on a real cluster (kind, k3s, or any you point KUBECONFIG at): installs the chart
+# with the image you built and pushed, applies a Gateway + MailDomain, waits for their
+# conditions, and sends one message through the gateway Service with swaks from a pod.
+#
+# Usage: KUBECONFIG=... IMAGE=registry/postern:tag scripts/cluster-e2e.sh
+# Skipped (exit 0) when KUBECONFIG is not set: the CI machines have no cluster.
+set -euo pipefail
+if [[ -z ${KUBECONFIG:-} ]]; then
+  echo "KUBECONFIG is not set: skipping the real-cluster test"
+  exit 0
+fi
+: "${IMAGE:?set IMAGE to the pushed postern image (repository:tag)}"
+NS=${NS:-postern-e2e}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+repo=${IMAGE%:*}; tag=${IMAGE##*:}
+
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
+helm upgrade --install postern "$REPO/charts/postern" -n "$NS" --wait \
+  --set image.repository="$repo" --set image.tag="$tag"
+
+# A mailbox "server" to deliver to: Postfix's smtp-sink in a pod.
+kubectl -n "$NS" apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: sink, labels: {app: sink}}
+spec:
+  containers:
+    - name: sink
+      image: debian:bookworm-slim
+      command: [sh, -c, "apt-get update -qq && apt-get install -y -qq postfix >/dev/null; /usr/sbin/smtp-sink -u nobody -d /tmp/%M 0.0.0.0:2525 100"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sink}
+spec: {selector: {app: sink}, ports: [{port: 2525}]}
+---
+apiVersion: mail.postern.dev/v1alpha1
+kind: Gateway
+metadata: {name: e2e}
+spec:
+  image: $IMAGE
+  listeners: [{name: smtp, port: 2525}]
+  domainSelector: {matchLabels: {postern.dev/gateway: e2e}}
+---
+apiVersion: mail.postern.dev/v1alpha1
+kind: MailDomain
+metadata: {name: e2e-test, labels: {postern.dev/gateway: e2e}}
+spec:
+  domain: e2e.test
+  primary: {hosts: ["sink.$NS.svc:2525"], tls: {mode: none}}
+YAML
+kubectl -n "$NS" wait --for=condition=Ready maildomain/e2e-test --timeout=120s
+kubectl -n "$NS" wait --for=condition=Ready gateway/e2e --timeout=300s
+kubectl -n "$NS" run swaks --rm -i --restart=Never --image=debian:bookworm-slim -- \
+  sh -c "apt-get update -qq && apt-get install -y -qq swaks >/dev/null && swaks --server e2e.$NS.svc:2525 --to u@e2e.test --from a@sender.test"
+echo "delivered: $(kubectl -n "$NS" exec sink -- sh -c 'ls /tmp | wc -l') message(s) at the sink"
