@@ -59,7 +59,20 @@ fn main() -> ExitCode {
                 let client = kube::Client::try_default().await?;
                 let ctx = std::sync::Arc::new(postern_operator::controller::Context::new(client.clone()));
                 tokio::spawn(postern_operator::http::serve(admin, ctx.clone()));
-                postern_operator::controller::run(client, ctx).await
+                // Several replicas may run; the one holding the Lease reconciles.
+                let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
+                let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("postern-operator-{}", std::process::id()));
+                let election = postern_operator::leader::Election {
+                    api: kube::Api::namespaced(client.clone(), &namespace),
+                    name: "postern-operator".into(),
+                    identity,
+                    lease_duration: std::time::Duration::from_secs(15),
+                };
+                election.acquire().await;
+                tokio::select! {
+                    r = postern_operator::controller::run(client, ctx) => r,
+                    () = election.keep() => Err(anyhow::anyhow!("lost the leader lease; exiting so another replica leads")),
+                }
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
