@@ -12,13 +12,17 @@ use axum::routing::get;
 use crate::controller::Context;
 
 pub async fn serve(addr: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(address = %addr, "admin listening");
+    serve_on(listener, ctx).await
+}
+
+pub async fn serve_on(listener: tokio::net::TcpListener, ctx: Arc<Context>) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
         .route("/metrics", get(metrics))
         .with_state(ctx);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(address = %addr, "admin listening");
     axum::serve(listener, app).await?;
     Ok(())
 }

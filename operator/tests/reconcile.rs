@@ -167,3 +167,26 @@ async fn an_invalid_config_keeps_the_last_good_one_and_says_why() {
     let after = Api::<ConfigMap>::namespaced(client.clone(), NS).get("edge-config").await.unwrap();
     assert_eq!(before.data, after.data, "mail keeps flowing on the last good config");
 }
+
+#[tokio::test]
+async fn the_admin_port_serves_health_and_reconcile_metrics() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let client = cluster(&manifests()).await;
+    let ctx = Arc::new(Context::new(client.clone()));
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    reconcile(Arc::new(gw), ctx.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(postern_operator::http::serve_on(listener, ctx));
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(get("/healthz").await.starts_with("HTTP/1.0 200"));
+    let metrics = get("/metrics").await;
+    assert!(metrics.contains("postern_operator_reconciles_total 1"), "{metrics}");
+    assert!(metrics.contains("postern_operator_problems 0"), "{metrics}");
+}
