@@ -163,6 +163,23 @@ where
     Ok(())
 }
 
+/// A Prometheus Operator ServiceMonitor, only where its CRD is installed.
+async fn apply_service_monitor(client: &Client, ns: &str, gw: &Gateway) -> Result<(), Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    if crds.get_opt("servicemonitors.monitoring.coreos.com").await?.is_none() {
+        return Ok(());
+    }
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
+        "servicemonitors",
+    );
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
+    api.patch(&gw.name_any(), &apply_params(), &Patch::Apply(resources::service_monitor(gw))).await?;
+    Ok(())
+}
+
 pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Error> {
     let client = &ctx.client;
     let ns = gw.namespace().ok_or_else(|| Error::Invalid("Gateway without a namespace".into()))?;
@@ -191,6 +208,7 @@ pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Er
             if let Some(pdb) = resources::disruption_budget(&gw) {
                 apply::<PodDisruptionBudget>(client, &ns, &pdb).await?;
             }
+            apply_service_monitor(client, &ns, &gw).await?;
             gw_conditions.push(condition(
                 "ConfigValid",
                 true,

@@ -17,7 +17,29 @@ use postern_operator::manifests::Objects;
 
 const NS: &str = "mail";
 
+/// The Prometheus Operator's kind, known to the fake API server as a cluster that has it
+/// installed would know it (whether its CRD exists is what the operator checks).
+#[derive(
+    kube::CustomResource, Clone, Debug, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[kube(
+    group = "monitoring.coreos.com",
+    version = "v1",
+    kind = "ServiceMonitor",
+    namespaced,
+    derive = "Default"
+)]
+struct ServiceMonitorSpec {
+    selector: serde_json::Value,
+    endpoints: Vec<serde_json::Value>,
+}
+
 async fn cluster(manifests: &str) -> kube::Client {
+    cluster_with(manifests, Vec::new()).await
+}
+
+/// The manifests (plus `extra` raw objects) in a fake API server.
+async fn cluster_with(manifests: &str, extra: Vec<serde_json::Value>) -> kube::Client {
     let mut objs = Objects::default();
     objs.add_yaml(manifests, NS).unwrap();
     let with_uid = |mut o: serde_json::Value, i: usize| {
@@ -36,7 +58,9 @@ async fn cluster(manifests: &str) -> kube::Client {
     objs.routing_policies.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
     objs.spam_policies.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
     objs.config_maps.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
+    extra.into_iter().for_each(push);
     ClientBuilder::new()
+        .with_resource::<ServiceMonitor>()
         .with_resource::<Gateway>()
         .with_resource::<MailDomain>()
         .with_resource::<RoutingPolicy>()
@@ -189,4 +213,25 @@ async fn the_admin_port_serves_health_and_reconcile_metrics() {
     let metrics = get("/metrics").await;
     assert!(metrics.contains("postern_operator_reconciles_total 1"), "{metrics}");
     assert!(metrics.contains("postern_operator_problems 0"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_service_monitor_only_where_prometheus_operator_is_installed() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
+        "servicemonitors",
+    );
+    // Without its CRD: nothing is applied, and the reconcile still succeeds.
+    let client = cluster(&manifests()).await;
+    reconcile_gateway(&client, "edge").await;
+    let monitors = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &ar);
+    assert!(monitors.get_opt("edge").await.unwrap().is_none());
+
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: servicemonitors.monitoring.coreos.com}\nspec:\n  group: monitoring.coreos.com\n  names: {kind: ServiceMonitor, plural: servicemonitors}\n  scope: Namespaced\n  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]\n";
+    let client = cluster_with(&manifests(), vec![serde_yaml::from_str(crd).unwrap()]).await;
+    reconcile_gateway(&client, "edge").await;
+    let monitors = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &ar);
+    let sm = monitors.get("edge").await.expect("a ServiceMonitor once the CRD exists");
+    assert_eq!(sm.data["spec"]["endpoints"][0]["port"], "admin");
 }
