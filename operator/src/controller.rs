@@ -35,6 +35,8 @@ pub enum Error {
 
 pub struct Context {
     pub client: Client,
+    /// Where to reach a Gateway's admin API; `None`: its Service (`<name>.<namespace>.svc`).
+    pub gateway_admin: Option<std::net::SocketAddr>,
     /// Kubernetes Events about what the operator found (`kubectl describe` shows them).
     pub recorder: Recorder,
     pub metrics: Metrics,
@@ -46,7 +48,7 @@ impl Context {
             client.clone(),
             Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() },
         );
-        Self { client, recorder, metrics: Metrics::default() }
+        Self { client, recorder, metrics: Metrics::default(), gateway_admin: None }
     }
 
     /// A Warning event on `obj`; a failure to record it is logged, never fatal.
@@ -260,6 +262,16 @@ pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Er
         };
         set_status::<MailDomain>(client, d, d.status.as_ref(), vec![c]).await?;
     }
+    let needs_verification =
+        objs.routing_policies.iter().any(|p| p.spec.routing.verification_address.is_some());
+    let verifications = if needs_verification {
+        let addr = ctx
+            .gateway_admin
+            .map_or_else(|| format!("{}.{ns}.svc:{}", gw.name_any(), render::ADMIN_PORT), |a| a.to_string());
+        fetch_verifications(&addr).await
+    } else {
+        Err(String::new())
+    };
     for p in &objs.routing_policies {
         let name = p.name_any();
         let mut conditions = vec![match problems.get(&("RoutingPolicy", name.as_str())) {
@@ -267,17 +279,14 @@ pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Er
             None => condition("Ready", true, "Valid", "accepted".into(), p.meta().generation),
         }];
         if p.spec.routing.verification_address.is_some() {
-            // The gateways verify the destination; their admin API reports it (not read yet).
-            conditions.push(Condition {
-                status: "Unknown".into(),
-                ..condition(
-                    "DestinationVerified",
-                    false,
-                    "NotReported",
-                    "see `postern-gateway verification list` on a gateway pod".into(),
-                    p.meta().generation,
-                )
-            });
+            let domains: Vec<String> = objs
+                .domains
+                .iter()
+                .filter(|d| d.spec.routing_policy_ref.as_deref() == Some(name.as_str()))
+                .filter(|d| rendered.served.contains(&d.name_any()))
+                .map(|d| d.spec.domain.to_ascii_lowercase())
+                .collect();
+            conditions.push(destination_verified(&verifications, &domains, p.meta().generation));
         }
         set_status::<RoutingPolicy>(client, p, p.status.as_ref(), conditions).await?;
     }
@@ -286,6 +295,66 @@ pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Er
         set_status::<SpamPolicy>(client, p, p.status.as_ref(), vec![c]).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The gateways' destination verification states (their admin API, `/api/v1/verifications`).
+async fn fetch_verifications(addr: &str) -> Result<Vec<serde_json::Value>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.write_all(format!("GET /api/v1/verifications HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.map_err(|e| e.to_string())?;
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        serde_json::from_str(body).map_err(|e| format!("unexpected answer: {e}"))
+    };
+    tokio::time::timeout(Duration::from_secs(3), fetch).await.map_err(|_| "timed out".to_string())?
+}
+
+/// `DestinationVerified` of a RoutingPolicy from the states of the domains that use it: True
+/// when all are verified, False when one failed, Unknown while pending or unreachable.
+fn destination_verified(
+    states: &Result<Vec<serde_json::Value>, String>,
+    domains: &[String],
+    generation: Option<i64>,
+) -> Condition {
+    let unknown = |reason: &str, message: String| Condition {
+        status: "Unknown".into(),
+        ..condition("DestinationVerified", false, reason, message, generation)
+    };
+    let states = match states {
+        Ok(s) => s,
+        Err(e) => return unknown("NotReported", format!("the gateways' admin API did not answer: {e}")),
+    };
+    let state_of = |d: &str| states.iter().find(|s| s["domain"] == d);
+    let failed: Vec<String> = domains
+        .iter()
+        .filter_map(|d| {
+            state_of(d)
+                .filter(|s| s["status"] == "failed")
+                .map(|s| format!("{d}: {}", s["detail"].as_str().unwrap_or("")))
+        })
+        .collect();
+    if !failed.is_empty() {
+        return condition("DestinationVerified", false, "VerificationFailed", failed.join("; "), generation);
+    }
+    let pending: Vec<&str> = domains
+        .iter()
+        .filter(|d| state_of(d).is_none_or(|s| s["status"] != "verified"))
+        .map(String::as_str)
+        .collect();
+    if !pending.is_empty() || domains.is_empty() {
+        return unknown("Pending", format!("not verified yet: {}", pending.join(", ")));
+    }
+    condition(
+        "DestinationVerified",
+        true,
+        "Verified",
+        format!("verified for {}", domains.join(", ")),
+        generation,
+    )
 }
 
 pub fn error_policy(_gw: Arc<Gateway>, error: &Error, ctx: Arc<Context>) -> Action {

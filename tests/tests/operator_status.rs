@@ -1,0 +1,109 @@
+//! `DestinationVerified` on a RoutingPolicy comes from the gateways: a real gateway verifies
+//! its Split destination against a real receiver, and the operator's reconcile (on
+//! kube-fake-client) reads that state from the gateway's admin API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::Api;
+use kube_fake_client::ClientBuilder;
+use postern_operator::controller::{Context, reconcile};
+use postern_operator::crd::{Gateway, MailDomain, RoutingPolicy, SpamPolicy};
+use postern_operator::manifests::Objects;
+use postern_tests::gateway::{Gateway as GatewayProcess, GatewayConfig};
+use postern_tests::sink::{Behavior, Sink};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn manifests(primary: &str, destination: &str) -> String {
+    format!(
+        r#"apiVersion: mail.postern.dev/v1alpha1
+kind: Gateway
+metadata: {{name: edge, namespace: mail, uid: 00000000-0000-0000-0000-000000000001}}
+spec: {{hostname: gw.test}}
+---
+apiVersion: mail.postern.dev/v1alpha1
+kind: MailDomain
+metadata: {{name: served, namespace: mail, uid: 00000000-0000-0000-0000-000000000002}}
+spec:
+  domain: served.test
+  primary: {{hosts: ["{primary}"], tls: {{mode: none}}}}
+  accounts: [{{address: alice}}]
+  routingPolicyRef: split
+---
+apiVersion: mail.postern.dev/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: split, namespace: mail, uid: 00000000-0000-0000-0000-000000000003}}
+spec:
+  mode: Split
+  destination: {{hosts: ["{destination}"], tls: {{mode: none}}}}
+  verificationAddress: verify@dest.test
+"#
+    )
+}
+
+async fn verified_condition(manifests: &str, admin: std::net::SocketAddr) -> (String, String, String) {
+    let mut objs = Objects::default();
+    objs.add_yaml(manifests, "mail").unwrap();
+    let client = ClientBuilder::new()
+        .with_resource::<Gateway>()
+        .with_resource::<MailDomain>()
+        .with_resource::<RoutingPolicy>()
+        .with_resource::<SpamPolicy>()
+        .with_status_subresource::<Gateway>()
+        .with_status_subresource::<MailDomain>()
+        .with_status_subresource::<RoutingPolicy>()
+        .with_object(objs.gateways[0].clone())
+        .with_object(objs.domains[0].clone())
+        .with_object(objs.routing_policies[0].clone())
+        .build()
+        .await
+        .unwrap();
+    let mut ctx = Context::new(client.clone());
+    ctx.gateway_admin = Some(admin);
+    reconcile(Arc::new(objs.gateways[0].clone()), Arc::new(ctx)).await.unwrap();
+    let rp = Api::<RoutingPolicy>::namespaced(client, "mail").get("split").await.unwrap();
+    let c = rp.status.unwrap().conditions.into_iter().find(|c| c.type_ == "DestinationVerified").unwrap();
+    (c.status, c.reason, c.message)
+}
+
+#[test]
+fn destination_verified_follows_the_gateways_verification() {
+    let primary = Sink::start(Behavior::default());
+    let refusing = Sink::start(Behavior::default().reject("verify@dest.test", "550 5.1.1 no such mailbox"));
+    let accepting = Sink::start(Behavior::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (destination, expected) in [(&refusing, "False"), (&accepting, "True")] {
+        let text = manifests(&primary.host(), &destination.host());
+        // The gateway runs the config the operator renders for these manifests.
+        let mut objs = Objects::default();
+        objs.add_yaml(&text, "mail").unwrap();
+        let rendered = postern_operator::render::render(&objs.gateways[0], &objs);
+        let config: serde_yaml::Value = serde_yaml::from_str(&rendered.yaml().unwrap()).unwrap();
+        let domains = serde_yaml::to_string(&config["domains"]).unwrap();
+        let gw = GatewayProcess::start(&GatewayConfig::new(&format!("domains:\n{domains}")));
+        let outcome = if expected == "True" {
+            "destination verified; routing policy is live"
+        } else {
+            "destination verification failed; domain stays Direct"
+        };
+        gw.wait_log(outcome, WAIT);
+
+        let (status, reason, message) = rt.block_on(verified_condition(&text, gw.admin_addr()));
+        assert_eq!(status, expected, "{reason}: {message}");
+        if expected == "False" {
+            assert_eq!(reason, "VerificationFailed");
+            assert!(
+                message.contains("served.test") && message.contains("550 5.1.1 no such mailbox"),
+                "{message}"
+            );
+        } else {
+            assert_eq!(reason, "Verified");
+        }
+    }
+    // No gateway answering: Unknown, with the reason.
+    let nobody: std::net::SocketAddr = ([127, 0, 0, 1], postern_tests::reserve_port()).into();
+    let (status, reason, _) =
+        rt.block_on(verified_condition(&manifests(&primary.host(), &accepting.host()), nobody));
+    assert_eq!((status.as_str(), reason.as_str()), ("Unknown", "NotReported"));
+}
