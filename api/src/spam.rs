@@ -114,7 +114,9 @@ impl Default for DmarcCheck {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct DnsblCheck {
+    /// IP blocklist zones, e.g. "zen.spamhaus.org".
     pub zones: Vec<String>,
+    /// Domain blocklist zones for the sender's domain, e.g. "dbl.spamhaus.org".
     pub rhsbl_zones: Vec<String>,
     pub action: Action,
 }
@@ -128,7 +130,9 @@ impl Default for DnsblCheck {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct BlockList {
+    /// Sender domains.
     pub domains: Vec<String>,
+    /// Whole sender addresses.
     pub addresses: Vec<String>,
     /// Top-level domains, e.g. "zip".
     pub tlds: Vec<String>,
@@ -144,7 +148,9 @@ impl Default for BlockList {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct AllowList {
+    /// Sender domains.
     pub domains: Vec<String>,
+    /// Whole sender addresses.
     pub addresses: Vec<String>,
 }
 
@@ -154,6 +160,7 @@ pub struct AllowList {
 pub struct ContentRules {
     /// HTML parts with one of `htmlTagNames` (frames, plug-ins, forms: phishing tools).
     pub html_tags: Action,
+    /// The tags `htmlTags` looks for.
     pub html_tag_names: Vec<String>,
     /// Office documents carrying VBA macros (macro-enabled OOXML, or OLE files with a VBA project).
     pub office_macros: Action,
@@ -214,7 +221,9 @@ pub struct Warning {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Notifications {
+    /// Send digests.
     pub enabled: bool,
+    /// How often (each recipient gets what was held since the last one).
     pub interval: HumanDuration,
     /// Gets a copy of every digest (and the digests of groups without a moderator).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -62,18 +62,23 @@ fn assert_structural(node: &Value, path: &str) {
     }
 }
 
+/// Every field under `node` has a description (what `kubectl explain` shows).
+fn assert_described(node: &Value, path: &str) {
+    for (name, sub) in node["properties"].as_object().into_iter().flatten() {
+        assert!(sub.get("description").is_some(), "{path}.{name} has no description (kubectl explain)");
+        assert_described(sub, &format!("{path}.{name}"));
+    }
+    if node["items"].is_object() {
+        assert_described(&node["items"], &format!("{path}[]"));
+    }
+}
+
 #[test]
 fn every_schema_is_structural_and_described() {
     for kind in ["Gateway", "MailDomain", "RoutingPolicy", "SpamPolicy"] {
         let schema = schema_of(kind);
         assert_structural(&schema, kind);
-        let spec = &schema["properties"]["spec"];
-        for (field, sub) in spec["properties"].as_object().unwrap() {
-            assert!(
-                sub.get("description").is_some() || kind == "SpamPolicy" || kind == "RoutingPolicy",
-                "{kind}.spec.{field} has no description (kubectl explain)"
-            );
-        }
+        assert_described(&schema["properties"]["spec"], &format!("{kind}.spec"));
         assert!(
             schema["properties"]["status"]["properties"]["conditions"].is_object(),
             "{kind} status.conditions"

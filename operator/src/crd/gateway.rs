@@ -90,8 +90,10 @@ fn default_listeners() -> Vec<GatewayListener> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Autoscaling {
+    /// Fewest pods.
     #[schemars(range(min = 1))]
     pub min_replicas: i32,
+    /// Most pods.
     #[schemars(range(min = 1))]
     pub max_replicas: i32,
     /// Average CPU utilisation (percent of requests) the autoscaler aims for.
@@ -110,6 +112,7 @@ pub struct GatewayListener {
     /// A DNS label, also the Service port's name.
     #[schemars(regex(pattern = r"^[a-z]([-a-z0-9]{0,13}[a-z0-9])?$"))]
     pub name: String,
+    /// The TCP port (also the Service port).
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
     /// Expect a PROXY protocol header (behind a load balancer that sends one).
@@ -132,8 +135,10 @@ pub enum StoreType {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayStore {
+    /// Embedded (one replica) or Redis (any number).
     #[serde(default, rename = "type")]
     pub kind: StoreType,
+    /// The Redis server or cluster (with `type: Redis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
 }
@@ -162,6 +167,7 @@ pub struct RedisSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayDns {
+    /// Resolvers as "ip:port", e.g. "10.96.0.10:53".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
 }

@@ -65,7 +65,9 @@ pub struct MailDomainSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapKeyRef {
+    /// The ConfigMap's name.
     pub name: String,
+    /// The key holding the YAML list of groups.
     #[serde(default = "default_groups_key")]
     pub key: String,
 }

@@ -48,7 +48,9 @@ pub struct Status {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// The Secret's name.
     pub name: String,
+    /// The key in the Secret.
     #[serde(default = "default_password_key")]
     pub key: String,
 }

@@ -59,6 +59,7 @@ pub struct RoutingPolicySpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboundGatewaySpec {
+    /// "host:port" of the smarthost.
     pub host: String,
     #[serde(default)]
     pub tls: TlsPolicy,
@@ -70,7 +71,9 @@ pub struct OutboundGatewaySpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboundAuth {
+    /// The AUTH PLAIN user name.
     pub username: String,
+    /// The password, mounted from this Secret.
     pub password_secret_ref: SecretKeyRef,
 }
 
