@@ -40,6 +40,10 @@ async fn cluster(manifests: &str) -> kube::Client {
 
 /// The manifests (plus `extra` raw objects) in a fake API server.
 async fn cluster_with(manifests: &str, extra: Vec<serde_json::Value>) -> kube::Client {
+    builder(manifests, extra).build().await.unwrap()
+}
+
+fn builder(manifests: &str, extra: Vec<serde_json::Value>) -> ClientBuilder {
     let mut objs = Objects::default();
     objs.add_yaml(manifests, NS).unwrap();
     let with_uid = |mut o: serde_json::Value, i: usize| {
@@ -70,9 +74,6 @@ async fn cluster_with(manifests: &str, extra: Vec<serde_json::Value>) -> kube::C
         .with_status_subresource::<RoutingPolicy>()
         .with_status_subresource::<SpamPolicy>()
         .with_runtime_objects(values)
-        .build()
-        .await
-        .unwrap()
 }
 
 async fn reconcile_gateway(client: &kube::Client, name: &str) {
@@ -234,4 +235,64 @@ async fn a_service_monitor_only_where_prometheus_operator_is_installed() {
     let monitors = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &ar);
     let sm = monitors.get("edge").await.expect("a ServiceMonitor once the CRD exists");
     assert_eq!(sm.data["spec"]["endpoints"][0]["port"], "admin");
+}
+
+/// The exact writes: every one is a server-side apply by our field manager, with force (the
+/// operator owns its fields); nothing is created, replaced or deleted behind SSA's back.
+#[tokio::test]
+async fn every_write_is_a_server_side_apply_by_the_operator() {
+    use kube_fake_client::{PatchType, interceptor::Funcs};
+    use std::sync::Mutex;
+    let writes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (w1, w2, w3, w4, w5) =
+        (writes.clone(), writes.clone(), writes.clone(), writes.clone(), writes.clone());
+    let record = |kind: &str, name: &str, manager: Option<&str>, force: bool, apply: bool| {
+        format!("{kind} {name} manager={} force={force} apply={apply}", manager.unwrap_or("-"))
+    };
+    let funcs = Funcs::new()
+        .patch(move |c| {
+            let apply = matches!(c.patch_type, PatchType::ApplyPatch);
+            w1.lock().unwrap().push(record(
+                "patch",
+                c.name,
+                c.params.field_manager.as_deref(),
+                c.params.force,
+                apply,
+            ));
+            Ok(None)
+        })
+        .patch_status(move |c| {
+            let apply = matches!(c.patch_type, PatchType::ApplyPatch);
+            w2.lock().unwrap().push(record(
+                "status",
+                c.name,
+                c.params.field_manager.as_deref(),
+                c.params.force,
+                apply,
+            ));
+            Ok(None)
+        })
+        .create(move |c| {
+            w3.lock().unwrap().push(format!("create {}", c.object["metadata"]["name"]));
+            Ok(None)
+        })
+        .update(move |_| {
+            w4.lock().unwrap().push("update".into());
+            Ok(None)
+        })
+        .delete(move |c| {
+            w5.lock().unwrap().push(format!("delete {}", c.name));
+            Ok(None)
+        });
+    let client = builder(&manifests(), Vec::new()).with_interceptor_funcs(funcs).build().await.unwrap();
+    reconcile_gateway(&client, "edge").await;
+    let writes = writes.lock().unwrap().clone();
+    assert!(writes.len() >= 9, "config, workload, statuses: {writes:?}");
+    for w in &writes {
+        assert!(w.ends_with("manager=postern-operator force=true apply=true"), "{w} (all: {writes:?})");
+    }
+    for object in ["edge-config", "edge"] {
+        assert!(writes.iter().any(|w| w.starts_with(&format!("patch {object} "))), "{object}: {writes:?}");
+    }
+    assert!(writes.iter().any(|w| w.starts_with("status example-com ")), "{writes:?}");
 }
