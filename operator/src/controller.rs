@@ -182,7 +182,14 @@ async fn apply_service_monitor(client: &Client, ns: &str, gw: &Gateway) -> Resul
     Ok(())
 }
 
+/// One reconcile, traced as span `reconcile` (gateway, namespace).
 pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("reconcile", gateway = %gw.name_any(), namespace = gw.namespace().unwrap_or_default());
+    reconcile_inner(gw, ctx).instrument(span).await
+}
+
+async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Error> {
     let client = &ctx.client;
     let ns = gw.namespace().ok_or_else(|| Error::Invalid("Gateway without a namespace".into()))?;
     let objs = Objects {

@@ -9,3 +9,4 @@ pub mod leader;
 pub mod manifests;
 pub mod render;
 pub mod resources;
+pub mod telemetry;

@@ -48,14 +48,14 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { admin } => {
-            tracing_subscriber::fmt()
-                .json()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-                )
-                .init();
+            let telemetry = match postern_operator::telemetry::init() {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(async {
+            // One crypto provider for every TLS client in the process (kube's, the exporter's).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let result = rt.block_on(async {
                 let client = kube::Client::try_default().await?;
                 let ctx = std::sync::Arc::new(postern_operator::controller::Context::new(client.clone()));
                 tokio::spawn(postern_operator::http::serve(admin, ctx.clone()));
@@ -73,7 +73,11 @@ fn main() -> ExitCode {
                     r = postern_operator::controller::run(client, ctx) => r,
                     () = election.keep() => Err(anyhow::anyhow!("lost the leader lease; exiting so another replica leads")),
                 }
-            }) {
+            });
+            if let Some(provider) = telemetry {
+                let _ = provider.shutdown();
+            }
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
