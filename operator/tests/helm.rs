@@ -90,6 +90,8 @@ fn the_sample_gateway_is_admitted_by_the_crds() {
         for o in [gw[0], md[0]] {
             common::admit(o).unwrap_or_else(|e| panic!("{values}: {} refused: {e:?}", o["kind"]));
         }
+        assert_eq!(md[0]["metadata"]["labels"]["app.kubernetes.io/part-of"], "postern");
+        assert!(md[0]["metadata"]["labels"].get("app.kubernetes.io/name").is_none(), "not the operator's");
         let redis = values["redis"]["url"].is_string();
         assert_eq!(gw[0]["spec"]["store"]["type"], if redis { "Redis" } else { "Embedded" });
     }

@@ -6,6 +6,14 @@
 {{- end -}}
 {{- end -}}
 
+{{- define "postern.commonLabels" -}}
+app.kubernetes.io/part-of: postern
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
 {{- define "postern.labels" -}}
 app.kubernetes.io/name: postern-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
