@@ -172,6 +172,12 @@ async fn check(gw: &Gateway, rt: &Runtime, domain: &str, policy: &RoutingPolicyC
         return;
     }
     let state = verify(gw, rt, domain, policy, fp).await;
+    // Recorded before it is logged: whoever reads the log line finds the state in place (the
+    // routing decision, the admin API, the operator's DestinationVerified).
+    if let Err(e) = save(gw, &state).await {
+        tracing::warn!(domain, error = %e, "cannot store verification state");
+    }
+    gw.verifications.remember(state.clone());
     match state.status {
         Status::Verified => {
             tracing::info!(domain, destination = %state.destination, "destination verified; routing policy is live")
@@ -180,10 +186,6 @@ async fn check(gw: &Gateway, rt: &Runtime, domain: &str, policy: &RoutingPolicyC
             tracing::warn!(domain, destination = %state.destination, detail = %state.detail, "destination verification failed; domain stays Direct")
         }
     }
-    if let Err(e) = save(gw, &state).await {
-        tracing::warn!(domain, error = %e, "cannot store verification state");
-    }
-    gw.verifications.remember(state);
 }
 
 /// Sends the verification message through the destination and reports what it said.
