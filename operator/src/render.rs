@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
-use postern_api::config::Group;
+use postern_api::config::{Group, MailDomainConfig};
 use postern_api::{GatewayConfig, validate};
 use serde_json::{Value, json};
 
@@ -85,18 +85,22 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
 
     let mut inbound: BTreeSet<String> = BTreeSet::new();
     let mut outbound: Option<(String, Value)> = None;
-    let mut spam_policies = serde_json::Map::new();
+    let mut spam_policies = std::collections::BTreeMap::new();
     let mut rendered_domains = Vec::new();
     let mut served = Vec::new();
     for d in domains {
         let name = d.name_any();
         let problem =
             |reason, message: String| Problem { kind: "MailDomain", name: name.clone(), reason, message };
-        let mut domain = json!({
-            "name": d.spec.domain,
-            "primary": d.spec.primary,
-            "accounts": d.spec.accounts,
-        });
+        let mut domain = MailDomainConfig {
+            name: d.spec.domain.clone(),
+            primary: d.spec.primary.clone(),
+            accounts: d.spec.accounts.clone(),
+            groups: Vec::new(),
+            recipient_verification: d.spec.recipient_verification.clone(),
+            routing: None,
+            spam_policy: None,
+        };
         let mut groups: Vec<Group> = d.spec.groups.clone();
         if let Some(r) = &d.spec.groups_from {
             let cm = objs
@@ -120,10 +124,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
                 }
             }
         }
-        domain["groups"] = json!(groups);
-        if let Some(v) = &d.spec.recipient_verification {
-            domain["recipientVerification"] = json!(v);
-        }
+        domain.groups = groups;
         if let Some(rp_name) = &d.spec.routing_policy_ref {
             let Some(rp) = objs
                 .routing_policies
@@ -136,7 +137,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
                 ));
                 continue;
             };
-            domain["routing"] = json!(rp.spec.routing);
+            domain.routing = Some(rp.spec.routing.clone());
             inbound.extend(rp.spec.inbound_gateways.iter().cloned());
             if let Some(og) = &rp.spec.outbound_gateway {
                 let mut value = json!({"host": og.host, "tls": og.tls});
@@ -170,8 +171,8 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
                 ));
                 continue;
             };
-            spam_policies.insert(sp_name.clone(), json!(sp.spec.policy));
-            domain["spamPolicy"] = json!(sp_name);
+            spam_policies.insert(sp_name.clone(), sp.spec.policy.clone());
+            domain.spam_policy = Some(sp_name.clone());
         }
         rendered_domains.push(domain);
         served.push(name);
@@ -217,12 +218,18 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         "admin": {"address": format!("0.0.0.0:{ADMIN_PORT}")},
         "store": store,
         "relay": {"inboundGateways": inbound},
-        "domains": rendered_domains,
         "delivery": delivery,
-        "spamPolicies": spam_policies,
         "logging": {"format": "json", "level": "info"},
     });
-    let (config, config_errors) = match serde_path_to_error::deserialize::<_, GatewayConfig>(config) {
+    // The gateway-wide part goes through deserialisation (defaults, the same checks as a file);
+    // the domains and policies, already typed, are moved in as they are (100k accounts would
+    // otherwise be copied through JSON twice).
+    let config = serde_path_to_error::deserialize::<_, GatewayConfig>(config).map(|mut c| {
+        c.domains = rendered_domains;
+        c.spam_policies = spam_policies;
+        c
+    });
+    let (config, config_errors) = match config {
         Ok(c) => match validate(&c) {
             Ok(()) => (Some(c), Vec::new()),
             Err(errs) => (None, errs.iter().map(|e| e.to_string()).collect()),
