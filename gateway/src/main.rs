@@ -36,7 +36,7 @@ enum Command {
     /// admin API; any gateway sharing the store will do).
     Quarantine {
         #[command(subcommand)]
-        action: Box<postern_gateway::admin::cli::QuarantineCommand>,
+        action: postern_gateway::admin::cli::QuarantineCommand,
         /// The gateway's admin address.
         #[arg(long, global = true, default_value = "127.0.0.1:8025")]
         admin: SocketAddr,
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Quarantine { action, admin } => match postern_gateway::admin::cli::run(*action, admin) {
+        Command::Quarantine { action, admin } => match postern_gateway::admin::cli::run(action, admin) {
             Ok(out) => {
                 print!("{}", if out.ends_with('\n') { out } else { out + "\n" });
                 ExitCode::SUCCESS

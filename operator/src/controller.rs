@@ -156,6 +156,11 @@ where
         + std::fmt::Debug,
 {
     let status = Status { conditions: merge(old, conditions), observed_generation: obj.meta().generation };
+    // Unchanged (same conditions, transition times kept): no write. A fleet's reconcile then
+    // costs API calls only for what changed, not one per MailDomain.
+    if old == Some(&status) {
+        return Ok(());
+    }
     let patch = json!({
         "apiVersion": K::api_version(&()), "kind": K::kind(&()),
         "status": status,

@@ -243,9 +243,9 @@ async fn a_service_monitor_only_where_prometheus_operator_is_installed() {
 async fn every_write_is_a_server_side_apply_by_the_operator() {
     use kube_fake_client::{PatchType, interceptor::Funcs};
     use std::sync::Mutex;
-    let writes: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorded: Arc<Mutex<Vec<String>>> = Arc::default();
     let (w1, w2, w3, w4, w5) =
-        (writes.clone(), writes.clone(), writes.clone(), writes.clone(), writes.clone());
+        (recorded.clone(), recorded.clone(), recorded.clone(), recorded.clone(), recorded.clone());
     let record = |kind: &str, name: &str, manager: Option<&str>, force: bool, apply: bool| {
         format!("{kind} {name} manager={} force={force} apply={apply}", manager.unwrap_or("-"))
     };
@@ -286,7 +286,7 @@ async fn every_write_is_a_server_side_apply_by_the_operator() {
         });
     let client = builder(&manifests(), Vec::new()).with_interceptor_funcs(funcs).build().await.unwrap();
     reconcile_gateway(&client, "edge").await;
-    let writes = writes.lock().unwrap().clone();
+    let writes = recorded.lock().unwrap().clone();
     assert!(writes.len() >= 9, "config, workload, statuses: {writes:?}");
     for w in &writes {
         assert!(w.ends_with("manager=postern-operator force=true apply=true"), "{w} (all: {writes:?})");
@@ -295,4 +295,11 @@ async fn every_write_is_a_server_side_apply_by_the_operator() {
         assert!(writes.iter().any(|w| w.starts_with(&format!("patch {object} "))), "{object}: {writes:?}");
     }
     assert!(writes.iter().any(|w| w.starts_with("status example-com ")), "{writes:?}");
+    drop(writes);
+
+    // A second reconcile with nothing changed writes no status again.
+    let before = recorded.lock().unwrap().len();
+    reconcile_gateway(&client, "edge").await;
+    let again: Vec<String> = recorded.lock().unwrap()[before..].to_vec();
+    assert!(again.iter().all(|w| !w.starts_with("status ")), "{again:?}");
 }

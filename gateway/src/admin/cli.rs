@@ -15,29 +15,8 @@ pub enum QuarantineCommand {
     /// attachments), the options narrow the search.
     List {
         words: Vec<String>,
-        #[arg(long)]
-        subject: Option<String>,
-        /// Envelope sender or From header.
-        #[arg(long)]
-        sender: Option<String>,
-        /// Envelope recipient, To or Cc.
-        #[arg(long)]
-        to: Option<String>,
-        #[arg(long)]
-        body: Option<String>,
-        /// Attachment file name.
-        #[arg(long)]
-        attachment: Option<String>,
-        /// Text inside text attachments.
-        #[arg(long)]
-        attachment_text: Option<String>,
-        /// YYYY-MM-DD or RFC 3339.
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        until: Option<String>,
-        #[arg(long)]
-        limit: Option<usize>,
+        #[command(flatten)]
+        search: Box<Search>,
         #[arg(long)]
         json: bool,
     },
@@ -74,31 +53,8 @@ fn query<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
 /// Runs the command against the admin API at `admin`; returns what to print.
 pub fn run(command: QuarantineCommand, admin: SocketAddr) -> anyhow::Result<String> {
     match command {
-        QuarantineCommand::List {
-            words,
-            subject,
-            sender,
-            to,
-            body,
-            attachment,
-            attachment_text,
-            since,
-            until,
-            limit,
-            json,
-        } => {
-            let search = Search {
-                q: (!words.is_empty()).then(|| words.join(" ")),
-                subject,
-                sender,
-                to,
-                body,
-                attachment,
-                attachment_text,
-                since,
-                until,
-                limit,
-            };
+        QuarantineCommand::List { words, mut search, json } => {
+            search.q = (!words.is_empty()).then(|| words.join(" "));
             let found = request(admin, "GET", &format!("/api/v1/quarantine?{}", query(&search)?))?;
             if json {
                 return Ok(found);

@@ -4,7 +4,7 @@
 
 use super::Failure;
 use crate::store::{Message, Recipient, new_id};
-use crate::util::time::rfc5322_now;
+use crate::util::time::{rfc5322, rfc5322_now};
 
 /// One failed recipient for the report.
 pub struct FailedRecipient<'a> {
@@ -22,9 +22,7 @@ pub fn build(
     let id = new_id();
     let boundary = format!("{id}/{reporting_mta}");
     let date = rfc5322_now();
-    let arrival = chrono::DateTime::from_timestamp_millis(original.received_at as i64)
-        .map(|d| d.format("%a, %d %b %Y %H:%M:%S +0000").to_string())
-        .unwrap_or_else(|| date.clone());
+    let arrival = rfc5322(original.received_at);
 
     let mut human = String::from("This is the mail system at host ");
     human.push_str(reporting_mta);

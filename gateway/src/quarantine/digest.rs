@@ -15,8 +15,8 @@ use postern_api::SpamPolicyConfig;
 use crate::context::Gateway;
 use crate::routing::{self, domain_of};
 use crate::runtime::Runtime;
-use crate::store::{Message, NewMessage, QuarantineEntry, Recipient, Route, StoreResult, new_id};
-use crate::util::time::{ms, now_ms};
+use crate::store::{Message, NewMessage, QuarantineEntry, StoreResult, new_id};
+use crate::util::time::{ms, now_ms, rfc5322, rfc5322_now};
 
 /// Entries held in the last few seconds may not be listed yet by every store replica; they
 /// belong to the next window.
@@ -109,15 +109,14 @@ pub fn compose(
             {
                 readers.push(a.clone());
             }
-            let mut plan: Vec<(Route, bool, Vec<Recipient>)> = Vec::new();
-            for r in readers {
-                let route = routing::route_for_own_mail(rt, &r)?;
-                let rcpt = Recipient { address: r.clone(), original: r };
-                match plan.iter_mut().find(|(x, _, _)| *x == route) {
-                    Some(p) => p.2.push(rcpt),
-                    None => plan.push((route, false, vec![rcpt])),
-                }
-            }
+            // Digests never bounce: a DSN about a notification helps nobody.
+            let targets = readers
+                .into_iter()
+                .map(|r| {
+                    let route = routing::route_for_own_mail(rt, &r)?;
+                    Some(routing::Target { route, address: r.clone(), original: r, bounce: false })
+                })
+                .collect::<Option<Vec<_>>>()?;
             let message = Message {
                 id: new_id(),
                 sender: from.clone(),
@@ -126,22 +125,18 @@ pub fn compose(
                 eight_bit: !body.is_ascii(),
                 body: body.into_bytes(),
             };
-            Some(NewMessage::planned(message, plan, now, lifetime))
+            Some(NewMessage::planned(message, routing::plan(&targets), now, lifetime))
         })
         .collect()
-}
-
-fn date(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64).map(|d| d.to_rfc2822()).unwrap_or_default()
 }
 
 fn render(hostname: &str, from: &str, to: &str, held: &[&QuarantineEntry], since: u64) -> String {
     let count = held.len();
     let plural = if count == 1 { "message" } else { "messages" };
-    let since = if since == 0 { String::new() } else { format!(" since {}", date(since)) };
+    let since = if since == 0 { String::new() } else { format!(" since {}", rfc5322(since)) };
     let mut out = format!(
         "From: Postern quarantine <{from}>\r\nTo: <{to}>\r\nSubject: Quarantine digest: {count} {plural} held\r\nDate: {}\r\nMessage-ID: <{}@{hostname}>\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{count} {plural} for {to} {} held in quarantine{since}:\r\n",
-        date(now_ms()),
+        rfc5322_now(),
         new_id(),
         if count == 1 { "was" } else { "were" },
     );
@@ -150,7 +145,7 @@ fn render(hostname: &str, from: &str, to: &str, held: &[&QuarantineEntry], since
         let subject = e.summary.subject.replace(['\r', '\n'], " ");
         out.push_str(&format!(
             "\r\nDate:    {}\r\nFrom:    {}\r\nSubject: {}\r\nReason:  {}\r\nID:      {}\r\n",
-            date(e.created_at),
+            rfc5322(e.created_at),
             sender.replace(['\r', '\n'], " "),
             subject,
             e.reasons.join("; "),

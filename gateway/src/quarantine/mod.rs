@@ -15,22 +15,38 @@ use crate::util::time::{ms, now_ms};
 
 /// A search: every given field must match (case-insensitive substring); `q` matches any field
 /// or the text. Dates are RFC 3339 or YYYY-MM-DD (UTC) and bound the time the entry was held.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// The admin API reads it from the query string, the CLI from its options.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, clap::Args)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Search {
+    /// Anywhere: headers, reasons, text, attachments (the CLI's positional words).
+    #[arg(skip)]
     pub q: Option<String>,
+    #[arg(long)]
     pub subject: Option<String>,
     /// Envelope sender or From header.
+    #[arg(long)]
     pub sender: Option<String>,
-    /// Envelope recipients, To or Cc.
+    /// Envelope recipient, To or Cc.
+    #[arg(long)]
     pub to: Option<String>,
+    /// Text of the message itself.
+    #[arg(long)]
     pub body: Option<String>,
     /// Attachment file name.
+    #[arg(long)]
     pub attachment: Option<String>,
-    /// Text of text attachments.
+    /// Text inside text attachments.
+    #[arg(long)]
     pub attachment_text: Option<String>,
+    /// Held at or after (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
     pub since: Option<String>,
+    /// Held at or before (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
     pub until: Option<String>,
+    /// At most this many entries (default 1000).
+    #[arg(long)]
     pub limit: Option<usize>,
 }
 
@@ -168,26 +184,9 @@ pub struct Shown {
 
 pub async fn show(gw: &Gateway, id: &str) -> Result<(Shown, Vec<u8>), QuarantineError> {
     let entry = gw.store.quarantine_get(id).await?.ok_or_else(|| QuarantineError::NotFound(id.into()))?;
-    let headers = header_fields(&entry.body);
+    let headers = crate::spam::headers::unfolded(&entry.body);
     let body = entry.body.clone();
     Ok((Shown { listed: Listed::from(entry), headers }, body))
-}
-
-fn header_fields(data: &[u8]) -> Vec<(String, String)> {
-    let end = data.windows(4).position(|w| w == b"\r\n\r\n").map_or(data.len(), |i| i + 2);
-    let text = String::from_utf8_lossy(&data[..end]);
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in text.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            out.push((name.to_string(), value.trim().to_string()));
-        }
-    }
-    out
 }
 
 /// What a release did.
@@ -270,11 +269,5 @@ mod tests {
         assert_eq!(end - start, 86_400_000 - 1);
         assert_eq!(parse_date("2026-11-23T00:00:00Z", false).unwrap(), start);
         assert!(parse_date("yesterday", false).unwrap_err().contains("not a date"));
-    }
-
-    #[test]
-    fn headers_are_unfolded_in_order() {
-        let h = header_fields(b"Subject: one\r\n two\r\nFrom: a@x.test\r\n\r\nBody: no\r\n");
-        assert_eq!(h, [("Subject".into(), "one two".into()), ("From".into(), "a@x.test".into())]);
     }
 }

@@ -118,24 +118,12 @@ impl Session {
 
         let checked = self.spam_verdict(&tx, original_client, &content).await;
         let verdict = &checked.verdict;
-        match verdict.action {
-            Action::Reject => {
-                self.gateway.metrics.message("rejected", "spam");
-                tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, decision = "rejected", reasons = %verdict.reasons_text(), "message refused by spam checks");
-                return self.push_error(&Reply::new(
-                    550,
-                    format!("5.7.1 Message rejected: {}", verdict.reasons_text()),
-                ));
-            }
-            Action::TempFail => {
-                self.gateway.metrics.message("tempfailed", "spam");
-                tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, decision = "tempfail", reasons = %verdict.reasons_text(), "message deferred by spam checks");
-                return self.push_error(&Reply::new(
-                    451,
-                    format!("4.7.1 Try again later: {}", verdict.reasons_text()),
-                ));
-            }
-            _ => {}
+        if let Some(reply) = reply::spam_refusal(verdict) {
+            let (outcome, decision) =
+                if reply.code >= 500 { ("rejected", "rejected") } else { ("tempfailed", "tempfail") };
+            self.gateway.metrics.message(outcome, "spam");
+            tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, decision, reasons = %verdict.reasons_text(), "message refused by spam checks");
+            return self.push_error(&reply);
         }
         let mut body = Vec::with_capacity(header.len() + content.len() + 512);
         body.extend_from_slice(header.as_bytes());
@@ -199,6 +187,15 @@ impl Session {
         }
     }
 
+    /// The spam policy (name and config) the transaction's recipients are under, if any.
+    fn spam_policy<'a>(
+        &'a self,
+        tx: &'a Transaction,
+    ) -> Option<(&'a str, &'a postern_api::SpamPolicyConfig)> {
+        let name = tx.spam.as_ref()?.policy.as_deref()?;
+        Some((name, self.rt.config.spam_policies.get(name)?))
+    }
+
     /// Runs the spam checks of the transaction's policy: the verdict, the headers to add and
     /// the content as it will be stored (forged Authentication-Results removed, subject
     /// prefixed for a sender warning).
@@ -212,10 +209,7 @@ impl Session {
         // Nobody else may speak for our authserv-id (RFC 8601 section 5), checked or not.
         let content = crate::spam::headers::remove_forged_auth_results(content, hostname);
         let mut checked = Checked { verdict: Verdict::default(), added_headers: String::new(), content };
-        let Some(choice) = &tx.spam else { return checked };
-        let Some(policy) = choice.policy.as_ref().and_then(|n| self.rt.config.spam_policies.get(n)) else {
-            return checked;
-        };
+        let (Some(choice), Some((_, policy))) = (&tx.spam, self.spam_policy(tx)) else { return checked };
         let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
         let client = crate::spam::Client {
             ip: original_client.unwrap_or_else(|| self.client_ip()),
@@ -268,12 +262,9 @@ impl Session {
     /// accepted (a spammer learns nothing).
     async fn quarantine(&mut self, tx: &Transaction, id: String, body: Vec<u8>, verdict: &Verdict) -> Flow {
         let now = now_ms();
-        let retention = tx
-            .spam
-            .as_ref()
-            .and_then(|c| c.policy.as_ref())
-            .and_then(|n| self.rt.config.spam_policies.get(n))
-            .map_or(30 * 86_400_000, |p| ms(p.quarantine_retention.get()));
+        let policy = self.spam_policy(tx);
+        // Only a policy quarantines, so there is one; the default retention is belt and braces.
+        let retention = policy.map_or(30 * 86_400_000, |(_, p)| ms(p.quarantine_retention.get()));
         let entry = QuarantineEntry {
             id: id.clone(),
             sender: tx.sender.clone(),
@@ -282,7 +273,7 @@ impl Session {
             client_ip: self.client_ip().to_string(),
             created_at: now,
             expires_at: now + retention,
-            policy: tx.spam.as_ref().and_then(|c| c.policy.clone()).unwrap_or_default(),
+            policy: policy.map(|(name, _)| name.to_string()).unwrap_or_default(),
             summary: crate::spam::content::summarize(&body),
             body,
         };

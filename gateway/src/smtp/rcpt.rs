@@ -109,19 +109,13 @@ impl Session {
             .and_then(|t| t.spam.as_ref())
             .and_then(|c| c.envelope.as_ref())
             .map(|e| &e.verdict);
-        match verdict {
-            Some(v) if v.action == postern_api::Action::Reject => {
-                self.refused("spam");
-                tracing::info!(client = %self.client, domain, decision = "rejected", reasons = %v.reasons_text(), "refused at RCPT by spam checks");
-                Err(Reply::new(550, format!("5.7.1 Rejected: {}", v.reasons_text())))
-            }
-            Some(v) if v.action == postern_api::Action::TempFail => {
-                self.refused("spam_tempfail");
-                tracing::info!(client = %self.client, domain, decision = "tempfail", reasons = %v.reasons_text(), "deferred at RCPT by spam checks");
-                Err(Reply::new(451, format!("4.7.1 Try again later: {}", v.reasons_text())))
-            }
-            _ => Ok(()),
-        }
+        let Some(v) = verdict else { return Ok(()) };
+        let Some(reply) = reply::spam_refusal(v) else { return Ok(()) };
+        let (reason, decision) =
+            if reply.code >= 500 { ("spam", "rejected") } else { ("spam_tempfail", "tempfail") };
+        self.refused(reason);
+        tracing::info!(client = %self.client, domain, decision, reasons = %v.reasons_text(), "refused at RCPT by spam checks");
+        Err(reply)
     }
 
     fn refused(&self, reason: &'static str) {

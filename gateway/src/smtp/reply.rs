@@ -58,6 +58,26 @@ pub fn printable(s: &str) -> String {
     s.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
+/// The reply to a spam verdict that refuses the message (Reject: 550 5.7.1, TempFail: 451
+/// 4.7.1), or `None`. The reasons go in the text, cut to fit one reply line (RFC 5321 section
+/// 4.5.3.1.5: 512 octets with the code and CRLF) and free of line breaks.
+pub fn spam_refusal(verdict: &crate::spam::Verdict) -> Option<Reply> {
+    const MAX_REASONS: usize = 400;
+    let (code, status) = match verdict.action {
+        postern_api::Action::Reject => (550, "5.7.1 Rejected"),
+        postern_api::Action::TempFail => (451, "4.7.1 Try again later"),
+        _ => return None,
+    };
+    let mut reasons: String =
+        verdict.reasons_text().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if reasons.len() > MAX_REASONS {
+        let cut = (0..=MAX_REASONS).rev().find(|&i| reasons.is_char_boundary(i)).unwrap_or(0);
+        reasons.truncate(cut);
+        reasons.push_str("...");
+    }
+    Some(Reply::new(code, format!("{status}: {reasons}")))
+}
+
 pub const OK: Reply = Reply::fixed(250, "2.0.0 Ok");
 pub const BAD_SEQUENCE_HELO: Reply = Reply::fixed(503, "5.5.1 Send HELO or EHLO first");
 pub const BAD_SEQUENCE_MAIL: Reply = Reply::fixed(503, "5.5.1 Need MAIL command first");
@@ -77,6 +97,28 @@ mod tests {
         let mut out = Vec::new();
         Reply::new(250, "first\nsecond\nlast").write_to(&mut out);
         assert_eq!(out, b"250-first\r\n250-second\r\n250 last\r\n");
+    }
+
+    #[test]
+    fn spam_refusals_fit_one_reply_line() {
+        let mut v = crate::spam::Verdict::default();
+        assert_eq!(spam_refusal(&v), None);
+        v.add(postern_api::Action::MarkSpam, "dkim=fail (x)");
+        assert_eq!(spam_refusal(&v), None);
+        for i in 0..100 {
+            v.add(postern_api::Action::Reject, format!("dnsbl: 192.0.2.{i} listed in zen.example\r\n"));
+        }
+        let r = spam_refusal(&v).unwrap();
+        let mut out = Vec::new();
+        r.write_to(&mut out);
+        assert!(
+            out.starts_with(b"550 5.7.1 Rejected: dkim=fail (x); dnsbl:"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(
+            out.len() <= 512 && out.ends_with(b"...\r\n") && out.iter().filter(|&&b| b == b'\n').count() == 1
+        );
     }
 
     #[test]

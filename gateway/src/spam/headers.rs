@@ -40,6 +40,18 @@ fn fields(data: &[u8]) -> Vec<Field<'_>> {
     out
 }
 
+/// The header fields as text, in order, with their folding undone (for people to read).
+pub fn unfolded(data: &[u8]) -> Vec<(String, String)> {
+    fields(data)
+        .iter()
+        .map(|f| {
+            let value = String::from_utf8_lossy(f.value);
+            let value: Vec<&str> = value.split("\r\n").map(str::trim).filter(|l| !l.is_empty()).collect();
+            (String::from_utf8_lossy(f.name).into_owned(), value.join(" "))
+        })
+        .collect()
+}
+
 /// Removes the fields for which `drop(name, value)` is true.
 pub fn remove_fields(data: &[u8], drop: impl Fn(&[u8], &[u8]) -> bool) -> Cow<'_, [u8]> {
     let doomed: Vec<(usize, usize)> =
@@ -119,6 +131,12 @@ mod tests {
         assert!(matches!(prefix_subject(&out, "[EXTERNAL]"), Cow::Borrowed(_)));
         let none = prefix_subject(b"From: a@x.test\r\n\r\nbody\r\n", "[X]");
         assert!(none.starts_with(b"Subject: [X]\r\nFrom: a@x.test\r\n\r\n"));
+    }
+
+    #[test]
+    fn headers_are_unfolded_in_order() {
+        let h = unfolded(b"Subject: one\r\n two\r\nFrom: a@x.test\r\n\r\nBody: no\r\n");
+        assert_eq!(h, [("Subject".into(), "one two".into()), ("From".into(), "a@x.test".into())]);
     }
 
     #[test]

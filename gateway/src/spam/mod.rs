@@ -114,10 +114,6 @@ pub struct Client<'a> {
     pub hostname: &'a str,
 }
 
-fn domain_of(addr: &str) -> &str {
-    addr.rsplit_once('@').map_or("", |(_, d)| d)
-}
-
 fn in_list(list: &[String], value: &str) -> bool {
     list.iter().any(|v| v.trim_start_matches('.').eq_ignore_ascii_case(value))
 }
@@ -136,7 +132,7 @@ impl SpamEngine {
         dns: &Resolver,
         c: &Client<'_>,
     ) -> EnvelopeResult {
-        let sender_domain = domain_of(c.sender).to_ascii_lowercase();
+        let sender_domain = crate::routing::domain_of(c.sender).unwrap_or_default();
         let mut verdict = Verdict::default();
         if !sender_domain.is_empty() && in_list(&policy.trusted_domains, &sender_domain) {
             return EnvelopeResult { verdict, trusted: true, allowed: false, spf: None };
@@ -217,8 +213,8 @@ impl SpamEngine {
             Some(s) => s.clone(),
             None => self.spf(c).await,
         };
-        let sender_domain = domain_of(c.sender);
-        let mail_from_domain = if sender_domain.is_empty() { c.helo } else { sender_domain };
+        let sender_domain = crate::routing::domain_of(c.sender);
+        let mail_from_domain = sender_domain.as_deref().unwrap_or(c.helo);
         let dmarc =
             self.auth.verify_dmarc(DmarcParameters::new(&message, &dkim, mail_from_domain, &spf)).await;
         out.auth_results = Some(format!(

@@ -12,5 +12,13 @@ pub fn ms(d: Duration) -> u64 {
 
 /// An RFC 5322 date-time, e.g. "Mon, 23 Nov 2026 12:15:20 +0000".
 pub fn rfc5322_now() -> String {
-    chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000").to_string()
+    rfc5322(now_ms())
+}
+
+/// `ms` (since the epoch) as an RFC 5322 date-time in UTC.
+pub fn rfc5322(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .format("%a, %d %b %Y %H:%M:%S +0000")
+        .to_string()
 }
