@@ -198,8 +198,3 @@ pub fn service_monitor(gw: &Gateway) -> Value {
         "spec": {"selector": {"matchLabels": selector(gw)}, "endpoints": [{"port": "admin", "path": "/metrics"}]},
     })
 }
-
-/// The kind of a child, for logs and events.
-pub fn kind_of<K: Resource<DynamicType = ()>>() -> String {
-    K::kind(&()).into_owned()
-}

@@ -77,12 +77,6 @@ pub struct OutboundAuth {
     pub password_secret_ref: SecretKeyRef,
 }
 
-impl RoutingPolicySpec {
-    pub fn destination(&self) -> &Destination {
-        &self.routing.destination
-    }
-}
-
 impl Default for RoutingPolicySpec {
     fn default() -> Self {
         Self {
