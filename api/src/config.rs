@@ -32,6 +32,11 @@ pub struct GatewayConfig {
     /// Who may relay to domains this gateway does not serve.
     #[serde(default)]
     pub relay: RelayConfig,
+    /// Where mail to the bare `postmaster` (no domain; RFC 5321 4.5.1 requires it) goes, e.g.
+    /// "hostmaster@example.com". Default: postmaster@ the first served domain. Mail to
+    /// `postmaster@<served domain>` is always accepted and goes to that domain's primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmaster: Option<String>,
     /// The domains this gateway accepts mail for, and where that mail goes.
     #[serde(default)]
     pub domains: Vec<MailDomainConfig>,
@@ -205,6 +210,18 @@ pub struct Limits {
     pub max_connections_per_ip: u32,
     /// Transactions (messages) in one session.
     pub max_messages_per_session: u32,
+    /// Of `maxConnections`, how many only clients in `relay.trustedNetworks` may take, so a
+    /// flood from untrusted addresses cannot lock out the networks that send outbound mail.
+    pub reserved_trusted_connections: u32,
+    /// Commands that move no mail (RSET, NOOP, VRFY, HELP) a session may send since its last
+    /// accepted message; one more gets 421 4.7.0 and the connection is closed.
+    pub max_junk_commands: u32,
+    /// Time budget for the spam checks at RCPT (SPF, DNSBL, RHSBL lookups together). Past it the
+    /// recipient gets 451 4.4.3 (try again later) instead of waiting on a slow DNS server.
+    pub envelope_check_timeout: HumanDuration,
+    /// Time budget for the spam checks at the end of DATA (DKIM, DMARC and content rules). Past
+    /// it the message gets 451 4.4.3.
+    pub content_check_timeout: HumanDuration,
 }
 
 impl Default for Limits {
@@ -218,6 +235,10 @@ impl Default for Limits {
             max_connections: 1000,
             max_connections_per_ip: 50,
             max_messages_per_session: 1000,
+            reserved_trusted_connections: 50,
+            max_junk_commands: 100,
+            envelope_check_timeout: HumanDuration::from_secs(5),
+            content_check_timeout: HumanDuration::from_secs(30),
         }
     }
 }

@@ -117,6 +117,13 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
         }
     }
 
+    if let Some(pm) = &c.postmaster {
+        let ok = pm.rsplit_once('@').is_some_and(|(l, d)| !l.is_empty() && is_domain_name(d));
+        if !ok || pm.chars().any(|ch| ch.is_control() || ch == ' ') {
+            errs.add("postmaster", format!("{pm:?} is not an address (user@domain)"));
+        }
+    }
+
     let lim = &c.limits;
     for (field, value) in [
         ("limits.maxMessageSize", lim.max_message_size),
@@ -133,9 +140,18 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
     if lim.max_connections_per_ip > lim.max_connections {
         errs.add("limits.maxConnectionsPerIp", "must not exceed limits.maxConnections");
     }
-    for (field, d) in
-        [("limits.commandTimeout", lim.command_timeout), ("limits.dataTimeout", lim.data_timeout)]
-    {
+    if lim.reserved_trusted_connections >= lim.max_connections {
+        errs.add(
+            "limits.reservedTrustedConnections",
+            "must be less than limits.maxConnections (untrusted clients need a slot too)",
+        );
+    }
+    for (field, d) in [
+        ("limits.commandTimeout", lim.command_timeout),
+        ("limits.dataTimeout", lim.data_timeout),
+        ("limits.envelopeCheckTimeout", lim.envelope_check_timeout),
+        ("limits.contentCheckTimeout", lim.content_check_timeout),
+    ] {
         if d.get().is_zero() {
             errs.add(field, "must be longer than 0s");
         }

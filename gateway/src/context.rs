@@ -37,6 +37,30 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// A gateway for `config` on `store`, with nothing started yet (no listener, no task).
+    pub fn new(
+        config: postern_api::GatewayConfig,
+        store: Arc<dyn Store>,
+        tls: TlsAcceptors,
+    ) -> anyhow::Result<Self> {
+        let runtime = Runtime::new(config);
+        let outbound = Outbound::new(&runtime)?;
+        let spam = crate::spam::SpamEngine::new(&runtime.config.delivery.nameservers)?;
+        Ok(Self {
+            runtime: ArcSwap::from_pointee(runtime),
+            store,
+            metrics: Metrics::new(),
+            tls,
+            connections: ConnectionLimiter::default(),
+            outbound,
+            probes: RecipientProbes::default(),
+            verifications: Verifications::default(),
+            spam,
+            queue_wakeup: Notify::new(),
+            listening: false.into(),
+        })
+    }
+
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
     }

@@ -9,6 +9,8 @@ pub mod admin;
 pub mod config;
 pub mod context;
 pub mod delivery;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
 pub mod quarantine;

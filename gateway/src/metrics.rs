@@ -35,6 +35,11 @@ pub struct AuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabel {
     pub action: &'static str,
 }
@@ -70,6 +75,7 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabel, Counter>,
     pub auth_results: Family<AuthLabels, Counter>,
     pub spam_verdicts: Family<ActionLabel, Counter>,
+    pub check_timeouts: Family<StageLabel, Counter>,
 }
 
 impl Metrics {
@@ -93,6 +99,7 @@ impl Metrics {
             config_reloads: Family::default(),
             auth_results: Family::default(),
             spam_verdicts: Family::default(),
+            check_timeouts: Family::default(),
             registry: Registry::default(),
         };
         registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
@@ -106,6 +113,11 @@ impl Metrics {
             "messages",
             "Messages by outcome (queued, rejected, tempfailed) and reason",
             m.messages.clone(),
+        );
+        registry.register(
+            "spam_check_timeouts",
+            "Spam checks that ran past their time budget (answered 451 4.4.3), by stage (envelope, content)",
+            m.check_timeouts.clone(),
         );
         registry.register("recipients_refused", "RCPT TO refused, by reason", m.recipients_refused.clone());
         registry.register(

@@ -87,6 +87,14 @@ impl Runtime {
         self.domains.values()
     }
 
+    /// Where mail to the bare `postmaster` goes: the configured address, else postmaster@ the
+    /// first served domain; `None` for a gateway that serves no domain.
+    pub fn postmaster(&self) -> Option<String> {
+        self.config.postmaster.clone().or_else(|| {
+            self.config.domains.first().map(|d| format!("postmaster@{}", d.name.to_ascii_lowercase()))
+        })
+    }
+
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);
         self.trusted.iter().any(|net| net.contains(&ip))

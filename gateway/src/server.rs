@@ -7,18 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use postern_api::{GatewayConfig, LogFormat, StoreBackend};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::context::Gateway;
 use crate::delivery::Delivery;
-use crate::delivery::outbound::Outbound;
-use crate::metrics::{Metrics, ResultLabel};
-use crate::policy::connections::ConnectionLimiter;
-use crate::routing::probe::RecipientProbes;
-use crate::routing::verification::Verifications;
+use crate::metrics::ResultLabel;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
@@ -44,7 +39,7 @@ fn init_logging(config: &GatewayConfig) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
     let _ = match config.logging.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(crate::util::log_fields::EscapedFields).try_init(),
     };
 }
 
@@ -66,22 +61,7 @@ async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()
     crate::tls::install_default_provider();
     let store = open_store(&config).await?;
     let tls = TlsAcceptors::load(&config.listeners)?;
-    let runtime = Runtime::new(config.clone());
-    let outbound = Outbound::new(&runtime)?;
-    let spam = crate::spam::SpamEngine::new(&runtime.config.delivery.nameservers)?;
-    let gw = Arc::new(Gateway {
-        runtime: ArcSwap::from_pointee(runtime),
-        store,
-        metrics: Metrics::new(),
-        tls,
-        connections: ConnectionLimiter::default(),
-        outbound,
-        probes: RecipientProbes::default(),
-        verifications: Verifications::default(),
-        spam,
-        queue_wakeup: tokio::sync::Notify::new(),
-        listening: false.into(),
-    });
+    let gw = Arc::new(Gateway::new(config.clone(), store, tls)?);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let admin = TcpListener::bind(config.admin.address)

@@ -61,6 +61,16 @@ impl Client {
         (greeting.code == 220).then_some(Self { reader, tcp, greeting })
     }
 
+    /// A second handle on the connection (e.g. to write from another thread).
+    pub fn stream(&self) -> TcpStream {
+        self.tcp.try_clone().unwrap()
+    }
+
+    /// Sends bytes; `None` when the connection is gone.
+    pub fn try_send(&mut self, bytes: &[u8]) -> Option<()> {
+        self.try_send_raw(bytes)
+    }
+
     fn try_send_raw(&mut self, bytes: &[u8]) -> Option<()> {
         let w = self.reader.get_mut();
         w.write_all(bytes).ok()?;

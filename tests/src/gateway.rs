@@ -46,6 +46,8 @@ pub struct GatewayConfig {
     pub listeners: String,
     /// The `store:` line; default the embedded store in the config's directory.
     pub store: Option<String>,
+    /// `logging.format`: "json" (default) or "text".
+    pub log_format: &'static str,
 }
 
 impl GatewayConfig {
@@ -55,7 +57,15 @@ impl GatewayConfig {
             body: body.to_string(),
             listeners: "  - {name: smtp, address: \"127.0.0.1:0\"}\n".into(),
             store: None,
+            log_format: "json",
         }
+    }
+
+    /// Text logs instead of JSON (each line is still parsed into `logs()`, with the raw line
+    /// under "raw").
+    pub fn with_text_logs(mut self) -> Self {
+        self.log_format = "text";
+        self
     }
 
     pub fn with_listeners(mut self, listeners: &str) -> Self {
@@ -78,8 +88,8 @@ impl GatewayConfig {
             format!("store: {{embedded: {{path: \"{}\"}}}}\n", self.dir.path().join("store").display())
         });
         format!(
-            "hostname: gw.test\nlisteners:\n{}admin: {{address: \"127.0.0.1:0\"}}\n{store}logging: {{format: json, level: \"info\"}}\n{}",
-            self.listeners, self.body
+            "hostname: gw.test\nlisteners:\n{}admin: {{address: \"127.0.0.1:0\"}}\n{store}logging: {{format: {}, level: \"info\"}}\n{}",
+            self.listeners, self.log_format, self.body
         )
     }
 
@@ -128,8 +138,9 @@ impl Gateway {
                     if echo {
                         eprintln!("gateway: {line}");
                     }
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        logs.lock().unwrap().push(v);
+                    match serde_json::from_str::<Value>(&line) {
+                        Ok(v) => logs.lock().unwrap().push(v),
+                        Err(_) => logs.lock().unwrap().push(parse_text_line(&line)),
                     }
                 }
             });
@@ -182,6 +193,18 @@ impl Gateway {
         crate::wait_for(&format!("log line {message:?}"), timeout, || self.logs_matching(message).pop())
     }
 
+    /// The gateway's process id (to read its memory use from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the gateway process, in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// SIGKILL: the crash case. Nothing is flushed or closed.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -230,6 +253,53 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One text log line (`<time> <LEVEL> <message> key=value key="quoted value"`) as the JSON
+/// log's shape: "message", the fields, and the line itself under "raw".
+fn parse_text_line(line: &str) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("raw".into(), Value::String(line.into()));
+    let mut words = line.split(' ').filter(|w| !w.is_empty()).skip(2).peekable();
+    let is_field = |w: &str| {
+        w.split_once('=')
+            .is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+    };
+    let mut message = Vec::new();
+    while let Some(w) = words.next_if(|w| !is_field(w)) {
+        message.push(w);
+    }
+    out.insert("message".into(), Value::String(message.join(" ")));
+    let rest: Vec<&str> = words.collect();
+    let rest = rest.join(" ");
+    let mut chars = rest.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next().map(|e| match e {
+                        'n' => '\n',
+                        'r' => '\r',
+                        't' => '\t',
+                        e => e,
+                    })),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            chars.next_if_eq(&' ');
+        } else {
+            value = chars.by_ref().take_while(|&c| c != ' ').collect();
+        }
+        out.insert(key.trim().to_string(), Value::String(value));
+    }
+    Value::Object(out)
 }
 
 /// A minimal HTTP/1.0 GET (the admin API is plain HTTP on loopback).

@@ -17,6 +17,8 @@ pub struct Envelope {
     pub from: String,
     pub rcpts: Vec<String>,
     pub data: Vec<u8>,
+    /// The MAIL and RCPT command lines exactly as they arrived (without CRLF).
+    pub command_lines: Vec<String>,
     pub tls: bool,
     /// The user that authenticated (AUTH PLAIN), if any.
     pub auth: Option<String>,
@@ -227,6 +229,7 @@ fn session(
                     from,
                     rcpts: vec![],
                     data: vec![],
+                    command_lines: vec![cmd.clone()],
                     tls,
                     auth: authed.clone(),
                 });
@@ -239,6 +242,7 @@ fn session(
                 None => match &mut env {
                     Some(e) => {
                         e.rcpts.push(rcpt);
+                        e.command_lines.push(cmd.clone());
                         "250 2.1.5 ok".into()
                     }
                     None => "503 5.5.1 MAIL first".into(),

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::Failure;
+use crate::smtp::address::to_wire;
 use crate::tls::TlsInfo;
 use crate::tls::client::ClientTls;
 
@@ -268,7 +269,7 @@ impl Connection {
         if mail.code / 100 != 2 {
             return Err(failure_from(&self.host.clone(), &mail));
         }
-        self.send_line(&format!("RCPT TO:<{rcpt}>\r\n")).await?;
+        self.send_line(&format!("RCPT TO:<{}>\r\n", to_wire(rcpt))).await?;
         let reply = self.read_reply().await?;
         self.reset().await;
         match reply.code / 100 {
@@ -368,7 +369,7 @@ impl Connection {
             );
             return Ok(vec![Err(f); n]);
         }
-        let mut mail = format!("MAIL FROM:<{}>", env.sender);
+        let mut mail = format!("MAIL FROM:<{}>", to_wire(env.sender));
         if env.eight_bit && self.caps.eight_bit {
             mail.push_str(" BODY=8BITMIME");
         }
@@ -379,7 +380,8 @@ impl Connection {
             mail.push_str(&format!(" SIZE={}", body.len()));
         }
         mail.push_str("\r\n");
-        let rcpt_lines: Vec<String> = env.recipients.iter().map(|r| format!("RCPT TO:<{r}>\r\n")).collect();
+        let rcpt_lines: Vec<String> =
+            env.recipients.iter().map(|r| format!("RCPT TO:<{}>\r\n", to_wire(r))).collect();
 
         let (mail_reply, rcpt_replies, data_reply) = if self.caps.pipelining {
             let mut batch = mail.clone();

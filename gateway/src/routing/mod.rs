@@ -27,6 +27,11 @@ pub fn domain_of(address: &str) -> Option<String> {
     address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).filter(|d| !d.is_empty())
 }
 
+/// `postmaster@...`, in any case.
+pub fn is_postmaster(address: &str) -> bool {
+    address.rsplit_once('@').is_some_and(|(local, _)| local.eq_ignore_ascii_case("postmaster"))
+}
+
 /// One delivery a recipient needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
@@ -124,7 +129,8 @@ impl<D: Directory + Sync, P: PolicyState + Sync> Router<'_, D, P> {
             return Decision::Deliver(dedupe(out));
         }
 
-        let known = if domain.lists(&address) || !domain.has_directory() {
+        // RFC 5321 4.5.1: postmaster@ every served domain exists, listed or not.
+        let known = if domain.lists(&address) || !domain.has_directory() || is_postmaster(&address) {
             true
         } else if domain.config.recipient_verification.is_some() {
             match self.directory.exists(domain, rcpt).await {

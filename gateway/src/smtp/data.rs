@@ -3,13 +3,12 @@
 
 use std::time::Instant;
 
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
-
+use super::framing::DataReader;
 use super::received;
 use super::reply::{self, Reply};
 use super::session::Transaction;
 use super::session::{Flow, Session, State};
-use crate::metrics::{ActionLabel, AuthLabels};
+use crate::metrics::{ActionLabel, AuthLabels, StageLabel};
 use crate::routing;
 use crate::spam::Verdict;
 use crate::store::QuarantineEntry;
@@ -44,27 +43,50 @@ impl Session {
         if !tx.body.is_empty() {
             return self.push_error(&Reply::fixed(503, "5.5.1 DATA cannot follow BDAT"));
         }
-        self.state = State::Data(DataReceiver::new());
+        self.state = State::Data(DataReader::new());
         self.push(&Reply::fixed(354, "End data with <CR><LF>.<CR><LF>"));
         Flow::Continue
     }
 
     pub(super) fn handle_bdat(&mut self, chunk_size: usize, is_last: bool) -> Flow {
-        // The chunk's bytes follow the command whatever we answer, so a refused chunk is still
-        // read (and dropped) before the reply goes out.
+        let max = self.rt.config.limits.max_message_size;
+        let chunk = chunk_size as u64;
+        let so_far = self.tx.as_ref().map_or(0, |t| t.body.len() as u64);
+        let too_big = so_far.checked_add(chunk).is_none_or(|total| total > max);
+        // A chunk larger than any message we take: reading it all just to drop it would hold
+        // the connection for as long as the client likes. Refuse it and close.
+        if chunk > max {
+            return self.refuse_oversized_chunk();
+        }
+        // The chunk's bytes follow the command whatever we answer: a refused chunk is answered
+        // at once, then its bytes are read and dropped (never buffered).
         let refusal = match &self.tx {
             None => Some(reply::BAD_SEQUENCE_MAIL),
             Some(tx) if tx.recipients.is_empty() => Some(reply::BAD_SEQUENCE_RCPT),
-            Some(tx) if (tx.body.len() + chunk_size) as u64 > self.rt.config.limits.max_message_size => {
-                Some(reply::MESSAGE_TOO_BIG)
-            }
+            Some(_) if too_big => Some(reply::MESSAGE_TOO_BIG),
             Some(_) => None,
         };
-        self.state = match refusal {
-            Some(reply) => State::Discard(DummyDataReceiver::new_bdat(chunk_size), reply),
-            None => State::Bdat(BdatReceiver::new(chunk_size, is_last)),
-        };
-        Flow::Continue
+        match refusal {
+            Some(reply) => {
+                self.state = State::DiscardBdat { left: chunk };
+                self.discarded_message(reply)
+            }
+            None => {
+                self.state = State::Bdat { left: chunk, last: is_last };
+                Flow::Continue
+            }
+        }
+    }
+
+    /// A BDAT chunk that is larger than the size limit by itself (or past 64 bits).
+    pub(super) fn refuse_oversized_chunk(&mut self) -> Flow {
+        if self.tx.take().is_some() {
+            self.gateway.metrics.message("rejected", "too_large");
+        }
+        tracing::info!(client = %self.client, "BDAT chunk larger than the message size limit; closing");
+        self.push(&reply::MESSAGE_TOO_BIG);
+        self.push(&reply::CLOSING_AFTER_OVERSIZED_CHUNK);
+        Flow::Close
     }
 
     pub(super) async fn end_of_chunk(&mut self, last: bool) -> Flow {
@@ -116,7 +138,11 @@ impl Session {
             .then(|| received::original_client_ip(&tx.body))
             .flatten();
 
-        let checked = self.spam_verdict(&tx, original_client, &content).await;
+        let Some(checked) = self.spam_verdict(&tx, original_client, &content).await else {
+            self.gateway.metrics.message("tempfailed", "check_timeout");
+            tracing::warn!(queue_id = %id, client = %self.client, from = %tx.sender, decision = "tempfail", "content checks ran out of time; told the client to retry");
+            return self.push_error(&reply::CHECKS_TIMED_OUT);
+        };
         let verdict = &checked.verdict;
         if let Some(reply) = reply::spam_refusal(verdict) {
             let (outcome, decision) =
@@ -154,6 +180,7 @@ impl Session {
             Ok(()) => {
                 metrics.accept_latency.observe(started.elapsed().as_secs_f64());
                 metrics.message("queued", "accepted");
+                self.junk = 0;
                 self.gateway.queue_wakeup.notify_one();
                 tracing::info!(
                     queue_id = %id,
@@ -198,18 +225,20 @@ impl Session {
 
     /// Runs the spam checks of the transaction's policy: the verdict, the headers to add and
     /// the content as it will be stored (forged Authentication-Results removed, subject
-    /// prefixed for a sender warning).
+    /// prefixed for a sender warning). `None`: the checks ran past `limits.contentCheckTimeout`.
     async fn spam_verdict<'c>(
         &self,
         tx: &Transaction,
         original_client: Option<std::net::IpAddr>,
         content: &'c [u8],
-    ) -> Checked<'c> {
+    ) -> Option<Checked<'c>> {
         let hostname = &self.rt.config.hostname;
         // Nobody else may speak for our authserv-id (RFC 8601 section 5), checked or not.
         let content = crate::spam::headers::remove_forged_auth_results(content, hostname);
         let mut checked = Checked { verdict: Verdict::default(), added_headers: String::new(), content };
-        let (Some(choice), Some((_, policy))) = (&tx.spam, self.spam_policy(tx)) else { return checked };
+        let (Some(choice), Some((_, policy))) = (&tx.spam, self.spam_policy(tx)) else {
+            return Some(checked);
+        };
         let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
         let client = crate::spam::Client {
             ip: original_client.unwrap_or_else(|| self.client_ip()),
@@ -217,12 +246,21 @@ impl Session {
             sender: &tx.sender,
             hostname,
         };
-        let envelope = match &choice.envelope {
-            Some(e) => e.clone(),
-            // From an inbound gateway: the connection-time checks run now, on the original client.
-            None => self.gateway.spam.check_envelope(policy, self.gateway.outbound.resolver(), &client).await,
+        let checks = async {
+            let envelope = match &choice.envelope {
+                Some(e) => e.clone(),
+                // From an inbound gateway: the connection-time checks run now, on the original client.
+                None => {
+                    self.gateway.spam.check_envelope(policy, self.gateway.outbound.resolver(), &client).await
+                }
+            };
+            self.gateway.spam.check_content(policy, &envelope, &client, &checked.content).await
         };
-        let outcome = self.gateway.spam.check_content(policy, &envelope, &client, &checked.content).await;
+        let budget = self.rt.config.limits.content_check_timeout.get();
+        let Ok(outcome) = tokio::time::timeout(budget, checks).await else {
+            self.gateway.metrics.check_timeouts.get_or_create(&StageLabel { stage: "content" }).inc();
+            return None;
+        };
         let metrics = &self.gateway.metrics;
         for &(method, result) in &outcome.results {
             metrics.auth_results.get_or_create(&AuthLabels { method, result }).inc();
@@ -255,7 +293,7 @@ impl Session {
                 );
             }
         }
-        checked
+        Some(checked)
     }
 
     /// Holds the message in the quarantine instead of delivering it; the client is told it was
@@ -280,6 +318,7 @@ impl Session {
         match self.gateway.store.quarantine_put(entry).await {
             Ok(()) => {
                 self.gateway.metrics.message("quarantined", "spam");
+                self.junk = 0;
                 tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, rcpts = tx.recipients.len(), decision = "quarantined", reasons = %verdict.reasons_text(), "message quarantined");
                 self.push(&Reply::new(250, format!("2.0.0 Ok: queued as {id}")));
                 Flow::Continue

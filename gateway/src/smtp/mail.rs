@@ -2,11 +2,13 @@
 
 use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom};
 
+use super::address::{self, Problem};
 use super::reply::{self, Reply};
 use super::session::{Flow, Session, Transaction};
 
 impl Session {
-    pub(super) fn handle_mail(&mut self, from: MailFrom<String>) -> Flow {
+    /// `path`: the reverse-path as the client wrote it.
+    pub(super) fn handle_mail(&mut self, from: MailFrom<String>, path: Vec<u8>) -> Flow {
         if self.helo.is_none() {
             return self.push_error(&reply::BAD_SEQUENCE_HELO);
         }
@@ -18,7 +20,7 @@ impl Session {
             self.push(&Reply::fixed(421, "4.7.0 Too many messages in one session, closing connection"));
             return Flow::Close;
         }
-        if from.size as u64 > limits.max_message_size {
+        if u64::try_from(from.size).unwrap_or(u64::MAX) > limits.max_message_size {
             return self.push_error(&reply::MESSAGE_TOO_BIG);
         }
         if from.flags & MAIL_BODY_BINARYMIME != 0 {
@@ -27,8 +29,16 @@ impl Session {
         if from.flags & MAIL_SMTPUTF8 == 0 && !from.address.is_ascii() {
             return self.push_error(&Reply::fixed(553, "5.6.7 Non-ASCII sender address requires SMTPUTF8"));
         }
-        if !from.address.is_empty() && !from.address.contains('@') {
-            return self.push_error(&Reply::fixed(501, "5.1.7 Sender address must have a domain"));
+        // smtp-proto reads `<postmaster>` as the null path; only `<>` is one.
+        let null_path = from.address.is_empty() && path.iter().all(|&b| b == b' ');
+        if !null_path && let Err(problem) = address::check(&from.address) {
+            return self.push_error(&match problem {
+                Problem::ControlCharacter => {
+                    Reply::fixed(553, "5.1.7 Sender address contains control characters")
+                }
+                Problem::MissingDomain => Reply::fixed(501, "5.1.7 Sender address must have a domain"),
+                Problem::BadDomain => Reply::fixed(501, "5.1.7 Bad sender domain syntax"),
+            });
         }
         self.tx = Some(Transaction {
             sender: from.address,

@@ -9,8 +9,10 @@ use postern_api::Listener;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+pub mod address;
 pub mod data;
 pub mod ehlo;
+pub mod framing;
 pub mod mail;
 pub mod proxy;
 pub mod rcpt;
@@ -60,7 +62,7 @@ pub async fn handle_connection(
     let rt = gw.runtime();
     let limits = &rt.config.limits;
     let ip = crate::runtime::canonical_ip(client.ip());
-    let _slot = match gw.connections.try_acquire(ip, limits.max_connections, limits.max_connections_per_ip) {
+    let _slot = match gw.connections.try_acquire(ip, rt.is_trusted(ip), limits) {
         Ok(slot) => slot,
         Err(why) => {
             let (reason, text) = match why {

@@ -62,14 +62,15 @@ async fn read_header_inner<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Optio
     } else {
         return Err(ProxyError::Invalid("the connection did not start with a PROXY header".into()));
     }
-    parse(&buf)
+    parse_header(&buf)
 }
 
 async fn read_exact<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Result<(), ProxyError> {
     stream.read_exact(buf).await.map(|_| ()).map_err(|_| ProxyError::Closed)
 }
 
-fn parse(bytes: &[u8]) -> Result<Option<SocketAddr>, ProxyError> {
+/// Parses one whole PROXY header (v1 or v2).
+pub fn parse_header(bytes: &[u8]) -> Result<Option<SocketAddr>, ProxyError> {
     use ppp::{HeaderResult, v1, v2};
     match HeaderResult::parse(bytes) {
         HeaderResult::V1(Ok(h)) => Ok(match h.addresses {

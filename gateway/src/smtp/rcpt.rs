@@ -2,15 +2,17 @@
 
 use smtp_proto::RcptTo;
 
+use super::address::{self, Problem};
 use super::reply::{self, Reply};
 use super::session::{Flow, Session};
-use crate::metrics::ReasonLabel;
+use crate::metrics::{ReasonLabel, StageLabel};
 use crate::policy::relay;
 use crate::routing::probe::ProbingDirectory;
 use crate::routing::{self, Decision, Router};
 
 impl Session {
-    pub(super) async fn handle_rcpt(&mut self, to: RcptTo<String>) -> Flow {
+    /// `path`: the forward-path as the client wrote it.
+    pub(super) async fn handle_rcpt(&mut self, mut to: RcptTo<String>, path: Vec<u8>) -> Flow {
         let Some(tx) = &self.tx else {
             return self.push_error(&reply::BAD_SEQUENCE_MAIL);
         };
@@ -22,10 +24,30 @@ impl Session {
             return self
                 .push_error(&Reply::fixed(553, "5.6.7 Non-ASCII recipient address requires SMTPUTF8"));
         }
+        // `<postmaster>` (smtp-proto hands it over as an empty address) must be accepted.
+        let bare_postmaster = to.address.is_empty() && address::is_bare_postmaster(&path);
+        if bare_postmaster {
+            match self.rt.postmaster() {
+                Some(postmaster) => to.address = postmaster,
+                None => return self.push_error(&Reply::fixed(550, "5.1.1 No postmaster at this gateway")),
+            }
+        }
+        if let Err(problem) = address::check(&to.address) {
+            return self.push_error(&match problem {
+                Problem::ControlCharacter => {
+                    Reply::fixed(553, "5.1.3 Recipient address contains control characters")
+                }
+                Problem::MissingDomain => Reply::fixed(501, "5.1.3 Recipient address must have a domain"),
+                Problem::BadDomain => Reply::fixed(501, "5.1.3 Bad recipient domain syntax"),
+            });
+        }
         let Some(domain) = routing::domain_of(&to.address) else {
             return self.push_error(&Reply::fixed(501, "5.1.3 Recipient address must have a domain"));
         };
-        if let Err(reply) = relay::check_recipient_domain(&self.rt, self.client_ip(), &domain) {
+        // The configured postmaster may live elsewhere; a client may always write to it.
+        if !bare_postmaster
+            && let Err(reply) = relay::check_recipient_domain(&self.rt, self.client_ip(), &domain)
+        {
             self.refused("relay_denied");
             tracing::info!(client = %self.client, rcpt = %to.address, "relay access denied");
             return self.push_error(&reply);
@@ -78,6 +100,7 @@ impl Session {
             }
             Some(_) => {}
             None => {
+                let mut timed_out = false;
                 let envelope = match (&policy, self.rt.is_inbound_gateway(self.client_ip())) {
                     (Some(name), false) => match self.rt.config.spam_policies.get(name) {
                         Some(p) => {
@@ -88,20 +111,39 @@ impl Session {
                                 sender: &tx.sender,
                                 hostname: &self.rt.config.hostname,
                             };
-                            Some(
-                                self.gateway
-                                    .spam
-                                    .check_envelope(p, self.gateway.outbound.resolver(), &client)
-                                    .await,
-                            )
+                            let budget = self.rt.config.limits.envelope_check_timeout.get();
+                            let checks = self.gateway.spam.check_envelope(
+                                p,
+                                self.gateway.outbound.resolver(),
+                                &client,
+                            );
+                            match tokio::time::timeout(budget, checks).await {
+                                Ok(result) => Some(result),
+                                Err(_) => {
+                                    timed_out = true;
+                                    None
+                                }
+                            }
                         }
                         None => None,
                     },
                     _ => None,
                 };
                 let Some(tx) = &mut self.tx else { return Ok(()) };
-                tx.spam = Some(super::session::SpamChoice { policy, envelope });
+                tx.spam = Some(super::session::SpamChoice { policy, envelope, timed_out });
+                if timed_out {
+                    self.gateway
+                        .metrics
+                        .check_timeouts
+                        .get_or_create(&StageLabel { stage: "envelope" })
+                        .inc();
+                    tracing::warn!(client = %self.client, domain, "envelope checks ran out of time; told the client to retry");
+                }
             }
+        }
+        if self.tx.as_ref().and_then(|t| t.spam.as_ref()).is_some_and(|c| c.timed_out) {
+            self.refused("check_timeout");
+            return Err(reply::CHECKS_TIMED_OUT);
         }
         let verdict = self
             .tx

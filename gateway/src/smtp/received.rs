@@ -40,7 +40,7 @@ pub fn header(t: &Trace<'_>) -> String {
     }
     h.push_str(&format!("\tby {} (Postern) with {} id {}", t.hostname, protocol(t), t.id));
     if let Some(rcpt) = t.single_recipient {
-        h.push_str(&format!("\r\n\tfor <{rcpt}>"));
+        h.push_str(&format!("\r\n\tfor <{}>", super::address::to_wire(rcpt)));
     }
     h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_now()));
     h
@@ -80,16 +80,25 @@ fn ip_in_from_clause(value: &str) -> Option<IpAddr> {
     })
 }
 
-/// Message data with every bare LF and bare CR turned into CRLF, so what we relay is valid
-/// RFC 5322 and no next hop can read a different message end than we did (SMTP smuggling).
+/// Message data with every bare LF and bare CR turned into CRLF, and a last line without one
+/// (BDAT allows that) ended with CRLF: what we relay is valid RFC 5322, no next hop can read a
+/// different message end than we did (SMTP smuggling), and the copy we store is byte for byte
+/// what the next hop reads back from our dot-stuffed DATA.
 pub fn normalize_line_endings(body: &[u8]) -> Cow<'_, [u8]> {
     let clean = body.iter().enumerate().all(|(i, &b)| match b {
         b'\r' => body.get(i + 1) == Some(&b'\n'),
         b'\n' => i > 0 && body[i - 1] == b'\r',
         _ => true,
     });
-    if clean {
+    let terminated = body.is_empty() || body.ends_with(b"\n");
+    if clean && terminated {
         return Cow::Borrowed(body);
+    }
+    if clean {
+        let mut out = Vec::with_capacity(body.len() + 2);
+        out.extend_from_slice(body);
+        out.extend_from_slice(b"\r\n");
+        return Cow::Owned(out);
     }
     let mut out = Vec::with_capacity(body.len() + 64);
     let mut i = 0;
@@ -104,6 +113,9 @@ pub fn normalize_line_endings(body: &[u8]) -> Cow<'_, [u8]> {
             b => out.push(b),
         }
         i += 1;
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
     }
     Cow::Owned(out)
 }
@@ -128,6 +140,9 @@ mod tests {
         assert_eq!(&*normalize_line_endings(b"a\r\nb\nc\rd\r\n"), b"a\r\nb\r\nc\r\nd\r\n");
         assert!(matches!(normalize_line_endings(b"a\r\nb\r\n"), Cow::Borrowed(_)));
         assert_eq!(&*normalize_line_endings(b"\n.\n"), b"\r\n.\r\n");
+        assert_eq!(&*normalize_line_endings(b"a\r\nno end"), b"a\r\nno end\r\n");
+        assert_eq!(&*normalize_line_endings(b"a\nno end"), b"a\r\nno end\r\n");
+        assert_eq!(&*normalize_line_endings(b""), b"");
     }
 
     #[test]

@@ -87,6 +87,12 @@ pub const NOT_IMPLEMENTED: Reply = Reply::fixed(502, "5.5.1 Command not implemen
 pub const TOO_MANY_ERRORS: Reply = Reply::fixed(421, "4.7.0 Too many errors, closing connection");
 pub const STORAGE_FAILURE: Reply = Reply::fixed(451, "4.3.0 Temporary storage failure, try again later");
 pub const MESSAGE_TOO_BIG: Reply = Reply::fixed(552, "5.3.4 Message size exceeds fixed limit");
+pub const CHECKS_TIMED_OUT: Reply =
+    Reply::fixed(451, "4.4.3 Checks of this message could not finish in time, try again later");
+pub const CLOSING_AFTER_OVERSIZED_CHUNK: Reply =
+    Reply::fixed(421, "4.7.0 Chunk larger than the size limit, closing connection");
+pub const TOO_MANY_JUNK_COMMANDS: Reply =
+    Reply::fixed(421, "4.7.0 Too many commands without mail, closing connection");
 
 #[cfg(test)]
 mod tests {

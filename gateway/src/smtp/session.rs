@@ -5,14 +5,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use smtp_proto::Request;
-use smtp_proto::request::receiver::{
-    BdatReceiver, DataReceiver, DummyDataReceiver, DummyLineReceiver, RequestReceiver,
-};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
+use super::framing::{DataReader, Discard, Framed, LineReader};
 use super::reply::{self, Reply};
 use crate::context::Gateway;
 use crate::runtime::Runtime;
@@ -20,13 +18,20 @@ use crate::tls::TlsInfo;
 
 /// Where the session is in the byte stream.
 pub(super) enum State {
-    Request(RequestReceiver),
-    Data(DataReceiver),
-    Bdat(BdatReceiver),
-    /// Message data still arriving after the size limit was passed: read and dropped.
-    Discard(DummyDataReceiver, Reply),
-    /// The rest of an overlong command line: dropped up to its end.
-    DiscardLine(DummyLineReceiver),
+    /// Command lines (cut by the session's `LineReader`).
+    Command,
+    Data(DataReader),
+    /// A BDAT chunk: `left` bytes still to come.
+    Bdat {
+        left: u64,
+        last: bool,
+    },
+    /// DATA still arriving after the size limit was passed: read and dropped; then the reply.
+    DiscardData(DataReader, Reply),
+    /// The bytes of a refused BDAT chunk (already answered): read and dropped.
+    DiscardBdat {
+        left: u64,
+    },
 }
 
 /// What the caller does after a batch of input.
@@ -60,6 +65,9 @@ pub(super) struct SpamChoice {
     /// Envelope checks; `None` when not run yet (mail from an inbound gateway is checked at the
     /// end of DATA, against the original client).
     pub envelope: Option<crate::spam::EnvelopeResult>,
+    /// The envelope checks ran past `limits.envelopeCheckTimeout`: every recipient under this
+    /// policy gets 451 4.4.3.
+    pub timed_out: bool,
 }
 
 pub struct Session {
@@ -73,8 +81,11 @@ pub struct Session {
     pub(super) helo: Option<Helo>,
     pub(super) tx: Option<Transaction>,
     pub(super) state: State,
+    pub(super) lines: LineReader,
     pub(super) errors: u32,
     pub(super) messages: u32,
+    /// Commands that move no mail (RSET, NOOP, VRFY, HELP) since the last accepted message.
+    pub(super) junk: u32,
     out: Vec<u8>,
 }
 
@@ -95,9 +106,11 @@ impl Session {
             tls_offered,
             helo: None,
             tx: None,
-            state: State::Request(RequestReceiver::default()),
+            state: State::Command,
+            lines: LineReader::default(),
             errors: 0,
             messages: 0,
+            junk: 0,
             out: Vec::with_capacity(512),
         }
     }
@@ -116,7 +129,8 @@ impl Session {
         self.tls_offered = false;
         self.helo = None;
         self.tx = None;
-        self.state = State::Request(RequestReceiver::default());
+        self.state = State::Command;
+        self.lines.reset();
     }
 
     pub fn push(&mut self, reply: &Reply) {
@@ -140,24 +154,31 @@ impl Session {
         self.push(&Reply::new(220, text));
     }
 
-    fn read_timeout(&self) -> Duration {
-        let limits = &self.rt.config.limits;
-        match self.state {
-            State::Request(_) | State::DiscardLine(_) => limits.command_timeout.get(),
-            _ => limits.data_timeout.get(),
-        }
-    }
-
     /// Serves the session on `stream` until it closes or asks for STARTTLS.
+    ///
+    /// A command line must be complete within `commandTimeout` of when the gateway began
+    /// waiting for it (a deadline, not a per-read timeout: one byte every few seconds does not
+    /// keep a connection). Message data gets `dataTimeout` for each read.
     pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         stream: &mut S,
     ) -> std::io::Result<Flow> {
         let mut buf = vec![0u8; 16 * 1024];
         let mut first_read = self.tls.is_none();
+        let limits = &self.rt.config.limits;
+        let (command_timeout, data_timeout) = (limits.command_timeout.get(), limits.data_timeout.get());
+        let mut line_deadline = Instant::now() + command_timeout;
         loop {
             self.flush(stream).await?;
-            let n = match tokio::time::timeout(self.read_timeout(), stream.read(&mut buf)).await {
+            let deadline = match self.state {
+                State::Command if self.lines.in_line() => line_deadline,
+                State::Command => {
+                    line_deadline = Instant::now() + command_timeout;
+                    line_deadline
+                }
+                _ => Instant::now() + data_timeout,
+            };
+            let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
                 Err(_) => {
                     self.push(&Reply::new(421, format!("4.4.2 {} Error: timeout exceeded", self.hostname())));
                     self.flush(stream).await?;
@@ -193,130 +214,136 @@ impl Session {
         Ok(())
     }
 
+    /// The replies produced so far and not yet written (for callers that drive `ingest`
+    /// themselves, such as the fuzz targets).
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
     /// Handles every complete request (or data) in `bytes`. Bytes after STARTTLS or QUIT are
     /// dropped: a client must not pipeline past them (and STARTTLS injection must not work).
     pub async fn ingest(&mut self, bytes: &[u8]) -> Flow {
-        let mut iter = bytes.iter();
+        let mut rest = bytes;
         loop {
+            // A zero-byte BDAT chunk is complete without any input.
+            let needs_input =
+                !matches!(self.state, State::Bdat { left: 0, .. } | State::DiscardBdat { left: 0 });
+            if rest.is_empty() && needs_input {
+                return Flow::Continue;
+            }
+            let max_size = self.rt.config.limits.max_message_size;
             let flow = match &mut self.state {
-                State::Request(rx) => {
-                    if command_line_too_long(rx, iter.as_slice()) {
-                        // Drop the line: up to its end if it is here, else the rest later.
-                        let rest = iter.as_slice();
-                        match rest.iter().position(|&b| b == b'\n') {
-                            Some(end) => iter = rest[end + 1..].iter(),
-                            None => {
-                                iter = [].iter();
-                                self.state = State::DiscardLine(DummyLineReceiver::default());
-                            }
+                State::Command => {
+                    let (used, framed) = self.lines.next(rest);
+                    rest = &rest[used..];
+                    let parsed = match framed {
+                        Framed::Partial => continue,
+                        Framed::TooLong => {
+                            Parsed::Refused(Reply::for_parse_error(&smtp_proto::Error::ResponseTooLong))
                         }
-                        self.push_error(&Reply::for_parse_error(&smtp_proto::Error::ResponseTooLong))
-                    } else {
-                        match rx.ingest(&mut iter) {
-                            Ok(request) => {
-                                let request = request.into_owned();
-                                self.handle(request).await
-                            }
-                            Err(smtp_proto::Error::NeedsMoreData { .. }) => return Flow::Continue,
-                            Err(smtp_proto::Error::ResponseTooLong) => {
-                                self.state = State::DiscardLine(DummyLineReceiver::default());
-                                self.push_error(&Reply::for_parse_error(&smtp_proto::Error::ResponseTooLong))
-                            }
-                            Err(e) => {
-                                let reply = Reply::for_parse_error(&e);
-                                self.push_error(&reply)
-                            }
-                        }
-                    }
-                }
-                State::DiscardLine(rx) => {
-                    if rx.ingest(&mut iter) {
-                        self.state = State::Request(RequestReceiver::default());
-                        Flow::Continue
-                    } else {
-                        return Flow::Continue;
+                        Framed::Line(line) => parse_command(line),
+                    };
+                    match parsed {
+                        Parsed::Request(request, path) => self.handle(request, path).await,
+                        Parsed::Refused(reply) => self.push_error(&reply),
+                        Parsed::BdatTooBig => self.refuse_oversized_chunk(),
                     }
                 }
                 State::Data(rx) => {
                     let tx = self.tx.get_or_insert_with(Transaction::default);
-                    let done = rx.ingest(&mut iter, &mut tx.body);
-                    if done {
-                        self.state = State::Request(RequestReceiver::default());
-                        self.end_of_message().await
-                    } else if tx.body.len() as u64 > self.rt.config.limits.max_message_size {
-                        let discard = DummyDataReceiver::new_data(rx);
-                        tx.body = Vec::new();
-                        self.state = State::Discard(discard, reply::MESSAGE_TOO_BIG);
-                        Flow::Continue
-                    } else {
-                        return Flow::Continue;
+                    match rx.feed(rest, &mut tx.body) {
+                        Some(used) => {
+                            rest = &rest[used..];
+                            self.state = State::Command;
+                            self.end_of_message().await
+                        }
+                        None => {
+                            rest = &[];
+                            if tx.body.len() as u64 > max_size {
+                                tx.body = Vec::new();
+                                self.state = State::DiscardData(rx.clone(), reply::MESSAGE_TOO_BIG);
+                            }
+                            Flow::Continue
+                        }
                     }
                 }
-                State::Bdat(rx) => {
+                State::Bdat { left, last } => {
                     let tx = self.tx.get_or_insert_with(Transaction::default);
-                    if rx.ingest(&mut iter, &mut tx.body) {
-                        let last = rx.is_last;
-                        self.state = State::Request(RequestReceiver::default());
-                        self.end_of_chunk(last).await
-                    } else {
-                        return Flow::Continue;
+                    let take = take_chunk(left, &mut rest);
+                    tx.body.extend_from_slice(take);
+                    if *left > 0 {
+                        continue;
                     }
+                    let last = *last;
+                    self.state = State::Command;
+                    self.end_of_chunk(last).await
                 }
-                State::Discard(rx, _) => {
-                    if rx.ingest(&mut iter) {
-                        let State::Discard(_, reply) =
-                            std::mem::replace(&mut self.state, State::Request(RequestReceiver::default()))
+                State::DiscardBdat { left } => {
+                    take_chunk(left, &mut rest);
+                    if *left == 0 {
+                        self.state = State::Command;
+                    }
+                    Flow::Continue
+                }
+                State::DiscardData(rx, _) => match rx.feed(rest, &mut Discard) {
+                    Some(used) => {
+                        rest = &rest[used..];
+                        let State::DiscardData(_, reply) = std::mem::replace(&mut self.state, State::Command)
                         else {
                             return Flow::Close;
                         };
                         self.discarded_message(reply)
-                    } else {
-                        return Flow::Continue;
                     }
-                }
+                    None => {
+                        rest = &[];
+                        Flow::Continue
+                    }
+                },
             };
             if flow != Flow::Continue {
                 return flow;
             }
-            if iter.len() == 0 && matches!(self.state, State::Request(_)) {
-                return Flow::Continue;
-            }
         }
     }
 
-    async fn handle(&mut self, request: Request<String>) -> Flow {
+    /// One more command that moves no mail; too many end the session (a client looping on
+    /// RSET or NOOP holds a connection slot for nothing).
+    fn junk_command(&mut self, reply: &Reply) -> Flow {
+        self.junk += 1;
+        if self.junk > self.rt.config.limits.max_junk_commands {
+            self.push(&reply::TOO_MANY_JUNK_COMMANDS);
+            tracing::info!(client = %self.client, commands = self.junk, "too many commands without mail, disconnecting");
+            return Flow::Close;
+        }
+        self.push(reply);
+        Flow::Continue
+    }
+
+    async fn handle(&mut self, request: Request<String>, path: Option<Vec<u8>>) -> Flow {
         match request {
             Request::Ehlo { host } => self.handle_ehlo(host, true),
             Request::Helo { host } => self.handle_ehlo(host, false),
             Request::Lhlo { .. } => self.push_error(&reply::NOT_IMPLEMENTED),
-            Request::Mail { from } => self.handle_mail(from),
-            Request::Rcpt { to } => self.handle_rcpt(to).await,
+            Request::Mail { from } => self.handle_mail(from, path.unwrap_or_default()),
+            Request::Rcpt { to } => self.handle_rcpt(to, path.unwrap_or_default()).await,
             Request::Data => self.handle_data(),
             Request::Bdat { chunk_size, is_last } => self.handle_bdat(chunk_size, is_last),
             Request::Rset => {
                 self.tx = None;
-                self.push(&reply::OK);
-                Flow::Continue
+                self.junk_command(&reply::OK)
             }
-            Request::Noop { .. } => {
-                self.push(&reply::OK);
-                Flow::Continue
-            }
+            Request::Noop { .. } => self.junk_command(&reply::OK),
             Request::Quit => {
                 let text = format!("2.0.0 {} closing connection", self.hostname());
                 self.push(&Reply::new(221, text));
                 Flow::Close
             }
-            Request::Vrfy { .. } => {
-                self.push(&Reply::fixed(
-                    252,
-                    "2.5.2 Cannot VRFY user, but will accept message and attempt delivery",
-                ));
-                Flow::Continue
-            }
+            Request::Vrfy { .. } => self.junk_command(&Reply::fixed(
+                252,
+                "2.5.2 Cannot VRFY user, but will accept message and attempt delivery",
+            )),
             Request::Help { .. } => {
-                self.push(&Reply::fixed(214, "2.0.0 Postern: see RFC 5321 for the commands"));
-                Flow::Continue
+                self.junk_command(&Reply::fixed(214, "2.0.0 Postern: see RFC 5321 for the commands"))
             }
             Request::StartTls => self.handle_starttls(),
             Request::Expn { .. }
@@ -343,19 +370,43 @@ impl Session {
     }
 }
 
-/// The longest command line accepted (RFC 5321 4.5.3.1.4 asks for at least 512 octets; we take
-/// smtp-proto's 4096, which also covers long parameters).
-const MAX_COMMAND_LINE: usize = smtp_proto::request::receiver::MAX_LINE_LENGTH;
+/// One command line, parsed.
+enum Parsed {
+    /// MAIL and RCPT come with their path as written (smtp-proto turns `<postmaster>` into
+    /// `<>`; the handlers need to tell them apart).
+    Request(Request<String>, Option<Vec<u8>>),
+    Refused(Reply),
+    /// A BDAT chunk size past 64 bits: how many bytes follow is unknowable.
+    BdatTooBig,
+}
 
-/// Whether the command line starting in `rx`'s buffer and continuing in `rest` is too long.
-/// smtp-proto checks this only for lines split across reads, so a whole overlong line that
-/// arrives in one read is caught here.
-fn command_line_too_long(rx: &mut RequestReceiver, rest: &[u8]) -> bool {
-    let pending = rx.buf().len();
-    let here = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-    let too_long = pending + here > MAX_COMMAND_LINE;
-    if too_long {
-        rx.buf().clear();
+fn parse_command(line: &[u8]) -> Parsed {
+    if super::framing::has_oversized_number(line) {
+        return if line[..4].eq_ignore_ascii_case(b"BDAT") {
+            Parsed::BdatTooBig
+        } else {
+            Parsed::Refused(reply::MESSAGE_TOO_BIG)
+        };
     }
-    too_long
+    match Request::parse(&mut line.iter()) {
+        Ok(request) => {
+            let path = match request {
+                Request::Mail { .. } | Request::Rcpt { .. } => {
+                    super::address::raw_path(line).map(<[u8]>::to_vec)
+                }
+                _ => None,
+            };
+            Parsed::Request(request.into_owned(), path)
+        }
+        Err(e) => Parsed::Refused(Reply::for_parse_error(&e)),
+    }
+}
+
+/// Takes up to `left` bytes of a BDAT chunk from the front of `rest`.
+fn take_chunk<'a>(left: &mut u64, rest: &mut &'a [u8]) -> &'a [u8] {
+    let n = usize::try_from(*left).map_or(rest.len(), |l| l.min(rest.len()));
+    let (chunk, tail) = rest.split_at(n);
+    *left -= n as u64;
+    *rest = tail;
+    chunk
 }
