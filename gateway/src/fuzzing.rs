@@ -3,7 +3,7 @@
 //! in `fuzz/`; these functions are also run over the seed corpus by the unit tests below, so
 //! the properties hold in every `cargo test`.
 //!
-//! - `session`: bytes into a whole inbound session (in-memory store). One queued message per
+//! - `session`: bytes into a whole inbound session (in-memory `MemoryStore`). One queued message per
 //!   `250 ... queued`, the same replies however the bytes are split into reads, and each queued
 //!   message is what the client sent (after dot-unstuffing and CRLF normalisation) and what the
 //!   next hop will read back from our dot-stuffed copy.
@@ -20,7 +20,7 @@ use crate::context::Gateway;
 use crate::smtp::framing::{DataReader, decode_data_plainly};
 use crate::smtp::session::{Flow, Session};
 use crate::store::Store;
-use crate::store::embedded::EmbeddedStore;
+use crate::store::memory::MemoryStore;
 
 /// What the session target's gateway serves.
 const CONFIG: &str = r#"
@@ -46,11 +46,19 @@ fn harness() -> &'static Harness {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
         let config = postern_api::load_gateway_config(CONFIG).expect("fuzz config");
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().expect("in-memory store"));
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         let tls = crate::tls::server::TlsAcceptors::load(&config.listeners).expect("no TLS");
         let gateway = Arc::new(Gateway::new(config, store, tls).expect("gateway"));
         Harness { runtime, gateway }
     })
+}
+
+/// Builds the targets' shared state (a gateway on a `MemoryStore`, a current-thread runtime).
+/// The fuzz mains call it before AFL++'s fork server starts, so each forked child starts from
+/// a built gateway instead of loading certificates and config again. Nothing here starts a
+/// thread, which keeps the fork safe.
+pub fn init() {
+    harness();
 }
 
 /// One session's replies (queue ids masked) and the message bodies it queued.

@@ -98,19 +98,6 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir).map_err(|e| db_err(format!("{}: {e}", dir.display())))?;
         let path = dir.join("queue.redb");
         let db = Database::create(&path).map_err(|e| db_err(format!("{}: {e}", path.display())))?;
-        Self::start(db)
-    }
-
-    /// The same store in memory (redb's in-memory backend): nothing survives the process. For
-    /// the fuzz targets, where a file and its fsyncs would only slow every execution down.
-    pub fn in_memory() -> StoreResult<Self> {
-        let db = redb::Builder::new()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(db_err)?;
-        Self::start(db)
-    }
-
-    fn start(db: Database) -> StoreResult<Self> {
         let db = Arc::new(db);
         {
             // Create every table up front so readers never meet a missing one.

@@ -1,7 +1,7 @@
 //! The `Store`: where accepted messages, their delivery jobs and the quarantine live.
 //!
-//! One trait, several backends (embedded on disk now; Redis for shared state), all held to one
-//! conformance suite (`conformance.rs`). The contract:
+//! One trait, several backends (embedded on disk; Redis for shared state; in memory for the
+//! fuzz targets), all held to one conformance suite (`conformance.rs`). The contract:
 //! - `enqueue` returns only once the message and its jobs are durable: the SMTP `250` waits on it.
 //! - `lease` hands out due jobs; a leased job is not handed out again until its lease runs out
 //!   (or the process that held it is gone), so delivery is at-least-once.
@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub mod embedded;
+pub mod memory;
 pub mod redis;
 pub mod types;
 
