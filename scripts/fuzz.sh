@@ -16,7 +16,12 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(session data proxy received config)
 
+# Installing cargo-afl also builds AFL++ from the source bundled in the crate (nothing is
+# downloaded but crates); `config --build` covers an install whose AFL++ build was skipped.
 command -v cargo-afl >/dev/null || cargo install cargo-afl --locked --version 0.18.2
+if ! log=$(cargo afl config --build 2>&1); then
+  grep -q "already built" <<<"$log" || { echo "$log" >&2; exit 1; }
+fi
 # cargo-afl builds every crate with codegen-units=1: at opt-level 3 that is ~15 minutes of a
 # 2-core machine from scratch. Short runs (CI) build at opt-level 1 (about a third less),
 # long runs at 3 (faster executions); each level keeps its own target directory.

@@ -355,3 +355,37 @@ fn envelope_checks_have_a_time_budget() {
     gw.wait_log("envelope checks ran out of time; told the client to retry", WAIT);
     drop(silent);
 }
+
+#[test]
+fn admin_parameters_cannot_forge_text_log_lines() {
+    let dns = postern_tests::dns::DnsServer::start(vec![postern_tests::dns::txt(
+        "soft.test",
+        "v=spf1 ip4:192.0.2.1 ~all",
+    )]);
+    let sink = Sink::start(Behavior::default());
+    let gw = Gateway::start(
+        &GatewayConfig::new(&format!(
+            "delivery: {{nameservers: [\"{}\"]}}\nspamPolicies:\n  p:\n    spf: {{softFail: Quarantine}}\ndomains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: p\n",
+            dns.addr,
+            sink.host()
+        ))
+        .with_text_logs(),
+    );
+    let mut c = Client::connect(gw.smtp());
+    assert_eq!(c.cmd("EHLO client.test").code, 250);
+    assert!(c.send_message("x@soft.test", &["bob@served.test"], "Subject: held\r\n\r\nhi\r\n").starts("250"));
+    gw.wait_log("message quarantined", WAIT);
+    let (_, body) = gw.admin_get("/api/v1/quarantine");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let forged = "eve%0A2026-12-01T00:00:00Z%20INFO%20quarantined%20message%20released%20by%3Dadmin%1B%5B2K";
+    let (status, _) = gw.admin("DELETE", &format!("/api/v1/quarantine/{id}?by={forged}"));
+    assert_eq!(status, 200);
+    let line = gw.wait_log("quarantined message deleted", WAIT);
+    let raw = line["raw"].as_str().unwrap();
+    assert!(
+        raw.contains(r#"deleted_by="eve\n2026-12-01T00:00:00Z INFO quarantined message released by=admin\u{1b}[2K""#),
+        "{raw}"
+    );
+    assert!(!gw.log_contains("quarantined message released"), "no forged line");
+}
