@@ -384,7 +384,9 @@ fn admin_parameters_cannot_forge_text_log_lines() {
     let line = gw.wait_log("quarantined message deleted", WAIT);
     let raw = line["raw"].as_str().unwrap();
     assert!(
-        raw.contains(r#"deleted_by="eve\n2026-12-01T00:00:00Z INFO quarantined message released by=admin\u{1b}[2K""#),
+        raw.contains(
+            r#"deleted_by="eve\n2026-12-01T00:00:00Z INFO quarantined message released by=admin\u{1b}[2K""#
+        ),
         "{raw}"
     );
     assert!(!gw.log_contains("quarantined message released"), "no forged line");

@@ -64,7 +64,9 @@ pub fn original_client_ip(data: &[u8]) -> Option<IpAddr> {
         if let Some(h) = current.take() {
             return ip_in_from_clause(&h);
         }
-        if line.len() > 9 && line[..9].eq_ignore_ascii_case("received:") {
+        // Compared as bytes: slicing the str at 9 panics when a multi-byte character straddles
+        // it (found by the fuzzer). Once they match, the first 9 bytes are ASCII.
+        if line.len() > 9 && line.as_bytes()[..9].eq_ignore_ascii_case(b"received:") {
             current = Some(line[9..].trim().to_string());
         }
     }
@@ -75,7 +77,8 @@ pub fn original_client_ip(data: &[u8]) -> Option<IpAddr> {
 fn ip_in_from_clause(value: &str) -> Option<IpAddr> {
     let from = value.split(" by ").next()?;
     from.split('[').skip(1).find_map(|part| {
-        let inner = part.split(']').next()?;
+        // A literal is closed: `[192.0.2.1` at the end of a clause is not one.
+        let (inner, _) = part.split_once(']')?;
         inner.trim_start_matches("IPv6:").parse().ok()
     })
 }
@@ -133,6 +136,13 @@ mod tests {
             Some("2001:db8::5".parse().unwrap())
         );
         assert_eq!(original_client_ip(b"Subject: none\r\n\r\n"), None);
+        // A multi-byte character across byte 9 of a header line (found by the fuzzer: panicked).
+        assert_eq!(original_client_ip("Receive\u{300}d: from x ([192.0.2.1]) by y\r\n\r\n".as_bytes()), None);
+        assert_eq!(
+            original_client_ip(b"Received: from x ([192.0.2.1 by y\r\n\r\n"),
+            None,
+            "unclosed literal"
+        );
     }
 
     #[test]
