@@ -21,7 +21,9 @@ async fn reconcile_spans_reach_an_otlp_receiver() {
         post(move |body: Bytes| {
             let sink = sink.clone();
             async move {
-                sink.lock().unwrap().push(ExportTraceServiceRequest::decode(body).expect("OTLP protobuf"));
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(ExportTraceServiceRequest::decode(body).expect("OTLP protobuf"));
                 ""
             }
         }),
@@ -48,10 +50,24 @@ async fn reconcile_spans_reach_an_otlp_receiver() {
         .unwrap();
     let ctx = Arc::new(postern_operator::controller::Context::new(client));
     postern_operator::controller::reconcile(Arc::new(objs.gateways[0].clone()), ctx).await.unwrap();
-    // The batch processor sends from its own thread; flush there and wait for it.
-    tokio::task::spawn_blocking(move || provider.force_flush()).await.unwrap().unwrap();
-
-    let requests = received.lock().unwrap();
+    // The batch processor sends from its own thread; flush there until the reconcile span has
+    // arrived (one flush was not always enough: seen once in a full run), for at most 10 s.
+    let provider = Arc::new(provider);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let requests = loop {
+        let p = provider.clone();
+        tokio::task::spawn_blocking(move || p.force_flush()).await.unwrap().unwrap();
+        let got = received.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let has_reconcile = got
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .any(|ss| ss.spans.iter().any(|s| s.name == "reconcile"));
+        if has_reconcile || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let spans: Vec<_> = requests
         .iter()
         .flat_map(|r| &r.resource_spans)
