@@ -51,13 +51,14 @@ impl Session {
     pub(super) fn handle_bdat(&mut self, chunk_size: usize, is_last: bool) -> Flow {
         let max = self.rt.config.limits.max_message_size;
         let chunk = chunk_size as u64;
-        let so_far = self.tx.as_ref().map_or(0, |t| t.body.len() as u64);
-        let too_big = so_far.checked_add(chunk).is_none_or(|total| total > max);
         // A chunk larger than any message we take: reading it all just to drop it would hold
         // the connection for as long as the client likes. Refuse it and close.
         if chunk > max {
             return self.refuse_oversized_chunk();
         }
+        // Both are at most the limit here (the body never passes it), so this cannot wrap.
+        let so_far = self.tx.as_ref().map_or(0, |t| t.body.len() as u64);
+        let too_big = so_far + chunk > max;
         // The chunk's bytes follow the command whatever we answer: a refused chunk is answered
         // at once, then its bytes are read and dropped (never buffered).
         let refusal = match &self.tx {

@@ -221,6 +221,12 @@ impl LineReader {
 /// itself as "no number"). Returns true when `line` is a MAIL command with such a SIZE, or a
 /// BDAT command with such a chunk size; the session refuses those itself.
 pub fn has_oversized_number(line: &[u8]) -> bool {
+    let starts = |verb: &[u8]| line.len() >= 5 && line[..5].eq_ignore_ascii_case(verb);
+    let (bdat, mail) = (starts(b"BDAT "), starts(b"MAIL "));
+    // Every command line passes here: only MAIL and BDAT lines are looked at further.
+    if !bdat && !mail {
+        return false;
+    }
     let upper = line.to_ascii_uppercase();
     let digits_after = |at: usize| -> &[u8] {
         let rest = &upper[at..];
@@ -232,14 +238,11 @@ pub fn has_oversized_number(line: &[u8]) -> bool {
         std::str::from_utf8(trimmed)
             .is_ok_and(|s| !s.is_empty() && !s.parse::<u64>().is_ok_and(|n| n < u64::MAX))
     };
-    if upper.starts_with(b"BDAT ") {
+    if bdat {
         let start = 5 + upper[5..].iter().take_while(|&&b| b == b' ').count();
         return overflows(digits_after(start));
     }
-    if upper.starts_with(b"MAIL ") {
-        return memmem::find_iter(&upper, b" SIZE=").any(|at| overflows(digits_after(at + 6)));
-    }
-    false
+    memmem::find_iter(&upper, b" SIZE=").any(|at| overflows(digits_after(at + 6)))
 }
 
 #[cfg(test)]
