@@ -6,8 +6,9 @@ use std::sync::atomic::AtomicBool;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use crate::delivery::outbound::Outbound;
+use crate::dns::Dns;
 use crate::metrics::Metrics;
+use crate::outbound::OutboundClient;
 use crate::policy::connections::ConnectionLimiter;
 use crate::routing::probe::RecipientProbes;
 use crate::routing::verification::Verifications;
@@ -22,12 +23,14 @@ pub struct Gateway {
     pub metrics: Metrics,
     pub tls: TlsAcceptors,
     pub connections: ConnectionLimiter,
+    /// The one resolver (and cache) of the process.
+    pub dns: Arc<Dns>,
     /// Talks SMTP to other servers (delivery, probes, verification).
-    pub outbound: Outbound,
+    pub outbound: Arc<OutboundClient>,
     /// Cached answers of recipient probes.
     pub probes: RecipientProbes,
     /// Destination verification state of routing policies.
-    pub verifications: Verifications,
+    pub verifications: Arc<Verifications>,
     /// SPF, DKIM, DMARC (mail-auth) and blocklist checks.
     pub spam: crate::spam::SpamEngine,
     /// Wakes the delivery scheduler when new jobs were queued.
@@ -44,17 +47,19 @@ impl Gateway {
         tls: TlsAcceptors,
     ) -> anyhow::Result<Self> {
         let runtime = Runtime::new(config);
-        let outbound = Outbound::new(&runtime)?;
-        let spam = crate::spam::SpamEngine::new(&runtime.config.delivery.nameservers)?;
+        let dns = Arc::new(Dns::new(&runtime.config.delivery.nameservers)?);
+        let outbound = Arc::new(OutboundClient::new(&runtime, dns.clone())?);
+        let spam = crate::spam::SpamEngine::new(dns.clone());
         Ok(Self {
             runtime: ArcSwap::from_pointee(runtime),
-            store,
+            store: store.clone(),
             metrics: Metrics::new(),
             tls,
             connections: ConnectionLimiter::default(),
-            outbound,
+            dns,
+            outbound: outbound.clone(),
             probes: RecipientProbes::default(),
-            verifications: Verifications::default(),
+            verifications: Arc::new(Verifications::new(store.clone(), outbound.clone())),
             spam,
             queue_wakeup: Notify::new(),
             listening: false.into(),

@@ -132,10 +132,10 @@ pub fn session(input: &[u8]) {
             assert_eq!(run.queued_replies, run.messages.len(), "one queued message per 250");
             for body in &run.messages {
                 assert_crlf_only(body);
-                let (relayed, used) = decode_data_plainly(&crate::delivery::client::dot_stuff(body))
+                let (relayed, used) = decode_data_plainly(&crate::outbound::dot_stuff(body))
                     .expect("a dot-stuffed copy ends with its mark");
                 assert_eq!(&relayed, body, "the next hop reads back what we stored");
-                assert_eq!(used, crate::delivery::client::dot_stuff(body).len());
+                assert_eq!(used, crate::outbound::dot_stuff(body).len());
             }
         }
         assert_eq!(whole.replies, split.replies, "replies depend on how the bytes were split");

@@ -5,13 +5,16 @@
 //! inbound mail; what it holds back, `quarantine` lets admins search, release or delete.
 //! `admin` serves health, readiness, metrics and the admin API; `server` wires it all together.
 
+pub mod address;
 pub mod admin;
 pub mod config;
 pub mod context;
 pub mod delivery;
+pub mod dns;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod metrics;
+pub mod outbound;
 pub mod policy;
 pub mod quarantine;
 pub mod routing;

@@ -89,7 +89,8 @@ async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()
     }
 
     let delivery_task = tokio::spawn(Delivery::new(gw.clone()).run(stop_rx.clone()));
-    tokio::spawn(crate::routing::verification::run(gw.clone(), stop_rx.clone()));
+    let shared = gw.clone();
+    tokio::spawn(gw.verifications.clone().run(move || shared.runtime(), stop_rx.clone()));
     let mut accept_tasks = Vec::new();
     for (listener, sock) in bound {
         accept_tasks.push(tokio::spawn(accept_loop(gw.clone(), listener, sock, stop_rx.clone())));

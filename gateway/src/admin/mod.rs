@@ -65,7 +65,7 @@ async fn verifications(State(gw): State<Arc<Gateway>>) -> Response {
 
 /// Verify a domain's destination again now.
 async fn retry_verification(State(gw): State<Arc<Gateway>>, Path(domain): Path<String>) -> Response {
-    match gw.verifications.retrigger(&gw, &domain).await {
+    match gw.verifications.retrigger(&gw.runtime(), &domain).await {
         Ok(true) => (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"domain": domain, "status": "pending"})))
             .into_response(),
         Ok(false) => (

@@ -2,14 +2,14 @@
 //! each failed recipient, its status and the remote server's words, with the original headers.
 //! Never sent to the null sender, so bounces cannot loop.
 
-use super::Failure;
+use crate::outbound::OutboundError;
 use crate::store::{Message, Recipient, new_id};
 use crate::util::time::{rfc5322, rfc5322_now};
 
 /// One failed recipient for the report.
 pub struct FailedRecipient<'a> {
     pub recipient: &'a Recipient,
-    pub failure: &'a Failure,
+    pub failure: &'a OutboundError,
 }
 
 /// The DSN message body (headers and MIME parts), addressed to `to`.
@@ -103,7 +103,7 @@ mod tests {
             body: b"Subject: hi\r\nFrom: s@example.org\r\n\r\nsecret body\r\n".to_vec(),
         };
         let rcpt = Recipient { address: "u@example.com".into(), original: "u@example.com".into() };
-        let mut failure = Failure::permanent_status("5.1.1".into(), "550 5.1.1 no such user".into());
+        let mut failure = OutboundError::permanent_status("5.1.1".into(), "550 5.1.1 no such user".into());
         failure.remote = Some("mx.example.com".into());
         failure.smtp = true;
         let (_, dsn) = build(

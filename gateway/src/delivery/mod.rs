@@ -9,62 +9,15 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub mod client;
 pub mod dsn;
-pub mod outbound;
-pub mod pool;
-pub mod resolve;
 
 use crate::context::Gateway;
 use crate::metrics::ResultLabel;
+use crate::outbound::{Envelope, OutboundError};
 use crate::routing;
 use crate::runtime::Runtime;
 use crate::store::{Job, Message, NewMessage, Recipient, new_id};
 use crate::util::time::{ms, now_ms};
-use client::Envelope;
-
-/// Why a recipient was not delivered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub permanent: bool,
-    /// Enhanced status code, e.g. "5.1.1".
-    pub status: String,
-    /// What happened, e.g. the remote reply "550 5.1.1 no such user".
-    pub diagnostic: String,
-    /// The remote host that answered, if one did.
-    pub remote: Option<String>,
-    /// The diagnostic is a remote SMTP reply (DSN Diagnostic-Code type "smtp").
-    pub smtp: bool,
-}
-
-impl Failure {
-    pub fn permanent(status: &str, diagnostic: String) -> Self {
-        Self::permanent_status(status.to_string(), diagnostic)
-    }
-
-    pub fn temporary(status: &str, diagnostic: String) -> Self {
-        Self::temporary_status(status.to_string(), diagnostic)
-    }
-
-    pub fn permanent_status(status: String, diagnostic: String) -> Self {
-        Self { permanent: true, status, diagnostic, remote: None, smtp: false }
-    }
-
-    pub fn temporary_status(status: String, diagnostic: String) -> Self {
-        Self { permanent: false, status, diagnostic, remote: None, smtp: false }
-    }
-
-    /// A connection-level problem with one host: temporary, try the next host.
-    pub fn network(host: &str, what: String) -> Self {
-        Self {
-            permanent: false,
-            status: "4.4.1".into(),
-            diagnostic: format!("{host}: {what}"),
-            remote: None,
-            smtp: false,
-        }
-    }
-}
 
 pub struct Delivery {
     gw: Arc<Gateway>,
@@ -173,7 +126,7 @@ impl Delivery {
     }
 
     /// One delivery attempt of a job.
-    async fn attempt(&self, rt: &Runtime, job: &Job, message: &Message) -> Vec<Result<(), Failure>> {
+    async fn attempt(&self, rt: &Runtime, job: &Job, message: &Message) -> Vec<Result<(), OutboundError>> {
         let env = Envelope {
             sender: &job.sender,
             recipients: job.recipients.iter().map(|r| r.address.as_str()).collect(),
@@ -188,14 +141,14 @@ impl Delivery {
         rt: &Runtime,
         mut job: Job,
         message: &Message,
-        results: Vec<Result<(), Failure>>,
+        results: Vec<Result<(), OutboundError>>,
         started: Instant,
     ) {
         let now = now_ms();
         let expired = now >= job.expires_at;
         let metrics = &self.gw.metrics;
-        let mut deferred: Vec<(Recipient, Failure)> = Vec::new();
-        let mut bounced: Vec<(Recipient, Failure)> = Vec::new();
+        let mut deferred: Vec<(Recipient, OutboundError)> = Vec::new();
+        let mut bounced: Vec<(Recipient, OutboundError)> = Vec::new();
         let mut delivered = 0usize;
         for (rcpt, result) in job.recipients.iter().cloned().zip(results) {
             match result {
@@ -263,7 +216,7 @@ impl Delivery {
         rt: &Runtime,
         job: &Job,
         message: &Message,
-        bounced: &[(Recipient, Failure)],
+        bounced: &[(Recipient, OutboundError)],
     ) -> Option<NewMessage> {
         if bounced.is_empty() {
             return None;

@@ -4,11 +4,12 @@
 use std::net::IpAddr;
 
 use crate::runtime::Runtime;
-use crate::smtp::reply::Reply;
 
-pub const RELAY_DENIED: Reply = Reply::fixed(554, "5.7.1 Relay access denied");
+/// The client may not send to this recipient through us (answered 554 5.7.1).
+#[derive(Debug, PartialEq, Eq)]
+pub struct RelayDenied;
 
 /// Whether `client` may send to a recipient in `domain` (lower case).
-pub fn check_recipient_domain(rt: &Runtime, client: IpAddr, domain: &str) -> Result<(), Reply> {
-    if rt.served_domain(domain).is_some() || rt.is_trusted(client) { Ok(()) } else { Err(RELAY_DENIED) }
+pub fn check_recipient_domain(rt: &Runtime, client: IpAddr, domain: &str) -> Result<(), RelayDenied> {
+    if rt.served_domain(domain).is_some() || rt.is_trusted(client) { Ok(()) } else { Err(RelayDenied) }
 }

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 
 use postern_api::SpamPolicyConfig;
 
+use crate::address::domain_of;
 use crate::context::Gateway;
-use crate::routing::{self, domain_of};
+use crate::routing;
 use crate::runtime::Runtime;
 use crate::store::{Message, NewMessage, QuarantineEntry, StoreResult, new_id};
 use crate::util::time::{ms, now_ms, rfc5322, rfc5322_now};

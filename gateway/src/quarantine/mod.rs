@@ -207,8 +207,8 @@ pub struct Released {
 pub async fn release(gw: &Gateway, id: &str, by: &str) -> Result<Released, QuarantineError> {
     let entry = gw.store.quarantine_get(id).await?.ok_or_else(|| QuarantineError::NotFound(id.into()))?;
     let rt = gw.runtime.load_full();
-    let directory = ProbingDirectory { gw, rt: &rt };
-    let router = Router { rt: &rt, directory: &directory, policies: &gw.verifications };
+    let directory = ProbingDirectory { probes: &gw.probes, outbound: &gw.outbound, rt: &rt };
+    let router = Router { rt: &rt, directory: &directory, policies: &*gw.verifications };
     let (mut targets, mut delivered, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
     for rcpt in &entry.recipients {
         match router.resolve(rcpt).await {

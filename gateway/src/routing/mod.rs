@@ -19,18 +19,9 @@ use postern_api::{RoutingMode, RoutingPolicyConfig};
 pub mod probe;
 pub mod verification;
 
+use crate::address::{domain_of, is_postmaster};
 use crate::runtime::{Runtime, ServedDomain};
 use crate::store::{Recipient, Route};
-
-/// The domain part of an address, lower case; `None` for an address without one.
-pub fn domain_of(address: &str) -> Option<String> {
-    address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).filter(|d| !d.is_empty())
-}
-
-/// `postmaster@...`, in any case.
-pub fn is_postmaster(address: &str) -> bool {
-    address.rsplit_once('@').is_some_and(|(local, _)| local.eq_ignore_ascii_case("postmaster"))
-}
 
 /// One delivery a recipient needs.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::Directory;
-use crate::context::Gateway;
+use crate::outbound::OutboundClient;
 use crate::runtime::{Runtime, ServedDomain};
 use crate::store::Route;
 
@@ -36,7 +36,8 @@ impl RecipientProbes {
 
 /// The directory of a served domain as its primary server knows it.
 pub struct ProbingDirectory<'a> {
-    pub gw: &'a Gateway,
+    pub probes: &'a RecipientProbes,
+    pub outbound: &'a OutboundClient,
     pub rt: &'a Runtime,
 }
 
@@ -44,14 +45,14 @@ impl Directory for ProbingDirectory<'_> {
     async fn exists(&self, domain: &ServedDomain, address: &str) -> Result<bool, String> {
         let Some(rv) = &domain.config.recipient_verification else { return Ok(false) };
         let key = address.to_ascii_lowercase();
-        if let Some(hit) = self.gw.probes.get(&key, rv.cache_ttl.get()) {
+        if let Some(hit) = self.probes.get(&key, rv.cache_ttl.get()) {
             return Ok(hit);
         }
         let route = Route::from_destination(&domain.config.primary);
-        match self.gw.outbound.probe(self.rt, &route, address).await {
+        match self.outbound.probe(self.rt, &route, address).await {
             Ok(exists) => {
                 tracing::debug!(rcpt = %address, exists, "recipient verified against the primary server");
-                self.gw.probes.put(key, exists);
+                self.probes.put(key, exists);
                 Ok(exists)
             }
             Err(f) => {

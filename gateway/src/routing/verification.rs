@@ -15,10 +15,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use super::PolicyState;
-use crate::context::Gateway;
-use crate::delivery::client::Envelope;
+use crate::outbound::{Envelope, OutboundClient};
 use crate::runtime::Runtime;
-use crate::store::{Route, new_id};
+use crate::store::{Route, Store, new_id};
 use crate::util::time::{now_ms, rfc5322_now};
 
 /// How often the verifier looks for work (and refreshes its copy from the store).
@@ -59,10 +58,13 @@ fn key(domain: &str) -> String {
     format!("verification/{}", domain.to_ascii_lowercase())
 }
 
-#[derive(Default)]
+/// The verification state of every policy (a copy of the store's, for the RCPT hot path) and
+/// the task that keeps it current. Needs only the store and the outbound client.
 pub struct Verifications {
     states: RwLock<HashMap<String, VerificationState>>,
     wake: Notify,
+    store: Arc<dyn Store>,
+    outbound: Arc<OutboundClient>,
 }
 
 impl PolicyState for Verifications {
@@ -78,6 +80,10 @@ impl PolicyState for Verifications {
 }
 
 impl Verifications {
+    pub fn new(store: Arc<dyn Store>, outbound: Arc<OutboundClient>) -> Self {
+        Self { states: RwLock::default(), wake: Notify::new(), store, outbound }
+    }
+
     fn remember(&self, state: VerificationState) {
         let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
         states.insert(state.domain.clone(), state);
@@ -97,9 +103,8 @@ impl Verifications {
     }
 
     /// Forgets the result for `domain` (in the store too) so it is verified again now.
-    pub async fn retrigger(&self, gw: &Gateway, domain: &str) -> Result<bool, String> {
-        let rt = gw.runtime();
-        let Some(policy) = policy_needing_verification(&rt, domain) else { return Ok(false) };
+    pub async fn retrigger(&self, rt: &Runtime, domain: &str) -> Result<bool, String> {
+        let Some(policy) = policy_needing_verification(rt, domain) else { return Ok(false) };
         let state = VerificationState {
             domain: domain.to_ascii_lowercase(),
             address: policy.verification_address.clone().unwrap_or_default(),
@@ -109,10 +114,118 @@ impl Verifications {
             detail: "verification requested".into(),
             checked_at: 0,
         };
-        save(gw, &state).await?;
+        self.save(&state).await?;
         self.remember(state);
         self.wake.notify_one();
         Ok(true)
+    }
+
+    async fn save(&self, state: &VerificationState) -> Result<(), String> {
+        let raw = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+        self.store.state_put(&key(&state.domain), raw).await.map_err(|e| e.to_string())
+    }
+
+    /// The verifier task: verifies each policy that needs it, under the config `current`
+    /// returns at each round, until `stop`.
+    pub async fn run(self: Arc<Self>, current: impl Fn() -> Arc<Runtime>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let rt = current();
+            let domains: Vec<String> = rt
+                .served_domains()
+                .filter(|d| policy_needing_verification(&rt, &d.config.name).is_some())
+                .map(|d| d.config.name.to_ascii_lowercase())
+                .collect();
+            for domain in domains {
+                let Some(policy) = policy_needing_verification(&rt, &domain) else { continue };
+                self.check(&rt, &domain, policy).await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn check(&self, rt: &Runtime, domain: &str, policy: &RoutingPolicyConfig) {
+        let fp = fingerprint(policy);
+        let stored = match self.store.state_get(&key(domain)).await {
+            Ok(Some(raw)) => serde_json::from_slice::<VerificationState>(&raw).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(domain, error = %e, "cannot read verification state");
+                return;
+            }
+        };
+        if let Some(s) = &stored {
+            self.remember(s.clone());
+        }
+        let due = match &stored {
+            None => true,
+            Some(s) if s.fingerprint != fp => true,
+            Some(s) => {
+                s.status != Status::Verified && now_ms().saturating_sub(s.checked_at) >= RETRY_AFTER_MS
+            }
+        };
+        if !due {
+            return;
+        }
+        let state = self.verify(rt, domain, policy, fp).await;
+        // Recorded before it is logged: whoever reads the log line finds the state in place (the
+        // routing decision, the admin API, the operator's DestinationVerified).
+        if let Err(e) = self.save(&state).await {
+            tracing::warn!(domain, error = %e, "cannot store verification state");
+        }
+        self.remember(state.clone());
+        match state.status {
+            Status::Verified => {
+                tracing::info!(domain, destination = %state.destination, "destination verified; routing policy is live")
+            }
+            _ => {
+                tracing::warn!(domain, destination = %state.destination, detail = %state.detail, "destination verification failed; domain stays Direct")
+            }
+        }
+    }
+
+    /// Sends the verification message through the destination and reports what it said.
+    async fn verify(
+        &self,
+        rt: &Runtime,
+        domain: &str,
+        policy: &RoutingPolicyConfig,
+        fp: String,
+    ) -> VerificationState {
+        let address = policy.verification_address.clone().unwrap_or_default();
+        let route = Route::from_destination(&policy.destination);
+        let sender = format!("postmaster@{}", rt.config.hostname);
+        let id = new_id();
+        let body = format!(
+            "From: Postern <{sender}>\r\nTo: <{address}>\r\nSubject: Postern destination verification for {domain}\r\nDate: {}\r\nMessage-ID: <{id}@{}>\r\nAuto-Submitted: auto-generated\r\n\r\nThis message checks that {} accepts mail that Postern routes for {domain}.\r\nNo action is needed.\r\n",
+            rfc5322_now(),
+            rt.config.hostname,
+            route.key(),
+        );
+        let env = Envelope {
+            sender: &sender,
+            recipients: vec![address.as_str()],
+            smtputf8: false,
+            eight_bit: false,
+        };
+        let result = self.outbound.send(rt, &route, &env, body.as_bytes()).await.pop();
+        let (status, detail) = match result {
+            Some(Ok(())) => (Status::Verified, "accepted".to_string()),
+            Some(Err(f)) => (Status::Failed, f.diagnostic),
+            None => (Status::Failed, "no result".to_string()),
+        };
+        VerificationState {
+            domain: domain.to_string(),
+            address,
+            destination: route.key(),
+            fingerprint: fp,
+            status,
+            detail,
+            checked_at: now_ms(),
+        }
     }
 }
 
@@ -122,105 +235,4 @@ fn policy_needing_verification<'a>(rt: &'a Runtime, domain: &str) -> Option<&'a 
         .routing
         .as_ref()
         .filter(|p| p.enabled && p.verification_address.is_some())
-}
-
-async fn save(gw: &Gateway, state: &VerificationState) -> Result<(), String> {
-    let raw = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-    gw.store.state_put(&key(&state.domain), raw).await.map_err(|e| e.to_string())
-}
-
-/// The verifier task: verifies each policy that needs it, until `stop`.
-pub async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let rt = gw.runtime();
-        let domains: Vec<String> = rt
-            .served_domains()
-            .filter(|d| policy_needing_verification(&rt, &d.config.name).is_some())
-            .map(|d| d.config.name.to_ascii_lowercase())
-            .collect();
-        for domain in domains {
-            let Some(policy) = policy_needing_verification(&rt, &domain) else { continue };
-            check(&gw, &rt, &domain, policy).await;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
-            _ = gw.verifications.wake.notified() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-async fn check(gw: &Gateway, rt: &Runtime, domain: &str, policy: &RoutingPolicyConfig) {
-    let fp = fingerprint(policy);
-    let stored = match gw.store.state_get(&key(domain)).await {
-        Ok(Some(raw)) => serde_json::from_slice::<VerificationState>(&raw).ok(),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(domain, error = %e, "cannot read verification state");
-            return;
-        }
-    };
-    if let Some(s) = &stored {
-        gw.verifications.remember(s.clone());
-    }
-    let due = match &stored {
-        None => true,
-        Some(s) if s.fingerprint != fp => true,
-        Some(s) => s.status != Status::Verified && now_ms().saturating_sub(s.checked_at) >= RETRY_AFTER_MS,
-    };
-    if !due {
-        return;
-    }
-    let state = verify(gw, rt, domain, policy, fp).await;
-    // Recorded before it is logged: whoever reads the log line finds the state in place (the
-    // routing decision, the admin API, the operator's DestinationVerified).
-    if let Err(e) = save(gw, &state).await {
-        tracing::warn!(domain, error = %e, "cannot store verification state");
-    }
-    gw.verifications.remember(state.clone());
-    match state.status {
-        Status::Verified => {
-            tracing::info!(domain, destination = %state.destination, "destination verified; routing policy is live")
-        }
-        _ => {
-            tracing::warn!(domain, destination = %state.destination, detail = %state.detail, "destination verification failed; domain stays Direct")
-        }
-    }
-}
-
-/// Sends the verification message through the destination and reports what it said.
-async fn verify(
-    gw: &Gateway,
-    rt: &Runtime,
-    domain: &str,
-    policy: &RoutingPolicyConfig,
-    fp: String,
-) -> VerificationState {
-    let address = policy.verification_address.clone().unwrap_or_default();
-    let route = Route::from_destination(&policy.destination);
-    let sender = format!("postmaster@{}", rt.config.hostname);
-    let id = new_id();
-    let body = format!(
-        "From: Postern <{sender}>\r\nTo: <{address}>\r\nSubject: Postern destination verification for {domain}\r\nDate: {}\r\nMessage-ID: <{id}@{}>\r\nAuto-Submitted: auto-generated\r\n\r\nThis message checks that {} accepts mail that Postern routes for {domain}.\r\nNo action is needed.\r\n",
-        rfc5322_now(),
-        rt.config.hostname,
-        route.key(),
-    );
-    let env =
-        Envelope { sender: &sender, recipients: vec![address.as_str()], smtputf8: false, eight_bit: false };
-    let result = gw.outbound.send(rt, &route, &env, body.as_bytes()).await.pop();
-    let (status, detail) = match result {
-        Some(Ok(())) => (Status::Verified, "accepted".to_string()),
-        Some(Err(f)) => (Status::Failed, f.diagnostic),
-        None => (Status::Failed, "no result".to_string()),
-    };
-    VerificationState {
-        domain: domain.to_string(),
-        address,
-        destination: route.key(),
-        fingerprint: fp,
-        status,
-        detail,
-        checked_at: now_ms(),
-    }
 }

@@ -251,9 +251,7 @@ impl Session {
             let envelope = match &choice.envelope {
                 Some(e) => e.clone(),
                 // From an inbound gateway: the connection-time checks run now, on the original client.
-                None => {
-                    self.gateway.spam.check_envelope(policy, self.gateway.outbound.resolver(), &client).await
-                }
+                None => self.gateway.spam.check_envelope(policy, &client).await,
             };
             self.gateway.spam.check_content(policy, &envelope, &client, &checked.content).await
         };
@@ -276,7 +274,8 @@ impl Session {
             checked.added_headers.push_str(&policy.spam_header);
             checked.added_headers.push_str("\r\n");
         }
-        let external = routing::domain_of(&tx.sender).is_none_or(|d| self.rt.served_domain(&d).is_none());
+        let external =
+            crate::address::domain_of(&tx.sender).is_none_or(|d| self.rt.served_domain(&d).is_none());
         let warnings = &policy.sender_warnings;
         let applicable =
             [(outcome.unauthenticated, &warnings.unauthenticated), (external, &warnings.external)];

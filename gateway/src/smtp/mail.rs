@@ -2,9 +2,9 @@
 
 use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom};
 
-use super::address::{self, Problem};
 use super::reply::{self, Reply};
 use super::session::{Flow, Session, Transaction};
+use crate::address::{self, Problem};
 
 impl Session {
     /// `path`: the reverse-path as the client wrote it.

@@ -9,7 +9,6 @@ use postern_api::Listener;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub mod address;
 pub mod data;
 pub mod ehlo;
 pub mod framing;

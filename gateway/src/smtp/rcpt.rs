@@ -2,13 +2,13 @@
 
 use smtp_proto::RcptTo;
 
-use super::address::{self, Problem};
 use super::reply::{self, Reply};
 use super::session::{Flow, Session};
+use crate::address::{self, Problem};
 use crate::metrics::{ReasonLabel, StageLabel};
 use crate::policy::relay;
 use crate::routing::probe::ProbingDirectory;
-use crate::routing::{self, Decision, Router};
+use crate::routing::{Decision, Router};
 
 impl Session {
     /// `path`: the forward-path as the client wrote it.
@@ -41,16 +41,17 @@ impl Session {
                 Problem::BadDomain => Reply::fixed(501, "5.1.3 Bad recipient domain syntax"),
             });
         }
-        let Some(domain) = routing::domain_of(&to.address) else {
+        let Some(domain) = crate::address::domain_of(&to.address) else {
             return self.push_error(&Reply::fixed(501, "5.1.3 Recipient address must have a domain"));
         };
         // The configured postmaster may live elsewhere; a client may always write to it.
         if !bare_postmaster
-            && let Err(reply) = relay::check_recipient_domain(&self.rt, self.client_ip(), &domain)
+            && let Err(relay::RelayDenied) =
+                relay::check_recipient_domain(&self.rt, self.client_ip(), &domain)
         {
             self.refused("relay_denied");
             tracing::info!(client = %self.client, rcpt = %to.address, "relay access denied");
-            return self.push_error(&reply);
+            return self.push_error(&reply::RELAY_DENIED);
         }
         if tx.recipients.iter().any(|r| r.eq_ignore_ascii_case(&to.address)) {
             self.push(&Reply::fixed(250, "2.1.5 Ok"));
@@ -59,8 +60,9 @@ impl Session {
         if let Err(reply) = self.spam_envelope(&domain).await {
             return self.push_error(&reply);
         }
-        let directory = ProbingDirectory { gw: &self.gateway, rt: &self.rt };
-        let router = Router { rt: &self.rt, directory: &directory, policies: &self.gateway.verifications };
+        let gw = &self.gateway;
+        let directory = ProbingDirectory { probes: &gw.probes, outbound: &gw.outbound, rt: &self.rt };
+        let router = Router { rt: &self.rt, directory: &directory, policies: &*self.gateway.verifications };
         match router.resolve(&to.address).await {
             Decision::Deliver(targets) => {
                 let Some(tx) = &mut self.tx else { return Flow::Continue };
@@ -112,11 +114,7 @@ impl Session {
                                 hostname: &self.rt.config.hostname,
                             };
                             let budget = self.rt.config.limits.envelope_check_timeout.get();
-                            let checks = self.gateway.spam.check_envelope(
-                                p,
-                                self.gateway.outbound.resolver(),
-                                &client,
-                            );
+                            let checks = self.gateway.spam.check_envelope(p, &client);
                             match tokio::time::timeout(budget, checks).await {
                                 Ok(result) => Some(result),
                                 Err(_) => {

@@ -40,7 +40,7 @@ pub fn header(t: &Trace<'_>) -> String {
     }
     h.push_str(&format!("\tby {} (Postern) with {} id {}", t.hostname, protocol(t), t.id));
     if let Some(rcpt) = t.single_recipient {
-        h.push_str(&format!("\r\n\tfor <{}>", super::address::to_wire(rcpt)));
+        h.push_str(&format!("\r\n\tfor <{}>", crate::address::to_wire(rcpt)));
     }
     h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_now()));
     h

@@ -86,6 +86,7 @@ pub const BAD_SEQUENCE_RCPT: Reply = Reply::fixed(554, "5.5.1 No valid recipient
 pub const NOT_IMPLEMENTED: Reply = Reply::fixed(502, "5.5.1 Command not implemented");
 pub const TOO_MANY_ERRORS: Reply = Reply::fixed(421, "4.7.0 Too many errors, closing connection");
 pub const STORAGE_FAILURE: Reply = Reply::fixed(451, "4.3.0 Temporary storage failure, try again later");
+pub const RELAY_DENIED: Reply = Reply::fixed(554, "5.7.1 Relay access denied");
 pub const MESSAGE_TOO_BIG: Reply = Reply::fixed(552, "5.3.4 Message size exceeds fixed limit");
 pub const CHECKS_TIMED_OUT: Reply =
     Reply::fixed(451, "4.4.3 Checks of this message could not finish in time, try again later");

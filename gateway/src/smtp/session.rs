@@ -392,7 +392,7 @@ fn parse_command(line: &[u8]) -> Parsed {
         Ok(request) => {
             let path = match request {
                 Request::Mail { .. } | Request::Rcpt { .. } => {
-                    super::address::raw_path(line).map(<[u8]>::to_vec)
+                    crate::address::raw_path(line).map(<[u8]>::to_vec)
                 }
                 _ => None,
             };

@@ -20,7 +20,7 @@ use mail_auth::{
 };
 use postern_api::{Action, SpamPolicyConfig};
 
-use crate::delivery::resolve::Resolver;
+use crate::dns::Dns;
 
 /// The outcome of the checks: the most severe action and every reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,8 +101,9 @@ fn dmarc_name(r: &DmarcResult) -> &'static str {
     }
 }
 
+/// The checks' shared part: DNS (blocklists, and mail-auth on the same resolver).
 pub struct SpamEngine {
-    auth: MessageAuthenticator,
+    dns: std::sync::Arc<Dns>,
 }
 
 /// The client as the checks see it.
@@ -119,25 +120,22 @@ fn in_list(list: &[String], value: &str) -> bool {
 }
 
 impl SpamEngine {
-    pub fn new(nameservers: &[std::net::SocketAddr]) -> anyhow::Result<Self> {
-        let (config, opts) = crate::delivery::resolve::resolver_setup(nameservers)?;
-        let auth = MessageAuthenticator::new(config, opts)?;
-        Ok(Self { auth })
+    pub fn new(dns: std::sync::Arc<Dns>) -> Self {
+        Self { dns }
+    }
+
+    fn auth(&self) -> &MessageAuthenticator {
+        self.dns.authenticator()
     }
 
     /// The envelope checks of `policy` for a client (run once per transaction).
-    pub async fn check_envelope(
-        &self,
-        policy: &SpamPolicyConfig,
-        dns: &Resolver,
-        c: &Client<'_>,
-    ) -> EnvelopeResult {
-        let sender_domain = crate::routing::domain_of(c.sender).unwrap_or_default();
+    pub async fn check_envelope(&self, policy: &SpamPolicyConfig, c: &Client<'_>) -> EnvelopeResult {
+        let sender_domain = crate::address::domain_of(c.sender).unwrap_or_default();
         let mut verdict = Verdict::default();
         if !sender_domain.is_empty() && in_list(&policy.trusted_domains, &sender_domain) {
             return EnvelopeResult { verdict, trusted: true, allowed: false, spf: None };
         }
-        let (spf, listed) = tokio::join!(self.spf(c), dnsbl(policy, dns, c.ip, &sender_domain));
+        let (spf, listed) = tokio::join!(self.spf(c), dnsbl(policy, &self.dns, c.ip, &sender_domain));
 
         match spf.result() {
             SpfResult::Fail => verdict.add(policy.spf.fail, format!("spf=fail ({sender_domain})")),
@@ -179,7 +177,7 @@ impl SpamEngine {
 
     async fn spf(&self, c: &Client<'_>) -> SpfOutput {
         let helo = if c.helo.is_empty() { "unknown" } else { c.helo };
-        self.auth.verify_spf(SpfParameters::verify(c.ip, helo, c.hostname, c.sender)).await
+        self.auth().verify_spf(SpfParameters::verify(c.ip, helo, c.hostname, c.sender)).await
     }
 
     /// The content checks (DKIM, DMARC, content rules) of the message `data` (as the client
@@ -208,15 +206,15 @@ impl SpamEngine {
             out.unauthenticated = spf_failed;
             return out;
         };
-        let dkim = self.auth.verify_dkim(&message).await;
+        let dkim = self.auth().verify_dkim(&message).await;
         let spf = match &envelope.spf {
             Some(s) => s.clone(),
             None => self.spf(c).await,
         };
-        let sender_domain = crate::routing::domain_of(c.sender);
+        let sender_domain = crate::address::domain_of(c.sender);
         let mail_from_domain = sender_domain.as_deref().unwrap_or(c.helo);
         let dmarc =
-            self.auth.verify_dmarc(DmarcParameters::new(&message, &dkim, mail_from_domain, &spf)).await;
+            self.auth().verify_dmarc(DmarcParameters::new(&message, &dkim, mail_from_domain, &spf)).await;
         out.auth_results = Some(format!(
             "Authentication-Results: {}\r\n",
             AuthenticationResults::new(c.hostname)
@@ -258,7 +256,7 @@ impl SpamEngine {
 }
 
 /// DNSBL for the client IP and RHSBL for the sender domain; each hit as a reason.
-async fn dnsbl(policy: &SpamPolicyConfig, dns: &Resolver, ip: IpAddr, sender_domain: &str) -> Vec<String> {
+async fn dnsbl(policy: &SpamPolicyConfig, dns: &Dns, ip: IpAddr, sender_domain: &str) -> Vec<String> {
     let reversed = reverse_ip(ip);
     let mut names: Vec<(String, String)> = policy
         .dnsbl

@@ -1,34 +1,76 @@
-//! Everything that talks SMTP to other servers: next-hop resolution, TLS, connection reuse.
-//! Used by the delivery engine, recipient probes and destination verification alike.
+//! The outbound SMTP client: everything that talks SMTP to other servers (next-hop hosts
+//! from DNS, TLS by policy, connection reuse). Used by the delivery engine, recipient probes
+//! and destination verification alike; sending-account transports will sit beside it.
 
+pub mod connection;
+pub mod error;
+pub mod pool;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::Failure;
-use super::client::{Connection, Envelope, Timeouts};
-use super::pool::Pool;
-use super::resolve::Resolver;
-use crate::runtime::Runtime;
-use crate::store::Route;
-use crate::tls::client::ClientTls;
+use postern_api::validate::parse_host_port;
 
-pub struct Outbound {
-    resolver: Resolver,
+pub use connection::{Envelope, dot_stuff};
+pub use error::OutboundError;
+
+use crate::dns::{Dns, DnsError, Host};
+use crate::runtime::Runtime;
+use crate::store::{Route, RouteTarget};
+use crate::tls::client::ClientTls;
+use connection::{Connection, Timeouts};
+use pool::Pool;
+
+pub struct OutboundClient {
+    dns: Arc<Dns>,
     tls: ClientTls,
     pool: Pool,
 }
 
-impl Outbound {
-    pub fn new(rt: &Runtime) -> anyhow::Result<Self> {
+impl OutboundClient {
+    pub fn new(rt: &Runtime, dns: Arc<Dns>) -> anyhow::Result<Self> {
         let d = &rt.config.delivery;
-        Ok(Self {
-            resolver: Resolver::new(&d.nameservers, d.mx_port)?,
-            tls: ClientTls::new(d.ca_file.as_deref())?,
-            pool: Pool::default(),
-        })
+        Ok(Self { dns, tls: ClientTls::new(d.ca_file.as_deref())?, pool: Pool::default() })
     }
 
-    pub fn resolver(&self) -> &Resolver {
-        &self.resolver
+    /// The hosts to try for a route, best first.
+    async fn hosts(&self, rt: &Runtime, target: &RouteTarget) -> Result<Vec<Host>, OutboundError> {
+        match target {
+            RouteTarget::Mx(domain) => {
+                self.dns.mail_hosts(domain, rt.config.delivery.mx_port).await.map_err(|e| {
+                    let status = match &e {
+                        DnsError::NullMx(_) => "5.1.10",
+                        DnsError::NoSuchDomain(_) | DnsError::NoMailHost(_) => "5.1.2",
+                        DnsError::HostNotFound(_) => "5.4.4",
+                        DnsError::Temporary(_) => "4.4.3",
+                    };
+                    if e.is_permanent() {
+                        OutboundError::permanent(status, e.to_string())
+                    } else {
+                        OutboundError::temporary(status, e.to_string())
+                    }
+                })
+            }
+            RouteTarget::Hosts(list) => {
+                let mut out = Vec::new();
+                let mut last_err = None;
+                for entry in list {
+                    let (host, port) = parse_host_port(entry, 25).map_err(|e| {
+                        OutboundError::permanent("5.3.5", format!("bad destination host: {e}"))
+                    })?;
+                    // A configured host that does not resolve is a config or DNS problem on our
+                    // side: retry rather than bounce.
+                    match self.dns.host(&host, port).await {
+                        Ok(h) => out.push(h),
+                        Err(e) => last_err = Some(OutboundError::temporary("4.4.3", e.to_string())),
+                    }
+                }
+                match (out.is_empty(), last_err) {
+                    (true, Some(e)) => Err(e),
+                    _ => Ok(out),
+                }
+            }
+        }
     }
 
     fn timeouts(rt: &Runtime) -> Timeouts {
@@ -49,7 +91,7 @@ impl Outbound {
         route: &Route,
         env: &Envelope<'_>,
         body: &[u8],
-    ) -> Vec<Result<(), Failure>> {
+    ) -> Vec<Result<(), OutboundError>> {
         let n = env.recipients.len();
         let key = route.key();
         if let Some(mut conn) = self.pool.take(&key, rt.config.delivery.idle_timeout.get())
@@ -58,7 +100,7 @@ impl Outbound {
             self.pool.put(&key, conn);
             return results;
         }
-        let mut last = Failure::temporary("4.4.1", format!("no host of {key} could be reached"));
+        let mut last = OutboundError::temporary("4.4.1", format!("no host of {key} could be reached"));
         let conns = match self.connections(rt, route).await {
             Ok(c) => c,
             Err(f) => return vec![Err(f); n],
@@ -90,8 +132,9 @@ impl Outbound {
     }
 
     /// Asks the route's first answering host whether `rcpt` exists (MAIL FROM:<> + RCPT).
-    pub async fn probe(&self, rt: &Runtime, route: &Route, rcpt: &str) -> Result<bool, Failure> {
-        let mut last = Failure::temporary("4.4.1", format!("no host of {} could be reached", route.key()));
+    pub async fn probe(&self, rt: &Runtime, route: &Route, rcpt: &str) -> Result<bool, OutboundError> {
+        let mut last =
+            OutboundError::temporary("4.4.1", format!("no host of {} could be reached", route.key()));
         for candidate in self.connections(rt, route).await? {
             let mut conn = match candidate.await {
                 Ok(c) => c,
@@ -113,8 +156,8 @@ impl Outbound {
         &'a self,
         rt: &'a Runtime,
         route: &'a Route,
-    ) -> Result<Vec<impl Future<Output = Result<Connection, Failure>> + 'a>, Failure> {
-        let hosts = self.resolver.hosts(&route.target).await?;
+    ) -> Result<Vec<impl Future<Output = Result<Connection, OutboundError>> + 'a>, OutboundError> {
+        let hosts = self.hosts(rt, &route.target).await?;
         let password = match &route.auth {
             Some(auth) => Some(read_password(&auth.password_file)?),
             None => None,
@@ -146,8 +189,11 @@ impl Outbound {
 
 /// The password of a smarthost account, from its file (a mounted Secret); read per
 /// connection so a rotated Secret is used without a restart.
-fn read_password(path: &std::path::Path) -> Result<String, Failure> {
+fn read_password(path: &std::path::Path) -> Result<String, OutboundError> {
     std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\r', '\n']).to_string()).map_err(|e| {
-        Failure::temporary("4.7.0", format!("cannot read SMTP AUTH password file {}: {e}", path.display()))
+        OutboundError::temporary(
+            "4.7.0",
+            format!("cannot read SMTP AUTH password file {}: {e}", path.display()),
+        )
     })
 }

@@ -1,4 +1,4 @@
-//! Outbound SMTP client: one connection to one next hop. smtp-proto parses the replies; this
+//! One outbound SMTP connection to one host. smtp-proto parses the replies; this
 //! drives the dialogue: greeting, EHLO (HELO fallback), STARTTLS by policy, then transactions
 //! with PIPELINING when offered, and a result for each recipient.
 
@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use postern_api::{TlsMode, TlsPolicy};
 use rustls_pki_types::ServerName;
-use smtp_proto::Response;
 use smtp_proto::response::parser::ResponseReceiver;
+use smtp_proto::{EhloResponse, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::Failure;
-use crate::smtp::address::to_wire;
+use super::OutboundError;
+use crate::address::to_wire;
 use crate::tls::TlsInfo;
 use crate::tls::client::ClientTls;
 
@@ -71,21 +71,31 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    fn parse(ehlo_text: &str) -> Self {
-        let mut caps = Self::default();
-        for line in ehlo_text.lines().skip(1) {
-            let mut words = line.split_whitespace();
-            let keyword = words.next().unwrap_or("").to_ascii_uppercase();
-            match keyword.as_str() {
-                "PIPELINING" => caps.pipelining = true,
-                "STARTTLS" => caps.starttls = true,
-                "8BITMIME" => caps.eight_bit = true,
-                "SMTPUTF8" => caps.smtputf8 = true,
-                "SIZE" => caps.size = words.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0),
-                _ => {}
+    /// From a 250 EHLO reply, read by smtp-proto's EHLO grammar. A reply it cannot read counts
+    /// as no extensions at all (what a HELO-only server offers): the safe reading.
+    fn from_ehlo(reply: &Response<String>) -> Self {
+        let lines: Vec<&str> = reply.message.split('\n').collect();
+        let mut wire = String::with_capacity(reply.message.len() + lines.len() * 6);
+        for (i, line) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            wire.push_str(&format!("{}{sep}{line}\r\n", reply.code));
+        }
+        match EhloResponse::parse(&mut wire.as_bytes().iter()) {
+            Ok(ehlo) => {
+                let has = |ext| ehlo.capabilities & ext != 0;
+                Self {
+                    pipelining: has(smtp_proto::EXT_PIPELINING),
+                    starttls: has(smtp_proto::EXT_START_TLS),
+                    eight_bit: has(smtp_proto::EXT_8BIT_MIME),
+                    smtputf8: has(smtp_proto::EXT_SMTP_UTF8),
+                    size: (has(smtp_proto::EXT_SIZE) && ehlo.size > 0).then_some(ehlo.size as u64),
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = ?e, "unreadable EHLO reply; using no extensions");
+                Self::default()
             }
         }
-        caps
     }
 }
 
@@ -123,7 +133,7 @@ fn reply_text(r: &Response<String>) -> String {
 }
 
 /// A failure described by a peer's reply.
-fn failure_from(host: &str, r: &Response<String>) -> Failure {
+fn failure_from(host: &str, r: &Response<String>) -> OutboundError {
     let status = if r.esc[0] != 0 {
         format!("{}.{}.{}", r.esc[0], r.esc[1], r.esc[2])
     } else if r.code >= 500 {
@@ -132,9 +142,9 @@ fn failure_from(host: &str, r: &Response<String>) -> Failure {
         "4.0.0".to_string()
     };
     let mut f = if r.code >= 500 {
-        Failure::permanent_status(status, reply_text(r))
+        OutboundError::permanent_status(status, reply_text(r))
     } else {
-        Failure::temporary_status(status, reply_text(r))
+        OutboundError::temporary_status(status, reply_text(r))
     };
     f.remote = Some(host.to_string());
     f.smtp = true;
@@ -151,7 +161,7 @@ impl Connection {
         tls: &ClientTls,
         timeouts: Timeouts,
         credentials: Option<&(String, String)>,
-    ) -> Result<Self, Failure> {
+    ) -> Result<Self, OutboundError> {
         let mut conn = Self::open_tls(host, addr, helo, policy, tls, timeouts).await?;
         if let Some((user, password)) = credentials {
             conn.authenticate(user, password).await?;
@@ -166,11 +176,11 @@ impl Connection {
         policy: &TlsPolicy,
         tls: &ClientTls,
         timeouts: Timeouts,
-    ) -> Result<Self, Failure> {
+    ) -> Result<Self, OutboundError> {
         let tcp = match tokio::time::timeout(timeouts.connect, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(Failure::network(host, format!("connect to {addr} failed: {e}"))),
-            Err(_) => return Err(Failure::network(host, format!("connect to {addr} timed out"))),
+            Ok(Err(e)) => return Err(OutboundError::network(host, format!("connect to {addr} failed: {e}"))),
+            Err(_) => return Err(OutboundError::network(host, format!("connect to {addr} timed out"))),
         };
         let _ = tcp.set_nodelay(true);
         let mut conn = Self {
@@ -195,7 +205,7 @@ impl Connection {
         }
         if !conn.caps.starttls {
             if policy.mode == TlsMode::Required {
-                return Err(Failure::network(
+                return Err(OutboundError::network(
                     host,
                     "TLS is required but the server does not offer STARTTLS".into(),
                 ));
@@ -215,18 +225,19 @@ impl Connection {
         Ok(conn)
     }
 
-    async fn start_tls(self, host: &str, verify: bool, tls: &ClientTls) -> Result<Self, Failure> {
+    async fn start_tls(self, host: &str, verify: bool, tls: &ClientTls) -> Result<Self, OutboundError> {
         let Stream::Plain(tcp) = self.stream else { return Ok(self) };
         let name = match host.parse::<std::net::IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
-            Err(_) => ServerName::try_from(host.to_string())
-                .map_err(|_| Failure::network(host, format!("{host:?} is not a valid TLS server name")))?,
+            Err(_) => ServerName::try_from(host.to_string()).map_err(|_| {
+                OutboundError::network(host, format!("{host:?} is not a valid TLS server name"))
+            })?,
         };
         let connector = if verify { &tls.verifying } else { &tls.opportunistic };
         let stream = match tokio::time::timeout(self.timeouts.command, connector.connect(name, tcp)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(Failure::network(host, format!("TLS handshake failed: {e}"))),
-            Err(_) => return Err(Failure::network(host, "TLS handshake timed out".into())),
+            Ok(Err(e)) => return Err(OutboundError::network(host, format!("TLS handshake failed: {e}"))),
+            Err(_) => return Err(OutboundError::network(host, "TLS handshake timed out".into())),
         };
         let info = TlsInfo::of(stream.get_ref().1);
         Ok(Self {
@@ -241,9 +252,9 @@ impl Connection {
     }
 
     /// AUTH PLAIN (RFC 4616), only inside TLS: credentials never cross the wire in clear.
-    async fn authenticate(&mut self, user: &str, password: &str) -> Result<(), Failure> {
+    async fn authenticate(&mut self, user: &str, password: &str) -> Result<(), OutboundError> {
         if self.tls.is_none() {
-            return Err(Failure::network(
+            return Err(OutboundError::network(
                 &self.host,
                 "refusing to send SMTP AUTH credentials without TLS".into(),
             ));
@@ -263,7 +274,7 @@ impl Connection {
     }
 
     /// Asks whether `rcpt` exists: MAIL FROM:<>, RCPT TO, then RSET. 2xx: yes; 5xx: no.
-    pub async fn probe(&mut self, rcpt: &str) -> Result<bool, Failure> {
+    pub async fn probe(&mut self, rcpt: &str) -> Result<bool, OutboundError> {
         self.send_line("MAIL FROM:<>\r\n").await?;
         let mail = self.read_reply().await?;
         if mail.code / 100 != 2 {
@@ -279,11 +290,11 @@ impl Connection {
         }
     }
 
-    async fn hello(&mut self, helo: &str) -> Result<(), Failure> {
+    async fn hello(&mut self, helo: &str) -> Result<(), OutboundError> {
         self.send_line(&format!("EHLO {helo}\r\n")).await?;
         let reply = self.read_reply().await?;
         if reply.code == 250 {
-            self.caps = Capabilities::parse(&reply.message);
+            self.caps = Capabilities::from_ehlo(&reply);
             return Ok(());
         }
         // An old server without ESMTP.
@@ -296,11 +307,11 @@ impl Connection {
         Ok(())
     }
 
-    async fn send_line(&mut self, line: &str) -> Result<(), Failure> {
+    async fn send_line(&mut self, line: &str) -> Result<(), OutboundError> {
         self.write_all(line.as_bytes()).await
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), OutboundError> {
         let r = tokio::time::timeout(self.timeouts.command, async {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
@@ -308,12 +319,12 @@ impl Connection {
         .await;
         match r {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Failure::network(&self.host, format!("write failed: {e}"))),
-            Err(_) => Err(Failure::network(&self.host, "write timed out".into())),
+            Ok(Err(e)) => Err(OutboundError::network(&self.host, format!("write failed: {e}"))),
+            Err(_) => Err(OutboundError::network(&self.host, "write timed out".into())),
         }
     }
 
-    async fn read_reply(&mut self) -> Result<Response<String>, Failure> {
+    async fn read_reply(&mut self) -> Result<Response<String>, OutboundError> {
         loop {
             if self.rpos < self.rbuf.len() {
                 let mut iter = self.rbuf[self.rpos..].iter();
@@ -326,7 +337,7 @@ impl Connection {
                     }
                     Err(smtp_proto::Error::NeedsMoreData { .. }) => {}
                     Err(e) => {
-                        return Err(Failure::network(&self.host, format!("unreadable reply: {e:?}")));
+                        return Err(OutboundError::network(&self.host, format!("unreadable reply: {e:?}")));
                     }
                 }
             }
@@ -337,16 +348,16 @@ impl Connection {
             {
                 Ok(Ok(0)) => {
                     self.rbuf.clear();
-                    return Err(Failure::network(&self.host, "connection closed by the server".into()));
+                    return Err(OutboundError::network(&self.host, "connection closed by the server".into()));
                 }
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => {
                     self.rbuf.clear();
-                    return Err(Failure::network(&self.host, format!("read failed: {e}")));
+                    return Err(OutboundError::network(&self.host, format!("read failed: {e}")));
                 }
                 Err(_) => {
                     self.rbuf.clear();
-                    return Err(Failure::network(&self.host, "timed out waiting for a reply".into()));
+                    return Err(OutboundError::network(&self.host, "timed out waiting for a reply".into()));
                 }
             };
             self.rbuf.truncate(n);
@@ -359,11 +370,11 @@ impl Connection {
         &mut self,
         env: &Envelope<'_>,
         body: &[u8],
-    ) -> Result<Vec<Result<(), Failure>>, Failure> {
+    ) -> Result<Vec<Result<(), OutboundError>>, OutboundError> {
         self.last_used = Instant::now();
         let n = env.recipients.len();
         if env.smtputf8 && !self.caps.smtputf8 {
-            let f = Failure::permanent(
+            let f = OutboundError::permanent(
                 "5.6.7",
                 format!("{} does not support SMTPUTF8, which this message needs", self.host),
             );
@@ -419,7 +430,7 @@ impl Connection {
             self.reset().await;
             return Ok(vec![Err(f); n]);
         }
-        let mut results: Vec<Result<(), Failure>> = rcpt_replies
+        let mut results: Vec<Result<(), OutboundError>> = rcpt_replies
             .iter()
             .map(|r| if r.code / 100 == 2 { Ok(()) } else { Err(failure_from(&self.host, r)) })
             .collect();
@@ -503,8 +514,13 @@ mod tests {
 
     #[test]
     fn capabilities_from_ehlo() {
-        let c = Capabilities::parse("mx.example\nPIPELINING\nSIZE 1000\nstarttls\n8BITMIME");
+        let reply = |text: &str| Response { code: 250, esc: [0; 3], message: text.to_string() };
+        let c = Capabilities::from_ehlo(&reply("mx.example\nPIPELINING\nSIZE 1000\nstarttls\n8BITMIME"));
         assert!(c.pipelining && c.starttls && c.eight_bit && !c.smtputf8);
         assert_eq!(c.size, Some(1000));
+        let c = Capabilities::from_ehlo(&reply("mx.example\nX-ODD thing\nAUTH PLAIN LOGIN\nSMTPUTF8"));
+        assert!(c.smtputf8 && !c.pipelining && c.size.is_none());
+        let c = Capabilities::from_ehlo(&reply("mx.example"));
+        assert!(!c.pipelining && !c.starttls);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::client::Connection;
+use super::connection::Connection;
 
 #[derive(Default)]
 pub struct Pool {

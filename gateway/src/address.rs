@@ -1,4 +1,5 @@
-//! Envelope addresses as they arrive and as they leave.
+//! Envelope addresses as they arrive and as they leave, shared by the inbound session,
+//! routing, the spam checks and the outbound client.
 //!
 //! smtp-proto hands us addresses with their quoting removed: `<"ceo@corp.test> ENVID=q"@ext.test>`
 //! arrives as `ceo@corp.test> ENVID=q@ext.test`. Written back out as it is, the next hop would
@@ -46,6 +47,16 @@ fn valid_domain(domain: &str) -> bool {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
         })
+}
+
+/// The domain part of an address, lower case; `None` for an address without one.
+pub fn domain_of(address: &str) -> Option<String> {
+    address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).filter(|d| !d.is_empty())
+}
+
+/// `postmaster@...`, in any case.
+pub fn is_postmaster(address: &str) -> bool {
+    address.rsplit_once('@').is_some_and(|(local, _)| local.eq_ignore_ascii_case("postmaster"))
 }
 
 /// RFC 5321 atext (and non-ASCII, which SMTPUTF8 allows in a dot-atom).
