@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod dns;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod generated;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;

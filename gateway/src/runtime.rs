@@ -4,14 +4,24 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use postern_api::validate::qualify;
-use postern_api::{GatewayConfig, MailDomainConfig};
+use postern_api::{GatewayConfig, MailDomainConfig, SpamPolicyConfig};
+
+/// A spam policy with its name, looked up once per transaction and shared by its sessions.
+#[derive(Debug, PartialEq)]
+pub struct NamedSpamPolicy {
+    pub name: String,
+    pub config: SpamPolicyConfig,
+}
 
 /// A served domain with its directory indexed.
 pub struct ServedDomain {
     pub config: MailDomainConfig,
+    /// The spam policy its `spamPolicy` names (validation makes sure it exists).
+    pub spam_policy: Option<Arc<NamedSpamPolicy>>,
     /// Accounts and aliases, lower case, whole addresses.
     known: HashSet<String>,
     /// Group address -> members (whole addresses, lower case).
@@ -19,7 +29,8 @@ pub struct ServedDomain {
 }
 
 impl ServedDomain {
-    fn new(config: MailDomainConfig) -> Self {
+    fn new(config: MailDomainConfig, policies: &HashMap<String, Arc<NamedSpamPolicy>>) -> Self {
+        let spam_policy = config.spam_policy.as_ref().and_then(|name| policies.get(name)).cloned();
         let d = &config.name;
         let known = config
             .accounts
@@ -32,7 +43,7 @@ impl ServedDomain {
             .iter()
             .map(|g| (qualify(&g.address, d), g.members.iter().map(|m| qualify(m, d)).collect()))
             .collect();
-        Self { config, known, groups }
+        Self { config, spam_policy, known, groups }
     }
 
     /// Whether the directory lists anything (or asks the primary): without one, every address
@@ -68,10 +79,17 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(config: GatewayConfig) -> Self {
+        let policies: HashMap<String, Arc<NamedSpamPolicy>> = config
+            .spam_policies
+            .iter()
+            .map(|(name, p)| {
+                (name.clone(), Arc::new(NamedSpamPolicy { name: name.clone(), config: p.clone() }))
+            })
+            .collect();
         let domains = config
             .domains
             .iter()
-            .map(|d| (d.name.to_ascii_lowercase(), ServedDomain::new(d.clone())))
+            .map(|d| (d.name.to_ascii_lowercase(), ServedDomain::new(d.clone(), &policies)))
             .collect();
         let trusted = config.relay.trusted_networks.clone();
         let inbound_gateways = config.relay.inbound_gateways.clone();

@@ -128,7 +128,8 @@ fn a_refused_recipient_is_bounced_and_the_accepted_one_delivered() {
     assert_eq!(dsn[0].from, "", "a DSN has the null sender");
     assert_eq!(dsn[0].rcpts, ["alice@sender.test"]);
     let text = dsn[0].text();
-    assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"), "{text}");
+    // mail-builder quotes the parameter (RFC 2045 allows both forms).
+    assert!(text.contains("Content-Type: multipart/report; report-type=\"delivery-status\";"), "{text}");
     assert!(
         text.contains("Final-Recipient: rfc822; nobody@remote.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"),
         "{text}"

@@ -2,9 +2,14 @@
 //! each failed recipient, its status and the remote server's words, with the original headers.
 //! Never sent to the null sender, so bounces cannot loop.
 
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::text::Text;
+use mail_builder::mime::MimePart;
+
+use crate::generated::{generated_message, to_bytes};
 use crate::outbound::OutboundError;
-use crate::store::{Message, Recipient, new_id};
-use crate::util::time::{rfc5322, rfc5322_now};
+use crate::store::{Message, Recipient};
+use crate::util::time::{now_ms, rfc5322};
 
 /// One failed recipient for the report.
 pub struct FailedRecipient<'a> {
@@ -12,23 +17,17 @@ pub struct FailedRecipient<'a> {
     pub failure: &'a OutboundError,
 }
 
-/// The DSN message body (headers and MIME parts), addressed to `to`.
-pub fn build(
-    reporting_mta: &str,
-    original: &Message,
-    to: &str,
-    failed: &[FailedRecipient<'_>],
-) -> (String, Vec<u8>) {
-    let id = new_id();
-    let boundary = format!("{id}/{reporting_mta}");
-    let date = rfc5322_now();
+/// The DSN (headers and MIME parts, built with mail-builder), addressed to `to`.
+pub fn build(reporting_mta: &str, original: &Message, to: &str, failed: &[FailedRecipient<'_>]) -> Vec<u8> {
+    let now = now_ms();
+    let date = rfc5322(now);
     let arrival = rfc5322(original.received_at);
 
-    let mut human = String::from("This is the mail system at host ");
-    human.push_str(reporting_mta);
-    human.push_str(".\r\n\r\nYour message could not be delivered to one or more recipients.\r\n\r\n");
+    let mut human = format!(
+        "This is the mail system at host {reporting_mta}.\r\n\r\nYour message could not be delivered to one or more recipients.\r\n\r\n"
+    );
     for f in failed {
-        human.push_str(&format!("<{}>: {}\r\n", f.recipient.original, f.failure.diagnostic));
+        human.push_str(&format!("<{}>: {}\r\n", f.recipient.original, one_line(&f.failure.diagnostic)));
     }
 
     let mut status = format!(
@@ -51,29 +50,31 @@ pub fn build(
         status.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
     }
 
-    let mut body = String::new();
-    body.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>\r\n"));
-    body.push_str(&format!("To: <{to}>\r\n"));
-    body.push_str("Subject: Undelivered Mail Returned to Sender\r\n");
-    body.push_str(&format!("Date: {date}\r\n"));
-    body.push_str(&format!("Message-ID: <{id}@{reporting_mta}>\r\n"));
-    body.push_str("Auto-Submitted: auto-replied\r\n");
-    body.push_str("MIME-Version: 1.0\r\n");
-    body.push_str(&format!(
-        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
-    ));
-    body.push_str("This is a MIME-encapsulated message.\r\n\r\n");
-    body.push_str(&format!("--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Description: Notification\r\n\r\n{human}\r\n"));
-    body.push_str(&format!(
-        "--{boundary}\r\nContent-Type: message/delivery-status\r\nContent-Description: Delivery report\r\n\r\n{status}\r\n"
-    ));
-    body.push_str(&format!(
-        "--{boundary}\r\nContent-Type: text/rfc822-headers\r\nContent-Description: Undelivered Message Headers\r\n\r\n"
-    ));
-    let mut out = body.into_bytes();
-    out.extend_from_slice(headers_of(&original.body));
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (id, out)
+    // The report parts go out as they are (7bit, or 8bit when an address or a remote reply has
+    // UTF-8): RFC 3464 fields are read by programs, and a returned header block is returned
+    // byte for byte.
+    let as_is = |bytes: &[u8]| if bytes.is_ascii() { "7bit" } else { "8bit" };
+    let headers = headers_of(&original.body);
+    let report = MimePart::new(
+        ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
+        vec![
+            MimePart::new("text/plain", human).header("Content-Description", Text::new("Notification")),
+            MimePart::new("message/delivery-status", status.as_bytes().to_vec())
+                .header("Content-Description", Text::new("Delivery report"))
+                .transfer_encoding(as_is(status.as_bytes())),
+            MimePart::new("text/rfc822-headers", headers.to_vec())
+                .header("Content-Description", Text::new("Undelivered Message Headers"))
+                .transfer_encoding(as_is(headers)),
+        ],
+    );
+    to_bytes(
+        generated_message(reporting_mta, now)
+            .from(("Mail Delivery System".to_string(), format!("MAILER-DAEMON@{reporting_mta}")))
+            .to(to.to_string())
+            .subject("Undelivered Mail Returned to Sender")
+            .header("Auto-Submitted", Text::new("auto-replied"))
+            .body(report),
+    )
 }
 
 /// The header section of a message (up to the blank line), ending in CRLF.
@@ -106,14 +107,18 @@ mod tests {
         let mut failure = OutboundError::permanent_status("5.1.1".into(), "550 5.1.1 no such user".into());
         failure.remote = Some("mx.example.com".into());
         failure.smtp = true;
-        let (_, dsn) = build(
+        let dsn = build(
             "gw.test",
             &original,
             "s@example.org",
             &[FailedRecipient { recipient: &rcpt, failure: &failure }],
         );
+        use mail_parser::MimeHeaders;
+        let parsed = mail_parser::MessageParser::default().parse(&dsn).unwrap();
+        let ct = parsed.content_type().unwrap();
+        assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
+        assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
         let text = String::from_utf8(dsn).unwrap();
-        assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"));
         assert!(text.contains("Final-Recipient: rfc822; u@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; mx.example.com\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n"));
         assert!(text.contains("Subject: hi\r\n"));
         assert!(!text.contains("secret body"), "only the headers are returned");

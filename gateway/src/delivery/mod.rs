@@ -16,7 +16,7 @@ use crate::metrics::ResultLabel;
 use crate::outbound::{Envelope, OutboundError};
 use crate::routing;
 use crate::runtime::Runtime;
-use crate::store::{Job, Message, NewMessage, Recipient, new_id};
+use crate::store::{DeliveryPlan, Job, Message, NewMessage, Recipient};
 use crate::util::time::{ms, now_ms};
 
 pub struct Delivery {
@@ -117,7 +117,7 @@ impl Delivery {
                 return;
             }
         };
-        let key = job.route.key();
+        let key = job.next_hop.key();
         let dest = self.destination_slots(&key, rt.config.delivery.concurrency_per_destination);
         let Ok(_dest_slot) = dest.acquire().await else { return };
         let started = Instant::now();
@@ -133,7 +133,7 @@ impl Delivery {
             smtputf8: message.smtputf8,
             eight_bit: message.eight_bit,
         };
-        self.gw.outbound.send(rt, &job.route, &env, &message.body).await
+        self.gw.outbound.send(rt, &job.next_hop, &env, &message.body).await
     }
 
     async fn settle(
@@ -154,7 +154,7 @@ impl Delivery {
             match result {
                 Ok(()) => {
                     delivered += 1;
-                    tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, route = %job.route.key(), attempt = job.attempts + 1, status = "delivered", "delivered");
+                    tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, route = %job.next_hop.key(), attempt = job.attempts + 1, status = "delivered", "delivered");
                 }
                 Err(f) if f.permanent => bounced.push((rcpt, f)),
                 Err(mut f) if expired => {
@@ -202,7 +202,7 @@ impl Delivery {
         job.due = (now + ms(delay)).min(job.expires_at.max(now));
         job.last_error = deferred.last().map(|(_, f)| f.diagnostic.clone());
         for (rcpt, f) in &deferred {
-            tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, route = %job.route.key(), attempt = job.attempts, status = "deferred", retry_in = ?delay, error = %f.diagnostic, "deferred");
+            tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, route = %job.next_hop.key(), attempt = job.attempts, status = "deferred", retry_in = ?delay, error = %f.diagnostic, "deferred");
         }
         job.recipients = deferred.into_iter().map(|(r, _)| r).collect();
         if let Err(e) = self.gw.store.retry(&job, dsn).await {
@@ -236,36 +236,16 @@ impl Delivery {
         }
         let failed: Vec<_> =
             bounced.iter().map(|(r, f)| dsn::FailedRecipient { recipient: r, failure: f }).collect();
-        let (dsn_id, body) = dsn::build(&rt.config.hostname, message, &job.sender, &failed);
-        let route = routing::route_for_own_mail(rt, &job.sender)?;
-        let now = now_ms();
+        let dsn =
+            Message::generated(String::new(), dsn::build(&rt.config.hostname, message, &job.sender, &failed));
+        let next_hop = routing::next_hop_for_own_mail(rt, &job.sender)?;
         for (rcpt, f) in bounced {
-            tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, status = "bounced", dsn_queue_id = %dsn_id, error = %f.diagnostic, "failed permanently; DSN queued to the sender");
+            tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, status = "bounced", dsn_queue_id = %dsn.id, error = %f.diagnostic, "failed permanently; DSN queued to the sender");
         }
         self.gw.metrics.dsns.inc();
-        Some(NewMessage {
-            message: Message {
-                id: dsn_id.clone(),
-                sender: String::new(),
-                received_at: now,
-                smtputf8: false,
-                eight_bit: false,
-                body,
-            },
-            jobs: vec![Job {
-                id: new_id(),
-                message_id: dsn_id,
-                sender: String::new(),
-                recipients: vec![Recipient { address: job.sender.clone(), original: job.sender.clone() }],
-                route,
-                attempts: 0,
-                created_at: now,
-                due: now,
-                expires_at: now + ms(rt.config.delivery.lifetime.get()),
-                bounce: false,
-                last_error: None,
-            }],
-        })
+        // A DSN never bounces (RFC 3461 section 6.2: no DSN about a DSN).
+        let plan = DeliveryPlan::single(next_hop, false, &job.sender);
+        Some(NewMessage::new(dsn, plan, ms(rt.config.delivery.lifetime.get())))
     }
 }
 

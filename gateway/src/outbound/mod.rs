@@ -16,7 +16,7 @@ pub use error::OutboundError;
 
 use crate::dns::{Dns, DnsError, Host};
 use crate::runtime::Runtime;
-use crate::store::{Route, RouteTarget};
+use crate::store::{NextHop, Via};
 use crate::tls::client::ClientTls;
 use connection::{Connection, Timeouts};
 use pool::Pool;
@@ -33,25 +33,23 @@ impl OutboundClient {
         Ok(Self { dns, tls: ClientTls::new(d.ca_file.as_deref())?, pool: Pool::default() })
     }
 
-    /// The hosts to try for a route, best first.
-    async fn hosts(&self, rt: &Runtime, target: &RouteTarget) -> Result<Vec<Host>, OutboundError> {
+    /// The hosts to try for a next_hop, best first.
+    async fn hosts(&self, rt: &Runtime, target: &Via) -> Result<Vec<Host>, OutboundError> {
         match target {
-            RouteTarget::Mx(domain) => {
-                self.dns.mail_hosts(domain, rt.config.delivery.mx_port).await.map_err(|e| {
-                    let status = match &e {
-                        DnsError::NullMx(_) => "5.1.10",
-                        DnsError::NoSuchDomain(_) | DnsError::NoMailHost(_) => "5.1.2",
-                        DnsError::HostNotFound(_) => "5.4.4",
-                        DnsError::Temporary(_) => "4.4.3",
-                    };
-                    if e.is_permanent() {
-                        OutboundError::permanent(status, e.to_string())
-                    } else {
-                        OutboundError::temporary(status, e.to_string())
-                    }
-                })
-            }
-            RouteTarget::Hosts(list) => {
+            Via::Mx(domain) => self.dns.mail_hosts(domain, rt.config.delivery.mx_port).await.map_err(|e| {
+                let status = match &e {
+                    DnsError::NullMx(_) => "5.1.10",
+                    DnsError::NoSuchDomain(_) | DnsError::NoMailHost(_) => "5.1.2",
+                    DnsError::HostNotFound(_) => "5.4.4",
+                    DnsError::Temporary(_) => "4.4.3",
+                };
+                if e.is_permanent() {
+                    OutboundError::permanent(status, e.to_string())
+                } else {
+                    OutboundError::temporary(status, e.to_string())
+                }
+            }),
+            Via::Hosts(list) => {
                 let mut out = Vec::new();
                 let mut last_err = None;
                 for entry in list {
@@ -83,17 +81,17 @@ impl OutboundClient {
         self.pool.reap(idle_timeout);
     }
 
-    /// Sends one message over `route`: a pooled connection first, then every host of the
-    /// route in turn until one gives an answer. One result per recipient, in order.
+    /// Sends one message over `next_hop`: a pooled connection first, then every host of the
+    /// next_hop in turn until one gives an answer. One result per recipient, in order.
     pub async fn send(
         &self,
         rt: &Runtime,
-        route: &Route,
+        next_hop: &NextHop,
         env: &Envelope<'_>,
         body: &[u8],
     ) -> Vec<Result<(), OutboundError>> {
         let n = env.recipients.len();
-        let key = route.key();
+        let key = next_hop.key();
         if let Some(mut conn) = self.pool.take(&key, rt.config.delivery.idle_timeout.get())
             && let Ok(results) = conn.send(env, body).await
         {
@@ -101,7 +99,7 @@ impl OutboundClient {
             return results;
         }
         let mut last = OutboundError::temporary("4.4.1", format!("no host of {key} could be reached"));
-        let conns = match self.connections(rt, route).await {
+        let conns = match self.connections(rt, next_hop).await {
             Ok(c) => c,
             Err(f) => return vec![Err(f); n],
         };
@@ -109,7 +107,7 @@ impl OutboundClient {
             let mut conn = match candidate.await {
                 Ok(c) => c,
                 Err(f) => {
-                    tracing::debug!(route = %key, error = %f.diagnostic, "host failed");
+                    tracing::debug!(next_hop = %key, error = %f.diagnostic, "host failed");
                     last = f;
                     continue;
                 }
@@ -131,11 +129,11 @@ impl OutboundClient {
         vec![Err(last); n]
     }
 
-    /// Asks the route's first answering host whether `rcpt` exists (MAIL FROM:<> + RCPT).
-    pub async fn probe(&self, rt: &Runtime, route: &Route, rcpt: &str) -> Result<bool, OutboundError> {
+    /// Asks the next_hop's first answering host whether `rcpt` exists (MAIL FROM:<> + RCPT).
+    pub async fn probe(&self, rt: &Runtime, next_hop: &NextHop, rcpt: &str) -> Result<bool, OutboundError> {
         let mut last =
-            OutboundError::temporary("4.4.1", format!("no host of {} could be reached", route.key()));
-        for candidate in self.connections(rt, route).await? {
+            OutboundError::temporary("4.4.1", format!("no host of {} could be reached", next_hop.key()));
+        for candidate in self.connections(rt, next_hop).await? {
             let mut conn = match candidate.await {
                 Ok(c) => c,
                 Err(f) => {
@@ -150,15 +148,15 @@ impl OutboundClient {
         Err(last)
     }
 
-    /// Connection attempts for every address of every host of the route, best first; each
+    /// Connection attempts for every address of every host of the next_hop, best first; each
     /// is made only when awaited.
     async fn connections<'a>(
         &'a self,
         rt: &'a Runtime,
-        route: &'a Route,
+        next_hop: &'a NextHop,
     ) -> Result<Vec<impl Future<Output = Result<Connection, OutboundError>> + 'a>, OutboundError> {
-        let hosts = self.hosts(rt, &route.target).await?;
-        let password = match &route.auth {
+        let hosts = self.hosts(rt, &next_hop.via).await?;
+        let password = match &next_hop.auth {
             Some(auth) => Some(read_password(&auth.password_file)?),
             None => None,
         };
@@ -168,13 +166,13 @@ impl OutboundClient {
             for addr in host.addrs.clone() {
                 let name = host.name.clone();
                 let credentials =
-                    route.auth.as_ref().zip(password.clone()).map(|(a, p)| (a.username.clone(), p));
+                    next_hop.auth.as_ref().zip(password.clone()).map(|(a, p)| (a.username.clone(), p));
                 out.push(async move {
                     Connection::open(
                         &name,
                         addr,
                         &rt.config.hostname,
-                        &route.tls,
+                        &next_hop.tls,
                         &self.tls,
                         timeouts,
                         credentials.as_ref(),

@@ -16,8 +16,12 @@ use crate::address::domain_of;
 use crate::context::Gateway;
 use crate::routing;
 use crate::runtime::Runtime;
-use crate::store::{Message, NewMessage, QuarantineEntry, StoreResult, new_id};
-use crate::util::time::{ms, now_ms, rfc5322, rfc5322_now};
+use crate::store::{DeliveryPlan, Message, NewMessage, QuarantineEntry, Recipient, StoreResult};
+use mail_builder::headers::text::Text;
+use mail_builder::mime::MimePart;
+
+use crate::generated::{generated_message, to_bytes};
+use crate::util::time::{ms, now_ms, rfc5322};
 
 /// Entries held in the last few seconds may not be listed yet by every store replica; they
 /// belong to the next window.
@@ -99,7 +103,6 @@ pub fn compose(
     }
     let from = n.from.clone().unwrap_or_else(|| format!("postmaster@{}", rt.config.hostname));
     let lifetime = ms(rt.config.delivery.lifetime.get());
-    let now = now_ms();
     per_reader
         .into_iter()
         .filter_map(|(to, held)| {
@@ -111,52 +114,60 @@ pub fn compose(
                 readers.push(a.clone());
             }
             // Digests never bounce: a DSN about a notification helps nobody.
-            let targets = readers
-                .into_iter()
-                .map(|r| {
-                    let route = routing::route_for_own_mail(rt, &r)?;
-                    Some(routing::Target { route, address: r.clone(), original: r, bounce: false })
-                })
-                .collect::<Option<Vec<_>>>()?;
-            let message = Message {
-                id: new_id(),
-                sender: from.clone(),
-                received_at: now,
-                smtputf8: false,
-                eight_bit: !body.is_ascii(),
-                body: body.into_bytes(),
-            };
-            Some(NewMessage::planned(message, routing::plan(&targets), now, lifetime))
+            let mut plan = DeliveryPlan::default();
+            for r in readers {
+                let next_hop = routing::next_hop_for_own_mail(rt, &r)?;
+                plan.add(&next_hop, false, Recipient { address: r.clone(), original: r });
+            }
+            Some(NewMessage::new(Message::generated(from.clone(), body), plan, lifetime))
         })
         .collect()
 }
 
-fn render(hostname: &str, from: &str, to: &str, held: &[&QuarantineEntry], since: u64) -> String {
+/// A field of a held message as one digest line: no line breaks, at most 200 characters (a
+/// digest is sent as 8bit text, whose lines must stay under 998 octets).
+fn field(value: &str) -> String {
+    let one_line: String = value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    match one_line.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}...", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
+fn render(hostname: &str, from: &str, to: &str, held: &[&QuarantineEntry], since: u64) -> Vec<u8> {
     let count = held.len();
     let plural = if count == 1 { "message" } else { "messages" };
     let since = if since == 0 { String::new() } else { format!(" since {}", rfc5322(since)) };
-    let mut out = format!(
-        "From: Postern quarantine <{from}>\r\nTo: <{to}>\r\nSubject: Quarantine digest: {count} {plural} held\r\nDate: {}\r\nMessage-ID: <{}@{hostname}>\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{count} {plural} for {to} {} held in quarantine{since}:\r\n",
-        rfc5322_now(),
-        new_id(),
+    let mut text = format!(
+        "{count} {plural} for {to} {} held in quarantine{since}:\r\n",
         if count == 1 { "was" } else { "were" },
     );
     for e in held {
         let sender = if e.summary.from.is_empty() { &e.sender } else { &e.summary.from };
-        let subject = e.summary.subject.replace(['\r', '\n'], " ");
-        out.push_str(&format!(
+        text.push_str(&format!(
             "\r\nDate:    {}\r\nFrom:    {}\r\nSubject: {}\r\nReason:  {}\r\nID:      {}\r\n",
             rfc5322(e.created_at),
-            sender.replace(['\r', '\n'], " "),
-            subject,
-            e.reasons.join("; "),
+            field(sender),
+            field(&e.summary.subject),
+            field(&e.reasons.join("; ")),
             e.id
         ));
     }
-    out.push_str(
+    text.push_str(
         "\r\nIf you expected one of these, ask your mail administrator to release it by its ID.\r\n",
     );
-    out
+    // As it is, so the list reads the same in any client: names and subjects in UTF-8 are
+    // common here, and every line is short (see `field`).
+    let encoding = if text.is_ascii() { "7bit" } else { "8bit" };
+    let body = MimePart::new("text/plain", text).transfer_encoding(encoding);
+    to_bytes(
+        generated_message(hostname, now_ms())
+            .from(("Postern quarantine".to_string(), from.to_string()))
+            .to(to.to_string())
+            .subject(format!("Quarantine digest: {count} {plural} held"))
+            .header("Auto-Submitted", Text::new("auto-generated"))
+            .body(body),
+    )
 }
 
 #[cfg(test)]
@@ -183,6 +194,7 @@ mod tests {
             created_at: 1_000,
             expires_at: 2_000,
             policy: "p".into(),
+            flags: None,
             summary: MessageSummary {
                 subject: subject.into(),
                 from: "S <s@x.test>".into(),

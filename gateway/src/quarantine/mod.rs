@@ -4,14 +4,17 @@
 
 pub mod digest;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::context::Gateway;
 use crate::routing::probe::ProbingDirectory;
 use crate::routing::{self, Decision, Router};
+use crate::runtime::NamedSpamPolicy;
 use crate::spam::content;
-use crate::store::{Message, NewMessage, QuarantineEntry, StoreError};
-use crate::util::time::{ms, now_ms};
+use crate::store::{Message, NewMessage, QuarantineEntry, Store, StoreError, TransportFlags};
+use crate::util::time::{ms, now_ms, rfc3339};
 
 /// A search: every given field must match (case-insensitive substring); `q` matches any field
 /// or the text. Dates are RFC 3339 or YYYY-MM-DD (UTC) and bound the time the entry was held.
@@ -64,10 +67,6 @@ impl From<QuarantineEntry> for Listed {
     fn from(entry: QuarantineEntry) -> Self {
         Self { held_at: rfc3339(entry.created_at), expires: rfc3339(entry.expires_at), entry }
     }
-}
-
-fn rfc3339(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64).map(|d| d.to_rfc3339()).unwrap_or_default()
 }
 
 /// ms since the epoch of "2026-11-23" or "2026-11-23T12:00:00Z"; `end` makes a bare date
@@ -229,18 +228,22 @@ pub async fn release(gw: &Gateway, id: &str, by: &str) -> Result<Released, Quara
             "no recipient of {id} is deliverable now: {dropped:?}"
         )));
     }
-    let now = now_ms();
     let queue_id = crate::store::new_id();
+    // Entries held before the flags were kept: read them off the envelope and the body.
+    let flags = entry.flags.unwrap_or_else(|| TransportFlags {
+        smtputf8: !entry.sender.is_ascii() || entry.recipients.iter().any(|r| !r.is_ascii()),
+        eight_bit: !entry.body.is_ascii(),
+    });
     let message = Message {
         id: queue_id.clone(),
         sender: entry.sender.clone(),
-        received_at: now,
-        smtputf8: !entry.sender.is_ascii() || entry.recipients.iter().any(|r| !r.is_ascii()),
-        eight_bit: entry.body.iter().any(|b| !b.is_ascii()),
+        received_at: now_ms(),
+        smtputf8: flags.smtputf8,
+        eight_bit: flags.eight_bit,
         body: entry.body,
     };
     let lifetime = ms(rt.config.delivery.lifetime.get());
-    let msg = NewMessage::planned(message, routing::plan(&targets), now, lifetime);
+    let msg = NewMessage::new(message, routing::plan(&targets), lifetime);
     if !gw.store.quarantine_release(id, msg).await? {
         return Err(QuarantineError::NotFound(id.into()));
     }
@@ -248,6 +251,39 @@ pub async fn release(gw: &Gateway, id: &str, by: &str) -> Result<Released, Quara
     gw.metrics.message("queued", "released");
     tracing::info!(quarantine_id = %id, queue_id = %queue_id, from = %entry.sender, rcpts = delivered.len(), dropped = ?dropped, released_by = %by, decision = "released", "quarantined message released");
     Ok(Released { id: id.into(), queue_id, recipients: delivered, dropped, released_by: by.into() })
+}
+
+/// A message to hold, as the session has it.
+pub struct Held {
+    pub id: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub reasons: Vec<String>,
+    pub client_ip: std::net::IpAddr,
+    /// The policy that held it: its retention applies, its digests list it.
+    pub policy: Arc<NamedSpamPolicy>,
+    pub flags: TransportFlags,
+    pub body: Vec<u8>,
+}
+
+/// Holds a message: the entry, with its decoded summary for listings and digests, is written
+/// durably before this returns (the client is told 250 only then).
+pub async fn hold(store: &dyn Store, held: Held) -> Result<(), StoreError> {
+    let now = now_ms();
+    let entry = QuarantineEntry {
+        id: held.id,
+        sender: held.sender,
+        recipients: held.recipients,
+        reasons: held.reasons,
+        client_ip: held.client_ip.to_string(),
+        created_at: now,
+        expires_at: now.saturating_add(ms(held.policy.config.quarantine_retention.get())),
+        policy: held.policy.name.clone(),
+        flags: Some(held.flags),
+        summary: content::summarize(&held.body),
+        body: held.body,
+    };
+    store.quarantine_put(entry).await
 }
 
 pub async fn delete(gw: &Gateway, id: &str, by: &str) -> Result<(), QuarantineError> {

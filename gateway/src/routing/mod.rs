@@ -12,7 +12,7 @@
 //!
 //! A policy that is disabled, or whose destination is not verified yet, is Direct.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use postern_api::{RoutingMode, RoutingPolicyConfig};
 
@@ -21,12 +21,12 @@ pub mod verification;
 
 use crate::address::{domain_of, is_postmaster};
 use crate::runtime::{Runtime, ServedDomain};
-use crate::store::{Recipient, Route};
+use crate::store::{DeliveryPlan, NextHop, Recipient};
 
 /// One delivery a recipient needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub route: Route,
+pub struct RoutedRecipient {
+    pub next_hop: NextHop,
     /// The address for RCPT TO towards this next hop (rewritten or not).
     pub address: String,
     /// The address the client gave.
@@ -38,7 +38,7 @@ pub struct Target {
 /// What to do with one RCPT TO.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Deliver(Vec<Target>),
+    Deliver(Vec<RoutedRecipient>),
     /// Not a known address of a served domain in a mode that rejects unknown addresses.
     Unknown,
     /// The directory could not be asked (recipient verification failed temporarily).
@@ -132,14 +132,14 @@ impl<D: Directory + Sync, P: PolicyState + Sync> Router<'_, D, P> {
             false
         };
 
-        let primary = || Target {
-            route: Route::from_destination(&domain.config.primary),
+        let primary = || RoutedRecipient {
+            next_hop: NextHop::from_destination(&domain.config.primary),
             address: rcpt.to_string(),
             original: original.to_string(),
             bounce: true,
         };
-        let destination = |p: &RoutingPolicyConfig| Target {
-            route: Route::from_destination(&p.destination),
+        let destination = |p: &RoutingPolicyConfig| RoutedRecipient {
+            next_hop: NextHop::from_destination(&p.destination),
             address: rewrite(rcpt, p),
             original: original.to_string(),
             bounce: p.bounce_on_failure,
@@ -158,13 +158,13 @@ impl<D: Directory + Sync, P: PolicyState + Sync> Router<'_, D, P> {
     }
 
     /// A recipient outside the served domains: the outbound gateway, or the domain's MX.
-    fn relay_target(&self, rcpt: &str, original: &str) -> Target {
+    fn relay_target(&self, rcpt: &str, original: &str) -> RoutedRecipient {
         let d = &self.rt.config.delivery;
-        let route = match &d.outbound_gateway {
-            Some(gw) => Route::smarthost(gw),
-            None => Route::mx(&domain_of(rcpt).unwrap_or_default(), d.tls.clone()),
+        let next_hop = match &d.outbound_gateway {
+            Some(gw) => NextHop::smarthost(gw),
+            None => NextHop::mx(&domain_of(rcpt).unwrap_or_default(), d.tls.clone()),
         };
-        Target { route, address: rcpt.to_string(), original: original.to_string(), bounce: true }
+        RoutedRecipient { next_hop, address: rcpt.to_string(), original: original.to_string(), bounce: true }
     }
 }
 
@@ -177,41 +177,32 @@ fn rewrite(rcpt: &str, p: &RoutingPolicyConfig) -> String {
 }
 
 /// A group can reach one address twice (directly and through a nested group): deliver once.
-fn dedupe(targets: Vec<Target>) -> Vec<Target> {
+fn dedupe(targets: Vec<RoutedRecipient>) -> Vec<RoutedRecipient> {
     let mut seen = HashSet::new();
-    targets.into_iter().filter(|t| seen.insert((t.route.clone(), t.address.to_ascii_lowercase()))).collect()
+    targets
+        .into_iter()
+        .filter(|t| seen.insert((t.next_hop.clone(), t.address.to_ascii_lowercase())))
+        .collect()
 }
 
-/// Groups the targets of a transaction into jobs: one per (next hop, bounce), keeping the
-/// order in which each first appears, each address once.
-pub fn plan(targets: &[Target]) -> Vec<(Route, bool, Vec<Recipient>)> {
-    let mut order: Vec<(Route, bool, Vec<Recipient>)> = Vec::new();
-    let mut index: HashMap<(Route, bool), usize> = HashMap::new();
+/// The delivery plan of a transaction's routed recipients: one job per (next hop, bounce).
+pub fn plan(targets: &[RoutedRecipient]) -> DeliveryPlan {
+    let mut plan = DeliveryPlan::default();
     for t in targets {
-        let r = Recipient { address: t.address.clone(), original: t.original.clone() };
-        match index.get(&(t.route.clone(), t.bounce)) {
-            Some(&i) => {
-                if !order[i].2.iter().any(|x| x.address.eq_ignore_ascii_case(&r.address)) {
-                    order[i].2.push(r);
-                }
-            }
-            None => {
-                index.insert((t.route.clone(), t.bounce), order.len());
-                order.push((t.route.clone(), t.bounce, vec![r]));
-            }
-        }
+        let recipient = Recipient { address: t.address.clone(), original: t.original.clone() };
+        plan.add(&t.next_hop, t.bounce, recipient);
     }
-    order
+    plan
 }
 
 /// The next hop for a message we originate (a DSN, a digest) to `address`.
-pub fn route_for_own_mail(rt: &Runtime, address: &str) -> Option<Route> {
+pub fn next_hop_for_own_mail(rt: &Runtime, address: &str) -> Option<NextHop> {
     let domain = domain_of(address)?;
     Some(match rt.served_domain(&domain) {
-        Some(d) => Route::from_destination(&d.config.primary),
+        Some(d) => NextHop::from_destination(&d.config.primary),
         None => match &rt.config.delivery.outbound_gateway {
-            Some(gw) => Route::smarthost(gw),
-            None => Route::mx(&domain, rt.config.delivery.tls.clone()),
+            Some(gw) => NextHop::smarthost(gw),
+            None => NextHop::mx(&domain, rt.config.delivery.tls.clone()),
         },
     })
 }
@@ -219,7 +210,7 @@ pub fn route_for_own_mail(rt: &Runtime, address: &str) -> Option<Route> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::RouteTarget;
+    use crate::store::Via;
 
     struct NoDirectory;
     impl Directory for NoDirectory {
@@ -251,7 +242,7 @@ mod tests {
             Decision::Deliver(ts) => ts
                 .iter()
                 .map(|t| {
-                    format!("{}->{}{}", t.address, t.route.key(), if t.bounce { "" } else { " nobounce" })
+                    format!("{}->{}{}", t.address, t.next_hop.key(), if t.bounce { "" } else { " nobounce" })
                 })
                 .collect(),
             Decision::Unknown => vec!["550".into()],
@@ -322,21 +313,17 @@ mod tests {
 
     #[test]
     fn plan_groups_by_next_hop_and_bounce() {
-        let route = |h: &str| Route {
-            target: RouteTarget::Hosts(vec![h.into()]),
-            tls: Default::default(),
-            auth: None,
-        };
-        let t = |h: &str, a: &str, bounce| Target {
-            route: route(h),
+        let hop = |h: &str| NextHop { via: Via::Hosts(vec![h.into()]), tls: Default::default(), auth: None };
+        let t = |h: &str, a: &str, bounce| RoutedRecipient {
+            next_hop: hop(h),
             address: a.into(),
             original: a.into(),
             bounce,
         };
         let jobs =
-            plan(&[t("p", "a@x", true), t("d", "a@x", false), t("p", "b@x", true), t("p", "A@x", true)]);
+            plan(&[t("p", "a@x", true), t("d", "a@x", false), t("p", "b@x", true), t("p", "A@x", true)]).jobs;
         assert_eq!(jobs.len(), 2);
-        assert_eq!(jobs[0].2.len(), 2, "a and b to p, the duplicate dropped");
-        assert!(!jobs[1].1);
+        assert_eq!(jobs[0].recipients.len(), 2, "a and b to p, the duplicate dropped");
+        assert!(!jobs[1].bounce);
     }
 }

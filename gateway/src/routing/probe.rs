@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::Directory;
 use crate::outbound::OutboundClient;
 use crate::runtime::{Runtime, ServedDomain};
-use crate::store::Route;
+use crate::store::NextHop;
 
 /// Most answers kept; past this the cache is cleared (a crude bound, answers are cheap).
 const MAX_ENTRIES: usize = 100_000;
@@ -48,7 +48,7 @@ impl Directory for ProbingDirectory<'_> {
         if let Some(hit) = self.probes.get(&key, rv.cache_ttl.get()) {
             return Ok(hit);
         }
-        let route = Route::from_destination(&domain.config.primary);
+        let route = NextHop::from_destination(&domain.config.primary);
         match self.outbound.probe(self.rt, &route, address).await {
             Ok(exists) => {
                 tracing::debug!(rcpt = %address, exists, "recipient verified against the primary server");

@@ -17,8 +17,11 @@ use tokio::sync::{Notify, watch};
 use super::PolicyState;
 use crate::outbound::{Envelope, OutboundClient};
 use crate::runtime::Runtime;
-use crate::store::{Route, Store, new_id};
-use crate::util::time::{now_ms, rfc5322_now};
+use mail_builder::headers::text::Text;
+
+use crate::generated::{generated_message, to_bytes};
+use crate::store::{NextHop, Store};
+use crate::util::time::now_ms;
 
 /// How often the verifier looks for work (and refreshes its copy from the store).
 const TICK: Duration = Duration::from_secs(5);
@@ -108,7 +111,7 @@ impl Verifications {
         let state = VerificationState {
             domain: domain.to_ascii_lowercase(),
             address: policy.verification_address.clone().unwrap_or_default(),
-            destination: Route::from_destination(&policy.destination).key(),
+            destination: NextHop::from_destination(&policy.destination).key(),
             fingerprint: String::new(),
             status: Status::Pending,
             detail: "verification requested".into(),
@@ -196,14 +199,19 @@ impl Verifications {
         fp: String,
     ) -> VerificationState {
         let address = policy.verification_address.clone().unwrap_or_default();
-        let route = Route::from_destination(&policy.destination);
+        let route = NextHop::from_destination(&policy.destination);
         let sender = format!("postmaster@{}", rt.config.hostname);
-        let id = new_id();
-        let body = format!(
-            "From: Postern <{sender}>\r\nTo: <{address}>\r\nSubject: Postern destination verification for {domain}\r\nDate: {}\r\nMessage-ID: <{id}@{}>\r\nAuto-Submitted: auto-generated\r\n\r\nThis message checks that {} accepts mail that Postern routes for {domain}.\r\nNo action is needed.\r\n",
-            rfc5322_now(),
-            rt.config.hostname,
+        let text = format!(
+            "This message checks that {} accepts mail that Postern routes for {domain}.\r\nNo action is needed.\r\n",
             route.key(),
+        );
+        let body = to_bytes(
+            generated_message(&rt.config.hostname, now_ms())
+                .from(("Postern".to_string(), sender.clone()))
+                .to(address.clone())
+                .subject(format!("Postern destination verification for {domain}"))
+                .header("Auto-Submitted", Text::new("auto-generated"))
+                .text_body(text),
         );
         let env = Envelope {
             sender: &sender,
@@ -211,7 +219,7 @@ impl Verifications {
             smtputf8: false,
             eight_bit: false,
         };
-        let result = self.outbound.send(rt, &route, &env, body.as_bytes()).await.pop();
+        let result = self.outbound.send(rt, &route, &env, &body).await.pop();
         let (status, detail) = match result {
             Some(Ok(())) => (Status::Verified, "accepted".to_string()),
             Some(Err(f)) => (Status::Failed, f.diagnostic),

@@ -9,10 +9,10 @@ use super::reply::{self, Reply};
 use super::session::Transaction;
 use super::session::{Flow, Session, State};
 use crate::metrics::{ActionLabel, AuthLabels, StageLabel};
+use crate::quarantine;
 use crate::routing;
-use crate::spam::Verdict;
-use crate::store::QuarantineEntry;
-use crate::store::{Message, NewMessage, new_id};
+use crate::spam::{ContentVerdict, Verdict};
+use crate::store::{Message, NewMessage, TransportFlags, new_id};
 use crate::util::time::{ms, now_ms};
 use postern_api::Action;
 
@@ -24,14 +24,6 @@ fn action_name(a: Action) -> &'static str {
         Action::TempFail => "temp_fail",
         Action::Reject => "reject",
     }
-}
-
-/// The spam checks' result for one message.
-struct Checked<'c> {
-    verdict: Verdict,
-    /// Header lines (with CRLFs) to put above the client's content.
-    added_headers: String,
-    content: std::borrow::Cow<'c, [u8]>,
 }
 
 impl Session {
@@ -139,7 +131,7 @@ impl Session {
             .then(|| received::original_client_ip(&tx.body))
             .flatten();
 
-        let Some(checked) = self.spam_verdict(&tx, original_client, &content).await else {
+        let Some(checked) = self.check_content(&tx, original_client, &content).await else {
             self.gateway.metrics.message("tempfailed", "check_timeout");
             tracing::warn!(queue_id = %id, client = %self.client, from = %tx.sender, decision = "tempfail", "content checks ran out of time; told the client to retry");
             return self.push_error(&reply::CHECKS_TIMED_OUT);
@@ -171,7 +163,7 @@ impl Session {
             body,
         };
         let lifetime = ms(self.rt.config.delivery.lifetime.get());
-        let new = NewMessage::planned(message, routing::plan(&tx.targets), now, lifetime);
+        let new = NewMessage::new(message, routing::plan(&tx.targets), lifetime);
         let job_count = new.jobs.len();
         let original_client = original_client.map(|ip| ip.to_string());
         let spam = verdict.action == Action::MarkSpam;
@@ -215,107 +207,61 @@ impl Session {
         }
     }
 
-    /// The spam policy (name and config) the transaction's recipients are under, if any.
-    fn spam_policy<'a>(
-        &'a self,
-        tx: &'a Transaction,
-    ) -> Option<(&'a str, &'a postern_api::SpamPolicyConfig)> {
-        let name = tx.spam.as_ref()?.policy.as_deref()?;
-        Some((name, self.rt.config.spam_policies.get(name)?))
-    }
-
-    /// Runs the spam checks of the transaction's policy: the verdict, the headers to add and
-    /// the content as it will be stored (forged Authentication-Results removed, subject
-    /// prefixed for a sender warning). `None`: the checks ran past `limits.contentCheckTimeout`.
-    async fn spam_verdict<'c>(
+    /// Runs the content checks of the transaction's spam policy within
+    /// `limits.contentCheckTimeout` (`None`: they ran out of time), and counts what they found.
+    async fn check_content<'c>(
         &self,
         tx: &Transaction,
         original_client: Option<std::net::IpAddr>,
         content: &'c [u8],
-    ) -> Option<Checked<'c>> {
-        let hostname = &self.rt.config.hostname;
-        // Nobody else may speak for our authserv-id (RFC 8601 section 5), checked or not.
-        let content = crate::spam::headers::remove_forged_auth_results(content, hostname);
-        let mut checked = Checked { verdict: Verdict::default(), added_headers: String::new(), content };
-        let (Some(choice), Some((_, policy))) = (&tx.spam, self.spam_policy(tx)) else {
-            return Some(checked);
-        };
-        let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
+    ) -> Option<ContentVerdict<'c>> {
+        let choice = tx.spam.as_ref();
+        let policy = choice.and_then(|c| c.policy.as_deref());
         let client = crate::spam::Client {
             ip: original_client.unwrap_or_else(|| self.client_ip()),
-            helo,
+            helo: self.helo.as_ref().map_or("", |h| h.name.as_str()),
             sender: &tx.sender,
-            hostname,
+            hostname: &self.rt.config.hostname,
         };
-        let checks = async {
-            let envelope = match &choice.envelope {
-                Some(e) => e.clone(),
-                // From an inbound gateway: the connection-time checks run now, on the original client.
-                None => self.gateway.spam.check_envelope(policy, &client).await,
-            };
-            self.gateway.spam.check_content(policy, &envelope, &client, &checked.content).await
-        };
-        let budget = self.rt.config.limits.content_check_timeout.get();
-        let Ok(outcome) = tokio::time::timeout(budget, checks).await else {
-            self.gateway.metrics.check_timeouts.get_or_create(&StageLabel { stage: "content" }).inc();
-            return None;
-        };
-        let metrics = &self.gateway.metrics;
-        for &(method, result) in &outcome.results {
-            metrics.auth_results.get_or_create(&AuthLabels { method, result }).inc();
-        }
-        let action = action_name(outcome.verdict.action);
-        metrics.spam_verdicts.get_or_create(&ActionLabel { action }).inc();
-        checked.verdict = outcome.verdict;
-        if let Some(ar) = outcome.auth_results {
-            checked.added_headers.push_str(&ar);
-        }
-        if checked.verdict.action == Action::MarkSpam && !policy.spam_header.is_empty() {
-            checked.added_headers.push_str(&policy.spam_header);
-            checked.added_headers.push_str("\r\n");
-        }
         let external =
             crate::address::domain_of(&tx.sender).is_none_or(|d| self.rt.served_domain(&d).is_none());
-        let warnings = &policy.sender_warnings;
-        let applicable =
-            [(outcome.unauthenticated, &warnings.unauthenticated), (external, &warnings.external)];
-        let warnings: Vec<_> =
-            applicable.into_iter().filter_map(|(on, w)| w.as_ref().filter(|_| on)).collect();
-        for w in &warnings {
-            checked.added_headers.push_str(&w.header);
-            checked.added_headers.push_str("\r\n");
-        }
-        // Prefixed last to first, so the subject reads in the order above ("[UNVERIFIED] [EXT]").
-        for w in warnings.iter().rev() {
-            if let Some(prefix) = &w.subject_prefix {
-                checked.content = std::borrow::Cow::Owned(
-                    crate::spam::headers::prefix_subject(&checked.content, prefix).into_owned(),
-                );
+        let envelope = choice.and_then(|c| c.envelope.as_ref());
+        let checks =
+            self.gateway.spam.check_content(policy.map(|p| &p.config), envelope, &client, external, content);
+        let budget = self.rt.config.limits.content_check_timeout.get();
+        let metrics = &self.gateway.metrics;
+        let Ok(judged) = tokio::time::timeout(budget, checks).await else {
+            metrics.check_timeouts.get_or_create(&StageLabel { stage: "content" }).inc();
+            return None;
+        };
+        if policy.is_some() {
+            for &(method, result) in &judged.results {
+                metrics.auth_results.get_or_create(&AuthLabels { method, result }).inc();
             }
+            let action = action_name(judged.verdict.action);
+            metrics.spam_verdicts.get_or_create(&ActionLabel { action }).inc();
         }
-        Some(checked)
+        Some(judged)
     }
 
     /// Holds the message in the quarantine instead of delivering it; the client is told it was
     /// accepted (a spammer learns nothing).
     async fn quarantine(&mut self, tx: &Transaction, id: String, body: Vec<u8>, verdict: &Verdict) -> Flow {
-        let now = now_ms();
-        let policy = self.spam_policy(tx);
-        // Only a policy quarantines, so there is one; the default retention is belt and braces.
-        let retention = policy.map_or(30 * 86_400_000, |(_, p)| ms(p.quarantine_retention.get()));
-        let entry = QuarantineEntry {
+        // Only a policy quarantines, so there is one.
+        let Some(policy) = tx.spam.as_ref().and_then(|c| c.policy.clone()) else {
+            return self.push_error(&reply::STORAGE_FAILURE);
+        };
+        let held = quarantine::Held {
             id: id.clone(),
             sender: tx.sender.clone(),
             recipients: tx.recipients.clone(),
             reasons: verdict.reasons.clone(),
-            client_ip: self.client_ip().to_string(),
-            created_at: now,
-            expires_at: now + retention,
-            policy: policy.map(|(name, _)| name.to_string()).unwrap_or_default(),
-            summary: crate::spam::content::summarize(&body),
+            client_ip: self.client_ip(),
+            policy,
+            flags: TransportFlags { smtputf8: tx.smtputf8, eight_bit: tx.eight_bit },
             body,
         };
-        match self.gateway.store.quarantine_put(entry).await {
+        match quarantine::hold(&*self.gateway.store, held).await {
             Ok(()) => {
                 self.gateway.metrics.message("quarantined", "spam");
                 self.junk = 0;

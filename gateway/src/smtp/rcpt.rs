@@ -90,10 +90,12 @@ impl Session {
     /// One spam policy per transaction; its envelope checks run at the first RCPT that names it,
     /// and a Reject or TempFail from them is the answer to every RCPT under that policy.
     async fn spam_envelope(&mut self, domain: &str) -> Result<(), Reply> {
-        let policy = self.rt.served_domain(domain).and_then(|d| d.config.spam_policy.clone());
+        let policy = self.rt.served_domain(domain).and_then(|d| d.spam_policy.clone());
         let Some(tx) = &self.tx else { return Ok(()) };
+        let name =
+            |p: &Option<std::sync::Arc<crate::runtime::NamedSpamPolicy>>| p.as_ref().map(|p| p.name.clone());
         match &tx.spam {
-            Some(choice) if choice.policy != policy => {
+            Some(choice) if name(&choice.policy) != name(&policy) => {
                 self.refused("spam_policy_mix");
                 return Err(Reply::fixed(
                     451,
@@ -104,27 +106,24 @@ impl Session {
             None => {
                 let mut timed_out = false;
                 let envelope = match (&policy, self.rt.is_inbound_gateway(self.client_ip())) {
-                    (Some(name), false) => match self.rt.config.spam_policies.get(name) {
-                        Some(p) => {
-                            let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
-                            let client = crate::spam::Client {
-                                ip: self.client_ip(),
-                                helo,
-                                sender: &tx.sender,
-                                hostname: &self.rt.config.hostname,
-                            };
-                            let budget = self.rt.config.limits.envelope_check_timeout.get();
-                            let checks = self.gateway.spam.check_envelope(p, &client);
-                            match tokio::time::timeout(budget, checks).await {
-                                Ok(result) => Some(result),
-                                Err(_) => {
-                                    timed_out = true;
-                                    None
-                                }
+                    (Some(p), false) => {
+                        let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
+                        let client = crate::spam::Client {
+                            ip: self.client_ip(),
+                            helo,
+                            sender: &tx.sender,
+                            hostname: &self.rt.config.hostname,
+                        };
+                        let budget = self.rt.config.limits.envelope_check_timeout.get();
+                        let checks = self.gateway.spam.check_envelope(&p.config, &client);
+                        match tokio::time::timeout(budget, checks).await {
+                            Ok(result) => Some(result),
+                            Err(_) => {
+                                timed_out = true;
+                                None
                             }
                         }
-                        None => None,
-                    },
+                    }
                     _ => None,
                 };
                 let Some(tx) = &mut self.tx else { return Ok(()) };

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::framing::{DataReader, Discard, Framed, LineReader};
 use super::reply::{self, Reply};
 use crate::context::Gateway;
-use crate::runtime::Runtime;
+use crate::runtime::{NamedSpamPolicy, Runtime};
 use crate::tls::TlsInfo;
 
 /// Where the session is in the byte stream.
@@ -48,7 +48,7 @@ pub(super) struct Transaction {
     pub sender: String,
     pub recipients: Vec<String>,
     /// Where each accepted recipient goes (one recipient may need several deliveries).
-    pub targets: Vec<crate::routing::Target>,
+    pub targets: Vec<crate::routing::RoutedRecipient>,
     /// The spam policy of this transaction's recipients (one per transaction) and what its
     /// envelope checks found; set at the first accepted RCPT.
     pub spam: Option<SpamChoice>,
@@ -60,8 +60,8 @@ pub(super) struct Transaction {
 
 /// The spam policy a transaction runs under.
 pub(super) struct SpamChoice {
-    /// The policy's name; `None`: recipients without a policy.
-    pub policy: Option<String>,
+    /// `None`: recipients without a policy.
+    pub policy: Option<Arc<NamedSpamPolicy>>,
     /// Envelope checks; `None` when not run yet (mail from an inbound gateway is checked at the
     /// end of DATA, against the original client).
     pub envelope: Option<crate::spam::EnvelopeResult>,

@@ -12,6 +12,7 @@
 pub mod content;
 pub mod headers;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use mail_auth::{
@@ -57,8 +58,21 @@ pub struct EnvelopeResult {
     pub spf: Option<SpfOutput>,
 }
 
+/// What the end-of-DATA checks decided about a message, and how it is to be stored.
+pub struct ContentVerdict<'c> {
+    pub verdict: Verdict,
+    /// Header lines (each with its CRLF) to put above the client's content: our
+    /// Authentication-Results, the policy's spam header, sender warnings.
+    pub added_headers: String,
+    /// The content as it is to be stored: forged Authentication-Results removed, the Subject
+    /// prefixed for a sender warning.
+    pub content: Cow<'c, [u8]>,
+    /// (method, result) of each SPF, DKIM signature and DMARC check, for metrics.
+    pub results: Vec<(&'static str, &'static str)>,
+}
+
 /// What the end-of-DATA checks found.
-pub struct ContentOutcome {
+struct ContentOutcome {
     pub verdict: Verdict,
     /// Our Authentication-Results header (RFC 8601), with its CRLF.
     pub auth_results: Option<String>,
@@ -180,9 +194,63 @@ impl SpamEngine {
         self.auth().verify_spf(SpfParameters::verify(c.ip, helo, c.hostname, c.sender)).await
     }
 
+    /// The end-of-DATA judgement of a message (`content` as the client sent it, line endings
+    /// normalised) under `policy`: the envelope checks' result (run now when `envelope` is
+    /// `None`: mail relayed by an inbound gateway, judged on its original client), then DKIM,
+    /// DMARC and the content rules; and the message as it is to be stored. Without a policy
+    /// nothing is checked, but forged Authentication-Results are removed all the same: nobody
+    /// else may speak for our authserv-id (RFC 8601 section 5).
+    pub async fn check_content<'c>(
+        &self,
+        policy: Option<&SpamPolicyConfig>,
+        envelope: Option<&EnvelopeResult>,
+        c: &Client<'_>,
+        sender_is_external: bool,
+        content: &'c [u8],
+    ) -> ContentVerdict<'c> {
+        let content = headers::remove_forged_auth_results(content, c.hostname);
+        let mut judged = ContentVerdict {
+            verdict: Verdict::default(),
+            added_headers: String::new(),
+            content,
+            results: vec![],
+        };
+        let Some(policy) = policy else { return judged };
+        let envelope = match envelope {
+            Some(e) => e.clone(),
+            None => self.check_envelope(policy, c).await,
+        };
+        let outcome = self.authenticate_content(policy, &envelope, c, &judged.content).await;
+        judged.verdict = outcome.verdict;
+        judged.results = outcome.results;
+        if let Some(ar) = outcome.auth_results {
+            judged.added_headers.push_str(&ar);
+        }
+        if judged.verdict.action == Action::MarkSpam && !policy.spam_header.is_empty() {
+            judged.added_headers.push_str(&policy.spam_header);
+            judged.added_headers.push_str("\r\n");
+        }
+        let warnings = &policy.sender_warnings;
+        let applicable =
+            [(outcome.unauthenticated, &warnings.unauthenticated), (sender_is_external, &warnings.external)];
+        let warnings: Vec<_> =
+            applicable.into_iter().filter_map(|(on, w)| w.as_ref().filter(|_| on)).collect();
+        for w in &warnings {
+            judged.added_headers.push_str(&w.header);
+            judged.added_headers.push_str("\r\n");
+        }
+        // Prefixed last to first, so the subject reads in the order above ("[UNVERIFIED] [EXT]").
+        for w in warnings.iter().rev() {
+            if let Some(prefix) = &w.subject_prefix {
+                judged.content = Cow::Owned(headers::prefix_subject(&judged.content, prefix).into_owned());
+            }
+        }
+        judged
+    }
+
     /// The content checks (DKIM, DMARC, content rules) of the message `data` (as the client
     /// sent it), added to the envelope's verdict.
-    pub async fn check_content(
+    async fn authenticate_content(
         &self,
         policy: &SpamPolicyConfig,
         envelope: &EnvelopeResult,

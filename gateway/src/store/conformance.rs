@@ -27,8 +27,8 @@ pub fn sample_message(jobs: usize, due: u64) -> NewMessage {
                 address: format!("r{i}@example.com"),
                 original: format!("r{i}@example.com"),
             }],
-            route: Route {
-                target: RouteTarget::Hosts(vec![format!("h{i}:25")]),
+            next_hop: NextHop {
+                via: Via::Hosts(vec![format!("h{i}:25")]),
                 tls: TlsPolicy::default(),
                 auth: None,
             },
@@ -166,6 +166,7 @@ async fn quarantine_round_trip(store: &dyn Store) {
         created_at: 1_000,
         expires_at,
         policy: "default".into(),
+        flags: Some(TransportFlags { smtputf8: false, eight_bit: true }),
         summary: MessageSummary { subject: "buy".into(), size: 20, ..Default::default() },
         body: b"Subject: buy\r\n\r\nnow\r\n".to_vec(),
     };

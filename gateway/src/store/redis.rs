@@ -678,6 +678,7 @@ mod tests {
             created_at: 1,
             expires_at: u64::MAX / 2,
             policy: "p".into(),
+            flags: None,
             summary: Default::default(),
             body: b"Subject: held\r\n\r\nx\r\n".to_vec(),
         };

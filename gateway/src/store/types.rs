@@ -28,7 +28,66 @@ pub struct Message {
     pub body: Vec<u8>,
 }
 
-/// A message with the jobs that deliver it, written to the store in one atomic step.
+impl Message {
+    /// A message the gateway itself originates (a DSN, a digest), received now.
+    pub fn generated(sender: String, body: Vec<u8>) -> Self {
+        Self {
+            id: new_id(),
+            sender,
+            received_at: crate::util::time::now_ms(),
+            smtputf8: false,
+            eight_bit: !body.is_ascii(),
+            body,
+        }
+    }
+}
+
+/// The jobs one message needs: its recipients grouped per (next hop, bounce setting), in the
+/// order each group first appears, each address once per group. Built once at the end of DATA
+/// (or at a quarantine release, or for a generated message) and turned into jobs by
+/// `NewMessage::new`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeliveryPlan {
+    pub jobs: Vec<PlannedJob>,
+}
+
+/// One job of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedJob {
+    pub next_hop: NextHop,
+    /// Send a DSN when a recipient of this job fails permanently.
+    pub bounce: bool,
+    pub recipients: Vec<Recipient>,
+}
+
+impl DeliveryPlan {
+    /// Adds a recipient to its (next hop, bounce) job; an address already there is skipped.
+    pub fn add(&mut self, next_hop: &NextHop, bounce: bool, recipient: Recipient) {
+        match self.jobs.iter_mut().find(|j| j.bounce == bounce && j.next_hop == *next_hop) {
+            Some(job) => {
+                if !job.recipients.iter().any(|r| r.address.eq_ignore_ascii_case(&recipient.address)) {
+                    job.recipients.push(recipient);
+                }
+            }
+            None => {
+                self.jobs.push(PlannedJob { next_hop: next_hop.clone(), bounce, recipients: vec![recipient] })
+            }
+        }
+    }
+
+    /// A plan of one job with one recipient.
+    pub fn single(next_hop: NextHop, bounce: bool, address: &str) -> Self {
+        let recipient = Recipient { address: address.to_string(), original: address.to_string() };
+        Self { jobs: vec![PlannedJob { next_hop, bounce, recipients: vec![recipient] }] }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+}
+
+/// A message with the jobs that deliver it, written to the store in one atomic step. Every
+/// message enters the queue this way: accepted, released from quarantine, or generated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewMessage {
     pub message: Message,
@@ -36,26 +95,24 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
-    /// A message with one job per planned (next hop, bounce, recipients), all due `now`.
-    pub fn planned(
-        message: Message,
-        plan: Vec<(Route, bool, Vec<Recipient>)>,
-        now: u64,
-        lifetime_ms: u64,
-    ) -> Self {
+    /// The message with one job per planned job, all due at once and expiring `lifetime_ms`
+    /// after the message was received.
+    pub fn new(message: Message, plan: DeliveryPlan, lifetime_ms: u64) -> Self {
+        let now = message.received_at;
         let jobs = plan
+            .jobs
             .into_iter()
-            .map(|(route, bounce, recipients)| Job {
+            .map(|planned| Job {
                 id: new_id(),
                 message_id: message.id.clone(),
                 sender: message.sender.clone(),
-                recipients,
-                route,
+                recipients: planned.recipients,
+                next_hop: planned.next_hop,
                 attempts: 0,
                 created_at: now,
                 due: now,
-                expires_at: now + lifetime_ms,
-                bounce,
+                expires_at: now.saturating_add(lifetime_ms),
+                bounce: planned.bounce,
                 last_error: None,
             })
             .collect();
@@ -72,47 +129,50 @@ pub struct Recipient {
     pub original: String,
 }
 
-/// Where a job goes: a destination's target and its TLS policy.
+/// Where a job goes next: how its hosts are found, and the TLS policy (and AUTH) towards them.
+/// Serialized with the names it had as `Route`, so stored jobs stay readable.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Route {
-    pub target: RouteTarget,
+pub struct NextHop {
+    #[serde(rename = "target")]
+    pub via: Via,
     pub tls: TlsPolicy,
     /// SMTP AUTH towards this next hop (a smarthost).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<SmtpAuth>,
 }
 
+/// How a next hop's hosts are found.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub enum RouteTarget {
+pub enum Via {
     /// The MX hosts of a domain (or its A/AAAA when it has no MX).
     Mx(String),
     /// Explicit "host[:port]" entries, tried in order.
     Hosts(Vec<String>),
 }
 
-impl Route {
+impl NextHop {
     pub fn mx(domain: &str, tls: TlsPolicy) -> Self {
-        Self { target: RouteTarget::Mx(domain.to_ascii_lowercase()), tls, auth: None }
+        Self { via: Via::Mx(domain.to_ascii_lowercase()), tls, auth: None }
     }
 
     pub fn from_destination(d: &Destination) -> Self {
-        let target = match &d.mx {
-            Some(mx) => RouteTarget::Mx(mx.to_ascii_lowercase()),
-            None => RouteTarget::Hosts(d.hosts.clone()),
+        let via = match &d.mx {
+            Some(mx) => Via::Mx(mx.to_ascii_lowercase()),
+            None => Via::Hosts(d.hosts.clone()),
         };
-        Self { target, tls: d.tls.clone(), auth: None }
+        Self { via, tls: d.tls.clone(), auth: None }
     }
 
     pub fn smarthost(gw: &OutboundGateway) -> Self {
-        Self { target: RouteTarget::Hosts(vec![gw.host.clone()]), tls: gw.tls.clone(), auth: gw.auth.clone() }
+        Self { via: Via::Hosts(vec![gw.host.clone()]), tls: gw.tls.clone(), auth: gw.auth.clone() }
     }
 
     /// A short stable name for logs, metrics and per-destination limits.
     pub fn key(&self) -> String {
-        match &self.target {
-            RouteTarget::Mx(d) => format!("mx:{d}"),
-            RouteTarget::Hosts(h) => format!("hosts:{}", h.join(",")),
+        match &self.via {
+            Via::Mx(d) => format!("mx:{d}"),
+            Via::Hosts(h) => format!("hosts:{}", h.join(",")),
         }
     }
 }
@@ -126,7 +186,8 @@ pub struct Job {
     pub sender: String,
     /// Recipients still to deliver.
     pub recipients: Vec<Recipient>,
-    pub route: Route,
+    #[serde(rename = "route")]
+    pub next_hop: NextHop,
     /// Attempts made so far.
     pub attempts: u32,
     /// Milliseconds since the Unix epoch.
@@ -165,11 +226,23 @@ pub struct QuarantineEntry {
     /// The spam policy that held it (its retention and digests apply).
     #[serde(default)]
     pub policy: String,
+    /// The transaction's SMTPUTF8 and 8BITMIME, for the release; `None` in entries written
+    /// before they were kept (the release then reads them off the message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<TransportFlags>,
     /// What the headers and MIME structure say, for search, listings and digests.
     #[serde(default)]
     pub summary: MessageSummary,
     #[serde(skip)]
     pub body: Vec<u8>,
+}
+
+/// What the client declared about a message's transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportFlags {
+    pub smtputf8: bool,
+    pub eight_bit: bool,
 }
 
 /// A message's headers and structure, decoded (RFC 2047 words, MIME parts).

@@ -1,4 +1,5 @@
-//! Wall-clock time as milliseconds since the Unix epoch: the unit the store keeps.
+//! Wall-clock time as milliseconds since the Unix epoch (the unit the store keeps), and the
+//! two ways it is written out: RFC 5322 in mail, RFC 3339 in the admin API.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,4 +22,9 @@ pub fn rfc5322(ms: u64) -> String {
         .unwrap_or_default()
         .format("%a, %d %b %Y %H:%M:%S +0000")
         .to_string()
+}
+
+/// `ms` (since the epoch) as RFC 3339, for the admin API.
+pub fn rfc3339(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).map(|d| d.to_rfc3339()).unwrap_or_default()
 }
