@@ -1,6 +1,7 @@
 //! postern-api: the data Postern is configured with. Pure data and validation, no I/O, so the
 //! gateway, the operator and the tests share one definition of every field.
 
+pub mod admin;
 pub mod config;
 pub mod duration;
 pub mod spam;

@@ -68,38 +68,16 @@ fn main() -> ExitCode {
             println!("{:#}", postern_api::gateway_config_schema());
             ExitCode::SUCCESS
         }
-        Command::Verification { action, admin } => {
-            let result = match action {
-                VerificationAction::List => {
-                    postern_gateway::admin::client::request(admin, "GET", "/api/v1/verifications")
-                }
-                VerificationAction::Retry { domain } => postern_gateway::admin::client::request(
-                    admin,
-                    "POST",
-                    &format!("/api/v1/verifications/{domain}/retry"),
-                ),
-            };
-            match result {
-                Ok(body) => {
-                    println!("{body}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("postern-gateway: {e:#}");
-                    ExitCode::from(1)
-                }
+        Command::Verification { action, admin } => admin_command(admin, async move |client| {
+            use postern_gateway::admin::cli::to_json;
+            match action {
+                VerificationAction::List => to_json(&client.verifications().await?),
+                VerificationAction::Retry { domain } => to_json(&client.retry_verification(&domain).await?),
             }
+        }),
+        Command::Quarantine { action, admin } => {
+            admin_command(admin, async move |client| postern_gateway::admin::cli::run(action, &client).await)
         }
-        Command::Quarantine { action, admin } => match postern_gateway::admin::cli::run(action, admin) {
-            Ok(out) => {
-                print!("{}", if out.ends_with('\n') { out } else { out + "\n" });
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("postern-gateway: {e:#}");
-                ExitCode::from(1)
-            }
-        },
         Command::Run { config } => match postern_gateway::server::run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -107,5 +85,31 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// Runs one admin API call on a small runtime of its own and prints what it returns.
+fn admin_command(
+    admin: SocketAddr,
+    call: impl AsyncFnOnce(postern_admin_client::AdminClient) -> anyhow::Result<Vec<u8>>,
+) -> ExitCode {
+    let client = postern_admin_client::AdminClient::new(&admin.to_string());
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(call(client)));
+    match result {
+        Ok(mut out) => {
+            if !out.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("postern-gateway: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -16,6 +16,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
+use postern_admin_client::AdminClient;
+use postern_api::admin::{VerificationState, VerificationStatus};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -310,25 +312,15 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 /// The gateways' destination verification states (their admin API, `/api/v1/verifications`).
-async fn fetch_verifications(addr: &str) -> Result<Vec<serde_json::Value>, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        s.write_all(format!("GET /api/v1/verifications HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).await.map_err(|e| e.to_string())?;
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
-        serde_json::from_str(body).map_err(|e| format!("unexpected answer: {e}"))
-    };
-    tokio::time::timeout(Duration::from_secs(3), fetch).await.map_err(|_| "timed out".to_string())?
+async fn fetch_verifications(addr: &str) -> Result<Vec<VerificationState>, String> {
+    let client = AdminClient::with_timeout(addr, Duration::from_secs(3));
+    client.verifications().await.map_err(|e| e.to_string())
 }
 
 /// `DestinationVerified` of a RoutingPolicy from the states of the domains that use it: True
 /// when all are verified, False when one failed, Unknown while pending or unreachable.
 fn destination_verified(
-    states: &Result<Vec<serde_json::Value>, String>,
+    states: &Result<Vec<VerificationState>, String>,
     domains: &[String],
     generation: Option<i64>,
 ) -> Condition {
@@ -340,13 +332,13 @@ fn destination_verified(
         Ok(s) => s,
         Err(e) => return unknown("NotReported", format!("the gateways' admin API did not answer: {e}")),
     };
-    let state_of = |d: &str| states.iter().find(|s| s["domain"] == d);
+    let state_of = |d: &str| states.iter().find(|s| s.domain == d);
     let failed: Vec<String> = domains
         .iter()
         .filter_map(|d| {
             state_of(d)
-                .filter(|s| s["status"] == "failed")
-                .map(|s| format!("{d}: {}", s["detail"].as_str().unwrap_or("")))
+                .filter(|s| s.status == VerificationStatus::Failed)
+                .map(|s| format!("{d}: {}", s.detail))
         })
         .collect();
     if !failed.is_empty() {
@@ -354,7 +346,7 @@ fn destination_verified(
     }
     let pending: Vec<&str> = domains
         .iter()
-        .filter(|d| state_of(d).is_none_or(|s| s["status"] != "verified"))
+        .filter(|d| state_of(d).is_none_or(|s| s.status != VerificationStatus::Verified))
         .map(String::as_str)
         .collect();
     if !pending.is_empty() || domains.is_empty() {

@@ -302,20 +302,19 @@ fn parse_text_line(line: &str) -> Value {
     Value::Object(out)
 }
 
-/// A minimal HTTP/1.0 GET (the admin API is plain HTTP on loopback).
+/// A GET on an admin API (`(status, body)`), through the typed admin client.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http(addr, "GET", path)
 }
 
-/// A minimal HTTP/1.0 request without a body.
+/// Any request without a body on an admin API, through the typed admin client's raw call.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let answer = crate::admin::block_on(admin_client(addr).raw(method, path)).unwrap();
+    (answer.status, answer.text())
+}
+
+/// The typed admin client for a gateway's admin address.
+pub fn admin_client(addr: SocketAddr) -> postern_admin_client::AdminClient {
+    postern_admin_client::AdminClient::with_timeout(&addr.to_string(), Duration::from_secs(10))
 }

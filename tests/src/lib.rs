@@ -4,6 +4,7 @@
 //!
 //! Servers run on threads of their own, so a test may use blocking clients freely.
 
+pub mod admin;
 pub mod client;
 pub mod dkim;
 pub mod dns;

@@ -1,13 +1,57 @@
 //! The `quarantine` subcommand of the CLI: the admin API's quarantine endpoints for a person
-//! at a terminal (tables by default, JSON with `--json`).
+//! at a terminal (tables by default, JSON with `--json`), through the typed admin client.
 
-use std::net::SocketAddr;
+use clap::{Args, Subcommand};
+use postern_admin_client::AdminClient;
+use postern_api::admin::{HeldMessage, HeldMessageDetail, QuarantineSearch};
 
-use clap::Subcommand;
-use serde_json::Value;
+/// The search options (the words given are the `q` of the search).
+#[derive(Args, Debug, Default)]
+pub struct SearchArgs {
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Envelope sender or From header.
+    #[arg(long)]
+    pub sender: Option<String>,
+    /// Envelope recipient, To or Cc.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Text of the message itself.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Attachment file name.
+    #[arg(long)]
+    pub attachment: Option<String>,
+    /// Text inside text attachments.
+    #[arg(long)]
+    pub attachment_text: Option<String>,
+    /// Held at or after (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Held at or before (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many entries (default 1000).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
 
-use super::client::request;
-use crate::quarantine::Search;
+impl SearchArgs {
+    fn into_search(self, words: Vec<String>) -> QuarantineSearch {
+        QuarantineSearch {
+            q: (!words.is_empty()).then(|| words.join(" ")),
+            subject: self.subject,
+            sender: self.sender,
+            to: self.to,
+            body: self.body,
+            attachment: self.attachment,
+            attachment_text: self.attachment_text,
+            since: self.since,
+            until: self.until,
+            limit: self.limit,
+        }
+    }
+}
 
 #[derive(Subcommand)]
 pub enum QuarantineCommand {
@@ -16,7 +60,7 @@ pub enum QuarantineCommand {
     List {
         words: Vec<String>,
         #[command(flatten)]
-        search: Box<Search>,
+        search: Box<SearchArgs>,
         #[arg(long)]
         json: bool,
     },
@@ -46,45 +90,25 @@ fn who(by: Option<String>) -> String {
     by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into())
 }
 
-fn query<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
-    Ok(serde_urlencoded::to_string(value)?)
-}
-
 /// Runs the command against the admin API at `admin`; returns what to print.
-pub fn run(command: QuarantineCommand, admin: SocketAddr) -> anyhow::Result<String> {
-    match command {
-        QuarantineCommand::List { words, mut search, json } => {
-            search.q = (!words.is_empty()).then(|| words.join(" "));
-            let found = request(admin, "GET", &format!("/api/v1/quarantine?{}", query(&search)?))?;
-            if json {
-                return Ok(found);
-            }
-            Ok(table(&serde_json::from_str(&found)?))
+pub async fn run(command: QuarantineCommand, admin: &AdminClient) -> anyhow::Result<Vec<u8>> {
+    Ok(match command {
+        QuarantineCommand::List { words, search, json: as_json } => {
+            let found = admin.quarantine_search(&search.into_search(words)).await?;
+            if as_json { to_json(&found)? } else { table(&found).into_bytes() }
         }
-        QuarantineCommand::Show { id, raw } => {
-            if raw {
-                return request(admin, "GET", &format!("/api/v1/quarantine/{id}/raw"));
-            }
-            let shown: Value =
-                serde_json::from_str(&request(admin, "GET", &format!("/api/v1/quarantine/{id}"))?)?;
-            Ok(details(&shown))
+        QuarantineCommand::Show { id, raw: true } => admin.quarantine_raw(&id).await?,
+        QuarantineCommand::Show { id, raw: false } => {
+            details(&admin.quarantine_show(&id).await?).into_bytes()
         }
-        QuarantineCommand::Release { id, by } => {
-            request(admin, "POST", &format!("/api/v1/quarantine/{id}/release?{}", query(&[("by", who(by))])?))
-        }
-        QuarantineCommand::Delete { id, by } => {
-            request(admin, "DELETE", &format!("/api/v1/quarantine/{id}?{}", query(&[("by", who(by))])?))
-        }
-    }
+        QuarantineCommand::Release { id, by } => to_json(&admin.quarantine_release(&id, &who(by)).await?)?,
+        QuarantineCommand::Delete { id, by } => to_json(&admin.quarantine_delete(&id, &who(by)).await?)?,
+    })
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(", "),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
+/// An answer as pretty JSON, for scripts (`--json`, and the commands without a table).
+pub fn to_json(value: &impl serde::Serialize) -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec_pretty(value)?)
 }
 
 fn clip(s: &str, n: usize) -> String {
@@ -95,45 +119,45 @@ fn clip(s: &str, n: usize) -> String {
     }
 }
 
-fn table(found: &Value) -> String {
-    let rows = found.as_array().cloned().unwrap_or_default();
+fn table(found: &[HeldMessage]) -> String {
     let mut out = format!(
         "{:<32}  {:<25}  {:<28}  {:<28}  {:<30}  {}\n",
         "ID", "HELD", "FROM", "TO", "SUBJECT", "REASONS"
     );
-    for r in &rows {
+    for m in found {
         out.push_str(&format!(
             "{:<32}  {:<25}  {:<28}  {:<28}  {:<30}  {}\n",
-            text(&r["id"]),
-            text(&r["heldAt"]),
-            clip(&text(&r["sender"]), 28),
-            clip(&text(&r["recipients"]), 28),
-            clip(&text(&r["summary"]["subject"]), 30),
-            text(&r["reasons"]),
+            m.id,
+            m.held_at,
+            clip(&m.sender, 28),
+            clip(&m.recipients.join(", "), 28),
+            clip(&m.summary.subject, 30),
+            m.reasons.join(", "),
         ));
     }
-    out.push_str(&format!("{} held\n", rows.len()));
+    out.push_str(&format!("{} held\n", found.len()));
     out
 }
 
-fn details(shown: &Value) -> String {
+fn details(shown: &HeldMessageDetail) -> String {
+    let m = &shown.message;
     let mut out = String::new();
     for (label, v) in [
-        ("ID", &shown["id"]),
-        ("Held at", &shown["heldAt"]),
-        ("Expires", &shown["expires"]),
-        ("Client", &shown["clientIp"]),
-        ("Sender", &shown["sender"]),
-        ("Recipients", &shown["recipients"]),
-        ("Policy", &shown["policy"]),
-        ("Reasons", &shown["reasons"]),
-        ("Attachments", &shown["summary"]["attachments"]),
+        ("ID", m.id.clone()),
+        ("Held at", m.held_at.clone()),
+        ("Expires", m.expires.clone()),
+        ("Client", m.client_ip.clone()),
+        ("Sender", m.sender.clone()),
+        ("Recipients", m.recipients.join(", ")),
+        ("Policy", m.policy.clone()),
+        ("Reasons", m.reasons.join(", ")),
+        ("Attachments", m.summary.attachments.join(", ")),
     ] {
-        out.push_str(&format!("{label:<12} {}\n", text(v)));
+        out.push_str(&format!("{label:<12} {v}\n"));
     }
     out.push('\n');
-    for h in shown["headers"].as_array().into_iter().flatten() {
-        out.push_str(&format!("{}: {}\n", text(&h[0]), text(&h[1])));
+    for (name, value) in &shown.headers {
+        out.push_str(&format!("{name}: {value}\n"));
     }
     out
 }

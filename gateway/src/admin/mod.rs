@@ -1,8 +1,8 @@
 //! Admin HTTP on its own port: health, readiness, Prometheus metrics, queue figures,
-//! destination verification, the quarantine. `client.rs` is the CLI's side of it.
+//! destination verification, the quarantine. `cli.rs` is the CLI's side of it (through
+//! `postern-admin-client`).
 
 pub mod cli;
-pub mod client;
 mod quarantine;
 
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+
+use postern_api::admin::{ApiError, VerificationRetry, VerificationStatus};
 
 use crate::context::Gateway;
 
@@ -54,7 +56,9 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
 async fn queue(State(gw): State<Arc<Gateway>>) -> Response {
     match gw.store.stats().await {
         Ok(stats) => axum::Json(stats).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ApiError { error: e.to_string() })).into_response()
+        }
     }
 }
 
@@ -66,14 +70,16 @@ async fn verifications(State(gw): State<Arc<Gateway>>) -> Response {
 /// Verify a domain's destination again now.
 async fn retry_verification(State(gw): State<Arc<Gateway>>, Path(domain): Path<String>) -> Response {
     match gw.verifications.retrigger(&gw.runtime(), &domain).await {
-        Ok(true) => (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"domain": domain, "status": "pending"})))
-            .into_response(),
-        Ok(false) => (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({"error": format!("{domain} has no enabled routing policy with a verificationAddress")})),
+        Ok(true) => (
+            StatusCode::ACCEPTED,
+            axum::Json(VerificationRetry { domain, status: VerificationStatus::Pending }),
         )
             .into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"error": e}))).into_response(),
+        Ok(false) => {
+            let error = format!("{domain} has no enabled routing policy with a verificationAddress");
+            (StatusCode::NOT_FOUND, axum::Json(ApiError { error })).into_response()
+        }
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ApiError { error })).into_response(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use postern_api::admin::{ApiError, Deleted};
 use serde::Deserialize;
 
 use crate::context::Gateway;
@@ -33,7 +34,7 @@ fn error(e: QuarantineError) -> Response {
         QuarantineError::Conflict(_) => StatusCode::CONFLICT,
         QuarantineError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
-    (status, axum::Json(serde_json::json!({"error": e.to_string()}))).into_response()
+    (status, axum::Json(ApiError { error: e.to_string() })).into_response()
 }
 
 pub async fn list(State(gw): State<Arc<Gateway>>, Query(search): Query<Search>) -> Response {
@@ -77,7 +78,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Response {
     match q::delete(&gw, &id, &actor(&who, &headers)).await {
-        Ok(()) => axum::Json(serde_json::json!({"id": id, "deleted": true})).into_response(),
+        Ok(()) => axum::Json(Deleted { id, deleted: true }).into_response(),
         Err(e) => error(e),
     }
 }

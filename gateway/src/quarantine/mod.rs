@@ -6,8 +6,6 @@ pub mod digest;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::context::Gateway;
 use crate::routing::probe::ProbingDirectory;
 use crate::routing::{self, Decision, Router};
@@ -16,56 +14,23 @@ use crate::spam::content;
 use crate::store::{Message, NewMessage, QuarantineEntry, Store, StoreError, TransportFlags};
 use crate::util::time::{ms, now_ms, rfc3339};
 
-/// A search: every given field must match (case-insensitive substring); `q` matches any field
-/// or the text. Dates are RFC 3339 or YYYY-MM-DD (UTC) and bound the time the entry was held.
-/// The admin API reads it from the query string, the CLI from its options.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, clap::Args)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Search {
-    /// Anywhere: headers, reasons, text, attachments (the CLI's positional words).
-    #[arg(skip)]
-    pub q: Option<String>,
-    #[arg(long)]
-    pub subject: Option<String>,
-    /// Envelope sender or From header.
-    #[arg(long)]
-    pub sender: Option<String>,
-    /// Envelope recipient, To or Cc.
-    #[arg(long)]
-    pub to: Option<String>,
-    /// Text of the message itself.
-    #[arg(long)]
-    pub body: Option<String>,
-    /// Attachment file name.
-    #[arg(long)]
-    pub attachment: Option<String>,
-    /// Text inside text attachments.
-    #[arg(long)]
-    pub attachment_text: Option<String>,
-    /// Held at or after (YYYY-MM-DD or RFC 3339).
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Held at or before (YYYY-MM-DD or RFC 3339).
-    #[arg(long)]
-    pub until: Option<String>,
-    /// At most this many entries (default 1000).
-    #[arg(long)]
-    pub limit: Option<usize>,
-}
+pub use postern_api::admin::QuarantineSearch as Search;
+use postern_api::admin::{HeldMessage, HeldMessageDetail, Released};
 
-/// An entry as listed: everything but the body.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Listed {
-    #[serde(flatten)]
-    pub entry: QuarantineEntry,
-    pub held_at: String,
-    pub expires: String,
-}
-
-impl From<QuarantineEntry> for Listed {
-    fn from(entry: QuarantineEntry) -> Self {
-        Self { held_at: rfc3339(entry.created_at), expires: rfc3339(entry.expires_at), entry }
+/// An entry as the admin API lists it: everything but the body.
+fn listed(entry: QuarantineEntry) -> HeldMessage {
+    HeldMessage {
+        held_at: rfc3339(entry.created_at),
+        expires: rfc3339(entry.expires_at),
+        id: entry.id,
+        sender: entry.sender,
+        recipients: entry.recipients,
+        reasons: entry.reasons,
+        client_ip: entry.client_ip,
+        policy: entry.policy,
+        summary: entry.summary,
+        created_at: entry.created_at,
+        expires_at: entry.expires_at,
     }
 }
 
@@ -86,7 +51,14 @@ fn has(haystack: &str, needle: &str) -> bool {
     haystack.to_lowercase().contains(&needle.to_lowercase())
 }
 
-impl Search {
+/// The parts of a search that look at an entry.
+trait Matches {
+    fn matches_metadata(&self, e: &QuarantineEntry, since: u64, until: u64) -> bool;
+    fn q_in_metadata(&self, e: &QuarantineEntry, q: &str) -> bool;
+    fn needs_text(&self) -> bool;
+}
+
+impl Matches for Search {
     fn matches_metadata(&self, e: &QuarantineEntry, since: u64, until: u64) -> bool {
         let s = &e.summary;
         let sender_ok = |n: &str| has(&e.sender, n) || has(&s.from, n);
@@ -130,7 +102,7 @@ pub enum QuarantineError {
 }
 
 /// The entries that match, oldest first.
-pub async fn search(gw: &Gateway, query: &Search) -> Result<Vec<Listed>, QuarantineError> {
+pub async fn search(gw: &Gateway, query: &Search) -> Result<Vec<HeldMessage>, QuarantineError> {
     let since = query
         .since
         .as_deref()
@@ -168,36 +140,18 @@ pub async fn search(gw: &Gateway, query: &Search) -> Result<Vec<Listed>, Quarant
                 continue;
             }
         }
-        out.push(Listed::from(entry));
+        out.push(listed(entry));
     }
     Ok(out)
 }
 
-/// One entry with its header fields (unfolded, in order) for an admin to inspect.
-#[derive(Debug, Serialize)]
-pub struct Shown {
-    #[serde(flatten)]
-    pub listed: Listed,
-    pub headers: Vec<(String, String)>,
-}
-
-pub async fn show(gw: &Gateway, id: &str) -> Result<(Shown, Vec<u8>), QuarantineError> {
-    let entry = gw.store.quarantine_get(id).await?.ok_or_else(|| QuarantineError::NotFound(id.into()))?;
+/// One entry with its header fields (unfolded, in order) for an admin to inspect, and the
+/// message as stored.
+pub async fn show(gw: &Gateway, id: &str) -> Result<(HeldMessageDetail, Vec<u8>), QuarantineError> {
+    let mut entry = gw.store.quarantine_get(id).await?.ok_or_else(|| QuarantineError::NotFound(id.into()))?;
     let headers = crate::spam::headers::unfolded(&entry.body);
-    let body = entry.body.clone();
-    Ok((Shown { listed: Listed::from(entry), headers }, body))
-}
-
-/// What a release did.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Released {
-    pub id: String,
-    pub queue_id: String,
-    pub recipients: Vec<String>,
-    /// Recipients the current routing no longer knows (not delivered).
-    pub dropped: Vec<String>,
-    pub released_by: String,
+    let body = std::mem::take(&mut entry.body);
+    Ok((HeldMessageDetail { message: listed(entry), headers }, body))
 }
 
 /// Delivers a held message to its original recipients, routed by the current configuration,

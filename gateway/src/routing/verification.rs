@@ -11,7 +11,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use postern_api::RoutingPolicyConfig;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use super::PolicyState;
@@ -28,29 +27,8 @@ const TICK: Duration = Duration::from_secs(5);
 /// A failed verification is tried again after this.
 const RETRY_AFTER_MS: u64 = 30_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Status {
-    Pending,
-    Verified,
-    Failed,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VerificationState {
-    pub domain: String,
-    pub address: String,
-    /// The destination as a route key, for people reading the state.
-    pub destination: String,
-    /// What was verified; a different fingerprint means "verify again".
-    pub fingerprint: String,
-    pub status: Status,
-    /// The destination's answer, or why it could not be asked.
-    pub detail: String,
-    /// ms since the epoch.
-    pub checked_at: u64,
-}
+/// The state is stored (and served by the admin API) in its wire form.
+pub use postern_api::admin::{VerificationState, VerificationStatus as Status};
 
 /// Identifies what a verification covered: the destination and the address.
 pub fn fingerprint(p: &RoutingPolicyConfig) -> String {

@@ -4,6 +4,9 @@
 use postern_api::{Destination, OutboundGateway, SmtpAuth, TlsPolicy};
 use serde::{Deserialize, Serialize};
 
+/// Stored as the admin API shows them (the same fields, one definition).
+pub use postern_api::admin::{MessageSummary, QueueStats};
+
 /// A queue id: time-ordered (UUIDv7) and unique across restarts and pods.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
@@ -243,29 +246,4 @@ pub struct QuarantineEntry {
 pub struct TransportFlags {
     pub smtputf8: bool,
     pub eight_bit: bool,
-}
-
-/// A message's headers and structure, decoded (RFC 2047 words, MIME parts).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct MessageSummary {
-    pub subject: String,
-    /// The From header, as "Name <address>" or the address.
-    pub from: String,
-    pub to: Vec<String>,
-    pub cc: Vec<String>,
-    /// The Date header, seconds since the epoch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub date: Option<i64>,
-    /// File names of the attachments.
-    pub attachments: Vec<String>,
-    pub size: u64,
-}
-
-/// How much is queued.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct QueueStats {
-    pub jobs: u64,
-    pub messages: u64,
-    pub quarantined: u64,
 }
