@@ -108,16 +108,16 @@ fn default_admin_address() -> SocketAddr {
 pub struct StoreConfig {
     /// An on-disk store inside this process: one node, no external service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub embedded: Option<EmbeddedStore>,
+    pub embedded: Option<EmbeddedStoreConfig>,
     /// Redis, shared by every gateway pod: any pod may die without losing mail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis: Option<RedisStore>,
+    pub redis: Option<RedisStoreConfig>,
 }
 
 /// The Redis store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RedisStore {
+pub struct RedisStoreConfig {
     /// `redis://host:port/db` or `rediss://...` (TLS). With `cluster: true`, one or more
     /// nodes of a Redis Cluster (comma-separated or as `urls`).
     pub url: String,
@@ -156,8 +156,8 @@ fn default_key_prefix() -> String {
 /// The backend a `StoreConfig` selects.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StoreBackend<'a> {
-    Embedded(std::borrow::Cow<'a, EmbeddedStore>),
-    Redis(&'a RedisStore),
+    Embedded(std::borrow::Cow<'a, EmbeddedStoreConfig>),
+    Redis(&'a RedisStoreConfig),
 }
 
 impl StoreConfig {
@@ -166,7 +166,7 @@ impl StoreConfig {
         match (&self.redis, &self.embedded) {
             (Some(r), _) => StoreBackend::Redis(r),
             (None, Some(e)) => StoreBackend::Embedded(std::borrow::Cow::Borrowed(e)),
-            (None, None) => StoreBackend::Embedded(std::borrow::Cow::Owned(EmbeddedStore::default())),
+            (None, None) => StoreBackend::Embedded(std::borrow::Cow::Owned(EmbeddedStoreConfig::default())),
         }
     }
 }
@@ -174,13 +174,13 @@ impl StoreConfig {
 /// The embedded on-disk store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct EmbeddedStore {
+pub struct EmbeddedStoreConfig {
     /// Directory that holds the queue database. Created if missing.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
 }
 
-impl Default for EmbeddedStore {
+impl Default for EmbeddedStoreConfig {
     fn default() -> Self {
         Self { path: default_store_path() }
     }

@@ -1,4 +1,4 @@
-//! `Gateway`: the state every task of one gateway process shares.
+//! `Context`: the state every task of one gateway process shares.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -6,19 +6,19 @@ use std::sync::atomic::AtomicBool;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use crate::config::ConfigSnapshot;
 use crate::dns::Dns;
 use crate::metrics::Metrics;
 use crate::outbound::OutboundClient;
 use crate::policy::connections::ConnectionLimiter;
 use crate::routing::probe::RecipientProbes;
 use crate::routing::verification::Verifications;
-use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::tls::server::TlsAcceptors;
 
-pub struct Gateway {
+pub struct Context {
     /// The current config; replaced whole on hot reload.
-    pub runtime: ArcSwap<Runtime>,
+    pub config: ArcSwap<ConfigSnapshot>,
     pub store: Arc<dyn Store>,
     pub metrics: Metrics,
     pub tls: TlsAcceptors,
@@ -39,19 +39,19 @@ pub struct Gateway {
     pub listening: AtomicBool,
 }
 
-impl Gateway {
+impl Context {
     /// A gateway for `config` on `store`, with nothing started yet (no listener, no task).
     pub fn new(
         config: postern_api::GatewayConfig,
         store: Arc<dyn Store>,
         tls: TlsAcceptors,
     ) -> anyhow::Result<Self> {
-        let runtime = Runtime::new(config);
-        let dns = Arc::new(Dns::new(&runtime.config.delivery.nameservers)?);
-        let outbound = Arc::new(OutboundClient::new(&runtime, dns.clone())?);
+        let snapshot = ConfigSnapshot::new(config);
+        let dns = Arc::new(Dns::new(&snapshot.delivery.nameservers)?);
+        let outbound = Arc::new(OutboundClient::new(&snapshot, dns.clone())?);
         let spam = crate::spam::SpamEngine::new(dns.clone());
         Ok(Self {
-            runtime: ArcSwap::from_pointee(runtime),
+            config: ArcSwap::from_pointee(snapshot),
             store: store.clone(),
             metrics: Metrics::new(),
             tls,
@@ -66,7 +66,8 @@ impl Gateway {
         })
     }
 
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.load_full()
+    /// The config in force now (a session keeps the one it started with).
+    pub fn config(&self) -> Arc<ConfigSnapshot> {
+        self.config.load_full()
     }
 }

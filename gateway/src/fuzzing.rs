@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::context::Gateway;
+use crate::context::Context;
 use crate::smtp::framing::{DataReader, decode_data_plainly};
 use crate::smtp::session::{Flow, Session};
 use crate::store::Store;
@@ -37,7 +37,7 @@ const ENVELOPE: &[u8] = b"EHLO fuzz.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
-    gateway: Arc<Gateway>,
+    ctx: Arc<Context>,
 }
 
 fn harness() -> &'static Harness {
@@ -48,8 +48,8 @@ fn harness() -> &'static Harness {
         let config = postern_api::load_gateway_config(CONFIG).expect("fuzz config");
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         let tls = crate::tls::server::TlsAcceptors::load(&config.listeners).expect("no TLS");
-        let gateway = Arc::new(Gateway::new(config, store, tls).expect("gateway"));
-        Harness { runtime, gateway }
+        let ctx = Arc::new(Context::new(config, store, tls).expect("gateway context"));
+        Harness { runtime, ctx }
     })
 }
 
@@ -68,7 +68,7 @@ struct Run {
     messages: Vec<Vec<u8>>,
 }
 
-async fn run_session(gateway: &Arc<Gateway>, input: &[u8], step: usize) -> Run {
+async fn run_session(gateway: &Arc<Context>, input: &[u8], step: usize) -> Run {
     let client: SocketAddr = "192.0.2.1:40000".parse().expect("address");
     let mut session = Session::new(gateway.clone(), "smtp", client, false);
     session.greeting();
@@ -126,8 +126,8 @@ pub fn session(input: &[u8]) {
     let step = 1 + usize::from(flags >> 1 & 0x0f);
     let h = harness();
     h.runtime.block_on(async {
-        let whole = run_session(&h.gateway, &bytes, bytes.len()).await;
-        let split = run_session(&h.gateway, &bytes, step).await;
+        let whole = run_session(&h.ctx, &bytes, bytes.len()).await;
+        let split = run_session(&h.ctx, &bytes, step).await;
         for run in [&whole, &split] {
             assert_eq!(run.queued_replies, run.messages.len(), "one queued message per 250");
             for body in &run.messages {

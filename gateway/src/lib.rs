@@ -19,7 +19,6 @@ pub mod outbound;
 pub mod policy;
 pub mod quarantine;
 pub mod routing;
-pub mod runtime;
 pub mod server;
 pub mod smtp;
 pub mod spam;

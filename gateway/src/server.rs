@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use postern_api::{GatewayConfig, LogFormat, StoreBackend};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::context::Gateway;
+use crate::config::ConfigSnapshot;
+use crate::context::Context;
 use crate::delivery::Delivery;
 use crate::metrics::ResultLabel;
-use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::tls::server::TlsAcceptors;
@@ -61,14 +61,14 @@ async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()
     crate::tls::install_default_provider();
     let store = open_store(&config).await?;
     let tls = TlsAcceptors::load(&config.listeners)?;
-    let gw = Arc::new(Gateway::new(config.clone(), store, tls)?);
+    let ctx = Arc::new(Context::new(config.clone(), store, tls)?);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let admin = TcpListener::bind(config.admin.address)
         .await
         .with_context(|| format!("admin.address: cannot bind {}", config.admin.address))?;
     tracing::info!(listener = "admin", address = %admin.local_addr()?, "listening");
-    let router = crate::admin::router(gw.clone());
+    let router = crate::admin::router(ctx.clone());
     let mut admin_stop = stop_rx.clone();
     tokio::spawn(async move {
         let shutdown = async move {
@@ -88,46 +88,46 @@ async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()
         bound.push((l.clone(), sock));
     }
 
-    let delivery_task = tokio::spawn(Delivery::new(gw.clone()).run(stop_rx.clone()));
-    let shared = gw.clone();
-    tokio::spawn(gw.verifications.clone().run(move || shared.runtime(), stop_rx.clone()));
+    let delivery_task = tokio::spawn(Delivery::new(ctx.clone()).run(stop_rx.clone()));
+    let shared = ctx.clone();
+    tokio::spawn(ctx.verifications.clone().run(move || shared.config(), stop_rx.clone()));
     let mut accept_tasks = Vec::new();
     for (listener, sock) in bound {
-        accept_tasks.push(tokio::spawn(accept_loop(gw.clone(), listener, sock, stop_rx.clone())));
+        accept_tasks.push(tokio::spawn(accept_loop(ctx.clone(), listener, sock, stop_rx.clone())));
     }
-    tokio::spawn(watch_files(gw.clone(), config_path, stop_rx.clone()));
-    tokio::spawn(housekeeping(gw.clone(), stop_rx.clone()));
-    tokio::spawn(digests(gw.clone(), stop_rx.clone()));
-    gw.listening.store(true, Ordering::Release);
+    tokio::spawn(watch_files(ctx.clone(), config_path, stop_rx.clone()));
+    tokio::spawn(housekeeping(ctx.clone(), stop_rx.clone()));
+    tokio::spawn(digests(ctx.clone(), stop_rx.clone()));
+    ctx.listening.store(true, Ordering::Release);
     tracing::info!(hostname = %config.hostname, version = env!("CARGO_PKG_VERSION"), "postern-gateway started");
 
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; waiting for open sessions");
-    gw.listening.store(false, Ordering::Release);
+    ctx.listening.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     for t in accept_tasks {
         let _ = t.await;
     }
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while gw.metrics.connections_active.get() > 0 {
+        while ctx.metrics.connections_active.get() > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
-            open = gw.metrics.connections_active.get(),
+            open = ctx.metrics.connections_active.get(),
             "sessions still open after the drain timeout"
         );
     }
     let _ = delivery_task.await;
-    gw.store.flush().await?;
+    ctx.store.flush().await?;
     tracing::info!("stopped");
     Ok(())
 }
 
 async fn accept_loop(
-    gw: Arc<Gateway>,
+    ctx: Arc<Context>,
     listener: postern_api::Listener,
     sock: TcpListener,
     mut stop: watch::Receiver<bool>,
@@ -139,7 +139,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(crate::smtp::handle_connection(gw.clone(), listener.clone(), stream, peer));
+                tokio::spawn(crate::smtp::handle_connection(ctx.clone(), listener.clone(), stream, peer));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -151,7 +151,7 @@ async fn accept_loop(
 }
 
 /// Hot reload: the config file and the TLS files, polled.
-async fn watch_files(gw: Arc<Gateway>, path: PathBuf, mut stop: watch::Receiver<bool>) {
+async fn watch_files(ctx: Arc<Context>, path: PathBuf, mut stop: watch::Receiver<bool>) {
     let mut last = std::fs::read(&path).ok();
     loop {
         tokio::select! {
@@ -161,22 +161,22 @@ async fn watch_files(gw: Arc<Gateway>, path: PathBuf, mut stop: watch::Receiver<
         let current = std::fs::read(&path).ok();
         if current.is_some() && current != last {
             last = current;
-            reload(&gw, &path);
+            reload(&ctx, &path);
         }
-        let _ = gw.tls.update(&gw.runtime().config.listeners);
+        let _ = ctx.tls.update(&ctx.config().listeners);
     }
 }
 
-fn reload(gw: &Gateway, path: &Path) {
+fn reload(ctx: &Context, path: &Path) {
     let new = match crate::config::load_file(path) {
         Ok(c) => c,
         Err(e) => {
-            gw.metrics.config_reloads.get_or_create(&ResultLabel { result: "invalid" }).inc();
+            ctx.metrics.config_reloads.get_or_create(&ResultLabel { result: "invalid" }).inc();
             tracing::error!(error = %format!("{e:#}"), "config change rejected; keeping the running config");
             return;
         }
     };
-    let old = gw.runtime();
+    let old = ctx.config();
     let needs_restart: Vec<&str> = [
         (
             "listeners",
@@ -196,24 +196,24 @@ fn reload(gw: &Gateway, path: &Path) {
     if !needs_restart.is_empty() {
         tracing::warn!(fields = ?needs_restart, "these changes take effect after a restart");
     }
-    if let Err(e) = gw.tls.update(&new.listeners) {
+    if let Err(e) = ctx.tls.update(&new.listeners) {
         tracing::error!(error = %format!("{e:#}"), "new TLS settings not usable");
     }
-    gw.runtime.store(Arc::new(Runtime::new(new)));
-    gw.verifications.wake();
-    gw.metrics.config_reloads.get_or_create(&ResultLabel { result: "ok" }).inc();
+    ctx.config.store(Arc::new(ConfigSnapshot::new(new)));
+    ctx.verifications.wake();
+    ctx.metrics.config_reloads.get_or_create(&ResultLabel { result: "ok" }).inc();
     tracing::info!("config reloaded; new sessions use it");
 }
 
 /// Periodic upkeep: queue gauges and quarantine expiry.
-async fn housekeeping(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+async fn housekeeping(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        crate::admin::refresh_queue_gauges(&gw).await;
-        match gw.store.quarantine_expire(crate::util::time::now_ms()).await {
+        crate::admin::refresh_queue_gauges(&ctx).await;
+        match ctx.store.quarantine_expire(crate::util::time::now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "quarantine entries past retention removed"),
             Err(e) => tracing::warn!(error = %e, "quarantine expiry failed"),
@@ -222,13 +222,13 @@ async fn housekeeping(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Quarantine digests: checked every second (a store read per policy with digests on).
-async fn digests(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+async fn digests(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(e) = crate::quarantine::digest::run_due(&gw).await {
+        if let Err(e) = crate::quarantine::digest::run_due(&ctx).await {
             tracing::warn!(error = %e, "quarantine digests failed; retrying");
         }
     }

@@ -100,7 +100,7 @@ impl GatewayConfig {
     }
 }
 
-pub struct Gateway {
+pub struct GatewayProcess {
     child: Child,
     logs: Arc<Mutex<Vec<Value>>>,
     pub listeners: HashMap<String, SocketAddr>,
@@ -109,7 +109,7 @@ pub struct Gateway {
     _dir: Option<Arc<TempDir>>,
 }
 
-impl Gateway {
+impl GatewayProcess {
     /// Writes the config and starts the gateway; returns once every listener is bound.
     pub fn start(config: &GatewayConfig) -> Self {
         let path = config.write();
@@ -248,7 +248,7 @@ impl Gateway {
     }
 }
 
-impl Drop for Gateway {
+impl Drop for GatewayProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

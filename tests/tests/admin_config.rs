@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use postern_tests::client::{Client, message};
-use postern_tests::gateway::{Gateway, GatewayConfig, binary};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess, binary};
 use postern_tests::sink::{Behavior, Sink};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -62,7 +62,7 @@ fn every_example_config_is_valid() {
 #[test]
 fn health_readiness_and_metrics() {
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(&GatewayConfig::new(&format!(
+    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
         "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n",
         sink.host()
     )));
@@ -106,7 +106,7 @@ fn config_changes_apply_to_new_sessions_and_bad_ones_are_refused() {
         "domains:\n  - name: one.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n",
         sink.host()
     ));
-    let mut gw = Gateway::start(&config);
+    let mut gw = GatewayProcess::start(&config);
     let mut open = Client::connect(gw.smtp());
     open.cmd("EHLO client.test");
     open.cmd("MAIL FROM:<a@sender.test>");

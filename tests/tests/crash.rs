@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use postern_tests::client::{Client, message};
-use postern_tests::gateway::{Gateway, GatewayConfig};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::reserve_port;
 use postern_tests::sink::{Behavior, Sink};
 
@@ -17,7 +17,7 @@ fn sigkill_after_250_loses_nothing() {
     let config = GatewayConfig::new(&format!(
         "domains:\n  - name: served.test\n    primary: {{hosts: [\"127.0.0.1:{dest_port}\"], tls: {{mode: none}}}}\ndelivery:\n  retryInitial: 1s\n  retryMax: 1s\n"
     ));
-    let mut gw = Gateway::start(&config);
+    let mut gw = GatewayProcess::start(&config);
 
     // Several sessions at once, so group commit is exercised too.
     let smtp = gw.smtp();
@@ -45,7 +45,7 @@ fn sigkill_after_250_loses_nothing() {
     gw.kill();
 
     let sink = Sink::start_on(dest_port, Behavior::default());
-    let _gw = Gateway::start_from(&config.path());
+    let _gw = GatewayProcess::start_from(&config.path());
     let got = sink.wait_for(N, Duration::from_secs(60));
     let subjects: HashSet<String> = got
         .iter()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use postern_tests::client::{Client, message, swaks};
 use postern_tests::dns::{self, DnsServer};
-use postern_tests::gateway::{Gateway, GatewayConfig};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::reserve_port;
 use postern_tests::sink::{Behavior, Sink};
 
@@ -38,7 +38,7 @@ fn served_domain_goes_to_its_hosts_and_relayed_mail_to_the_mx() {
         dns::mx("remote.test", 10, "mx.remote.test"),
         dns::a("mx.remote.test", "127.0.0.2"),
     ]);
-    let gw = Gateway::start(&config(
+    let gw = GatewayProcess::start(&config(
         &dns,
         port,
         &format!(
@@ -84,7 +84,7 @@ fn served_domain_goes_to_its_hosts_and_relayed_mail_to_the_mx() {
 #[test]
 fn untrusted_clients_cannot_relay() {
     let dns = DnsServer::start(vec![]);
-    let gw = Gateway::start(&config(
+    let gw = GatewayProcess::start(&config(
         &dns,
         25,
         "domains:\n  - name: served.test\n    primary: {hosts: [\"127.0.0.1:9\"]}\n",
@@ -112,7 +112,7 @@ fn a_refused_recipient_is_bounced_and_the_accepted_one_delivered() {
         dns::mx("sender.test", 10, "mx.sender.test"),
         dns::a("mx.sender.test", "127.0.0.3"),
     ]);
-    let gw = Gateway::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
+    let gw = GatewayProcess::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     let r = c.send_message(
@@ -150,7 +150,7 @@ fn null_mx_bounces_and_null_sender_never_gets_a_dsn() {
         dns::mx("sender.test", 10, "mx.sender.test"),
         dns::a("mx.sender.test", "127.0.0.3"),
     ]);
-    let gw = Gateway::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
+    let gw = GatewayProcess::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     let body = message("alice@sender.test", "x@nomail.test", "nullmx", "hi");
@@ -174,7 +174,7 @@ fn null_mx_bounces_and_null_sender_never_gets_a_dsn() {
 fn a_destination_that_is_down_is_retried_until_it_answers() {
     let port = reserve_port();
     let dns = DnsServer::start(vec![]);
-    let gw = Gateway::start(&config(
+    let gw = GatewayProcess::start(&config(
         &dns,
         25,
         &format!(
@@ -205,7 +205,7 @@ fn mail_that_cannot_be_delivered_within_its_lifetime_is_bounced() {
         dns::mx("sender.test", 10, "mx.sender.test"),
         dns::a("mx.sender.test", "127.0.0.3"),
     ]);
-    let gw = Gateway::start(&config_with_delivery(
+    let gw = GatewayProcess::start(&config_with_delivery(
         &dns,
         port,
         "  lifetime: 3s\n",
@@ -243,7 +243,7 @@ fn mx_preference_fallback_and_implicit_mx() {
         dns::a("mx2.remote.test", "127.0.0.3"),
         dns::a("implicit.test", "127.0.0.4"),
     ]);
-    let gw = Gateway::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
+    let gw = GatewayProcess::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     let body = message("a@sender.test", "x@remote.test", "mx", "x");
@@ -261,7 +261,7 @@ fn opportunistic_tls_encrypts_without_verifying_and_connections_are_reused() {
     let sink =
         Sink::start(Behavior { tls: Some(postern_tests::tls::server_config(&leaf)), ..Behavior::default() });
     let dns = DnsServer::start(vec![]);
-    let gw = Gateway::start(&config(
+    let gw = GatewayProcess::start(&config(
         &dns,
         25,
         &format!(
@@ -289,7 +289,7 @@ fn a_4xx_reply_is_retried_with_backoff() {
         ..Behavior::default()
     });
     let dns = DnsServer::start(vec![]);
-    let gw = Gateway::start(&config(
+    let gw = GatewayProcess::start(&config(
         &dns,
         25,
         &format!(
@@ -312,7 +312,7 @@ fn a_4xx_reply_is_retried_with_backoff() {
 fn smtputf8_addresses_are_relayed_and_refused_without_the_parameter() {
     let sink = Sink::start(Behavior::default());
     let dns = DnsServer::start(vec![]);
-    let gw = Gateway::start(&config(
+    let gw = GatewayProcess::start(&config(
         &dns,
         25,
         &format!(

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use postern_tests::client::Client;
-use postern_tests::gateway::{Gateway, GatewayConfig};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::sink::{Behavior, Sink};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -20,7 +20,7 @@ fn config(sink: &Sink, extra: &str) -> GatewayConfig {
 }
 
 /// EHLO, MAIL, RCPT and DATA answered: the client is at the start of message data.
-fn at_data(gw: &Gateway) -> Client {
+fn at_data(gw: &GatewayProcess) -> Client {
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     assert_eq!(c.cmd("MAIL FROM:<alice@sender.test>").code, 250);
@@ -31,14 +31,14 @@ fn at_data(gw: &Gateway) -> Client {
 
 /// After QUIT's 221, every reply the session will ever send has been sent: the queued count is
 /// final, so "exactly one message" is a count, not a wait.
-fn queued(gw: &Gateway) -> f64 {
+fn queued(gw: &GatewayProcess) -> f64 {
     gw.metric("postern_messages_total{outcome=\"queued\",reason=\"accepted\"}").unwrap_or(0.0)
 }
 
 #[test]
 fn smuggled_end_of_data_variants_are_message_data() {
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(&config(&sink, ""));
+    let gw = GatewayProcess::start(&config(&sink, ""));
     let variants: [&[u8]; 8] = [
         b"\n.\n",
         b"\r.\r",
@@ -85,7 +85,7 @@ fn smuggled_end_of_data_variants_are_message_data() {
 #[test]
 fn empty_message_and_a_stuffed_first_line() {
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(&config(&sink, ""));
+    let gw = GatewayProcess::start(&config(&sink, ""));
     let mut c = at_data(&gw);
     // `.` right after 354 ends an empty message; the pipelined transaction after it is its own.
     c.send_raw(b".\r\nMAIL FROM:<alice@sender.test>\r\nRCPT TO:<carol@served.test>\r\nDATA\r\n");
@@ -113,7 +113,7 @@ fn empty_message_and_a_stuffed_first_line() {
 #[test]
 fn bdat_sizes_use_checked_arithmetic_and_memory_stays_flat() {
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(&config(&sink, "limits: {maxMessageSize: 100000}\n"));
+    let gw = GatewayProcess::start(&config(&sink, "limits: {maxMessageSize: 100000}\n"));
 
     // The size from the report: u64::MAX - 1 after two bytes would wrap. Refused at once; the
     // connection is closed, since reading 2^64 bytes to drop them is no option.
@@ -176,7 +176,7 @@ fn bdat_sizes_use_checked_arithmetic_and_memory_stays_flat() {
 #[test]
 fn quoted_local_parts_reach_the_next_hop_quoted() {
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(&config(&sink, ""));
+    let gw = GatewayProcess::start(&config(&sink, ""));
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     assert_eq!(c.cmd("MAIL FROM:<\"ceo@corp.test> ENVID=q\"@ext.test>").code, 250);
@@ -208,7 +208,7 @@ fn quoted_local_parts_reach_the_next_hop_quoted() {
 #[test]
 fn values_from_clients_cannot_forge_text_log_lines() {
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(&config(&sink, "").with_text_logs());
+    let gw = GatewayProcess::start(&config(&sink, "").with_text_logs());
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     assert_eq!(c.cmd("MAIL FROM:<\"eve decision=rejected reason=spam\"@ext.test>").code, 250);
@@ -224,7 +224,7 @@ fn values_from_clients_cannot_forge_text_log_lines() {
 fn postmaster_is_accepted_and_delivered() {
     let sink = Sink::start(Behavior::default());
     // A directory that does not list postmaster: RFC 5321 4.5.1 wants it accepted anyway.
-    let gw = Gateway::start(&GatewayConfig::new(&format!(
+    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
         "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    accounts: [{{address: alice}}]\n",
         sink.host()
     )));
@@ -248,7 +248,7 @@ fn postmaster_is_accepted_and_delivered() {
 #[test]
 fn oversized_size_parameter_is_refused() {
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(&config(&sink, ""));
+    let gw = GatewayProcess::start(&config(&sink, ""));
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     assert!(c.cmd("MAIL FROM:<alice@sender.test> SIZE=99999999999999999999999").starts("552 5.3.4"));
@@ -259,7 +259,7 @@ fn oversized_size_parameter_is_refused() {
 #[test]
 fn a_command_line_must_be_complete_within_the_command_timeout() {
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(&config(&sink, "limits: {commandTimeout: 1s}\n"));
+    let gw = GatewayProcess::start(&config(&sink, "limits: {commandTimeout: 1s}\n"));
     let mut c = Client::connect(gw.smtp());
     // One byte every 200 ms, for up to 8 s: every read comes well within the timeout, the line
     // never does. The 421 must arrive while the bytes are still trickling in.
@@ -292,7 +292,7 @@ fn trusted_networks_keep_reserved_connection_slots() {
         "limits: {maxConnections: 4, maxConnectionsPerIp: 4, reservedTrustedConnections: 2}\nrelay: {trustedNetworks: [\"198.51.100.0/24\"]}\n",
     )
     .with_listeners("  - {name: smtp, address: \"127.0.0.1:0\", proxyProtocol: true}\n");
-    let gw = Gateway::start(&cfg);
+    let gw = GatewayProcess::start(&cfg);
     let from = |ip: &str| format!("PROXY TCP4 {ip} 127.0.0.1 40000 25\r\n").into_bytes();
     let _u1 = Client::connect_with_prefix(gw.smtp(), &from("203.0.113.1"));
     let _u2 = Client::connect_with_prefix(gw.smtp(), &from("203.0.113.2"));
@@ -309,7 +309,7 @@ fn trusted_networks_keep_reserved_connection_slots() {
 #[test]
 fn commands_that_move_no_mail_are_limited() {
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(&config(&sink, "limits: {maxJunkCommands: 5}\n"));
+    let gw = GatewayProcess::start(&config(&sink, "limits: {maxJunkCommands: 5}\n"));
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     for cmd in ["NOOP", "RSET", "NOOP", "VRFY x", "HELP"] {
@@ -338,7 +338,7 @@ fn envelope_checks_have_a_time_budget() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dns: SocketAddr = silent.local_addr().unwrap();
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(&GatewayConfig::new(&format!(
+    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
         "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: strict\ndelivery: {{nameservers: [\"{dns}\"]}}\nlimits: {{envelopeCheckTimeout: 1s}}\nspamPolicies:\n  strict:\n    spf: {{fail: Reject}}\n",
         sink.host()
     )));
@@ -363,7 +363,7 @@ fn admin_parameters_cannot_forge_text_log_lines() {
         "v=spf1 ip4:192.0.2.1 ~all",
     )]);
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(
+    let gw = GatewayProcess::start(
         &GatewayConfig::new(&format!(
             "delivery: {{nameservers: [\"{}\"]}}\nspamPolicies:\n  p:\n    spf: {{softFail: Quarantine}}\ndomains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: p\n",
             dns.addr,

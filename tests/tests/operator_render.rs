@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use postern_tests::client::{Client, message};
-use postern_tests::gateway::{Gateway, binary, operator_binary};
+use postern_tests::gateway::{GatewayProcess, binary, operator_binary};
 use postern_tests::sink::{Behavior, Sink};
 
 fn render(dir: &std::path::Path) -> (bool, String, String) {
@@ -108,7 +108,7 @@ spec:
     std::fs::write(&path, serde_yaml::to_string(&value).unwrap()).unwrap();
     assert!(check_config(&path).0);
 
-    let gw = Gateway::start_from(&path);
+    let gw = GatewayProcess::start_from(&path);
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     // known account -> primary; unknown -> the Split destination; blocked sender refused;

@@ -10,7 +10,7 @@ use kube_fake_client::ClientBuilder;
 use postern_operator::controller::{Context, reconcile};
 use postern_operator::crd::{Gateway, MailDomain, RoutingPolicy, SpamPolicy};
 use postern_operator::manifests::Objects;
-use postern_tests::gateway::{Gateway as GatewayProcess, GatewayConfig};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::sink::{Behavior, Sink};
 
 const WAIT: Duration = Duration::from_secs(30);

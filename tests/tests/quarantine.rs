@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use postern_tests::client::Client;
 use postern_tests::dns::{self, DnsServer};
-use postern_tests::gateway::{Gateway, GatewayConfig, binary};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess, binary};
 use postern_tests::sink::{Behavior, Sink};
 use serde_json::Value;
 
@@ -22,8 +22,8 @@ fn zones() -> DnsServer {
 }
 
 /// `soft_fail` is what SPF softfail does (the tests' senders soft-fail).
-fn gateway(dns: &DnsServer, sink: &Sink, soft_fail: &str, policy: &str) -> Gateway {
-    Gateway::start(&GatewayConfig::new(&format!(
+fn gateway(dns: &DnsServer, sink: &Sink, soft_fail: &str, policy: &str) -> GatewayProcess {
+    GatewayProcess::start(&GatewayConfig::new(&format!(
         "delivery: {{nameservers: [\"{}\"]}}\nspamPolicies:\n  p:\n    spf: {{softFail: {soft_fail}}}\n{policy}domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: p\n    accounts: [{{address: alice}}, {{address: bob}}, {{address: carol}}, {{address: lead}}, {{address: boss}}, {{address: admin}}, {{address: z}}]\n    groups:\n      - {{address: team, members: [lead], moderator: boss}}\n      - {{address: open, members: [lead]}}\n",
         dns.addr,
         sink.host()
@@ -44,14 +44,14 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-fn send(gw: &Gateway, from: &str, rcpts: &[&str], data: &str) {
+fn send(gw: &GatewayProcess, from: &str, rcpts: &[&str], data: &str) {
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     let r = c.send_message(from, rcpts, data);
     assert_eq!(r.code, 250, "{r:?}");
 }
 
-fn search(gw: &Gateway, query: &str) -> Vec<Value> {
+fn search(gw: &GatewayProcess, query: &str) -> Vec<Value> {
     let (status, body) = gw.admin_get(&format!("/api/v1/quarantine?{query}"));
     assert_eq!(status, 200, "{body}");
     serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().clone()
@@ -61,7 +61,7 @@ fn ids(found: &[Value]) -> Vec<String> {
     found.iter().map(|e| e["summary"]["subject"].as_str().unwrap().to_string()).collect()
 }
 
-fn cli(gw: &Gateway, args: &[&str]) -> (bool, String) {
+fn cli(gw: &GatewayProcess, args: &[&str]) -> (bool, String) {
     let out = Command::new(binary())
         .arg("quarantine")
         .args(args)

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use postern_tests::client::{Client, message};
-use postern_tests::gateway::{Gateway, GatewayConfig};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::redis::RedisServer;
 use postern_tests::reserve_port;
 use postern_tests::sink::{Behavior, Sink};
@@ -27,7 +27,7 @@ fn config(redis: &RedisServer, dest_port: u16) -> GatewayConfig {
 fn redis_down_means_451_and_not_ready_and_nothing_is_lost() {
     let mut redis = RedisServer::start();
     let dest_port = reserve_port();
-    let gw = Gateway::start(&config(&redis, dest_port));
+    let gw = GatewayProcess::start(&config(&redis, dest_port));
     assert_eq!(gw.admin_get("/readyz").0, 200);
 
     // Five messages accepted while the destination is down: they wait in Redis.
@@ -108,8 +108,8 @@ fn three_gateways_one_redis_a_gateway_and_redis_killed_every_message_arrives() {
     let mut redis = RedisServer::start_with("always");
     let sink = Sink::start(Behavior::default());
     let cfg = config(&redis, sink.port());
-    let mut gws: Vec<Gateway> = (0..3).map(|_| Gateway::start(&cfg)).collect();
-    let addrs = Arc::new(Mutex::new(gws.iter().map(Gateway::smtp).collect::<Vec<_>>()));
+    let mut gws: Vec<GatewayProcess> = (0..3).map(|_| GatewayProcess::start(&cfg)).collect();
+    let addrs = Arc::new(Mutex::new(gws.iter().map(GatewayProcess::smtp).collect::<Vec<_>>()));
     let accepted = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let lanes: Vec<_> = (0..LANES)
@@ -134,7 +134,7 @@ fn three_gateways_one_redis_a_gateway_and_redis_killed_every_message_arrives() {
     eprintln!("redis restarted at {} accepted", accepted.load(Ordering::Relaxed));
     // The dead gateway comes back (on a new port); clients learn it.
     wait_accepted(MESSAGES * 7 / 10);
-    gws[1] = Gateway::start(&cfg);
+    gws[1] = GatewayProcess::start(&cfg);
     addrs.lock().unwrap()[1] = gws[1].smtp();
     eprintln!("gateway 1 restarted at {} accepted", accepted.load(Ordering::Relaxed));
 
@@ -176,8 +176,8 @@ fn quarantined_through_one_gateway_released_through_another() {
         ))
         .with_store(redis.store_yaml())
     };
-    let a = Gateway::start(&cfg());
-    let b = Gateway::start(&cfg());
+    let a = GatewayProcess::start(&cfg());
+    let b = GatewayProcess::start(&cfg());
     let mut c = Client::connect(a.smtp());
     c.cmd("EHLO client.test");
     let r = c.send_message(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use postern_tests::client::{Client, message};
 use postern_tests::dns::{self, DnsServer};
-use postern_tests::gateway::{Gateway, GatewayConfig, binary};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess, binary};
 use postern_tests::reserve_port;
 use postern_tests::sink::{Behavior, Envelope, Sink};
 use postern_tests::tls::{self, TestCa};
@@ -53,9 +53,9 @@ impl World {
 
     /// A gateway serving served.test (accounts alice + alias al, bob; group team) with `policy`
     /// (YAML lines under `routing:`, or empty for none), plus `extra` top-level YAML.
-    fn gateway(&self, policy: &str, extra: &str) -> Gateway {
+    fn gateway(&self, policy: &str, extra: &str) -> GatewayProcess {
         let routing = if policy.is_empty() { String::new() } else { format!("    routing:\n{policy}") };
-        Gateway::start(&GatewayConfig::new(&format!(
+        GatewayProcess::start(&GatewayConfig::new(&format!(
             "delivery:\n  nameservers: [\"{dns}\"]\n  mxPort: {port}\n  retryInitial: 1s\n  retryMax: 2s\n  tls: {{mode: none}}\n\
              domains:\n  - name: served.test\n    primary: {{hosts: [\"{primary}\"], tls: {{mode: none}}}}\n\
              \x20   accounts: [{{address: alice, aliases: [al]}}, {{address: bob}}]\n    groups: [{{address: team, members: [alice, bob]}}]\n{routing}{extra}",
@@ -71,7 +71,7 @@ fn policy(mode: &str, more: &str) -> String {
 }
 
 /// Sends one transaction; returns the reply to each RCPT and the final reply.
-fn send(gw: &Gateway, from: &str, rcpts: &[&str], subject: &str) -> (Vec<u16>, u16) {
+fn send(gw: &GatewayProcess, from: &str, rcpts: &[&str], subject: &str) -> (Vec<u16>, u16) {
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     assert_eq!(c.cmd(&format!("MAIL FROM:<{from}>")).code, 250);
@@ -259,7 +259,7 @@ fn a_policy_goes_live_only_after_its_destination_accepted_the_verification_messa
 fn group_members_are_routed_one_by_one_when_expansion_is_on() {
     let world = World::new(Behavior::default());
     // "all" nests "team" (a loop) and names an outside member and alice twice.
-    let gw = Gateway::start(&GatewayConfig::new(&format!(
+    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
         "relay: {{trustedNetworks: []}}\ndelivery:\n  nameservers: [\"{dns}\"]\n  mxPort: {port}\n  tls: {{mode: none}}\n\
          domains:\n  - name: served.test\n    primary: {{hosts: [\"{primary}\"], tls: {{mode: none}}}}\n\
          \x20   accounts: [{{address: alice}}, {{address: bob}}]\n\
@@ -285,7 +285,7 @@ fn group_members_are_routed_one_by_one_when_expansion_is_on() {
 fn recipient_verification_asks_the_primary_and_caches_the_answer() {
     let primary = Behavior::default().reject("ghost@served.test", "550 5.1.1 no such user");
     let world = World::with_primary(primary, Behavior::default());
-    let gw = Gateway::start(&GatewayConfig::new(&format!(
+    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
         "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    recipientVerification: {{cacheTtl: 10m}}\n",
         world.primary.host()
     )));
@@ -306,7 +306,7 @@ fn recipient_verification_asks_the_primary_and_caches_the_answer() {
 #[test]
 fn one_transaction_across_domains_and_modes_makes_the_right_jobs() {
     let world = World::new(Behavior::default());
-    let gw = Gateway::start(&GatewayConfig::new(&format!(
+    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
         "relay: {{trustedNetworks: [127.0.0.0/8]}}\ndelivery:\n  nameservers: [\"{dns}\"]\n  mxPort: {port}\n  tls: {{mode: none}}\n\
          domains:\n  - name: split.test\n    primary: {{hosts: [\"{primary}\"], tls: {{mode: none}}}}\n    accounts: [{{address: ann}}]\n    routing:\n{split}\
          \x20 - name: dual.test\n    primary: {{hosts: [\"{primary}\"], tls: {{mode: none}}}}\n    accounts: [{{address: dan}}]\n    routing:\n{dual}",
@@ -357,7 +357,7 @@ fn mail_for_other_domains_leaves_through_the_smarthost_with_auth() {
         ..Behavior::default()
     });
     let world = World::new(Behavior::default());
-    let gw = Gateway::start(&GatewayConfig::new(&format!(
+    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
         "relay: {{trustedNetworks: [127.0.0.0/8]}}\ndelivery:\n  nameservers: [\"{dns}\"]\n  mxPort: {port}\n  caFile: \"{ca}\"\n\
          \x20 outboundGateway:\n    host: \"localhost:{sh}\"\n    tls: {{mode: required, verify: true}}\n    auth: {{username: relay-user, passwordFile: \"{pw}\"}}\n",
         dns = world.dns.addr,

@@ -3,19 +3,19 @@
 use std::time::Duration;
 
 use postern_tests::client::{Client, message};
-use postern_tests::gateway::{Gateway, GatewayConfig};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::sink::{Behavior, Sink};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn gateway_to(sink: &Sink, extra: &str) -> Gateway {
-    Gateway::start(&GatewayConfig::new(&format!(
+fn gateway_to(sink: &Sink, extra: &str) -> GatewayProcess {
+    GatewayProcess::start(&GatewayConfig::new(&format!(
         "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n{extra}",
         sink.host()
     )))
 }
 
-fn ehlo(gw: &Gateway) -> Client {
+fn ehlo(gw: &GatewayProcess) -> Client {
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     c

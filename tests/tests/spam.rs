@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use postern_tests::client::{Client, message};
 use postern_tests::dns::{self, DnsServer};
-use postern_tests::gateway::{Gateway, GatewayConfig};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::sink::{Behavior, Sink};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -22,15 +22,15 @@ fn zones() -> DnsServer {
     ])
 }
 
-fn gateway(dns: &DnsServer, sink: &Sink, policy: &str, extra: &str) -> Gateway {
-    Gateway::start(&GatewayConfig::new(&format!(
+fn gateway(dns: &DnsServer, sink: &Sink, policy: &str, extra: &str) -> GatewayProcess {
+    GatewayProcess::start(&GatewayConfig::new(&format!(
         "delivery: {{nameservers: [\"{}\"]}}\n{extra}spamPolicies:\n  p:\n{policy}domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: p\n",
         dns.addr,
         sink.host()
     )))
 }
 
-fn rcpt(gw: &Gateway, from: &str) -> postern_tests::client::Reply {
+fn rcpt(gw: &GatewayProcess, from: &str) -> postern_tests::client::Reply {
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     assert_eq!(c.cmd(&format!("MAIL FROM:<{from}>")).code, 250);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use postern_tests::client::{Client, Reply};
 use postern_tests::dkim;
 use postern_tests::dns::{self, DnsServer};
-use postern_tests::gateway::{Gateway, GatewayConfig};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::sink::{Behavior, Sink};
 use serde_json::{Value, json};
 
@@ -215,7 +215,7 @@ fn case_name(check: &str, action: &str) -> String {
 }
 
 /// MAIL, RCPT and DATA, stopping at the first refusal: the reply that decided.
-fn transact(gw: &Gateway, from: &str, rcpt: &str, data: &str) -> (&'static str, Reply) {
+fn transact(gw: &GatewayProcess, from: &str, rcpt: &str, data: &str) -> (&'static str, Reply) {
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     assert_eq!(c.cmd(&format!("MAIL FROM:<{from}>")).code, 250);
@@ -247,7 +247,7 @@ fn every_check_with_every_action() {
         }
     }
     // JSON is YAML: the generated part of the config is written as JSON.
-    let gw = Gateway::start(&GatewayConfig::new(&format!(
+    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
         "delivery: {{nameservers: [\"{}\"]}}\nspamPolicies: {}\ndomains: {}\n",
         dns.addr,
         Value::Object(policies),

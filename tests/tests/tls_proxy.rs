@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use postern_tests::client::{Client, message, swaks};
-use postern_tests::gateway::{Gateway, GatewayConfig};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::sink::{Behavior, Sink};
 use postern_tests::tls::{self, TestCa};
 
@@ -17,7 +17,7 @@ fn starttls_in_and_verified_tls_out() {
     let gw_leaf = ca.leaf(certs.path(), "gw", &["gw.test"]);
     let sink_leaf = ca.leaf(certs.path(), "mx", &["localhost"]);
     let sink = Sink::start(Behavior { tls: Some(tls::server_config(&sink_leaf)), ..Behavior::default() });
-    let gw = Gateway::start(
+    let gw = GatewayProcess::start(
         &GatewayConfig::new(&format!(
             "domains:\n  - name: served.test\n    primary:\n      hosts: [\"localhost:{}\"]\n      tls: {{mode: required, verify: true}}\ndelivery:\n  caFile: \"{}\"\n",
             sink.port(),
@@ -64,7 +64,7 @@ fn starttls_in_and_verified_tls_out() {
 #[test]
 fn required_tls_to_a_server_without_starttls_is_deferred() {
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(&GatewayConfig::new(&format!(
+    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
         "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: required}}}}\n",
         sink.host()
     )));
@@ -81,7 +81,7 @@ fn a_renewed_certificate_is_picked_up_without_restart() {
     let certs = tempfile::tempdir().unwrap();
     let ca_file = ca.write_ca(certs.path());
     let leaf = ca.leaf(certs.path(), "gw", &["old.gw.test"]);
-    let gw = Gateway::start(&GatewayConfig::new("").with_listeners(&format!(
+    let gw = GatewayProcess::start(&GatewayConfig::new("").with_listeners(&format!(
         "  - name: smtp\n    address: \"127.0.0.1:0\"\n    tls: {{certFile: \"{}\", keyFile: \"{}\"}}\n",
         leaf.cert.display(),
         leaf.key.display()
@@ -103,7 +103,7 @@ fn a_renewed_certificate_is_picked_up_without_restart() {
 #[test]
 fn proxy_protocol_gives_the_real_client_ip() {
     let sink = Sink::start(Behavior::default());
-    let gw = Gateway::start(
+    let gw = GatewayProcess::start(
         &GatewayConfig::new(&format!(
             "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n",
             sink.host()

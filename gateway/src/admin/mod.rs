@@ -16,9 +16,9 @@ use axum::routing::{get, post};
 
 use postern_api::admin::{ApiError, VerificationRetry, VerificationStatus};
 
-use crate::context::Gateway;
+use crate::context::Context;
 
-pub fn router(gw: Arc<Gateway>) -> Router {
+pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -30,31 +30,31 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/v1/quarantine/{id}", get(quarantine::show).delete(quarantine::delete))
         .route("/api/v1/quarantine/{id}/raw", get(quarantine::raw))
         .route("/api/v1/quarantine/{id}/release", post(quarantine::release))
-        .with_state(gw)
+        .with_state(ctx)
 }
 
 /// Ready when the listeners are bound and the store answers.
-async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    if !gw.listening.load(Ordering::Acquire) {
+async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
+    if !ctx.listening.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: listeners not bound\n").into_response();
     }
-    match gw.store.ping().await {
+    match ctx.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response(),
     }
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    refresh_queue_gauges(&gw).await;
+async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    refresh_queue_gauges(&ctx).await;
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        gw.metrics.encode(),
+        ctx.metrics.encode(),
     )
         .into_response()
 }
 
-async fn queue(State(gw): State<Arc<Gateway>>) -> Response {
-    match gw.store.stats().await {
+async fn queue(State(ctx): State<Arc<Context>>) -> Response {
+    match ctx.store.stats().await {
         Ok(stats) => axum::Json(stats).into_response(),
         Err(e) => {
             (StatusCode::SERVICE_UNAVAILABLE, axum::Json(ApiError { error: e.to_string() })).into_response()
@@ -63,13 +63,13 @@ async fn queue(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 /// Destination verification state of every routing policy that asks for it.
-async fn verifications(State(gw): State<Arc<Gateway>>) -> Response {
-    axum::Json(gw.verifications.list()).into_response()
+async fn verifications(State(ctx): State<Arc<Context>>) -> Response {
+    axum::Json(ctx.verifications.list()).into_response()
 }
 
 /// Verify a domain's destination again now.
-async fn retry_verification(State(gw): State<Arc<Gateway>>, Path(domain): Path<String>) -> Response {
-    match gw.verifications.retrigger(&gw.runtime(), &domain).await {
+async fn retry_verification(State(ctx): State<Arc<Context>>, Path(domain): Path<String>) -> Response {
+    match ctx.verifications.retrigger(&ctx.config(), &domain).await {
         Ok(true) => (
             StatusCode::ACCEPTED,
             axum::Json(VerificationRetry { domain, status: VerificationStatus::Pending }),
@@ -83,10 +83,10 @@ async fn retry_verification(State(gw): State<Arc<Gateway>>, Path(domain): Path<S
     }
 }
 
-pub async fn refresh_queue_gauges(gw: &Gateway) {
-    if let Ok(s) = gw.store.stats().await {
-        gw.metrics.queue_jobs.set(s.jobs as i64);
-        gw.metrics.queue_messages.set(s.messages as i64);
-        gw.metrics.quarantine_entries.set(s.quarantined as i64);
+pub async fn refresh_queue_gauges(ctx: &Context) {
+    if let Ok(s) = ctx.store.stats().await {
+        ctx.metrics.queue_jobs.set(s.jobs as i64);
+        ctx.metrics.queue_messages.set(s.messages as i64);
+        ctx.metrics.quarantine_entries.set(s.quarantined as i64);
     }
 }

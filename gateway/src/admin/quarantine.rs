@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use postern_api::admin::{ApiError, Deleted};
 use serde::Deserialize;
 
-use crate::context::Gateway;
+use crate::context::Context;
 use crate::quarantine::{self as q, QuarantineError, Search};
 
 #[derive(Deserialize, Default)]
@@ -37,47 +37,47 @@ fn error(e: QuarantineError) -> Response {
     (status, axum::Json(ApiError { error: e.to_string() })).into_response()
 }
 
-pub async fn list(State(gw): State<Arc<Gateway>>, Query(search): Query<Search>) -> Response {
-    match q::search(&gw, &search).await {
+pub async fn list(State(ctx): State<Arc<Context>>, Query(search): Query<Search>) -> Response {
+    match q::search(&ctx, &search).await {
         Ok(found) => axum::Json(found).into_response(),
         Err(e) => error(e),
     }
 }
 
-pub async fn show(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
-    match q::show(&gw, &id).await {
+pub async fn show(State(ctx): State<Arc<Context>>, Path(id): Path<String>) -> Response {
+    match q::show(&ctx, &id).await {
         Ok((shown, _)) => axum::Json(shown).into_response(),
         Err(e) => error(e),
     }
 }
 
 /// The held message as stored, for a mail client or a closer look.
-pub async fn raw(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
-    match q::show(&gw, &id).await {
+pub async fn raw(State(ctx): State<Arc<Context>>, Path(id): Path<String>) -> Response {
+    match q::show(&ctx, &id).await {
         Ok((_, body)) => ([(header::CONTENT_TYPE, "message/rfc822")], body).into_response(),
         Err(e) => error(e),
     }
 }
 
 pub async fn release(
-    State(gw): State<Arc<Gateway>>,
+    State(ctx): State<Arc<Context>>,
     Path(id): Path<String>,
     Query(who): Query<Actor>,
     headers: HeaderMap,
 ) -> Response {
-    match q::release(&gw, &id, &actor(&who, &headers)).await {
+    match q::release(&ctx, &id, &actor(&who, &headers)).await {
         Ok(done) => (StatusCode::ACCEPTED, axum::Json(done)).into_response(),
         Err(e) => error(e),
     }
 }
 
 pub async fn delete(
-    State(gw): State<Arc<Gateway>>,
+    State(ctx): State<Arc<Context>>,
     Path(id): Path<String>,
     Query(who): Query<Actor>,
     headers: HeaderMap,
 ) -> Response {
-    match q::delete(&gw, &id, &actor(&who, &headers)).await {
+    match q::delete(&ctx, &id, &actor(&who, &headers)).await {
         Ok(()) => axum::Json(Deleted { id, deleted: true }).into_response(),
         Err(e) => error(e),
     }

@@ -11,24 +11,28 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub mod dsn;
 
-use crate::context::Gateway;
+use crate::config::ConfigSnapshot;
+use crate::context::Context;
 use crate::metrics::ResultLabel;
 use crate::outbound::{Envelope, OutboundError};
 use crate::routing;
-use crate::runtime::Runtime;
 use crate::store::{DeliveryPlan, Job, Message, NewMessage, Recipient};
 use crate::util::time::{ms, now_ms};
 
 pub struct Delivery {
-    gw: Arc<Gateway>,
+    ctx: Arc<Context>,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
     slots: Arc<Semaphore>,
 }
 
 impl Delivery {
-    pub fn new(gw: Arc<Gateway>) -> Arc<Self> {
-        let concurrency = gw.runtime().config.delivery.concurrency as usize;
-        Arc::new(Self { per_destination: Mutex::default(), slots: Arc::new(Semaphore::new(concurrency)), gw })
+    pub fn new(ctx: Arc<Context>) -> Arc<Self> {
+        let concurrency = ctx.config().delivery.concurrency as usize;
+        Arc::new(Self {
+            per_destination: Mutex::default(),
+            slots: Arc::new(Semaphore::new(concurrency)),
+            ctx,
+        })
     }
 
     /// The scheduler: runs until `stop` fires. In-flight deliveries finish on their own.
@@ -37,7 +41,7 @@ impl Delivery {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                reaper.gw.outbound.reap(reaper.gw.runtime().config.delivery.idle_timeout.get());
+                reaper.ctx.outbound.reap(reaper.ctx.config().delivery.idle_timeout.get());
             }
         });
         loop {
@@ -49,8 +53,8 @@ impl Delivery {
                 _ = stop.changed() => return,
             };
             let want = 1 + self.slots.available_permits().min(255);
-            let lease_for = self.gw.runtime().config.delivery.lease_timeout.get();
-            match self.gw.store.lease(now_ms(), want, lease_for).await {
+            let lease_for = self.ctx.config().delivery.lease_timeout.get();
+            match self.ctx.store.lease(now_ms(), want, lease_for).await {
                 Ok(jobs) if !jobs.is_empty() => {
                     let mut permit = Some(first);
                     for job in jobs {
@@ -82,7 +86,7 @@ impl Delivery {
 
     async fn wait_for_work(&self, stop: &mut tokio::sync::watch::Receiver<bool>) {
         let max_wait = Duration::from_secs(5);
-        let wait = match self.gw.store.next_due().await {
+        let wait = match self.ctx.store.next_due().await {
             Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms())).min(max_wait),
             _ => max_wait,
         };
@@ -93,7 +97,7 @@ impl Delivery {
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = self.gw.queue_wakeup.notified() => {}
+            _ = self.ctx.queue_wakeup.notified() => {}
             _ = stop.changed() => {}
         }
     }
@@ -104,12 +108,12 @@ impl Delivery {
     }
 
     async fn process(self: Arc<Self>, job: Job, _slot: OwnedSemaphorePermit) {
-        let rt = self.gw.runtime();
-        let message = match self.gw.store.load_message(&job.message_id).await {
+        let cfg = self.ctx.config();
+        let message = match self.ctx.store.load_message(&job.message_id).await {
             Ok(Some(m)) => m,
             Ok(None) => {
                 tracing::error!(queue_id = %job.message_id, job = %job.id, "job without its message; dropping the job");
-                let _ = self.gw.store.complete(&job, None).await;
+                let _ = self.ctx.store.complete(&job, None).await;
                 return;
             }
             Err(e) => {
@@ -118,27 +122,32 @@ impl Delivery {
             }
         };
         let key = job.next_hop.key();
-        let dest = self.destination_slots(&key, rt.config.delivery.concurrency_per_destination);
+        let dest = self.destination_slots(&key, cfg.delivery.concurrency_per_destination);
         let Ok(_dest_slot) = dest.acquire().await else { return };
         let started = Instant::now();
-        let results = self.attempt(&rt, &job, &message).await;
-        self.settle(&rt, job, &message, results, started).await;
+        let results = self.attempt(&cfg, &job, &message).await;
+        self.settle(&cfg, job, &message, results, started).await;
     }
 
     /// One delivery attempt of a job.
-    async fn attempt(&self, rt: &Runtime, job: &Job, message: &Message) -> Vec<Result<(), OutboundError>> {
+    async fn attempt(
+        &self,
+        cfg: &ConfigSnapshot,
+        job: &Job,
+        message: &Message,
+    ) -> Vec<Result<(), OutboundError>> {
         let env = Envelope {
             sender: &job.sender,
             recipients: job.recipients.iter().map(|r| r.address.as_str()).collect(),
             smtputf8: message.smtputf8,
             eight_bit: message.eight_bit,
         };
-        self.gw.outbound.send(rt, &job.next_hop, &env, &message.body).await
+        self.ctx.outbound.send(cfg, &job.next_hop, &env, &message.body).await
     }
 
     async fn settle(
         &self,
-        rt: &Runtime,
+        cfg: &ConfigSnapshot,
         mut job: Job,
         message: &Message,
         results: Vec<Result<(), OutboundError>>,
@@ -146,7 +155,7 @@ impl Delivery {
     ) {
         let now = now_ms();
         let expired = now >= job.expires_at;
-        let metrics = &self.gw.metrics;
+        let metrics = &self.ctx.metrics;
         let mut deferred: Vec<(Recipient, OutboundError)> = Vec::new();
         let mut bounced: Vec<(Recipient, OutboundError)> = Vec::new();
         let mut delivered = 0usize;
@@ -186,26 +195,26 @@ impl Delivery {
         count("delivered", delivered);
         count("deferred", deferred.len());
 
-        let dsn = self.bounce(rt, &job, message, &bounced);
+        let dsn = self.bounce(cfg, &job, message, &bounced);
         if !bounced.is_empty() {
             count(if dsn.is_some() { "bounced" } else { "dropped" }, bounced.len());
         }
         if deferred.is_empty() {
             metrics.queue_time.observe(now.saturating_sub(job.created_at) as f64 / 1000.0);
-            if let Err(e) = self.gw.store.complete(&job, dsn).await {
+            if let Err(e) = self.ctx.store.complete(&job, dsn).await {
                 tracing::error!(job = %job.id, error = %e, "cannot settle job; it will be delivered again after its lease");
             }
             return;
         }
         job.attempts += 1;
-        let delay = backoff(rt, job.attempts);
+        let delay = backoff(cfg, job.attempts);
         job.due = (now + ms(delay)).min(job.expires_at.max(now));
         job.last_error = deferred.last().map(|(_, f)| f.diagnostic.clone());
         for (rcpt, f) in &deferred {
             tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, route = %job.next_hop.key(), attempt = job.attempts, status = "deferred", retry_in = ?delay, error = %f.diagnostic, "deferred");
         }
         job.recipients = deferred.into_iter().map(|(r, _)| r).collect();
-        if let Err(e) = self.gw.store.retry(&job, dsn).await {
+        if let Err(e) = self.ctx.store.retry(&job, dsn).await {
             tracing::error!(job = %job.id, error = %e, "cannot reschedule job; it will be retried after its lease");
         }
     }
@@ -213,7 +222,7 @@ impl Delivery {
     /// The DSN for refused recipients, or `None` (logged) when none may be sent.
     fn bounce(
         &self,
-        rt: &Runtime,
+        cfg: &ConfigSnapshot,
         job: &Job,
         message: &Message,
         bounced: &[(Recipient, OutboundError)],
@@ -236,22 +245,21 @@ impl Delivery {
         }
         let failed: Vec<_> =
             bounced.iter().map(|(r, f)| dsn::FailedRecipient { recipient: r, failure: f }).collect();
-        let dsn =
-            Message::generated(String::new(), dsn::build(&rt.config.hostname, message, &job.sender, &failed));
-        let next_hop = routing::next_hop_for_own_mail(rt, &job.sender)?;
+        let dsn = Message::generated(String::new(), dsn::build(&cfg.hostname, message, &job.sender, &failed));
+        let next_hop = routing::next_hop_for_own_mail(cfg, &job.sender)?;
         for (rcpt, f) in bounced {
             tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, status = "bounced", dsn_queue_id = %dsn.id, error = %f.diagnostic, "failed permanently; DSN queued to the sender");
         }
-        self.gw.metrics.dsns.inc();
+        self.ctx.metrics.dsns.inc();
         // A DSN never bounces (RFC 3461 section 6.2: no DSN about a DSN).
         let plan = DeliveryPlan::single(next_hop, false, &job.sender);
-        Some(NewMessage::new(dsn, plan, ms(rt.config.delivery.lifetime.get())))
+        Some(NewMessage::new(dsn, plan, ms(cfg.delivery.lifetime.get())))
     }
 }
 
 /// initial * 2^(attempts-1), at most `retryMax`, with ±10% jitter so retries spread out.
-fn backoff(rt: &Runtime, attempts: u32) -> Duration {
-    let d = &rt.config.delivery;
+fn backoff(cfg: &ConfigSnapshot, attempts: u32) -> Duration {
+    let d = &cfg.delivery;
     let base = d.retry_initial.get().saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
     let capped = base.min(d.retry_max.get());
     let jitter = rand::rng().random_range(0.9..1.1);

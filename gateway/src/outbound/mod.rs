@@ -14,8 +14,8 @@ use postern_api::validate::parse_host_port;
 pub use connection::{Envelope, dot_stuff};
 pub use error::OutboundError;
 
+use crate::config::ConfigSnapshot;
 use crate::dns::{Dns, DnsError, Host};
-use crate::runtime::Runtime;
 use crate::store::{NextHop, Via};
 use crate::tls::client::ClientTls;
 use connection::{Connection, Timeouts};
@@ -28,15 +28,15 @@ pub struct OutboundClient {
 }
 
 impl OutboundClient {
-    pub fn new(rt: &Runtime, dns: Arc<Dns>) -> anyhow::Result<Self> {
-        let d = &rt.config.delivery;
+    pub fn new(cfg: &ConfigSnapshot, dns: Arc<Dns>) -> anyhow::Result<Self> {
+        let d = &cfg.delivery;
         Ok(Self { dns, tls: ClientTls::new(d.ca_file.as_deref())?, pool: Pool::default() })
     }
 
     /// The hosts to try for a next_hop, best first.
-    async fn hosts(&self, rt: &Runtime, target: &Via) -> Result<Vec<Host>, OutboundError> {
+    async fn hosts(&self, cfg: &ConfigSnapshot, target: &Via) -> Result<Vec<Host>, OutboundError> {
         match target {
-            Via::Mx(domain) => self.dns.mail_hosts(domain, rt.config.delivery.mx_port).await.map_err(|e| {
+            Via::Mx(domain) => self.dns.mail_hosts(domain, cfg.delivery.mx_port).await.map_err(|e| {
                 let status = match &e {
                     DnsError::NullMx(_) => "5.1.10",
                     DnsError::NoSuchDomain(_) | DnsError::NoMailHost(_) => "5.1.2",
@@ -71,8 +71,8 @@ impl OutboundClient {
         }
     }
 
-    fn timeouts(rt: &Runtime) -> Timeouts {
-        let d = &rt.config.delivery;
+    fn timeouts(cfg: &ConfigSnapshot) -> Timeouts {
+        let d = &cfg.delivery;
         Timeouts { connect: d.connect_timeout.get(), command: d.command_timeout.get() }
     }
 
@@ -85,21 +85,21 @@ impl OutboundClient {
     /// next_hop in turn until one gives an answer. One result per recipient, in order.
     pub async fn send(
         &self,
-        rt: &Runtime,
+        cfg: &ConfigSnapshot,
         next_hop: &NextHop,
         env: &Envelope<'_>,
         body: &[u8],
     ) -> Vec<Result<(), OutboundError>> {
         let n = env.recipients.len();
         let key = next_hop.key();
-        if let Some(mut conn) = self.pool.take(&key, rt.config.delivery.idle_timeout.get())
+        if let Some(mut conn) = self.pool.take(&key, cfg.delivery.idle_timeout.get())
             && let Ok(results) = conn.send(env, body).await
         {
             self.pool.put(&key, conn);
             return results;
         }
         let mut last = OutboundError::temporary("4.4.1", format!("no host of {key} could be reached"));
-        let conns = match self.connections(rt, next_hop).await {
+        let conns = match self.connections(cfg, next_hop).await {
             Ok(c) => c,
             Err(f) => return vec![Err(f); n],
         };
@@ -130,10 +130,15 @@ impl OutboundClient {
     }
 
     /// Asks the next_hop's first answering host whether `rcpt` exists (MAIL FROM:<> + RCPT).
-    pub async fn probe(&self, rt: &Runtime, next_hop: &NextHop, rcpt: &str) -> Result<bool, OutboundError> {
+    pub async fn probe(
+        &self,
+        cfg: &ConfigSnapshot,
+        next_hop: &NextHop,
+        rcpt: &str,
+    ) -> Result<bool, OutboundError> {
         let mut last =
             OutboundError::temporary("4.4.1", format!("no host of {} could be reached", next_hop.key()));
-        for candidate in self.connections(rt, next_hop).await? {
+        for candidate in self.connections(cfg, next_hop).await? {
             let mut conn = match candidate.await {
                 Ok(c) => c,
                 Err(f) => {
@@ -152,15 +157,15 @@ impl OutboundClient {
     /// is made only when awaited.
     async fn connections<'a>(
         &'a self,
-        rt: &'a Runtime,
+        cfg: &'a ConfigSnapshot,
         next_hop: &'a NextHop,
     ) -> Result<Vec<impl Future<Output = Result<Connection, OutboundError>> + 'a>, OutboundError> {
-        let hosts = self.hosts(rt, &next_hop.via).await?;
+        let hosts = self.hosts(cfg, &next_hop.via).await?;
         let password = match &next_hop.auth {
             Some(auth) => Some(read_password(&auth.password_file)?),
             None => None,
         };
-        let timeouts = Self::timeouts(rt);
+        let timeouts = Self::timeouts(cfg);
         let mut out = Vec::new();
         for host in hosts {
             for addr in host.addrs.clone() {
@@ -171,7 +176,7 @@ impl OutboundClient {
                     Connection::open(
                         &name,
                         addr,
-                        &rt.config.hostname,
+                        &cfg.hostname,
                         &next_hop.tls,
                         &self.tls,
                         timeouts,

@@ -3,13 +3,13 @@
 
 use std::net::IpAddr;
 
-use crate::runtime::Runtime;
+use crate::config::ConfigSnapshot;
 
 /// The client may not send to this recipient through us (answered 554 5.7.1).
 #[derive(Debug, PartialEq, Eq)]
 pub struct RelayDenied;
 
 /// Whether `client` may send to a recipient in `domain` (lower case).
-pub fn check_recipient_domain(rt: &Runtime, client: IpAddr, domain: &str) -> Result<(), RelayDenied> {
-    if rt.served_domain(domain).is_some() || rt.is_trusted(client) { Ok(()) } else { Err(RelayDenied) }
+pub fn check_recipient_domain(cfg: &ConfigSnapshot, client: IpAddr, domain: &str) -> Result<(), RelayDenied> {
+    if cfg.served_domain(domain).is_some() || cfg.is_trusted(client) { Ok(()) } else { Err(RelayDenied) }
 }

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use postern_api::SpamPolicyConfig;
 
 use crate::address::domain_of;
-use crate::context::Gateway;
+use crate::config::ConfigSnapshot;
+use crate::context::Context;
 use crate::routing;
-use crate::runtime::Runtime;
 use crate::store::{DeliveryPlan, Message, NewMessage, QuarantineEntry, Recipient, StoreResult};
 use mail_builder::headers::text::Text;
 use mail_builder::mime::MimePart;
@@ -28,16 +28,16 @@ use crate::util::time::{ms, now_ms, rfc5322};
 const SETTLE_MS: u64 = 2_000;
 
 /// Sends the digests that are due; returns how many messages were queued.
-pub async fn run_due(gw: &Gateway) -> StoreResult<usize> {
-    let rt = gw.runtime();
+pub async fn run_due(ctx: &Context) -> StoreResult<usize> {
+    let cfg = ctx.config();
     let mut queued = 0;
-    for (name, policy) in &rt.config.spam_policies {
+    for (name, policy) in &cfg.spam_policies {
         let n = &policy.notifications;
         if !n.enabled {
             continue;
         }
         let key = format!("digest/{name}");
-        let current = gw.store.state_get(&key).await?;
+        let current = ctx.store.state_get(&key).await?;
         let last: u64 =
             current.as_deref().and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()).unwrap_or(0);
         let now = now_ms();
@@ -45,36 +45,36 @@ pub async fn run_due(gw: &Gateway) -> StoreResult<usize> {
             continue;
         }
         let until = now.saturating_sub(SETTLE_MS).max(last);
-        if !gw.store.state_swap(&key, current, until.to_string().into_bytes()).await? {
+        if !ctx.store.state_swap(&key, current, until.to_string().into_bytes()).await? {
             continue; // another pod took this window
         }
-        let entries: Vec<QuarantineEntry> = gw
+        let entries: Vec<QuarantineEntry> = ctx
             .store
             .quarantine_list()
             .await?
             .into_iter()
             .filter(|e| e.policy == *name && e.created_at > last && e.created_at <= until)
             .collect();
-        for digest in compose(&rt, policy, &entries, last) {
+        for digest in compose(&cfg, policy, &entries, last) {
             let to =
                 digest.jobs.iter().flat_map(|j| &j.recipients).map(|r| r.address.clone()).collect::<Vec<_>>();
             let id = digest.message.id.clone();
-            gw.store.enqueue(digest).await?;
+            ctx.store.enqueue(digest).await?;
             queued += 1;
             tracing::info!(queue_id = %id, policy = %name, rcpts = ?to, decision = "queued", "quarantine digest queued");
         }
     }
     if queued > 0 {
-        gw.queue_wakeup.notify_one();
+        ctx.queue_wakeup.notify_one();
     }
     Ok(queued)
 }
 
 /// Who reads the digest of mail held for `rcpt`: the recipient, or for a group its moderator
 /// (the admin when it has none; nobody when there is no admin either).
-fn reader(rt: &Runtime, admin: Option<&str>, rcpt: &str) -> Option<String> {
+fn reader(cfg: &ConfigSnapshot, admin: Option<&str>, rcpt: &str) -> Option<String> {
     let rcpt = rcpt.to_ascii_lowercase();
-    let group = domain_of(&rcpt).and_then(|d| rt.served_domain(&d)).and_then(|d| d.group_moderator(&rcpt));
+    let group = domain_of(&rcpt).and_then(|d| cfg.served_domain(&d)).and_then(|d| d.group_moderator(&rcpt));
     match group {
         None => Some(rcpt),
         Some(Some(moderator)) => Some(moderator),
@@ -84,7 +84,7 @@ fn reader(rt: &Runtime, admin: Option<&str>, rcpt: &str) -> Option<String> {
 
 /// One digest message per reader, each copied to the admin.
 pub fn compose(
-    rt: &Runtime,
+    cfg: &ConfigSnapshot,
     policy: &SpamPolicyConfig,
     entries: &[QuarantineEntry],
     since: u64,
@@ -94,19 +94,19 @@ pub fn compose(
     let mut per_reader: BTreeMap<String, Vec<&QuarantineEntry>> = BTreeMap::new();
     for e in entries {
         for rcpt in &e.recipients {
-            let Some(to) = reader(rt, admin.as_deref(), rcpt) else { continue };
+            let Some(to) = reader(cfg, admin.as_deref(), rcpt) else { continue };
             let list = per_reader.entry(to).or_default();
             if !list.iter().any(|x| x.id == e.id) {
                 list.push(e);
             }
         }
     }
-    let from = n.from.clone().unwrap_or_else(|| format!("postmaster@{}", rt.config.hostname));
-    let lifetime = ms(rt.config.delivery.lifetime.get());
+    let from = n.from.clone().unwrap_or_else(|| format!("postmaster@{}", cfg.hostname));
+    let lifetime = ms(cfg.delivery.lifetime.get());
     per_reader
         .into_iter()
         .filter_map(|(to, held)| {
-            let body = render(&rt.config.hostname, &from, &to, &held, since);
+            let body = render(&cfg.hostname, &from, &to, &held, since);
             let mut readers = vec![to];
             if let Some(a) = &admin
                 && !readers.contains(a)
@@ -116,7 +116,7 @@ pub fn compose(
             // Digests never bounce: a DSN about a notification helps nobody.
             let mut plan = DeliveryPlan::default();
             for r in readers {
-                let next_hop = routing::next_hop_for_own_mail(rt, &r)?;
+                let next_hop = routing::next_hop_for_own_mail(cfg, &r)?;
                 plan.add(&next_hop, false, Recipient { address: r.clone(), original: r });
             }
             Some(NewMessage::new(Message::generated(from.clone(), body), plan, lifetime))
@@ -175,8 +175,8 @@ mod tests {
     use super::*;
     use crate::store::MessageSummary;
 
-    fn runtime() -> Runtime {
-        Runtime::new(
+    fn snapshot() -> ConfigSnapshot {
+        ConfigSnapshot::new(
             postern_api::load_gateway_config(
                 "hostname: gw.test\nlisteners: [{address: '127.0.0.1:2525'}]\ndomains:\n  - name: served.test\n    primary: {hosts: ['mbox:25']}\n    groups:\n      - {address: team, members: [a], moderator: boss}\n      - {address: open, members: [a]}\n",
             )
@@ -206,14 +206,14 @@ mod tests {
 
     #[test]
     fn digests_go_to_recipients_moderators_and_the_admin() {
-        let rt = runtime();
+        let cfg = snapshot();
         let mut policy = SpamPolicyConfig::default();
         policy.notifications.admin = Some("admin@served.test".into());
         let entries = [
             held("q1", &["u@served.test", "team@served.test"], "Grüße"),
             held("q2", &["open@served.test"], "two"),
         ];
-        let digests = compose(&rt, &policy, &entries, 0);
+        let digests = compose(&cfg, &policy, &entries, 0);
         let mut readers: Vec<(Vec<String>, String)> = digests
             .iter()
             .map(|d| {

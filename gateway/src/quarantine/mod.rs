@@ -6,10 +6,10 @@ pub mod digest;
 
 use std::sync::Arc;
 
-use crate::context::Gateway;
+use crate::config::NamedSpamPolicy;
+use crate::context::Context;
 use crate::routing::probe::ProbingDirectory;
 use crate::routing::{self, Decision, Router};
-use crate::runtime::NamedSpamPolicy;
 use crate::spam::content;
 use crate::store::{Message, NewMessage, QuarantineEntry, Store, StoreError, TransportFlags};
 use crate::util::time::{ms, now_ms, rfc3339};
@@ -102,7 +102,7 @@ pub enum QuarantineError {
 }
 
 /// The entries that match, oldest first.
-pub async fn search(gw: &Gateway, query: &Search) -> Result<Vec<HeldMessage>, QuarantineError> {
+pub async fn search(ctx: &Context, query: &Search) -> Result<Vec<HeldMessage>, QuarantineError> {
     let since = query
         .since
         .as_deref()
@@ -118,7 +118,7 @@ pub async fn search(gw: &Gateway, query: &Search) -> Result<Vec<HeldMessage>, Qu
     let (since, until) = (since.unwrap_or(0), until.unwrap_or(u64::MAX));
     let limit = query.limit.unwrap_or(1000);
     let mut out = Vec::new();
-    for entry in gw.store.quarantine_list().await? {
+    for entry in ctx.store.quarantine_list().await? {
         if out.len() >= limit {
             break;
         }
@@ -128,7 +128,7 @@ pub async fn search(gw: &Gateway, query: &Search) -> Result<Vec<HeldMessage>, Qu
         let q_hit = query.q.as_deref().map(|q| query.q_in_metadata(&entry, q));
         if query.needs_text() || q_hit == Some(false) {
             // Only now is the body read: most searches are answered from the metadata.
-            let Some(full) = gw.store.quarantine_get(&entry.id).await? else { continue };
+            let Some(full) = ctx.store.quarantine_get(&entry.id).await? else { continue };
             let text = content::search_text(&full.body);
             let body_ok = query.body.as_deref().is_none_or(|n| has(&text.body, n));
             let att_ok = query.attachment_text.as_deref().is_none_or(|n| has(&text.attachments, n));
@@ -147,8 +147,9 @@ pub async fn search(gw: &Gateway, query: &Search) -> Result<Vec<HeldMessage>, Qu
 
 /// One entry with its header fields (unfolded, in order) for an admin to inspect, and the
 /// message as stored.
-pub async fn show(gw: &Gateway, id: &str) -> Result<(HeldMessageDetail, Vec<u8>), QuarantineError> {
-    let mut entry = gw.store.quarantine_get(id).await?.ok_or_else(|| QuarantineError::NotFound(id.into()))?;
+pub async fn show(ctx: &Context, id: &str) -> Result<(HeldMessageDetail, Vec<u8>), QuarantineError> {
+    let mut entry =
+        ctx.store.quarantine_get(id).await?.ok_or_else(|| QuarantineError::NotFound(id.into()))?;
     let headers = crate::spam::headers::unfolded(&entry.body);
     let body = std::mem::take(&mut entry.body);
     Ok((HeldMessageDetail { message: listed(entry), headers }, body))
@@ -157,11 +158,11 @@ pub async fn show(gw: &Gateway, id: &str) -> Result<(HeldMessageDetail, Vec<u8>)
 /// Delivers a held message to its original recipients, routed by the current configuration,
 /// without running the spam checks again. The entry leaves the quarantine in the same store
 /// step that queues the message, so a release happens once even when two pods are asked.
-pub async fn release(gw: &Gateway, id: &str, by: &str) -> Result<Released, QuarantineError> {
-    let entry = gw.store.quarantine_get(id).await?.ok_or_else(|| QuarantineError::NotFound(id.into()))?;
-    let rt = gw.runtime.load_full();
-    let directory = ProbingDirectory { probes: &gw.probes, outbound: &gw.outbound, rt: &rt };
-    let router = Router { rt: &rt, directory: &directory, policies: &*gw.verifications };
+pub async fn release(ctx: &Context, id: &str, by: &str) -> Result<Released, QuarantineError> {
+    let entry = ctx.store.quarantine_get(id).await?.ok_or_else(|| QuarantineError::NotFound(id.into()))?;
+    let cfg = ctx.config.load_full();
+    let directory = ProbingDirectory { probes: &ctx.probes, outbound: &ctx.outbound, cfg: &cfg };
+    let router = Router { cfg: &cfg, directory: &directory, policies: &*ctx.verifications };
     let (mut targets, mut delivered, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
     for rcpt in &entry.recipients {
         match router.resolve(rcpt).await {
@@ -196,13 +197,13 @@ pub async fn release(gw: &Gateway, id: &str, by: &str) -> Result<Released, Quara
         eight_bit: flags.eight_bit,
         body: entry.body,
     };
-    let lifetime = ms(rt.config.delivery.lifetime.get());
+    let lifetime = ms(cfg.delivery.lifetime.get());
     let msg = NewMessage::new(message, routing::plan(&targets), lifetime);
-    if !gw.store.quarantine_release(id, msg).await? {
+    if !ctx.store.quarantine_release(id, msg).await? {
         return Err(QuarantineError::NotFound(id.into()));
     }
-    gw.queue_wakeup.notify_one();
-    gw.metrics.message("queued", "released");
+    ctx.queue_wakeup.notify_one();
+    ctx.metrics.message("queued", "released");
     tracing::info!(quarantine_id = %id, queue_id = %queue_id, from = %entry.sender, rcpts = delivered.len(), dropped = ?dropped, released_by = %by, decision = "released", "quarantined message released");
     Ok(Released { id: id.into(), queue_id, recipients: delivered, dropped, released_by: by.into() })
 }
@@ -240,8 +241,8 @@ pub async fn hold(store: &dyn Store, held: Held) -> Result<(), StoreError> {
     store.quarantine_put(entry).await
 }
 
-pub async fn delete(gw: &Gateway, id: &str, by: &str) -> Result<(), QuarantineError> {
-    if !gw.store.quarantine_delete(id).await? {
+pub async fn delete(ctx: &Context, id: &str, by: &str) -> Result<(), QuarantineError> {
+    if !ctx.store.quarantine_delete(id).await? {
         return Err(QuarantineError::NotFound(id.into()));
     }
     tracing::info!(quarantine_id = %id, deleted_by = %by, decision = "deleted", "quarantined message deleted");

@@ -20,7 +20,7 @@ pub mod probe;
 pub mod verification;
 
 use crate::address::{domain_of, is_postmaster};
-use crate::runtime::{Runtime, ServedDomain};
+use crate::config::{ConfigSnapshot, ServedDomain};
 use crate::store::{DeliveryPlan, NextHop, Recipient};
 
 /// One delivery a recipient needs.
@@ -74,7 +74,7 @@ pub fn effective_mode<'a>(
 }
 
 pub struct Router<'a, D, P> {
-    pub rt: &'a Runtime,
+    pub cfg: &'a ConfigSnapshot,
     pub directory: &'a D,
     pub policies: &'a P,
 }
@@ -94,7 +94,7 @@ impl<D: Directory + Sync, P: PolicyState + Sync> Router<'_, D, P> {
         depth: u8,
     ) -> Decision {
         let Some(domain_name) = domain_of(rcpt) else { return Decision::Unknown };
-        let Some(domain) = self.rt.served_domain(&domain_name) else {
+        let Some(domain) = self.cfg.served_domain(&domain_name) else {
             return Decision::Deliver(vec![self.relay_target(rcpt, original)]);
         };
         let address = rcpt.to_ascii_lowercase();
@@ -159,7 +159,7 @@ impl<D: Directory + Sync, P: PolicyState + Sync> Router<'_, D, P> {
 
     /// A recipient outside the served domains: the outbound gateway, or the domain's MX.
     fn relay_target(&self, rcpt: &str, original: &str) -> RoutedRecipient {
-        let d = &self.rt.config.delivery;
+        let d = &self.cfg.delivery;
         let next_hop = match &d.outbound_gateway {
             Some(gw) => NextHop::smarthost(gw),
             None => NextHop::mx(&domain_of(rcpt).unwrap_or_default(), d.tls.clone()),
@@ -196,13 +196,13 @@ pub fn plan(targets: &[RoutedRecipient]) -> DeliveryPlan {
 }
 
 /// The next hop for a message we originate (a DSN, a digest) to `address`.
-pub fn next_hop_for_own_mail(rt: &Runtime, address: &str) -> Option<NextHop> {
+pub fn next_hop_for_own_mail(cfg: &ConfigSnapshot, address: &str) -> Option<NextHop> {
     let domain = domain_of(address)?;
-    Some(match rt.served_domain(&domain) {
+    Some(match cfg.served_domain(&domain) {
         Some(d) => NextHop::from_destination(&d.config.primary),
-        None => match &rt.config.delivery.outbound_gateway {
+        None => match &cfg.delivery.outbound_gateway {
             Some(gw) => NextHop::smarthost(gw),
-            None => NextHop::mx(&domain, rt.config.delivery.tls.clone()),
+            None => NextHop::mx(&domain, cfg.delivery.tls.clone()),
         },
     })
 }
@@ -226,15 +226,15 @@ mod tests {
         }
     }
 
-    fn runtime(mode: &str, extra_policy: &str) -> Runtime {
+    fn snapshot(mode: &str, extra_policy: &str) -> ConfigSnapshot {
         let text = format!(
             "hostname: gw.test\nlisteners: [{{address: '127.0.0.1:2525'}}]\ndomains:\n  - name: served.test\n    primary: {{hosts: ['primary:25']}}\n    accounts: [{{address: alice, aliases: [al]}}, {{address: bob}}]\n    groups:\n      - {{address: team, members: [alice, bob, friends]}}\n      - {{address: friends, members: [carol@other.test, team, alice]}}\n    routing:\n      mode: {mode}\n      destination: {{mx: dest.test}}\n{extra_policy}"
         );
-        Runtime::new(postern_api::load_gateway_config(&text).unwrap())
+        ConfigSnapshot::new(postern_api::load_gateway_config(&text).unwrap())
     }
 
-    async fn resolve(rt: &Runtime, live: bool, rcpt: &str) -> Decision {
-        Router { rt, directory: &NoDirectory, policies: &AllLive(live) }.resolve(rcpt).await
+    async fn resolve(cfg: &ConfigSnapshot, live: bool, rcpt: &str) -> Decision {
+        Router { cfg, directory: &NoDirectory, policies: &AllLive(live) }.resolve(rcpt).await
     }
 
     fn summary(d: &Decision) -> Vec<String> {
@@ -269,32 +269,32 @@ mod tests {
             ("Direct", "alice@served.test", vec![format!("alice@served.test->{p}")]),
         ];
         for (mode, rcpt, want) in cases {
-            let rt = runtime(mode, "");
-            assert_eq!(summary(&resolve(&rt, true, rcpt).await), want, "{mode} {rcpt}");
+            let cfg = snapshot(mode, "");
+            assert_eq!(summary(&resolve(&cfg, true, rcpt).await), want, "{mode} {rcpt}");
         }
     }
 
     #[tokio::test]
     async fn an_unverified_or_disabled_policy_is_direct() {
-        let rt = runtime("Split", "");
-        assert_eq!(summary(&resolve(&rt, false, "zed@served.test").await), ["550"]);
-        let rt = runtime("Split", "      enabled: false\n");
-        assert_eq!(summary(&resolve(&rt, true, "zed@served.test").await), ["550"]);
+        let cfg = snapshot("Split", "");
+        assert_eq!(summary(&resolve(&cfg, false, "zed@served.test").await), ["550"]);
+        let cfg = snapshot("Split", "      enabled: false\n");
+        assert_eq!(summary(&resolve(&cfg, true, "zed@served.test").await), ["550"]);
     }
 
     #[tokio::test]
     async fn rewrite_and_bounce_switches() {
-        let rt = runtime("Split", "      rewriteEnvelope: true\n      bounceOnFailure: false\n");
+        let cfg = snapshot("Split", "      rewriteEnvelope: true\n      bounceOnFailure: false\n");
         assert_eq!(
-            summary(&resolve(&rt, true, "Zed@served.test").await),
+            summary(&resolve(&cfg, true, "Zed@served.test").await),
             ["Zed@dest.test->mx:dest.test nobounce"]
         );
     }
 
     #[tokio::test]
     async fn groups_expand_once_without_loops_and_relay_outside_members() {
-        let rt = runtime("Split", "      expandGroups: true\n");
-        let got = summary(&resolve(&rt, true, "team@served.test").await);
+        let cfg = snapshot("Split", "      expandGroups: true\n");
+        let got = summary(&resolve(&cfg, true, "team@served.test").await);
         assert_eq!(
             got,
             [
@@ -304,9 +304,9 @@ mod tests {
             ]
         );
         // Not expanded: the group is one recipient at the primary.
-        let rt = runtime("Split", "");
+        let cfg = snapshot("Split", "");
         assert_eq!(
-            summary(&resolve(&rt, true, "team@served.test").await),
+            summary(&resolve(&cfg, true, "team@served.test").await),
             ["team@served.test->hosts:primary:25"]
         );
     }

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::Directory;
+use crate::config::{ConfigSnapshot, ServedDomain};
 use crate::outbound::OutboundClient;
-use crate::runtime::{Runtime, ServedDomain};
 use crate::store::NextHop;
 
 /// Most answers kept; past this the cache is cleared (a crude bound, answers are cheap).
@@ -38,7 +38,7 @@ impl RecipientProbes {
 pub struct ProbingDirectory<'a> {
     pub probes: &'a RecipientProbes,
     pub outbound: &'a OutboundClient,
-    pub rt: &'a Runtime,
+    pub cfg: &'a ConfigSnapshot,
 }
 
 impl Directory for ProbingDirectory<'_> {
@@ -49,7 +49,7 @@ impl Directory for ProbingDirectory<'_> {
             return Ok(hit);
         }
         let route = NextHop::from_destination(&domain.config.primary);
-        match self.outbound.probe(self.rt, &route, address).await {
+        match self.outbound.probe(self.cfg, &route, address).await {
             Ok(exists) => {
                 tracing::debug!(rcpt = %address, exists, "recipient verified against the primary server");
                 self.probes.put(key, exists);

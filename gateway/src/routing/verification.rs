@@ -14,8 +14,8 @@ use postern_api::RoutingPolicyConfig;
 use tokio::sync::{Notify, watch};
 
 use super::PolicyState;
+use crate::config::ConfigSnapshot;
 use crate::outbound::{Envelope, OutboundClient};
-use crate::runtime::Runtime;
 use mail_builder::headers::text::Text;
 
 use crate::generated::{generated_message, to_bytes};
@@ -84,8 +84,8 @@ impl Verifications {
     }
 
     /// Forgets the result for `domain` (in the store too) so it is verified again now.
-    pub async fn retrigger(&self, rt: &Runtime, domain: &str) -> Result<bool, String> {
-        let Some(policy) = policy_needing_verification(rt, domain) else { return Ok(false) };
+    pub async fn retrigger(&self, cfg: &ConfigSnapshot, domain: &str) -> Result<bool, String> {
+        let Some(policy) = policy_needing_verification(cfg, domain) else { return Ok(false) };
         let state = VerificationState {
             domain: domain.to_ascii_lowercase(),
             address: policy.verification_address.clone().unwrap_or_default(),
@@ -108,17 +108,21 @@ impl Verifications {
 
     /// The verifier task: verifies each policy that needs it, under the config `current`
     /// returns at each round, until `stop`.
-    pub async fn run(self: Arc<Self>, current: impl Fn() -> Arc<Runtime>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        current: impl Fn() -> Arc<ConfigSnapshot>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         loop {
-            let rt = current();
-            let domains: Vec<String> = rt
+            let cfg = current();
+            let domains: Vec<String> = cfg
                 .served_domains()
-                .filter(|d| policy_needing_verification(&rt, &d.config.name).is_some())
+                .filter(|d| policy_needing_verification(&cfg, &d.config.name).is_some())
                 .map(|d| d.config.name.to_ascii_lowercase())
                 .collect();
             for domain in domains {
-                let Some(policy) = policy_needing_verification(&rt, &domain) else { continue };
-                self.check(&rt, &domain, policy).await;
+                let Some(policy) = policy_needing_verification(&cfg, &domain) else { continue };
+                self.check(&cfg, &domain, policy).await;
             }
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
@@ -128,7 +132,7 @@ impl Verifications {
         }
     }
 
-    async fn check(&self, rt: &Runtime, domain: &str, policy: &RoutingPolicyConfig) {
+    async fn check(&self, cfg: &ConfigSnapshot, domain: &str, policy: &RoutingPolicyConfig) {
         let fp = fingerprint(policy);
         let stored = match self.store.state_get(&key(domain)).await {
             Ok(Some(raw)) => serde_json::from_slice::<VerificationState>(&raw).ok(),
@@ -151,7 +155,7 @@ impl Verifications {
         if !due {
             return;
         }
-        let state = self.verify(rt, domain, policy, fp).await;
+        let state = self.verify(cfg, domain, policy, fp).await;
         // Recorded before it is logged: whoever reads the log line finds the state in place (the
         // routing decision, the admin API, the operator's DestinationVerified).
         if let Err(e) = self.save(&state).await {
@@ -171,20 +175,20 @@ impl Verifications {
     /// Sends the verification message through the destination and reports what it said.
     async fn verify(
         &self,
-        rt: &Runtime,
+        cfg: &ConfigSnapshot,
         domain: &str,
         policy: &RoutingPolicyConfig,
         fp: String,
     ) -> VerificationState {
         let address = policy.verification_address.clone().unwrap_or_default();
         let route = NextHop::from_destination(&policy.destination);
-        let sender = format!("postmaster@{}", rt.config.hostname);
+        let sender = format!("postmaster@{}", cfg.hostname);
         let text = format!(
             "This message checks that {} accepts mail that Postern routes for {domain}.\r\nNo action is needed.\r\n",
             route.key(),
         );
         let body = to_bytes(
-            generated_message(&rt.config.hostname, now_ms())
+            generated_message(&cfg.hostname, now_ms())
                 .from(("Postern".to_string(), sender.clone()))
                 .to(address.clone())
                 .subject(format!("Postern destination verification for {domain}"))
@@ -197,7 +201,7 @@ impl Verifications {
             smtputf8: false,
             eight_bit: false,
         };
-        let result = self.outbound.send(rt, &route, &env, &body).await.pop();
+        let result = self.outbound.send(cfg, &route, &env, &body).await.pop();
         let (status, detail) = match result {
             Some(Ok(())) => (Status::Verified, "accepted".to_string()),
             Some(Err(f)) => (Status::Failed, f.diagnostic),
@@ -215,8 +219,8 @@ impl Verifications {
     }
 }
 
-fn policy_needing_verification<'a>(rt: &'a Runtime, domain: &str) -> Option<&'a RoutingPolicyConfig> {
-    rt.served_domain(&domain.to_ascii_lowercase())?
+fn policy_needing_verification<'a>(cfg: &'a ConfigSnapshot, domain: &str) -> Option<&'a RoutingPolicyConfig> {
+    cfg.served_domain(&domain.to_ascii_lowercase())?
         .config
         .routing
         .as_ref()

@@ -41,7 +41,7 @@ impl Session {
     }
 
     pub(super) fn handle_bdat(&mut self, chunk_size: usize, is_last: bool) -> Flow {
-        let max = self.rt.config.limits.max_message_size;
+        let max = self.cfg.limits.max_message_size;
         let chunk = chunk_size as u64;
         // A chunk larger than any message we take: reading it all just to drop it would hold
         // the connection for as long as the client likes. Refuse it and close.
@@ -74,7 +74,7 @@ impl Session {
     /// A BDAT chunk that is larger than the size limit by itself (or past 64 bits).
     pub(super) fn refuse_oversized_chunk(&mut self) -> Flow {
         if self.tx.take().is_some() {
-            self.gateway.metrics.message("rejected", "too_large");
+            self.ctx.metrics.message("rejected", "too_large");
         }
         tracing::info!(client = %self.client, "BDAT chunk larger than the message size limit; closing");
         self.push(&reply::MESSAGE_TOO_BIG);
@@ -95,7 +95,7 @@ impl Session {
     pub(super) fn discarded_message(&mut self, reply: Reply) -> Flow {
         if let Some(tx) = self.tx.take() {
             let reason = if reply == reply::MESSAGE_TOO_BIG { "too_large" } else { "bad_sequence" };
-            self.gateway.metrics.message("rejected", reason);
+            self.ctx.metrics.message("rejected", reason);
             tracing::info!(client = %self.client, from = %tx.sender, decision = "rejected", reason, "message refused");
         }
         self.push_error(&reply)
@@ -103,8 +103,8 @@ impl Session {
 
     pub(super) async fn end_of_message(&mut self) -> Flow {
         let Some(tx) = self.tx.take() else { return Flow::Continue };
-        if tx.body.len() as u64 > self.rt.config.limits.max_message_size {
-            self.gateway.metrics.message("rejected", "too_large");
+        if tx.body.len() as u64 > self.cfg.limits.max_message_size {
+            self.ctx.metrics.message("rejected", "too_large");
             return self.push_error(&reply::MESSAGE_TOO_BIG);
         }
         self.messages += 1;
@@ -126,13 +126,13 @@ impl Session {
         // Mail relayed in by an inbound gateway: the client that matters for the checks is
         // the one the gateway received it from, named in the gateway's Received header.
         let original_client = self
-            .rt
+            .cfg
             .is_inbound_gateway(self.client_ip())
             .then(|| received::original_client_ip(&tx.body))
             .flatten();
 
         let Some(checked) = self.check_content(&tx, original_client, &content).await else {
-            self.gateway.metrics.message("tempfailed", "check_timeout");
+            self.ctx.metrics.message("tempfailed", "check_timeout");
             tracing::warn!(queue_id = %id, client = %self.client, from = %tx.sender, decision = "tempfail", "content checks ran out of time; told the client to retry");
             return self.push_error(&reply::CHECKS_TIMED_OUT);
         };
@@ -140,7 +140,7 @@ impl Session {
         if let Some(reply) = reply::spam_refusal(verdict) {
             let (outcome, decision) =
                 if reply.code >= 500 { ("rejected", "rejected") } else { ("tempfailed", "tempfail") };
-            self.gateway.metrics.message(outcome, "spam");
+            self.ctx.metrics.message(outcome, "spam");
             tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, decision, reasons = %verdict.reasons_text(), "message refused by spam checks");
             return self.push_error(&reply);
         }
@@ -162,19 +162,19 @@ impl Session {
             eight_bit: tx.eight_bit,
             body,
         };
-        let lifetime = ms(self.rt.config.delivery.lifetime.get());
+        let lifetime = ms(self.cfg.delivery.lifetime.get());
         let new = NewMessage::new(message, routing::plan(&tx.targets), lifetime);
         let job_count = new.jobs.len();
         let original_client = original_client.map(|ip| ip.to_string());
         let spam = verdict.action == Action::MarkSpam;
         let reasons = verdict.reasons_text();
-        let metrics = &self.gateway.metrics;
-        match self.gateway.store.enqueue(new).await {
+        let metrics = &self.ctx.metrics;
+        match self.ctx.store.enqueue(new).await {
             Ok(()) => {
                 metrics.accept_latency.observe(started.elapsed().as_secs_f64());
                 metrics.message("queued", "accepted");
                 self.junk = 0;
-                self.gateway.queue_wakeup.notify_one();
+                self.ctx.queue_wakeup.notify_one();
                 tracing::info!(
                     queue_id = %id,
                     client = %self.client,
@@ -221,15 +221,15 @@ impl Session {
             ip: original_client.unwrap_or_else(|| self.client_ip()),
             helo: self.helo.as_ref().map_or("", |h| h.name.as_str()),
             sender: &tx.sender,
-            hostname: &self.rt.config.hostname,
+            hostname: &self.cfg.hostname,
         };
         let external =
-            crate::address::domain_of(&tx.sender).is_none_or(|d| self.rt.served_domain(&d).is_none());
+            crate::address::domain_of(&tx.sender).is_none_or(|d| self.cfg.served_domain(&d).is_none());
         let envelope = choice.and_then(|c| c.envelope.as_ref());
         let checks =
-            self.gateway.spam.check_content(policy.map(|p| &p.config), envelope, &client, external, content);
-        let budget = self.rt.config.limits.content_check_timeout.get();
-        let metrics = &self.gateway.metrics;
+            self.ctx.spam.check_content(policy.map(|p| &p.config), envelope, &client, external, content);
+        let budget = self.cfg.limits.content_check_timeout.get();
+        let metrics = &self.ctx.metrics;
         let Ok(judged) = tokio::time::timeout(budget, checks).await else {
             metrics.check_timeouts.get_or_create(&StageLabel { stage: "content" }).inc();
             return None;
@@ -261,16 +261,16 @@ impl Session {
             flags: TransportFlags { smtputf8: tx.smtputf8, eight_bit: tx.eight_bit },
             body,
         };
-        match quarantine::hold(&*self.gateway.store, held).await {
+        match quarantine::hold(&*self.ctx.store, held).await {
             Ok(()) => {
-                self.gateway.metrics.message("quarantined", "spam");
+                self.ctx.metrics.message("quarantined", "spam");
                 self.junk = 0;
                 tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, rcpts = tx.recipients.len(), decision = "quarantined", reasons = %verdict.reasons_text(), "message quarantined");
                 self.push(&Reply::new(250, format!("2.0.0 Ok: queued as {id}")));
                 Flow::Continue
             }
             Err(e) => {
-                self.gateway.metrics.message("tempfailed", "storage");
+                self.ctx.metrics.message("tempfailed", "storage");
                 tracing::error!(queue_id = %id, error = %e, decision = "tempfail", "quarantine write failed; told the client to retry");
                 self.push_error(&reply::STORAGE_FAILURE)
             }

@@ -17,7 +17,7 @@ impl Session {
             return Flow::Continue;
         }
         let mut lines = vec![self.hostname().to_string(), "PIPELINING".into()];
-        lines.push(format!("SIZE {}", self.rt.config.limits.max_message_size));
+        lines.push(format!("SIZE {}", self.cfg.limits.max_message_size));
         if self.tls_offered && self.tls.is_none() {
             lines.push("STARTTLS".into());
         }

@@ -15,7 +15,7 @@ impl Session {
         if self.tx.is_some() {
             return self.push_error(&reply::BAD_SEQUENCE_NESTED_MAIL);
         }
-        let limits = &self.rt.config.limits;
+        let limits = &self.cfg.limits;
         if self.messages >= limits.max_messages_per_session {
             self.push(&Reply::fixed(421, "4.7.0 Too many messages in one session, closing connection"));
             return Flow::Close;

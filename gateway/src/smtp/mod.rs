@@ -19,7 +19,7 @@ pub mod received;
 pub mod reply;
 pub mod session;
 
-use crate::context::Gateway;
+use crate::context::Context;
 use crate::metrics::{ListenerLabel, ReasonLabel};
 use crate::policy::connections::Refusal;
 use crate::tls::TlsInfo;
@@ -29,7 +29,7 @@ use session::{Flow, Session};
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keeps the active-session gauge right however a session ends.
-struct ActiveGuard<'a>(&'a Gateway);
+struct ActiveGuard<'a>(&'a Context);
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
@@ -38,13 +38,13 @@ impl Drop for ActiveGuard<'_> {
 }
 
 pub async fn handle_connection(
-    gw: Arc<Gateway>,
+    ctx: Arc<Context>,
     listener: Listener,
     mut stream: TcpStream,
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
-    let refused = |reason| gw.metrics.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
+    let refused = |reason| ctx.metrics.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
     let client = if listener.proxy_protocol {
         match proxy::read_header(&mut stream, PROXY_HEADER_TIMEOUT).await {
             Ok(addr) => addr.unwrap_or(peer),
@@ -58,10 +58,10 @@ pub async fn handle_connection(
         peer
     };
 
-    let rt = gw.runtime();
-    let limits = &rt.config.limits;
-    let ip = crate::runtime::canonical_ip(client.ip());
-    let _slot = match gw.connections.try_acquire(ip, rt.is_trusted(ip), limits) {
+    let cfg = ctx.config();
+    let limits = &cfg.limits;
+    let ip = crate::config::canonical_ip(client.ip());
+    let _slot = match ctx.connections.try_acquire(ip, cfg.is_trusted(ip), limits) {
         Ok(slot) => slot,
         Err(why) => {
             let (reason, text) = match why {
@@ -75,18 +75,18 @@ pub async fn handle_connection(
             return;
         }
     };
-    gw.metrics.connections.get_or_create(&ListenerLabel { listener: listener.name.clone() }).inc();
-    gw.metrics.connections_active.inc();
-    let _active = ActiveGuard(&gw);
+    ctx.metrics.connections.get_or_create(&ListenerLabel { listener: listener.name.clone() }).inc();
+    ctx.metrics.connections_active.inc();
+    let _active = ActiveGuard(&ctx);
 
-    let acceptor = gw.tls.get(&listener.name);
-    let mut session = Session::new(gw.clone(), &listener.name, client, acceptor.is_some());
+    let acceptor = ctx.tls.get(&listener.name);
+    let mut session = Session::new(ctx.clone(), &listener.name, client, acceptor.is_some());
     tracing::debug!(%client, listener = %listener.name, "session started");
     session.greeting();
     match session.serve(&mut stream).await {
         Ok(Flow::StartTls) => {
             let Some(acceptor) = acceptor else { return };
-            let timeout = rt.config.limits.command_timeout.get();
+            let timeout = cfg.limits.command_timeout.get();
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(mut tls)) => {
                     session.tls_started(TlsInfo::of(tls.get_ref().1));

@@ -16,7 +16,7 @@ impl Session {
         let Some(tx) = &self.tx else {
             return self.push_error(&reply::BAD_SEQUENCE_MAIL);
         };
-        if tx.recipients.len() >= self.rt.config.limits.max_recipients as usize {
+        if tx.recipients.len() >= self.cfg.limits.max_recipients as usize {
             self.refused("too_many");
             return self.push_error(&Reply::fixed(452, "4.5.3 Too many recipients"));
         }
@@ -27,7 +27,7 @@ impl Session {
         // `<postmaster>` (smtp-proto hands it over as an empty address) must be accepted.
         let bare_postmaster = to.address.is_empty() && address::is_bare_postmaster(&path);
         if bare_postmaster {
-            match self.rt.postmaster() {
+            match self.cfg.postmaster() {
                 Some(postmaster) => to.address = postmaster,
                 None => return self.push_error(&Reply::fixed(550, "5.1.1 No postmaster at this gateway")),
             }
@@ -47,7 +47,7 @@ impl Session {
         // The configured postmaster may live elsewhere; a client may always write to it.
         if !bare_postmaster
             && let Err(relay::RelayDenied) =
-                relay::check_recipient_domain(&self.rt, self.client_ip(), &domain)
+                relay::check_recipient_domain(&self.cfg, self.client_ip(), &domain)
         {
             self.refused("relay_denied");
             tracing::info!(client = %self.client, rcpt = %to.address, "relay access denied");
@@ -60,9 +60,9 @@ impl Session {
         if let Err(reply) = self.spam_envelope(&domain).await {
             return self.push_error(&reply);
         }
-        let gw = &self.gateway;
-        let directory = ProbingDirectory { probes: &gw.probes, outbound: &gw.outbound, rt: &self.rt };
-        let router = Router { rt: &self.rt, directory: &directory, policies: &*self.gateway.verifications };
+        let ctx = &self.ctx;
+        let directory = ProbingDirectory { probes: &ctx.probes, outbound: &ctx.outbound, cfg: &self.cfg };
+        let router = Router { cfg: &self.cfg, directory: &directory, policies: &*self.ctx.verifications };
         match router.resolve(&to.address).await {
             Decision::Deliver(targets) => {
                 let Some(tx) = &mut self.tx else { return Flow::Continue };
@@ -90,10 +90,10 @@ impl Session {
     /// One spam policy per transaction; its envelope checks run at the first RCPT that names it,
     /// and a Reject or TempFail from them is the answer to every RCPT under that policy.
     async fn spam_envelope(&mut self, domain: &str) -> Result<(), Reply> {
-        let policy = self.rt.served_domain(domain).and_then(|d| d.spam_policy.clone());
+        let policy = self.cfg.served_domain(domain).and_then(|d| d.spam_policy.clone());
         let Some(tx) = &self.tx else { return Ok(()) };
         let name =
-            |p: &Option<std::sync::Arc<crate::runtime::NamedSpamPolicy>>| p.as_ref().map(|p| p.name.clone());
+            |p: &Option<std::sync::Arc<crate::config::NamedSpamPolicy>>| p.as_ref().map(|p| p.name.clone());
         match &tx.spam {
             Some(choice) if name(&choice.policy) != name(&policy) => {
                 self.refused("spam_policy_mix");
@@ -105,17 +105,17 @@ impl Session {
             Some(_) => {}
             None => {
                 let mut timed_out = false;
-                let envelope = match (&policy, self.rt.is_inbound_gateway(self.client_ip())) {
+                let envelope = match (&policy, self.cfg.is_inbound_gateway(self.client_ip())) {
                     (Some(p), false) => {
                         let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
                         let client = crate::spam::Client {
                             ip: self.client_ip(),
                             helo,
                             sender: &tx.sender,
-                            hostname: &self.rt.config.hostname,
+                            hostname: &self.cfg.hostname,
                         };
-                        let budget = self.rt.config.limits.envelope_check_timeout.get();
-                        let checks = self.gateway.spam.check_envelope(&p.config, &client);
+                        let budget = self.cfg.limits.envelope_check_timeout.get();
+                        let checks = self.ctx.spam.check_envelope(&p.config, &client);
                         match tokio::time::timeout(budget, checks).await {
                             Ok(result) => Some(result),
                             Err(_) => {
@@ -129,11 +129,7 @@ impl Session {
                 let Some(tx) = &mut self.tx else { return Ok(()) };
                 tx.spam = Some(super::session::SpamChoice { policy, envelope, timed_out });
                 if timed_out {
-                    self.gateway
-                        .metrics
-                        .check_timeouts
-                        .get_or_create(&StageLabel { stage: "envelope" })
-                        .inc();
+                    self.ctx.metrics.check_timeouts.get_or_create(&StageLabel { stage: "envelope" }).inc();
                     tracing::warn!(client = %self.client, domain, "envelope checks ran out of time; told the client to retry");
                 }
             }
@@ -158,6 +154,6 @@ impl Session {
     }
 
     fn refused(&self, reason: &'static str) {
-        self.gateway.metrics.recipients_refused.get_or_create(&ReasonLabel { reason }).inc();
+        self.ctx.metrics.recipients_refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 }

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::framing::{DataReader, Discard, Framed, LineReader};
 use super::reply::{self, Reply};
-use crate::context::Gateway;
-use crate::runtime::{NamedSpamPolicy, Runtime};
+use crate::config::{ConfigSnapshot, NamedSpamPolicy};
+use crate::context::Context;
 use crate::tls::TlsInfo;
 
 /// Where the session is in the byte stream.
@@ -71,9 +71,9 @@ pub(super) struct SpamChoice {
 }
 
 pub struct Session {
-    pub(super) gateway: Arc<Gateway>,
+    pub(super) ctx: Arc<Context>,
     /// The config this session started with (hot reload does not change a live session).
-    pub(super) rt: Arc<Runtime>,
+    pub(super) cfg: Arc<ConfigSnapshot>,
     pub(super) listener: String,
     pub(super) client: SocketAddr,
     pub(super) tls: Option<TlsInfo>,
@@ -95,11 +95,11 @@ pub(super) struct Helo {
 }
 
 impl Session {
-    pub fn new(gateway: Arc<Gateway>, listener: &str, client: SocketAddr, tls_offered: bool) -> Self {
-        let rt = gateway.runtime();
+    pub fn new(ctx: Arc<Context>, listener: &str, client: SocketAddr, tls_offered: bool) -> Self {
+        let cfg = ctx.config();
         Self {
-            gateway,
-            rt,
+            ctx,
+            cfg,
             listener: listener.to_string(),
             client,
             tls: None,
@@ -116,11 +116,11 @@ impl Session {
     }
 
     pub fn client_ip(&self) -> IpAddr {
-        crate::runtime::canonical_ip(self.client.ip())
+        crate::config::canonical_ip(self.client.ip())
     }
 
     pub fn hostname(&self) -> &str {
-        &self.rt.config.hostname
+        &self.cfg.hostname
     }
 
     /// After a TLS handshake: the session starts over (RFC 3207 4.2), remembering the TLS.
@@ -141,7 +141,7 @@ impl Session {
     pub(super) fn push_error(&mut self, reply: &Reply) -> Flow {
         self.push(reply);
         self.errors += 1;
-        if self.errors >= self.rt.config.limits.max_errors {
+        if self.errors >= self.cfg.limits.max_errors {
             self.push(&reply::TOO_MANY_ERRORS);
             tracing::info!(client = %self.client, errors = self.errors, "too many errors, disconnecting");
             return Flow::Close;
@@ -165,7 +165,7 @@ impl Session {
     ) -> std::io::Result<Flow> {
         let mut buf = vec![0u8; 16 * 1024];
         let mut first_read = self.tls.is_none();
-        let limits = &self.rt.config.limits;
+        let limits = &self.cfg.limits;
         let (command_timeout, data_timeout) = (limits.command_timeout.get(), limits.data_timeout.get());
         let mut line_deadline = Instant::now() + command_timeout;
         loop {
@@ -231,7 +231,7 @@ impl Session {
             if rest.is_empty() && needs_input {
                 return Flow::Continue;
             }
-            let max_size = self.rt.config.limits.max_message_size;
+            let max_size = self.cfg.limits.max_message_size;
             let flow = match &mut self.state {
                 State::Command => {
                     let (used, framed) = self.lines.next(rest);
@@ -310,7 +310,7 @@ impl Session {
     /// RSET or NOOP holds a connection slot for nothing).
     fn junk_command(&mut self, reply: &Reply) -> Flow {
         self.junk += 1;
-        if self.junk > self.rt.config.limits.max_junk_commands {
+        if self.junk > self.cfg.limits.max_junk_commands {
             self.push(&reply::TOO_MANY_JUNK_COMMANDS);
             tracing::info!(client = %self.client, commands = self.junk, "too many commands without mail, disconnecting");
             return Flow::Close;

@@ -352,7 +352,7 @@ async fn dnsbl(policy: &SpamPolicyConfig, dns: &Dns, ip: IpAddr, sender_domain: 
 
 /// 192.0.2.1 -> "1.2.0.192"; IPv6 as reversed nibbles (RFC 5782).
 pub fn reverse_ip(ip: IpAddr) -> String {
-    match crate::runtime::canonical_ip(ip) {
+    match crate::config::canonical_ip(ip) {
         IpAddr::V4(v4) => {
             let o = v4.octets();
             format!("{}.{}.{}.{}", o[3], o[2], o[1], o[0])

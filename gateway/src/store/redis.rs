@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use postern_api::RedisStore as RedisConfig;
+use postern_api::RedisStoreConfig;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script, Value};
@@ -204,7 +204,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 
 impl RedisStore {
     /// Connects (the first connection must succeed; later outages are retried forever).
-    pub async fn connect(config: &RedisConfig) -> StoreResult<Self> {
+    pub async fn connect(config: &RedisStoreConfig) -> StoreResult<Self> {
         let password = match &config.password_file {
             Some(p) => Some(
                 std::fs::read_to_string(p).map(|s| s.trim_end_matches(['\r', '\n']).to_string()).map_err(
@@ -630,8 +630,8 @@ pub mod test_server {
 mod tests {
     use super::*;
 
-    fn config(url: String) -> RedisConfig {
-        postern_api::RedisStore {
+    fn config(url: String) -> RedisStoreConfig {
+        postern_api::RedisStoreConfig {
             url,
             urls: vec![],
             cluster: false,

@@ -1,4 +1,4 @@
-//! `Runtime`: a loaded `GatewayConfig` plus the indexes built from it once, so the per-command
+//! `ConfigSnapshot`: a loaded `GatewayConfig` plus the indexes built from it once, so the per-command
 //! hot path does hash lookups instead of walking lists. Swapped whole on hot reload; a session
 //! keeps the snapshot it started with.
 
@@ -69,7 +69,9 @@ impl ServedDomain {
     }
 }
 
-pub struct Runtime {
+/// Reads as the `GatewayConfig` it holds (`cfg.limits`, `cfg.hostname`), with the indexes for
+/// lookups beside it.
+pub struct ConfigSnapshot {
     pub config: GatewayConfig,
     /// Served domains by lower-case name.
     domains: HashMap<String, ServedDomain>,
@@ -77,7 +79,7 @@ pub struct Runtime {
     inbound_gateways: Vec<IpNet>,
 }
 
-impl Runtime {
+impl ConfigSnapshot {
     pub fn new(config: GatewayConfig) -> Self {
         let policies: HashMap<String, Arc<NamedSpamPolicy>> = config
             .spam_policies
@@ -121,6 +123,14 @@ impl Runtime {
     pub fn is_inbound_gateway(&self, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);
         self.inbound_gateways.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl std::ops::Deref for ConfigSnapshot {
+    type Target = GatewayConfig;
+
+    fn deref(&self) -> &GatewayConfig {
+        &self.config
     }
 }
 

@@ -1,4 +1,9 @@
-//! Reading the config file. The types and checks live in `postern-api`.
+//! The gateway's config: reading the file (the types and checks live in `postern-api`) and
+//! the loaded snapshot with its indexes (`snapshot.rs`).
+
+mod snapshot;
+
+pub use snapshot::{ConfigSnapshot, NamedSpamPolicy, ServedDomain, canonical_ip};
 
 use std::path::Path;
 
