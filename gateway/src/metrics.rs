@@ -72,6 +72,8 @@ pub struct Metrics {
     pub delivery_latency: HistogramFamily<ResultLabel>,
     pub queue_time: Histogram,
     pub dsns: Counter,
+    /// Quarantine digest windows claimed by this pod (with or without held mail in them).
+    pub digest_windows: Counter,
     pub config_reloads: Family<ResultLabel, Counter>,
     pub auth_results: Family<AuthLabels, Counter>,
     pub spam_verdicts: Family<ActionLabel, Counter>,
@@ -96,6 +98,7 @@ impl Metrics {
             delivery_latency: Family::new_with_constructor(latency_histogram),
             queue_time: delivery_histogram(),
             dsns: Counter::default(),
+            digest_windows: Counter::default(),
             config_reloads: Family::default(),
             auth_results: Family::default(),
             spam_verdicts: Family::default(),
@@ -149,6 +152,11 @@ impl Metrics {
             m.queue_time.clone(),
         );
         registry.register("dsns", "Delivery status notifications (bounces) generated", m.dsns.clone());
+        registry.register(
+            "digest_windows",
+            "Quarantine digest windows claimed by this pod, whether or not mail was held in them",
+            m.digest_windows.clone(),
+        );
         registry.register(
             "config_reloads",
             "Config reloads by result (ok, invalid)",

@@ -236,6 +236,18 @@ impl GatewayProcess {
         http(self.admin, method, path)
     }
 
+    /// Waits until the queue holds no job: every accepted message was delivered or bounced
+    /// (a DSN is queued in the same step that settles its job). From then on nothing more
+    /// reaches a next hop unless something new is accepted: the deterministic end of a test
+    /// that checks that nothing more arrives.
+    pub fn wait_idle(&self) {
+        let client = admin_client(self.admin);
+        crate::wait_for("an empty queue", Duration::from_secs(30), || {
+            let stats = crate::admin::block_on(client.queue()).ok()?;
+            (stats.jobs == 0).then_some(())
+        });
+    }
+
     /// The admin address, for the CLI's `--admin`.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin

@@ -73,7 +73,7 @@ fn served_domain_goes_to_its_hosts_and_relayed_mail_to_the_mx() {
         );
         assert!(text.contains("Subject: two hops\r\n"));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    gw.wait_idle();
     assert_eq!(primary.received().len(), 1, "exactly one copy");
     assert_eq!(remote.received().len(), 1, "exactly one copy");
     let delivered = gw.logs_matching("delivered");
@@ -166,7 +166,7 @@ fn null_mx_bounces_and_null_sender_never_gets_a_dsn() {
     let dropped = gw.wait_log("failed permanently; no DSN sent", WAIT);
     assert_eq!(dropped["rcpt"], "y@nomail.test");
     assert_eq!(dropped["reason"], "the sender is the null sender");
-    std::thread::sleep(Duration::from_millis(300));
+    gw.wait_idle();
     assert_eq!(sender_mx.received().len(), 1, "no DSN for the null sender");
 }
 

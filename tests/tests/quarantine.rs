@@ -161,7 +161,7 @@ fn search_show_release_and_delete() {
     assert_eq!(gw.admin("DELETE", &format!("/api/v1/quarantine/{other}")).0, 404);
     assert!(search(&gw, "").is_empty());
     assert_eq!(gw.wait_log("quarantined message deleted", WAIT)["deleted_by"], "ops");
-    std::thread::sleep(Duration::from_millis(300));
+    gw.wait_idle();
     assert_eq!(sink.received().len(), 1, "the deleted message was never delivered");
 }
 
@@ -221,8 +221,13 @@ fn digests_reach_recipients_moderators_and_the_admin() {
     let admin = digest_for("admin@served.test").text();
     assert!(admin.contains("group-without-moderator") && !admin.contains("Rechnung"), "{admin}");
 
-    // The window moved on: no second digest for the same entries.
-    std::thread::sleep(Duration::from_secs(3));
+    // The window moved on: no second digest for the same entries. Once a later window was
+    // claimed and the queue is empty, nothing more can come.
+    let windows = gw.metric("postern_digest_windows_total").unwrap_or(0.0);
+    postern_tests::wait_for("a later digest window", WAIT, || {
+        (gw.metric("postern_digest_windows_total").unwrap_or(0.0) > windows).then_some(())
+    });
+    gw.wait_idle();
     assert_eq!(sink.received().len(), 3);
 }
 

@@ -196,6 +196,6 @@ fn quarantined_through_one_gateway_released_through_another() {
     assert_eq!(a.admin("POST", &format!("/api/v1/quarantine/{id}/release?by=ops")).0, 404, "released once");
     let got = sink.wait_for(1, WAIT);
     assert!(got[0].text().contains("Subject: held-in-a"));
-    std::thread::sleep(Duration::from_millis(500));
+    b.wait_idle();
     assert_eq!(sink.received().len(), 1);
 }

@@ -16,8 +16,6 @@ use postern_tests::sink::{Behavior, Envelope, Sink};
 use postern_tests::tls::{self, TestCa};
 
 const WAIT: Duration = Duration::from_secs(20);
-/// After the expected mail arrived, how long we keep watching for mail that should not come.
-const SETTLE: Duration = Duration::from_millis(400);
 
 struct World {
     dns: DnsServer,
@@ -87,17 +85,14 @@ fn send(gw: &GatewayProcess, from: &str, rcpts: &[&str], subject: &str) -> (Vec<
     (codes, fin)
 }
 
-/// What a receiver got: each envelope's recipients, sorted, after the expected count arrived
-/// and nothing more came.
-fn rcpts_at(sink: &Sink, expected_envelopes: usize) -> Vec<Vec<String>> {
-    let got: Vec<Envelope> = if expected_envelopes == 0 {
-        std::thread::sleep(SETTLE);
-        sink.received()
-    } else {
+/// What a receiver got: each envelope's recipients, sorted, once the expected count arrived
+/// and the gateway's queue is empty (so nothing more can come).
+fn rcpts_at(gw: &GatewayProcess, sink: &Sink, expected_envelopes: usize) -> Vec<Vec<String>> {
+    if expected_envelopes > 0 {
         sink.wait_for(expected_envelopes, WAIT);
-        std::thread::sleep(SETTLE);
-        sink.received()
-    };
+    }
+    gw.wait_idle();
+    let got: Vec<Envelope> = sink.received();
     let mut out: Vec<Vec<String>> = got
         .into_iter()
         .map(|e| {
@@ -151,8 +146,12 @@ fn each_mode_routes_known_unknown_and_group_recipients() {
         );
         assert_eq!(got_codes, codes, "{mode}: RCPT replies");
         assert_eq!(fin, 250, "{mode}");
-        assert_eq!(rcpts_at(&world.primary, at_primary.len()), at_primary, "{mode}: primary");
-        assert_eq!(rcpts_at(&world.destination, at_destination.len()), at_destination, "{mode}: destination");
+        assert_eq!(rcpts_at(&gw, &world.primary, at_primary.len()), at_primary, "{mode}: primary");
+        assert_eq!(
+            rcpts_at(&gw, &world.destination, at_destination.len()),
+            at_destination,
+            "{mode}: destination"
+        );
         assert!(world.sender.received().is_empty(), "{mode}: no bounce");
     }
 }
@@ -163,7 +162,7 @@ fn no_policy_is_direct_and_aliases_are_known() {
     let gw = world.gateway("", "");
     let (codes, fin) = send(&gw, "s@sender.test", &["al@served.test", "nobody@served.test"], "direct");
     assert_eq!((codes, fin), (vec![250, 550], 250));
-    assert_eq!(rcpts_at(&world.primary, 1), vec![v(&["al@served.test"])]);
+    assert_eq!(rcpts_at(&gw, &world.primary, 1), vec![v(&["al@served.test"])]);
     assert_eq!(world.destination.received().len(), 0);
 }
 
@@ -201,7 +200,7 @@ fn bounce_on_failure_off_drops_with_a_log_line_and_a_metric() {
     assert_eq!(dropped["rcpt"], "zed@served.test");
     assert_eq!(dropped["reason"], "bouncing is off for this route");
     assert_eq!(gw.metric("postern_delivery_recipients_total{result=\"dropped\"}"), Some(1.0));
-    assert_eq!(rcpts_at(&world.sender, 0), Vec::<Vec<String>>::new(), "no DSN");
+    assert_eq!(rcpts_at(&gw, &world.sender, 0), Vec::<Vec<String>>::new(), "no DSN");
 }
 
 #[test]
@@ -272,10 +271,10 @@ fn group_members_are_routed_one_by_one_when_expansion_is_on() {
     )));
     assert_eq!(send(&gw, "s@sender.test", &["team@served.test"], "group"), (vec![250], 250));
     // Dual: each local member to the primary and the destination; the outside member relayed.
-    assert_eq!(rcpts_at(&world.primary, 1), vec![v(&["alice@served.test", "bob@served.test"])]);
-    assert_eq!(rcpts_at(&world.destination, 1), vec![v(&["alice@served.test", "bob@served.test"])]);
+    assert_eq!(rcpts_at(&gw, &world.primary, 1), vec![v(&["alice@served.test", "bob@served.test"])]);
+    assert_eq!(rcpts_at(&gw, &world.destination, 1), vec![v(&["alice@served.test", "bob@served.test"])]);
     assert_eq!(
-        rcpts_at(&world.sender, 1),
+        rcpts_at(&gw, &world.sender, 1),
         vec![v(&["carol@other.test"])],
         "mx.other.test is the 'sender' sink"
     );
@@ -320,11 +319,11 @@ fn one_transaction_across_domains_and_modes_makes_the_right_jobs() {
     let (codes, fin) = send(&gw, "s@sender.test", &rcpts, "mixed");
     assert_eq!((codes, fin), (vec![250, 250, 250, 550, 250], 250));
     // primary: ann and dan share one next hop and one bounce setting: one envelope.
-    assert_eq!(rcpts_at(&world.primary, 1), vec![v(&["ann@split.test", "dan@dual.test"])]);
+    assert_eq!(rcpts_at(&gw, &world.primary, 1), vec![v(&["ann@split.test", "dan@dual.test"])]);
     // destination: new@split.test (bounce on) and dan@dual.test (bounce off) are two jobs.
-    assert_eq!(rcpts_at(&world.destination, 2), vec![v(&["dan@dual.test"]), v(&["new@split.test"])]);
+    assert_eq!(rcpts_at(&gw, &world.destination, 2), vec![v(&["dan@dual.test"]), v(&["new@split.test"])]);
     // x@other.test relayed to its MX (the "sender" sink plays mx.other.test).
-    assert_eq!(rcpts_at(&world.sender, 1), vec![v(&["x@other.test"])]);
+    assert_eq!(rcpts_at(&gw, &world.sender, 1), vec![v(&["x@other.test"])]);
 }
 
 #[test]
@@ -340,7 +339,7 @@ fn mail_from_an_inbound_gateway_names_the_original_client() {
     assert_eq!(c.send_message("s@sender.test", &["alice@served.test"], &relayed).code, 250);
     let accepted = gw.wait_log("message accepted", WAIT);
     assert_eq!(accepted["original_client"], "198.51.100.23");
-    assert_eq!(rcpts_at(&world.primary, 1), vec![v(&["alice@served.test"])]);
+    assert_eq!(rcpts_at(&gw, &world.primary, 1), vec![v(&["alice@served.test"])]);
 }
 
 #[test]

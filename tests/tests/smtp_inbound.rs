@@ -182,7 +182,7 @@ fn bare_lf_in_data_is_normalised_to_crlf() {
     let got = sink.wait_for(1, WAIT);
     let text = got[0].text();
     assert!(text.ends_with("Subject: lf\r\nline one\r\n.\r\nMAIL FROM:<smuggled@x.test>\r\n"), "{text:?}");
-    std::thread::sleep(Duration::from_millis(200));
+    gw.wait_idle();
     assert_eq!(sink.received().len(), 1, "nothing smuggled");
 }
 
@@ -212,7 +212,7 @@ fn idle_clients_and_endless_data_time_out_with_421() {
     endless.send_raw(b"Subject: never ends\r\n\r\nand no dot follows\r\n");
     assert!(endless.read_reply().starts("421 4.4.2"));
     assert!(endless.try_read_reply().is_none());
-    std::thread::sleep(Duration::from_millis(200));
+    gw.wait_idle();
     assert!(sink.received().is_empty(), "an unfinished message is never relayed");
 }
 

@@ -91,7 +91,7 @@ fn softfail_quarantines_and_the_message_is_held() {
     assert!(logged["reasons"].as_str().unwrap().contains("spf=softfail"), "{logged}");
     let (_, stats) = gw.admin_get("/api/v1/queue");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&stats).unwrap()["quarantined"], 1);
-    std::thread::sleep(Duration::from_millis(300));
+    gw.wait_idle();
     assert!(sink.received().is_empty(), "held, not delivered");
 }
 

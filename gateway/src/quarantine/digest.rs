@@ -48,6 +48,7 @@ pub async fn run_due(ctx: &Context) -> StoreResult<usize> {
         if !ctx.store.state_swap(&key, current, until.to_string().into_bytes()).await? {
             continue; // another pod took this window
         }
+        ctx.metrics.digest_windows.inc();
         let entries: Vec<QuarantineEntry> = ctx
             .store
             .quarantine_list()

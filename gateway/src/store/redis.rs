@@ -526,109 +526,9 @@ impl Store for RedisStore {
 }
 
 #[cfg(test)]
-pub mod test_server {
-    //! A real redis-server for the unit tests, on a free loopback port, in a temp dir.
-
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    pub struct RedisServer {
-        pub port: u16,
-        child: Child,
-        _dir: tempfile::TempDir,
-    }
-
-    /// Starts one redis-server (AOF on, no RDB) with `extra` arguments; waits until it listens.
-    fn spawn_node(extra: &[&str]) -> (u16, Child, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-            .args(extra)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/install-test-deps.sh)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (port, child, dir)
-    }
-
-    impl RedisServer {
-        pub fn start() -> Self {
-            let (port, child, dir) = spawn_node(&[]);
-            Self { port, child, _dir: dir }
-        }
-
-        pub fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/", self.port)
-        }
-    }
-
-    /// A 3-master Redis Cluster on loopback (no replicas), created with `redis-cli --cluster`.
-    pub struct RedisCluster {
-        pub nodes: Vec<(u16, Child, tempfile::TempDir)>,
-    }
-
-    impl RedisCluster {
-        pub fn start() -> Self {
-            let mut nodes = Vec::new();
-            for _ in 0..3 {
-                nodes.push(spawn_node(&["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]));
-            }
-            let addrs: Vec<String> = nodes.iter().map(|(p, _, _)| format!("127.0.0.1:{p}")).collect();
-            let out = Command::new("redis-cli")
-                .args(["--cluster", "create"])
-                .args(&addrs)
-                .args(["--cluster-replicas", "0", "--cluster-yes"])
-                .output()
-                .expect("redis-cli is installed");
-            assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
-            let me = Self { nodes };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !me.nodes.iter().all(|(p, _, _)| cluster_ok(*p)) {
-                assert!(Instant::now() < deadline, "cluster did not become ok");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            me
-        }
-
-        pub fn urls(&self) -> Vec<String> {
-            self.nodes.iter().map(|(p, _, _)| format!("redis://127.0.0.1:{p}/")).collect()
-        }
-    }
-
-    fn cluster_ok(port: u16) -> bool {
-        Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "cluster", "info"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
-    }
-
-    impl Drop for RedisCluster {
-        fn drop(&mut self) {
-            for (_, child, _) in &mut self.nodes {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
+    use postern_test_support::redis::{RedisCluster, RedisServer};
 
     fn config(url: String) -> RedisStoreConfig {
         postern_api::RedisStoreConfig {
@@ -646,7 +546,7 @@ mod tests {
     #[tokio::test]
     async fn redis_store_passes_the_conformance_suite() {
         crate::tls::install_default_provider();
-        let server = test_server::RedisServer::start();
+        let server = RedisServer::start_with("everysec");
         let store = RedisStore::connect(&config(server.url())).await.unwrap();
         crate::store::conformance::run_all(&store).await;
     }
@@ -654,7 +554,7 @@ mod tests {
     #[tokio::test]
     async fn redis_cluster_passes_the_conformance_suite() {
         crate::tls::install_default_provider();
-        let cluster = test_server::RedisCluster::start();
+        let cluster = RedisCluster::start();
         let urls = cluster.urls();
         let mut c = config(urls[0].clone());
         c.urls = urls[1..].to_vec();
@@ -666,7 +566,7 @@ mod tests {
     #[tokio::test]
     async fn two_gateways_see_one_quarantine_and_one_queue() {
         crate::tls::install_default_provider();
-        let server = test_server::RedisServer::start();
+        let server = RedisServer::start_with("everysec");
         let a = RedisStore::connect(&config(server.url())).await.unwrap();
         let b = RedisStore::connect(&config(server.url())).await.unwrap();
         let entry = QuarantineEntry {
@@ -699,7 +599,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_replica_makes_the_write_fail() {
         crate::tls::install_default_provider();
-        let server = test_server::RedisServer::start();
+        let server = RedisServer::start_with("everysec");
         let mut c = config(server.url());
         c.wait_replicas = 1;
         c.wait_timeout = postern_api::HumanDuration::from_millis(100);
