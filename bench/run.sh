@@ -4,7 +4,9 @@
 # (harness: ../shared/bench/peers/lib.sh). Everything on 127.0.0.1.
 #
 # Usage: bench/run.sh [multi|single ...]       (default: multi)
-# Env:   MSGS SESSIONS SIZE REPS (see lib.sh), GATEWAY_PORT (default 2530)
+# Env:   MSGS SESSIONS SIZE REPS (see lib.sh), GATEWAY_PORT (default 2530),
+#        GATEWAY_BIN (a postern-gateway binary to measure instead of building this checkout's:
+#        an A/B of two commits runs this script once per binary, in turns)
 # Prints one line per trial and a SUMMARY with medians; see bench/RESULTS.md.
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +19,10 @@ GW=$BENCH_ROOT/postern
 modes=("$@"); [[ ${#modes[@]} -gt 0 ]] || modes=(multi)
 
 "$REPO/scripts/install-test-deps.sh" || exit 1
-(cd "$REPO" && cargo build --release -q -p postern-gateway) || die "build failed"
+if [[ -z ${GATEWAY_BIN:-} ]]; then
+  (cd "$REPO" && cargo build --release -q -p postern-gateway) || die "build failed"
+  GATEWAY_BIN=$REPO/target/release/postern-gateway
+fi
 
 start_gateway() {
   rm -rf "$GW"; mkdir -p "$GW"
@@ -35,12 +40,15 @@ delivery: {concurrencyPerDestination: 20}
 logging: {format: text, level: info}
 YAML
   port_in_use "$GATEWAY_PORT" && die "port $GATEWAY_PORT already in use"
-  "$REPO/target/release/postern-gateway" run --config "$GW/gateway.yaml" >"$GW/gateway.log" 2>&1 &
+  "$GATEWAY_BIN" run --config "$GW/gateway.yaml" >"$GW/gateway.log" 2>&1 &
   GW_PID=$!
   wait_port "$GATEWAY_PORT" 15 || die "gateway did not listen"
 }
 
 
+# Mail left in the bench Postfix's queue by an interrupted run is retried at start, before any
+# sink listens; Postfix then suspends the destination and the first trial times out. Drop it.
+[[ -d $BENCH_ROOT/postfix/etc ]] && postsuper -c "$BENCH_ROOT/postfix/etc" -d ALL >/dev/null 2>&1
 "$PEERS/postfix-relay.sh" start >/dev/null 2>&1 || die "postfix instance did not start"
 PF_PID=$(tr -d ' \n' <"$BENCH_ROOT/postfix/spool/pid/master.pid")
 start_gateway

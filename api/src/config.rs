@@ -285,6 +285,22 @@ pub struct MailDomainConfig {
     pub spam_policy: Option<String>,
 }
 
+impl MailDomainConfig {
+    /// A domain delivered to `primary`: no directory (every address is taken, the mailbox
+    /// server decides), no routing policy, no spam policy.
+    pub fn new(name: &str, primary: Destination) -> Self {
+        Self {
+            name: name.to_string(),
+            primary,
+            accounts: Vec::new(),
+            groups: Vec::new(),
+            recipient_verification: None,
+            routing: None,
+            spam_policy: None,
+        }
+    }
+}
+
 /// An account: its address and the other addresses that reach it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -382,6 +398,13 @@ pub struct Destination {
     pub tls: TlsPolicy,
 }
 
+impl Destination {
+    /// These hosts ("host", "host:port", "[ip]:port"), tried in order, with `tls`.
+    pub fn hosts(hosts: &[&str], tls: TlsPolicy) -> Self {
+        Self { mx: None, hosts: hosts.iter().map(|h| h.to_string()).collect(), tls }
+    }
+}
+
 /// TLS towards a next hop.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -393,6 +416,11 @@ pub struct TlsPolicy {
     /// Verify the peer's certificate and name (against the system roots or `caFile`).
     #[serde(default)]
     pub verify: bool,
+}
+
+impl TlsPolicy {
+    /// Never STARTTLS (a peer known to speak plain SMTP only).
+    pub const NONE: Self = Self { mode: TlsMode::None, verify: false };
 }
 
 /// When to use STARTTLS towards a next hop.

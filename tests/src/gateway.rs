@@ -48,6 +48,8 @@ pub struct GatewayConfig {
     pub store: Option<String>,
     /// `logging.format`: "json" (default) or "text".
     pub log_format: &'static str,
+    /// The config, when it was built typed (`typed`); `log_format` still applies to it.
+    typed: Option<postern_api::GatewayConfig>,
 }
 
 impl GatewayConfig {
@@ -58,7 +60,23 @@ impl GatewayConfig {
             listeners: "  - {name: smtp, address: \"127.0.0.1:0\"}\n".into(),
             store: None,
             log_format: "json",
+            typed: None,
         }
+    }
+
+    /// A config built as the typed `postern_api::GatewayConfig`, for tests about behaviour:
+    /// `edit` changes the standard base (one plain listener "smtp", admin and embedded store on
+    /// loopback and in this config's directory, JSON logs). The result is validated as the
+    /// gateway will validate it, so a test cannot start from a config the gateway refuses.
+    pub fn typed(edit: impl FnOnce(&mut postern_api::GatewayConfig)) -> Self {
+        let mut me = Self::new("");
+        let mut config = postern_api::load_gateway_config(&me.text()).expect("the base config is valid");
+        edit(&mut config);
+        if let Err(errors) = postern_api::validate(&config) {
+            panic!("the test's config is invalid: {errors:?}");
+        }
+        me.typed = Some(config);
+        me
     }
 
     /// Text logs instead of JSON (each line is still parsed into `logs()`, with the raw line
@@ -69,12 +87,14 @@ impl GatewayConfig {
     }
 
     pub fn with_listeners(mut self, listeners: &str) -> Self {
+        assert!(self.typed.is_none(), "a typed config sets its listeners in `typed`");
         self.listeners = listeners.to_string();
         self
     }
 
     /// Uses this `store:` line (e.g. `RedisServer::store_yaml`).
     pub fn with_store(mut self, store_yaml: String) -> Self {
+        assert!(self.typed.is_none(), "a typed config sets its store in `typed`");
         self.store = Some(store_yaml);
         self
     }
@@ -84,6 +104,13 @@ impl GatewayConfig {
     }
 
     pub fn text(&self) -> String {
+        if let Some(typed) = &self.typed {
+            let mut config = typed.clone();
+            if self.log_format == "text" {
+                config.logging.format = postern_api::LogFormat::Text;
+            }
+            return serde_yaml::to_string(&config).unwrap();
+        }
         let store = self.store.clone().unwrap_or_else(|| {
             format!("store: {{embedded: {{path: \"{}\"}}}}\n", self.dir.path().join("store").display())
         });

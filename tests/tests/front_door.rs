@@ -6,17 +6,20 @@ use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use postern_api::{Destination, HumanDuration, MailDomainConfig, TlsPolicy};
 use postern_tests::client::Client;
 use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::sink::{Behavior, Sink};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn config(sink: &Sink, extra: &str) -> GatewayConfig {
-    GatewayConfig::new(&format!(
-        "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n{extra}",
-        sink.host()
-    ))
+/// A gateway config serving served.test, delivered to `sink`, changed by `edit`.
+fn config(sink: &Sink, edit: impl FnOnce(&mut postern_api::GatewayConfig)) -> GatewayConfig {
+    GatewayConfig::typed(|c| {
+        let primary = Destination::hosts(&[&sink.host()], TlsPolicy::NONE);
+        c.domains.push(MailDomainConfig::new("served.test", primary));
+        edit(c);
+    })
 }
 
 /// EHLO, MAIL, RCPT and DATA answered: the client is at the start of message data.
@@ -38,7 +41,7 @@ fn queued(gw: &GatewayProcess) -> f64 {
 #[test]
 fn smuggled_end_of_data_variants_are_message_data() {
     let sink = Sink::start(Behavior::default());
-    let gw = GatewayProcess::start(&config(&sink, ""));
+    let gw = GatewayProcess::start(&config(&sink, |_| {}));
     let variants: [&[u8]; 8] = [
         b"\n.\n",
         b"\r.\r",
@@ -85,7 +88,7 @@ fn smuggled_end_of_data_variants_are_message_data() {
 #[test]
 fn empty_message_and_a_stuffed_first_line() {
     let sink = Sink::start(Behavior::default());
-    let gw = GatewayProcess::start(&config(&sink, ""));
+    let gw = GatewayProcess::start(&config(&sink, |_| {}));
     let mut c = at_data(&gw);
     // `.` right after 354 ends an empty message; the pipelined transaction after it is its own.
     c.send_raw(b".\r\nMAIL FROM:<alice@sender.test>\r\nRCPT TO:<carol@served.test>\r\nDATA\r\n");
@@ -113,7 +116,7 @@ fn empty_message_and_a_stuffed_first_line() {
 #[test]
 fn bdat_sizes_use_checked_arithmetic_and_memory_stays_flat() {
     let sink = Sink::start(Behavior::default());
-    let gw = GatewayProcess::start(&config(&sink, "limits: {maxMessageSize: 100000}\n"));
+    let gw = GatewayProcess::start(&config(&sink, |c| c.limits.max_message_size = 100_000));
 
     // The size from the report: u64::MAX - 1 after two bytes would wrap. Refused at once; the
     // connection is closed, since reading 2^64 bytes to drop them is no option.
@@ -176,7 +179,7 @@ fn bdat_sizes_use_checked_arithmetic_and_memory_stays_flat() {
 #[test]
 fn quoted_local_parts_reach_the_next_hop_quoted() {
     let sink = Sink::start(Behavior::default());
-    let gw = GatewayProcess::start(&config(&sink, ""));
+    let gw = GatewayProcess::start(&config(&sink, |_| {}));
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     assert_eq!(c.cmd("MAIL FROM:<\"ceo@corp.test> ENVID=q\"@ext.test>").code, 250);
@@ -208,7 +211,7 @@ fn quoted_local_parts_reach_the_next_hop_quoted() {
 #[test]
 fn values_from_clients_cannot_forge_text_log_lines() {
     let sink = Sink::start(Behavior::default());
-    let gw = GatewayProcess::start(&config(&sink, "").with_text_logs());
+    let gw = GatewayProcess::start(&config(&sink, |_| {}).with_text_logs());
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     assert_eq!(c.cmd("MAIL FROM:<\"eve decision=rejected reason=spam\"@ext.test>").code, 250);
@@ -248,7 +251,7 @@ fn postmaster_is_accepted_and_delivered() {
 #[test]
 fn oversized_size_parameter_is_refused() {
     let sink = Sink::start(Behavior::default());
-    let gw = GatewayProcess::start(&config(&sink, ""));
+    let gw = GatewayProcess::start(&config(&sink, |_| {}));
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     assert!(c.cmd("MAIL FROM:<alice@sender.test> SIZE=99999999999999999999999").starts("552 5.3.4"));
@@ -259,7 +262,8 @@ fn oversized_size_parameter_is_refused() {
 #[test]
 fn a_command_line_must_be_complete_within_the_command_timeout() {
     let sink = Sink::start(Behavior::default());
-    let gw = GatewayProcess::start(&config(&sink, "limits: {commandTimeout: 1s}\n"));
+    let gw =
+        GatewayProcess::start(&config(&sink, |c| c.limits.command_timeout = HumanDuration::from_secs(1)));
     let mut c = Client::connect(gw.smtp());
     // One byte every 200 ms, for up to 8 s: every read comes well within the timeout, the line
     // never does. The 421 must arrive while the bytes are still trickling in.
@@ -287,11 +291,13 @@ fn a_command_line_must_be_complete_within_the_command_timeout() {
 #[test]
 fn trusted_networks_keep_reserved_connection_slots() {
     let sink = Sink::start(Behavior::default());
-    let cfg = config(
-        &sink,
-        "limits: {maxConnections: 4, maxConnectionsPerIp: 4, reservedTrustedConnections: 2}\nrelay: {trustedNetworks: [\"198.51.100.0/24\"]}\n",
-    )
-    .with_listeners("  - {name: smtp, address: \"127.0.0.1:0\", proxyProtocol: true}\n");
+    let cfg = config(&sink, |c| {
+        c.limits.max_connections = 4;
+        c.limits.max_connections_per_ip = 4;
+        c.limits.reserved_trusted_connections = 2;
+        c.relay.trusted_networks = vec!["198.51.100.0/24".parse().unwrap()];
+        c.listeners[0].proxy_protocol = true;
+    });
     let gw = GatewayProcess::start(&cfg);
     let from = |ip: &str| format!("PROXY TCP4 {ip} 127.0.0.1 40000 25\r\n").into_bytes();
     let _u1 = Client::connect_with_prefix(gw.smtp(), &from("203.0.113.1"));
@@ -309,7 +315,7 @@ fn trusted_networks_keep_reserved_connection_slots() {
 #[test]
 fn commands_that_move_no_mail_are_limited() {
     let sink = Sink::start(Behavior::default());
-    let gw = GatewayProcess::start(&config(&sink, "limits: {maxJunkCommands: 5}\n"));
+    let gw = GatewayProcess::start(&config(&sink, |c| c.limits.max_junk_commands = 5));
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     for cmd in ["NOOP", "RSET", "NOOP", "VRFY x", "HELP"] {

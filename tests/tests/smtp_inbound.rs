@@ -2,17 +2,20 @@
 
 use std::time::Duration;
 
+use postern_api::{Destination, HumanDuration, Limits, MailDomainConfig, TlsPolicy};
 use postern_tests::client::{Client, message};
 use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::sink::{Behavior, Sink};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn gateway_to(sink: &Sink, extra: &str) -> GatewayProcess {
-    GatewayProcess::start(&GatewayConfig::new(&format!(
-        "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n{extra}",
-        sink.host()
-    )))
+/// A gateway serving served.test, delivered to `sink`, with the limits `limits` sets.
+fn gateway_to(sink: &Sink, limits: impl FnOnce(&mut Limits)) -> GatewayProcess {
+    GatewayProcess::start(&GatewayConfig::typed(|c| {
+        let primary = Destination::hosts(&[&sink.host()], TlsPolicy::NONE);
+        c.domains.push(MailDomainConfig::new("served.test", primary));
+        limits(&mut c.limits);
+    }))
 }
 
 fn ehlo(gw: &GatewayProcess) -> Client {
@@ -24,7 +27,7 @@ fn ehlo(gw: &GatewayProcess) -> Client {
 #[test]
 fn greeting_and_extensions() {
     let sink = Sink::start(Behavior::default());
-    let gw = gateway_to(&sink, "limits: {maxMessageSize: 123456}\n");
+    let gw = gateway_to(&sink, |l| l.max_message_size = 123456);
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.greeting.code, 220);
     assert!(c.greeting.text.starts_with("gw.test ESMTP"), "{:?}", c.greeting);
@@ -47,7 +50,7 @@ fn greeting_and_extensions() {
 #[test]
 fn commands_out_of_order_get_503() {
     let sink = Sink::start(Behavior::default());
-    let gw = gateway_to(&sink, "");
+    let gw = gateway_to(&sink, |_| {});
     let mut c = Client::connect(gw.smtp());
     assert!(c.cmd("MAIL FROM:<a@sender.test>").starts("503 5.5.1"), "MAIL before EHLO");
     c.cmd("EHLO client.test");
@@ -66,7 +69,7 @@ fn commands_out_of_order_get_503() {
 #[test]
 fn pipelined_commands_get_replies_in_order_and_the_message_arrives() {
     let sink = Sink::start(Behavior::default());
-    let gw = gateway_to(&sink, "");
+    let gw = gateway_to(&sink, |_| {});
     let mut c = Client::connect(gw.smtp());
     c.send_raw(b"EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<one@served.test>\r\nRCPT TO:<relay@elsewhere.test>\r\nRCPT TO:<two@served.test>\r\nDATA\r\n");
     let codes: Vec<u16> = (0..6).map(|_| c.read_reply().code).collect();
@@ -82,7 +85,7 @@ fn pipelined_commands_get_replies_in_order_and_the_message_arrives() {
 #[test]
 fn bdat_chunks_make_one_message() {
     let sink = Sink::start(Behavior::default());
-    let gw = gateway_to(&sink, "");
+    let gw = gateway_to(&sink, |_| {});
     let mut c = ehlo(&gw);
     c.cmd("MAIL FROM:<a@sender.test>");
     c.cmd("RCPT TO:<u@served.test>");
@@ -101,7 +104,7 @@ fn bdat_chunks_make_one_message() {
 #[test]
 fn size_limits_at_mail_and_in_data() {
     let sink = Sink::start(Behavior::default());
-    let gw = gateway_to(&sink, "limits: {maxMessageSize: 2000}\n");
+    let gw = gateway_to(&sink, |l| l.max_message_size = 2000);
     let mut c = ehlo(&gw);
     assert!(c.cmd("MAIL FROM:<a@sender.test> SIZE=5000").starts("552 5.3.4"));
     assert_eq!(c.cmd("MAIL FROM:<a@sender.test> SIZE=100").code, 250);
@@ -126,7 +129,7 @@ fn size_limits_at_mail_and_in_data() {
 #[test]
 fn too_many_recipients_get_452() {
     let sink = Sink::start(Behavior::default());
-    let gw = gateway_to(&sink, "limits: {maxRecipients: 2}\n");
+    let gw = gateway_to(&sink, |l| l.max_recipients = 2);
     let mut c = ehlo(&gw);
     c.cmd("MAIL FROM:<a@sender.test>");
     assert_eq!(c.cmd("RCPT TO:<a@served.test>").code, 250);
@@ -137,7 +140,7 @@ fn too_many_recipients_get_452() {
 #[test]
 fn overlong_lines_nul_bytes_and_random_bytes_get_errors_not_crashes() {
     let sink = Sink::start(Behavior::default());
-    let mut gw = gateway_to(&sink, "limits: {maxErrors: 100}\n");
+    let mut gw = gateway_to(&sink, |l| l.max_errors = 100);
     let mut c = ehlo(&gw);
     c.send_raw(format!("NOOP {}\r\n", "a".repeat(10_000)).as_bytes());
     assert!(c.read_reply().starts("500 5.5.2"), "line too long");
@@ -171,7 +174,7 @@ fn overlong_lines_nul_bytes_and_random_bytes_get_errors_not_crashes() {
 #[test]
 fn bare_lf_in_data_is_normalised_to_crlf() {
     let sink = Sink::start(Behavior::default());
-    let gw = gateway_to(&sink, "");
+    let gw = gateway_to(&sink, |_| {});
     let mut c = ehlo(&gw);
     c.cmd("MAIL FROM:<a@sender.test>");
     c.cmd("RCPT TO:<u@served.test>");
@@ -189,7 +192,7 @@ fn bare_lf_in_data_is_normalised_to_crlf() {
 #[test]
 fn too_many_errors_disconnect() {
     let sink = Sink::start(Behavior::default());
-    let gw = gateway_to(&sink, "limits: {maxErrors: 3}\n");
+    let gw = gateway_to(&sink, |l| l.max_errors = 3);
     let mut c = ehlo(&gw);
     assert_eq!(c.cmd("BOGUS1").code, 500);
     assert_eq!(c.cmd("BOGUS2").code, 500);
@@ -202,7 +205,10 @@ fn too_many_errors_disconnect() {
 #[test]
 fn idle_clients_and_endless_data_time_out_with_421() {
     let sink = Sink::start(Behavior::default());
-    let gw = gateway_to(&sink, "limits: {commandTimeout: 1s, dataTimeout: 1s}\n");
+    let gw = gateway_to(&sink, |l| {
+        l.command_timeout = HumanDuration::from_secs(1);
+        l.data_timeout = HumanDuration::from_secs(1);
+    });
     let mut idle = ehlo(&gw);
     assert!(idle.read_reply().starts("421 4.4.2"));
     let mut endless = ehlo(&gw);
@@ -219,7 +225,7 @@ fn idle_clients_and_endless_data_time_out_with_421() {
 #[test]
 fn connection_limit_per_ip() {
     let sink = Sink::start(Behavior::default());
-    let gw = gateway_to(&sink, "limits: {maxConnectionsPerIp: 2}\n");
+    let gw = gateway_to(&sink, |l| l.max_connections_per_ip = 2);
     let _a = Client::connect(gw.smtp());
     let _b = Client::connect(gw.smtp());
     let third = Client::connect(gw.smtp());

@@ -223,24 +223,26 @@ impl Session {
             sender: &tx.sender,
             hostname: &self.cfg.hostname,
         };
+        let Some(policy) = policy else {
+            // No policy: nothing to wait for (only forged Authentication-Results go), so no
+            // time budget either; this is the plain relay's hot path.
+            return Some(self.ctx.spam.check_content(None, None, &client, false, content).await);
+        };
         let external =
             crate::address::domain_of(&tx.sender).is_none_or(|d| self.cfg.served_domain(&d).is_none());
         let envelope = choice.and_then(|c| c.envelope.as_ref());
-        let checks =
-            self.ctx.spam.check_content(policy.map(|p| &p.config), envelope, &client, external, content);
+        let checks = self.ctx.spam.check_content(Some(&policy.config), envelope, &client, external, content);
         let budget = self.cfg.limits.content_check_timeout.get();
         let metrics = &self.ctx.metrics;
         let Ok(judged) = tokio::time::timeout(budget, checks).await else {
             metrics.check_timeouts.get_or_create(&StageLabel { stage: "content" }).inc();
             return None;
         };
-        if policy.is_some() {
-            for &(method, result) in &judged.results {
-                metrics.auth_results.get_or_create(&AuthLabels { method, result }).inc();
-            }
-            let action = action_name(judged.verdict.action);
-            metrics.spam_verdicts.get_or_create(&ActionLabel { action }).inc();
+        for &(method, result) in &judged.results {
+            metrics.auth_results.get_or_create(&AuthLabels { method, result }).inc();
         }
+        let action = action_name(judged.verdict.action);
+        metrics.spam_verdicts.get_or_create(&ActionLabel { action }).inc();
         Some(judged)
     }
 
