@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use postern_api::{Destination, HumanDuration, MailDomainConfig, TlsMode, TlsPolicy};
 use postern_tests::client::{Client, message, swaks};
 use postern_tests::dns::{self, DnsServer};
 use postern_tests::gateway::{GatewayConfig, GatewayProcess};
@@ -17,16 +18,31 @@ fn mx_sink(ip: &str, port: u16, behavior: Behavior) -> Sink {
     Sink::start_at(SocketAddr::new(ip.parse().unwrap(), port), behavior)
 }
 
-fn config(dns: &DnsServer, mx_port: u16, extra: &str) -> GatewayConfig {
-    config_with_delivery(dns, mx_port, "", extra)
+/// A gateway that finds MX hosts through `dns` (on port `mx_port`, plain SMTP) and retries
+/// after 1-2 s; `edit` adds what the test is about.
+fn config(
+    dns: &DnsServer,
+    mx_port: u16,
+    edit: impl FnOnce(&mut postern_api::GatewayConfig),
+) -> GatewayConfig {
+    GatewayConfig::typed(|c| {
+        c.delivery.nameservers = vec![dns.addr];
+        c.delivery.mx_port = mx_port;
+        c.delivery.retry_initial = HumanDuration::from_secs(1);
+        c.delivery.retry_max = HumanDuration::from_secs(2);
+        c.delivery.tls = TlsPolicy::NONE;
+        edit(c);
+    })
 }
 
-/// `delivery_lines` are added to the `delivery:` section (indented by two spaces).
-fn config_with_delivery(dns: &DnsServer, mx_port: u16, delivery_lines: &str, extra: &str) -> GatewayConfig {
-    GatewayConfig::new(&format!(
-        "delivery:\n  nameservers: [\"{}\"]\n  mxPort: {mx_port}\n  retryInitial: 1s\n  retryMax: 2s\n  tls: {{mode: none}}\n{delivery_lines}{extra}",
-        dns.addr
-    ))
+/// Clients on loopback may relay.
+fn trust_loopback(c: &mut postern_api::GatewayConfig) {
+    c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+}
+
+/// served.test, delivered to `host` over plain SMTP.
+fn serve(c: &mut postern_api::GatewayConfig, host: &str) {
+    c.domains.push(MailDomainConfig::new("served.test", Destination::hosts(&[host], TlsPolicy::NONE)));
 }
 
 #[test]
@@ -38,14 +54,10 @@ fn served_domain_goes_to_its_hosts_and_relayed_mail_to_the_mx() {
         dns::mx("remote.test", 10, "mx.remote.test"),
         dns::a("mx.remote.test", "127.0.0.2"),
     ]);
-    let gw = GatewayProcess::start(&config(
-        &dns,
-        port,
-        &format!(
-            "relay: {{trustedNetworks: [127.0.0.0/8]}}\ndomains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n",
-            primary.host()
-        ),
-    ));
+    let gw = GatewayProcess::start(&config(&dns, port, |c| {
+        trust_loopback(c);
+        serve(c, &primary.host());
+    }));
 
     // One transaction, two destinations: two jobs, each receiver gets only its recipient.
     let (ok, transcript) = swaks(
@@ -84,11 +96,10 @@ fn served_domain_goes_to_its_hosts_and_relayed_mail_to_the_mx() {
 #[test]
 fn untrusted_clients_cannot_relay() {
     let dns = DnsServer::start(vec![]);
-    let gw = GatewayProcess::start(&config(
-        &dns,
-        25,
-        "domains:\n  - name: served.test\n    primary: {hosts: [\"127.0.0.1:9\"]}\n",
-    ));
+    let gw = GatewayProcess::start(&config(&dns, 25, |c| {
+        let primary = Destination::hosts(&["127.0.0.1:9"], TlsPolicy::default());
+        c.domains.push(MailDomainConfig::new("served.test", primary));
+    }));
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").code, 250);
@@ -112,7 +123,7 @@ fn a_refused_recipient_is_bounced_and_the_accepted_one_delivered() {
         dns::mx("sender.test", 10, "mx.sender.test"),
         dns::a("mx.sender.test", "127.0.0.3"),
     ]);
-    let gw = GatewayProcess::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
+    let gw = GatewayProcess::start(&config(&dns, port, trust_loopback));
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     let r = c.send_message(
@@ -150,7 +161,7 @@ fn null_mx_bounces_and_null_sender_never_gets_a_dsn() {
         dns::mx("sender.test", 10, "mx.sender.test"),
         dns::a("mx.sender.test", "127.0.0.3"),
     ]);
-    let gw = GatewayProcess::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
+    let gw = GatewayProcess::start(&config(&dns, port, trust_loopback));
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     let body = message("alice@sender.test", "x@nomail.test", "nullmx", "hi");
@@ -174,13 +185,7 @@ fn null_mx_bounces_and_null_sender_never_gets_a_dsn() {
 fn a_destination_that_is_down_is_retried_until_it_answers() {
     let port = reserve_port();
     let dns = DnsServer::start(vec![]);
-    let gw = GatewayProcess::start(&config(
-        &dns,
-        25,
-        &format!(
-            "domains:\n  - name: served.test\n    primary: {{hosts: [\"127.0.0.1:{port}\"], tls: {{mode: none}}}}\n"
-        ),
-    ));
+    let gw = GatewayProcess::start(&config(&dns, 25, |c| serve(c, &format!("127.0.0.1:{port}"))));
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     let r = c.send_message(
@@ -205,14 +210,10 @@ fn mail_that_cannot_be_delivered_within_its_lifetime_is_bounced() {
         dns::mx("sender.test", 10, "mx.sender.test"),
         dns::a("mx.sender.test", "127.0.0.3"),
     ]);
-    let gw = GatewayProcess::start(&config_with_delivery(
-        &dns,
-        port,
-        "  lifetime: 3s\n",
-        &format!(
-            "domains:\n  - name: served.test\n    primary: {{hosts: [\"127.0.0.1:{dead}\"], tls: {{mode: none}}}}\n"
-        ),
-    ));
+    let gw = GatewayProcess::start(&config(&dns, port, |c| {
+        c.delivery.lifetime = HumanDuration::from_secs(3);
+        serve(c, &format!("127.0.0.1:{dead}"));
+    }));
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     let r = c.send_message(
@@ -243,7 +244,7 @@ fn mx_preference_fallback_and_implicit_mx() {
         dns::a("mx2.remote.test", "127.0.0.3"),
         dns::a("implicit.test", "127.0.0.4"),
     ]);
-    let gw = GatewayProcess::start(&config(&dns, port, "relay: {trustedNetworks: [127.0.0.0/8]}\n"));
+    let gw = GatewayProcess::start(&config(&dns, port, trust_loopback));
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     let body = message("a@sender.test", "x@remote.test", "mx", "x");
@@ -261,14 +262,10 @@ fn opportunistic_tls_encrypts_without_verifying_and_connections_are_reused() {
     let sink =
         Sink::start(Behavior { tls: Some(postern_tests::tls::server_config(&leaf)), ..Behavior::default() });
     let dns = DnsServer::start(vec![]);
-    let gw = GatewayProcess::start(&config(
-        &dns,
-        25,
-        &format!(
-            "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: opportunistic}}}}\n",
-            sink.host()
-        ),
-    ));
+    let gw = GatewayProcess::start(&config(&dns, 25, |c| {
+        let tls = TlsPolicy { mode: TlsMode::Opportunistic, verify: false };
+        c.domains.push(MailDomainConfig::new("served.test", Destination::hosts(&[&sink.host()], tls)));
+    }));
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     for i in 0..3 {
@@ -289,14 +286,7 @@ fn a_4xx_reply_is_retried_with_backoff() {
         ..Behavior::default()
     });
     let dns = DnsServer::start(vec![]);
-    let gw = GatewayProcess::start(&config(
-        &dns,
-        25,
-        &format!(
-            "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n",
-            sink.host()
-        ),
-    ));
+    let gw = GatewayProcess::start(&config(&dns, 25, |c| serve(c, &sink.host())));
     let (ok, t) = swaks(gw.smtp(), "a@sender.test", "u@served.test", &[]);
     assert!(ok, "{t}");
     let second = postern_tests::wait_for("a second deferred attempt", WAIT, || {
@@ -312,14 +302,7 @@ fn a_4xx_reply_is_retried_with_backoff() {
 fn smtputf8_addresses_are_relayed_and_refused_without_the_parameter() {
     let sink = Sink::start(Behavior::default());
     let dns = DnsServer::start(vec![]);
-    let gw = GatewayProcess::start(&config(
-        &dns,
-        25,
-        &format!(
-            "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n",
-            sink.host()
-        ),
-    ));
+    let gw = GatewayProcess::start(&config(&dns, 25, |c| serve(c, &sink.host())));
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     assert!(c.cmd("MAIL FROM:<jürgen@sender.test>").starts("553 5.6.7"), "UTF-8 needs SMTPUTF8");

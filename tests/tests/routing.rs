@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use postern_api::{
+    Account, Destination, Group, HumanDuration, MailDomainConfig, RoutingMode, RoutingPolicyConfig, TlsPolicy,
+};
 use postern_tests::client::{Client, message};
 use postern_tests::dns::{self, DnsServer};
 use postern_tests::gateway::{GatewayConfig, GatewayProcess, binary};
@@ -49,21 +52,56 @@ impl World {
         }
     }
 
-    /// A gateway serving served.test (accounts alice + alias al, bob; group team) with `policy`
-    /// (YAML lines under `routing:`, or empty for none), plus `extra` top-level YAML.
-    fn gateway(&self, policy: &str, extra: &str) -> GatewayProcess {
-        let routing = if policy.is_empty() { String::new() } else { format!("    routing:\n{policy}") };
-        GatewayProcess::start(&GatewayConfig::new(&format!(
-            "delivery:\n  nameservers: [\"{dns}\"]\n  mxPort: {port}\n  retryInitial: 1s\n  retryMax: 2s\n  tls: {{mode: none}}\n\
-             domains:\n  - name: served.test\n    primary: {{hosts: [\"{primary}\"], tls: {{mode: none}}}}\n\
-             \x20   accounts: [{{address: alice, aliases: [al]}}, {{address: bob}}]\n    groups: [{{address: team, members: [alice, bob]}}]\n{routing}{extra}",
-            dns = self.dns.addr,
-            port = self.mx_port,
-            primary = self.primary.host(),
-        )))
+    /// A gateway serving served.test (accounts alice + alias al, bob; group team) through the
+    /// world's DNS and receivers; `edit` adds what the test is about (a routing policy, ...).
+    fn gateway(&self, edit: impl FnOnce(&mut postern_api::GatewayConfig)) -> GatewayProcess {
+        GatewayProcess::start(&GatewayConfig::typed(|c| {
+            c.delivery.nameservers = vec![self.dns.addr];
+            c.delivery.mx_port = self.mx_port;
+            c.delivery.retry_initial = HumanDuration::from_secs(1);
+            c.delivery.retry_max = HumanDuration::from_secs(2);
+            c.delivery.tls = TlsPolicy::NONE;
+            let primary = Destination::hosts(&[&self.primary.host()], TlsPolicy::NONE);
+            let mut served = MailDomainConfig::new("served.test", primary);
+            let account = |address: &str, aliases: &[&str]| Account {
+                address: address.into(),
+                aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            };
+            served.accounts = vec![account("alice", &["al"]), account("bob", &[])];
+            served.groups = vec![Group {
+                address: "team".into(),
+                members: vec!["alice".into(), "bob".into()],
+                moderator: None,
+            }];
+            c.domains.push(served);
+            edit(c);
+        }))
     }
 }
 
+/// served.test's routing policy: `mode` (as the CRD spells it) to dest.test's MX, plain SMTP,
+/// with the defaults of the file format; `adjust` changes the rest.
+fn routed(
+    mode: &str,
+    adjust: impl FnOnce(&mut RoutingPolicyConfig),
+) -> impl FnOnce(&mut postern_api::GatewayConfig) {
+    let mode: RoutingMode = serde_json::from_value(serde_json::Value::String(mode.into())).unwrap();
+    move |c| {
+        let mut policy = RoutingPolicyConfig {
+            mode,
+            destination: Destination { mx: Some("dest.test".into()), hosts: vec![], tls: TlsPolicy::NONE },
+            enabled: true,
+            rewrite_envelope: false,
+            bounce_on_failure: true,
+            verification_address: None,
+            expand_groups: false,
+        };
+        adjust(&mut policy);
+        c.domains[0].routing = Some(policy);
+    }
+}
+
+/// A routing policy as YAML lines under `routing:` (for the tests that write several domains).
 fn policy(mode: &str, more: &str) -> String {
     format!("      mode: {mode}\n      destination: {{mx: dest.test, tls: {{mode: none}}}}\n{more}")
 }
@@ -137,7 +175,7 @@ fn each_mode_routes_known_unknown_and_group_recipients() {
     ];
     for (mode, codes, at_primary, at_destination) in cases {
         let world = World::new(Behavior::default());
-        let gw = world.gateway(&policy(mode, ""), "");
+        let gw = world.gateway(routed(mode, |_| {}));
         let (got_codes, fin) = send(
             &gw,
             "sender@sender.test",
@@ -159,7 +197,7 @@ fn each_mode_routes_known_unknown_and_group_recipients() {
 #[test]
 fn no_policy_is_direct_and_aliases_are_known() {
     let world = World::new(Behavior::default());
-    let gw = world.gateway("", "");
+    let gw = world.gateway(|_| {});
     let (codes, fin) = send(&gw, "s@sender.test", &["al@served.test", "nobody@served.test"], "direct");
     assert_eq!((codes, fin), (vec![250, 550], 250));
     assert_eq!(rcpts_at(&gw, &world.primary, 1), vec![v(&["al@served.test"])]);
@@ -169,7 +207,7 @@ fn no_policy_is_direct_and_aliases_are_known() {
 #[test]
 fn envelope_rewrite_changes_rcpt_to_but_not_the_headers() {
     let world = World::new(Behavior::default());
-    let gw = world.gateway(&policy("Split", "      rewriteEnvelope: true\n"), "");
+    let gw = world.gateway(routed("Split", |p| p.rewrite_envelope = true));
     let (codes, fin) = send(&gw, "s@sender.test", &["Zed@served.test"], "rewrite");
     assert_eq!((codes, fin), (vec![250], 250));
     let got = world.destination.wait_for(1, WAIT);
@@ -180,7 +218,7 @@ fn envelope_rewrite_changes_rcpt_to_but_not_the_headers() {
 #[test]
 fn bounce_on_failure_on_sends_a_dsn() {
     let world = World::new(Behavior::default().reject("zed@served.test", "550 5.1.1 unknown at destination"));
-    let gw = world.gateway(&policy("Split", "      bounceOnFailure: true\n"), "");
+    let gw = world.gateway(routed("Split", |p| p.bounce_on_failure = true));
     assert_eq!(send(&gw, "s@sender.test", &["zed@served.test"], "bounce-on"), (vec![250], 250));
     let dsn = world.sender.wait_for(1, WAIT);
     assert_eq!(dsn[0].rcpts, ["s@sender.test"]);
@@ -194,7 +232,7 @@ fn bounce_on_failure_on_sends_a_dsn() {
 #[test]
 fn bounce_on_failure_off_drops_with_a_log_line_and_a_metric() {
     let world = World::new(Behavior::default().reject("zed@served.test", "550 5.1.1 unknown at destination"));
-    let gw = world.gateway(&policy("Split", "      bounceOnFailure: false\n"), "");
+    let gw = world.gateway(routed("Split", |p| p.bounce_on_failure = false));
     assert_eq!(send(&gw, "s@sender.test", &["zed@served.test"], "bounce-off"), (vec![250], 250));
     let dropped = gw.wait_log("failed permanently; no DSN sent", WAIT);
     assert_eq!(dropped["rcpt"], "zed@served.test");
@@ -207,7 +245,7 @@ fn bounce_on_failure_off_drops_with_a_log_line_and_a_metric() {
 fn a_policy_goes_live_only_after_its_destination_accepted_the_verification_message() {
     let refusing = Behavior::default().reject("verify@dest.test", "550 5.1.1 no such mailbox");
     let world = World::new(refusing);
-    let gw = world.gateway(&policy("Split", "      verificationAddress: verify@dest.test\n"), "");
+    let gw = world.gateway(routed("Split", |p| p.verification_address = Some("verify@dest.test".into())));
     let failed = gw.wait_log("destination verification failed; domain stays Direct", WAIT);
     assert!(failed["detail"].as_str().unwrap().contains("550 5.1.1 no such mailbox"), "{failed}");
     // Not verified: the domain is Direct, so an unknown address is refused.
@@ -240,11 +278,11 @@ fn a_policy_goes_live_only_after_its_destination_accepted_the_verification_messa
 
     // A new destination (config reload) is verified again before it is used.
     let second = Sink::start(Behavior::default());
-    let text = std::fs::read_to_string(&gw.config_path).unwrap().replace(
-        "destination: {mx: dest.test, tls: {mode: none}}",
-        &format!("destination: {{hosts: [\"{}\"], tls: {{mode: none}}}}", second.host()),
-    );
-    std::fs::write(&gw.config_path, text).unwrap();
+    let mut config =
+        postern_api::load_gateway_config(&std::fs::read_to_string(&gw.config_path).unwrap()).unwrap();
+    config.domains[0].routing.as_mut().unwrap().destination =
+        Destination::hosts(&[&second.host()], TlsPolicy::NONE);
+    std::fs::write(&gw.config_path, serde_yaml::to_string(&config).unwrap()).unwrap();
     let verified = postern_tests::wait_for("the new destination to be verified", WAIT, || {
         gw.logs_matching("destination verified; routing policy is live")
             .into_iter()
@@ -329,7 +367,7 @@ fn one_transaction_across_domains_and_modes_makes_the_right_jobs() {
 #[test]
 fn mail_from_an_inbound_gateway_names_the_original_client() {
     let world = World::new(Behavior::default());
-    let gw = world.gateway("", "relay: {inboundGateways: [127.0.0.0/8]}\n");
+    let gw = world.gateway(|c| c.relay.inbound_gateways = vec!["127.0.0.0/8".parse().unwrap()]);
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO oldmx.test");
     let relayed = format!(

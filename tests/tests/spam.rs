@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use postern_api::{Action, Destination, MailDomainConfig, SpamPolicyConfig, TlsPolicy};
 use postern_tests::client::{Client, message};
 use postern_tests::dns::{self, DnsServer};
 use postern_tests::gateway::{GatewayConfig, GatewayProcess};
@@ -22,12 +23,29 @@ fn zones() -> DnsServer {
     ])
 }
 
-fn gateway(dns: &DnsServer, sink: &Sink, policy: &str, extra: &str) -> GatewayProcess {
-    GatewayProcess::start(&GatewayConfig::new(&format!(
-        "delivery: {{nameservers: [\"{}\"]}}\n{extra}spamPolicies:\n  p:\n{policy}domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: p\n",
-        dns.addr,
-        sink.host()
-    )))
+/// A gateway serving served.test under spam policy "p" (the defaults, changed by `policy`),
+/// with DNS from `dns`; `edit` changes the rest.
+fn gateway(
+    dns: &DnsServer,
+    sink: &Sink,
+    policy: impl FnOnce(&mut SpamPolicyConfig),
+    edit: impl FnOnce(&mut postern_api::GatewayConfig),
+) -> GatewayProcess {
+    GatewayProcess::start(&GatewayConfig::typed(|c| {
+        c.delivery.nameservers = vec![dns.addr];
+        let mut p = SpamPolicyConfig::default();
+        policy(&mut p);
+        c.spam_policies.insert("p".into(), p);
+        let mut served =
+            MailDomainConfig::new("served.test", Destination::hosts(&[&sink.host()], TlsPolicy::NONE));
+        served.spam_policy = Some("p".into());
+        c.domains.push(served);
+        edit(c);
+    }))
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
 }
 
 fn rcpt(gw: &GatewayProcess, from: &str) -> postern_tests::client::Reply {
@@ -41,7 +59,7 @@ fn rcpt(gw: &GatewayProcess, from: &str) -> postern_tests::client::Reply {
 fn spf_fail_is_rejected_at_rcpt_even_for_an_allow_listed_sender() {
     let dns = zones();
     let sink = Sink::start(Behavior::default());
-    let gw = gateway(&dns, &sink, "    allowList: {domains: [forged.test]}\n", "");
+    let gw = gateway(&dns, &sink, |p| p.allow_list.domains = names(&["forged.test"]), |_| {});
     let r = rcpt(&gw, "ceo@forged.test");
     assert!(r.starts("550 5.7.1") && r.text.contains("spf=fail"), "{r:?}");
     let mut c = Client::connect(gw.smtp());
@@ -61,7 +79,7 @@ fn spf_fail_is_rejected_at_rcpt_even_for_an_allow_listed_sender() {
 fn a_block_listed_sender_is_refused_even_when_spf_passes() {
     let dns = zones();
     let sink = Sink::start(Behavior::default());
-    let gw = gateway(&dns, &sink, "    blockList: {domains: [good.test]}\n", "");
+    let gw = gateway(&dns, &sink, |p| p.block_list.domains = names(&["good.test"]), |_| {});
     let r = rcpt(&gw, "a@good.test");
     assert!(r.starts("550 5.7.1") && r.text.contains("block-list: domain good.test"), "{r:?}");
 }
@@ -70,7 +88,15 @@ fn a_block_listed_sender_is_refused_even_when_spf_passes() {
 fn a_trusted_domain_skips_every_check() {
     let dns = zones();
     let sink = Sink::start(Behavior::default());
-    let gw = gateway(&dns, &sink, "    trustedDomains: [forged.test]\n    dnsbl: {zones: [bl.test]}\n", "");
+    let gw = gateway(
+        &dns,
+        &sink,
+        |p| {
+            p.trusted_domains = names(&["forged.test"]);
+            p.dnsbl.zones = names(&["bl.test"]);
+        },
+        |_| {},
+    );
     assert_eq!(rcpt(&gw, "a@forged.test").code, 250, "SPF fail and a DNSBL listing ignored");
 }
 
@@ -78,7 +104,15 @@ fn a_trusted_domain_skips_every_check() {
 fn softfail_quarantines_and_the_message_is_held() {
     let dns = zones();
     let sink = Sink::start(Behavior::default());
-    let gw = gateway(&dns, &sink, "    spf: {softFail: Quarantine, fail: Reject}\n", "");
+    let gw = gateway(
+        &dns,
+        &sink,
+        |p| {
+            p.spf.soft_fail = Action::Quarantine;
+            p.spf.fail = Action::Reject;
+        },
+        |_| {},
+    );
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO client.test");
     let r = c.send_message(
@@ -99,14 +133,15 @@ fn softfail_quarantines_and_the_message_is_held() {
 fn dnsbl_rejects_the_client_but_an_inbound_gateway_is_judged_by_the_original_client() {
     let dns = zones();
     let sink = Sink::start(Behavior::default());
-    let policy = "    dnsbl: {zones: [bl.test]}\n";
-    let direct = gateway(&dns, &sink, policy, "");
+    let policy = |p: &mut SpamPolicyConfig| p.dnsbl.zones = names(&["bl.test"]);
+    let direct = gateway(&dns, &sink, policy, |_| {});
     let r = rcpt(&direct, "a@good.test");
     assert!(r.starts("550 5.7.1") && r.text.contains("dnsbl: 127.0.0.1 listed in bl.test"), "{r:?}");
 
     // The same client as an inbound gateway: not checked at RCPT; checked at end of DATA
     // against the client named in its Received header.
-    let via = gateway(&dns, &sink, policy, "relay: {inboundGateways: [127.0.0.0/8]}\n");
+    let via =
+        gateway(&dns, &sink, policy, |c| c.relay.inbound_gateways = vec!["127.0.0.0/8".parse().unwrap()]);
     let relayed = |ip: &str, subject: &str| {
         format!(
             "Received: from origin.test ([{ip}])\r\n\tby oldmx.test with ESMTP id X;\r\n\tMon, 23 Nov 2026 12:00:00 +0000\r\n{}",
