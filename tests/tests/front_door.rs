@@ -6,7 +6,9 @@ use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use postern_api::{Destination, HumanDuration, MailDomainConfig, TlsPolicy};
+use postern_api::{
+    Account, Action, Destination, HumanDuration, MailDomainConfig, SpamPolicyConfig, TlsPolicy,
+};
 use postern_tests::client::Client;
 use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::sink::{Behavior, Sink};
@@ -227,10 +229,9 @@ fn values_from_clients_cannot_forge_text_log_lines() {
 fn postmaster_is_accepted_and_delivered() {
     let sink = Sink::start(Behavior::default());
     // A directory that does not list postmaster: RFC 5321 4.5.1 wants it accepted anyway.
-    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
-        "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    accounts: [{{address: alice}}]\n",
-        sink.host()
-    )));
+    let gw = GatewayProcess::start(&config(&sink, |c| {
+        c.domains[0].accounts = vec![Account { address: "alice".into(), aliases: vec![] }];
+    }));
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     assert!(c.cmd("MAIL FROM:<postmaster>").starts("501 5.1.7"), "not silently the null sender");
@@ -344,10 +345,14 @@ fn envelope_checks_have_a_time_budget() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dns: SocketAddr = silent.local_addr().unwrap();
     let sink = Sink::start(Behavior::default());
-    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
-        "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: strict\ndelivery: {{nameservers: [\"{dns}\"]}}\nlimits: {{envelopeCheckTimeout: 1s}}\nspamPolicies:\n  strict:\n    spf: {{fail: Reject}}\n",
-        sink.host()
-    )));
+    let gw = GatewayProcess::start(&config(&sink, |c| {
+        c.delivery.nameservers = vec![dns];
+        c.limits.envelope_check_timeout = HumanDuration::from_secs(1);
+        let mut strict = SpamPolicyConfig::default();
+        strict.spf.fail = Action::Reject;
+        c.spam_policies.insert("strict".into(), strict);
+        c.domains[0].spam_policy = Some("strict".into());
+    }));
     let mut c = Client::connect(gw.smtp());
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     assert_eq!(c.cmd("MAIL FROM:<alice@sender.test>").code, 250);
@@ -370,11 +375,13 @@ fn admin_parameters_cannot_forge_text_log_lines() {
     )]);
     let sink = Sink::start(Behavior::default());
     let gw = GatewayProcess::start(
-        &GatewayConfig::new(&format!(
-            "delivery: {{nameservers: [\"{}\"]}}\nspamPolicies:\n  p:\n    spf: {{softFail: Quarantine}}\ndomains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: p\n",
-            dns.addr,
-            sink.host()
-        ))
+        &config(&sink, |c| {
+            c.delivery.nameservers = vec![dns.addr];
+            let mut p = SpamPolicyConfig::default();
+            p.spf.soft_fail = Action::Quarantine;
+            c.spam_policies.insert("p".into(), p);
+            c.domains[0].spam_policy = Some("p".into());
+        })
         .with_text_logs(),
     );
     let mut c = Client::connect(gw.smtp());
