@@ -6,6 +6,10 @@
 use std::process::Command;
 use std::time::Duration;
 
+use postern_api::spam::Warning;
+use postern_api::{
+    Account, Action, Destination, Group, HumanDuration, MailDomainConfig, SpamPolicyConfig, TlsPolicy,
+};
 use postern_tests::client::Client;
 use postern_tests::dns::{self, DnsServer};
 use postern_tests::gateway::{GatewayConfig, GatewayProcess, binary};
@@ -21,13 +25,36 @@ fn zones() -> DnsServer {
     ])
 }
 
-/// `soft_fail` is what SPF softfail does (the tests' senders soft-fail).
-fn gateway(dns: &DnsServer, sink: &Sink, soft_fail: &str, policy: &str) -> GatewayProcess {
-    GatewayProcess::start(&GatewayConfig::new(&format!(
-        "delivery: {{nameservers: [\"{}\"]}}\nspamPolicies:\n  p:\n    spf: {{softFail: {soft_fail}}}\n{policy}domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: p\n    accounts: [{{address: alice}}, {{address: bob}}, {{address: carol}}, {{address: lead}}, {{address: boss}}, {{address: admin}}, {{address: z}}]\n    groups:\n      - {{address: team, members: [lead], moderator: boss}}\n      - {{address: open, members: [lead]}}\n",
-        dns.addr,
-        sink.host()
-    )))
+/// A gateway serving served.test (accounts, group "team" moderated by boss, group "open"
+/// without a moderator) under spam policy "p": SPF softfail (what the tests' senders do)
+/// gets `soft_fail`, and `policy` changes the rest of the policy.
+fn gateway(
+    dns: &DnsServer,
+    sink: &Sink,
+    soft_fail: Action,
+    policy: impl FnOnce(&mut SpamPolicyConfig),
+) -> GatewayProcess {
+    GatewayProcess::start(&GatewayConfig::typed(|c| {
+        c.delivery.nameservers = vec![dns.addr];
+        let mut p = SpamPolicyConfig::default();
+        p.spf.soft_fail = soft_fail;
+        policy(&mut p);
+        c.spam_policies.insert("p".into(), p);
+        let mut served =
+            MailDomainConfig::new("served.test", Destination::hosts(&[&sink.host()], TlsPolicy::NONE));
+        served.spam_policy = Some("p".into());
+        served.accounts = ["alice", "bob", "carol", "lead", "boss", "admin", "z"]
+            .iter()
+            .map(|a| Account { address: a.to_string(), aliases: vec![] })
+            .collect();
+        let group = |address: &str, moderator: Option<&str>| Group {
+            address: address.into(),
+            members: vec!["lead".into()],
+            moderator: moderator.map(str::to_string),
+        };
+        served.groups = vec![group("team", Some("boss")), group("open", None)];
+        c.domains.push(served);
+    }))
 }
 
 /// A newsletter-like message: multipart/alternative inside multipart/mixed, an encoded
@@ -78,7 +105,7 @@ fn cli(gw: &GatewayProcess, args: &[&str]) -> (bool, String) {
 fn search_show_release_and_delete() {
     let dns = zones();
     let sink = Sink::start(Behavior::default());
-    let gw = gateway(&dns, &sink, "Quarantine", "");
+    let gw = gateway(&dns, &sink, Action::Quarantine, |_| {});
     send(
         &gw,
         "renee@soft.test",
@@ -174,12 +201,11 @@ fn chrono_today() -> String {
 fn digests_reach_recipients_moderators_and_the_admin() {
     let dns = zones();
     let sink = Sink::start(Behavior::default());
-    let gw = gateway(
-        &dns,
-        &sink,
-        "Quarantine",
-        "    notifications: {enabled: true, interval: 1s, admin: admin@served.test}\n",
-    );
+    let gw = gateway(&dns, &sink, Action::Quarantine, |p| {
+        p.notifications.enabled = true;
+        p.notifications.interval = HumanDuration::from_secs(1);
+        p.notifications.admin = Some("admin@served.test".into());
+    });
     send(
         &gw,
         "x@soft.test",
@@ -235,12 +261,15 @@ fn digests_reach_recipients_moderators_and_the_admin() {
 fn sender_warnings_and_forged_authentication_results() {
     let dns = zones();
     let sink = Sink::start(Behavior::default());
-    let gw = gateway(
-        &dns,
-        &sink,
-        "MarkSpam",
-        "    senderWarnings:\n      unauthenticated: {header: 'X-Postern-Warning: sender not verified', subjectPrefix: '[UNVERIFIED]'}\n      external: {header: 'X-Postern-External: yes', subjectPrefix: '[EXT]'}\n",
-    );
+    let gw = gateway(&dns, &sink, Action::MarkSpam, |p| {
+        let warning = |header: &str, prefix: &str| Warning {
+            header: header.into(),
+            subject_prefix: Some(prefix.into()),
+        };
+        p.sender_warnings.unauthenticated =
+            Some(warning("X-Postern-Warning: sender not verified", "[UNVERIFIED]"));
+        p.sender_warnings.external = Some(warning("X-Postern-External: yes", "[EXT]"));
+    });
     // A forged result under our authserv-id, and an honest one from another host.
     let forged = format!(
         "Authentication-Results: gw.test; spf=pass smtp.mailfrom=x@soft.test\r\nAuthentication-Results: upstream.test; spf=none\r\n{}",
