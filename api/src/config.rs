@@ -145,6 +145,23 @@ pub struct RedisStoreConfig {
     pub key_prefix: String,
 }
 
+impl RedisStoreConfig {
+    /// One Redis server at `url` (no cluster, no ACL user or password file, no WAIT), with the
+    /// file format's defaults.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            urls: Vec::new(),
+            cluster: false,
+            username: None,
+            password_file: None,
+            wait_replicas: 0,
+            wait_timeout: default_wait_timeout(),
+            key_prefix: default_key_prefix(),
+        }
+    }
+}
+
 fn default_wait_timeout() -> HumanDuration {
     HumanDuration::from_secs(2)
 }

@@ -68,11 +68,6 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// The store section of a gateway config using this server.
-    pub fn store_yaml(&self) -> String {
-        format!("store: {{redis: {{url: \"{}\"}}}}\n", self.url())
-    }
-
     /// SIGKILL: Redis dies without a clean shutdown (the AOF is what survives).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -44,8 +44,6 @@ pub struct GatewayConfig {
     pub body: String,
     /// YAML for `listeners:`; default one plain listener named "smtp".
     pub listeners: String,
-    /// The `store:` line; default the embedded store in the config's directory.
-    pub store: Option<String>,
     /// `logging.format`: "json" (default) or "text".
     pub log_format: &'static str,
     /// The config, when it was built typed (`typed`); `log_format` still applies to it.
@@ -58,7 +56,6 @@ impl GatewayConfig {
             dir: Arc::new(tempfile::tempdir().unwrap()),
             body: body.to_string(),
             listeners: "  - {name: smtp, address: \"127.0.0.1:0\"}\n".into(),
-            store: None,
             log_format: "json",
             typed: None,
         }
@@ -92,13 +89,6 @@ impl GatewayConfig {
         self
     }
 
-    /// Uses this `store:` line (e.g. `RedisServer::store_yaml`).
-    pub fn with_store(mut self, store_yaml: String) -> Self {
-        assert!(self.typed.is_none(), "a typed config sets its store in `typed`");
-        self.store = Some(store_yaml);
-        self
-    }
-
     pub fn path(&self) -> PathBuf {
         self.dir.path().join("gateway.yaml")
     }
@@ -111,9 +101,8 @@ impl GatewayConfig {
             }
             return serde_yaml::to_string(&config).unwrap();
         }
-        let store = self.store.clone().unwrap_or_else(|| {
-            format!("store: {{embedded: {{path: \"{}\"}}}}\n", self.dir.path().join("store").display())
-        });
+        let store =
+            format!("store: {{embedded: {{path: \"{}\"}}}}\n", self.dir.path().join("store").display());
         format!(
             "hostname: gw.test\nlisteners:\n{}admin: {{address: \"127.0.0.1:0\"}}\n{store}logging: {{format: {}, level: \"info\"}}\n{}",
             self.listeners, self.log_format, self.body

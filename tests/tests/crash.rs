@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use postern_api::{Destination, HumanDuration, MailDomainConfig, TlsPolicy};
 use postern_tests::client::{Client, message};
 use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::reserve_port;
@@ -14,9 +15,12 @@ const N: usize = 60;
 #[test]
 fn sigkill_after_250_loses_nothing() {
     let dest_port = reserve_port();
-    let config = GatewayConfig::new(&format!(
-        "domains:\n  - name: served.test\n    primary: {{hosts: [\"127.0.0.1:{dest_port}\"], tls: {{mode: none}}}}\ndelivery:\n  retryInitial: 1s\n  retryMax: 1s\n"
-    ));
+    let config = GatewayConfig::typed(|c| {
+        let primary = Destination::hosts(&[&format!("127.0.0.1:{dest_port}")], TlsPolicy::NONE);
+        c.domains.push(MailDomainConfig::new("served.test", primary));
+        c.delivery.retry_initial = HumanDuration::from_secs(1);
+        c.delivery.retry_max = HumanDuration::from_secs(1);
+    });
     let mut gw = GatewayProcess::start(&config);
 
     // Several sessions at once, so group commit is exercised too.

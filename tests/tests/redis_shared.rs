@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use postern_api::{
+    Action, Destination, HumanDuration, MailDomainConfig, RedisStoreConfig, SpamPolicyConfig, StoreConfig,
+    TlsPolicy,
+};
 use postern_tests::client::{Client, message};
 use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::redis::RedisServer;
@@ -15,12 +19,22 @@ use postern_tests::sink::{Behavior, Sink};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The store of every gateway of a test: `redis`.
+fn on_redis(c: &mut postern_api::GatewayConfig, redis: &RedisServer) {
+    c.store = StoreConfig { embedded: None, redis: Some(RedisStoreConfig::new(&redis.url())) };
+}
+
 fn config(redis: &RedisServer, dest_port: u16) -> GatewayConfig {
-    GatewayConfig::new(&format!(
-        "domains:\n  - name: served.test\n    primary: {{hosts: [\"127.0.0.1:{dest_port}\"], tls: {{mode: none}}}}\n\
-         delivery: {{retryInitial: 1s, retryMax: 2s, leaseTimeout: 10s}}\nlimits: {{maxMessagesPerSession: 100000, maxErrors: 1000}}\n"
-    ))
-    .with_store(redis.store_yaml())
+    GatewayConfig::typed(|c| {
+        on_redis(c, redis);
+        let primary = Destination::hosts(&[&format!("127.0.0.1:{dest_port}")], TlsPolicy::NONE);
+        c.domains.push(MailDomainConfig::new("served.test", primary));
+        c.delivery.retry_initial = HumanDuration::from_secs(1);
+        c.delivery.retry_max = HumanDuration::from_secs(2);
+        c.delivery.lease_timeout = HumanDuration::from_secs(10);
+        c.limits.max_messages_per_session = 100_000;
+        c.limits.max_errors = 1000;
+    })
 }
 
 #[test]
@@ -169,12 +183,18 @@ fn quarantined_through_one_gateway_released_through_another() {
     let dns = postern_tests::dns::DnsServer::start(vec![]);
     let sink = Sink::start(Behavior::default());
     let cfg = || {
-        GatewayConfig::new(&format!(
-            "delivery: {{nameservers: [\"{}\"]}}\nspamPolicies:\n  p: {{blockList: {{domains: [spam.test], action: Quarantine}}}}\ndomains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    spamPolicy: p\n",
-            dns.addr,
-            sink.host()
-        ))
-        .with_store(redis.store_yaml())
+        GatewayConfig::typed(|c| {
+            on_redis(c, &redis);
+            c.delivery.nameservers = vec![dns.addr];
+            let mut p = SpamPolicyConfig::default();
+            p.block_list.domains = vec!["spam.test".into()];
+            p.block_list.action = Action::Quarantine;
+            c.spam_policies.insert("p".into(), p);
+            let mut served =
+                MailDomainConfig::new("served.test", Destination::hosts(&[&sink.host()], TlsPolicy::NONE));
+            served.spam_policy = Some("p".into());
+            c.domains.push(served);
+        })
     };
     let a = GatewayProcess::start(&cfg());
     let b = GatewayProcess::start(&cfg());
