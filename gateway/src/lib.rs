@@ -1,9 +1,12 @@
 //! postern-gateway: the SMTP gateway. The binary (`main.rs`) is a thin CLI over this library.
 //!
-//! One message's way: `smtp` (session) -> `policy` (limits, relay) -> `routing` (next hops)
-//! -> `store` (durable queue) -> `delivery` (outbound SMTP, retries, DSN). `spam` judges
-//! inbound mail; what it holds back, `quarantine` lets admins search, release or delete.
-//! `admin` serves health, readiness, metrics and the admin API; `server` wires it all together.
+//! One message's way: `smtp` (session) -> `policy` (limits, relay) -> `spam` (envelope checks)
+//! -> `routing` (next hops, `DeliveryPlan`) -> `spam` (content verdict) -> `store` (durable
+//! queue, or `quarantine::hold`) -> `delivery` (through `outbound`; retries, DSN). Shared
+//! services sit below the features: `config` (the snapshot), `address`, `dns`, `outbound`,
+//! `store`, `generated` (mail we write); `context` holds them for every task. `admin` serves
+//! health, readiness, metrics and the admin API; `server` wires it all together. DESIGN.md has
+//! the layout; tests/layout.rs checks that no module imports one above it.
 
 pub mod address;
 pub mod admin;
