@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use postern_api::{
-    Account, Destination, Group, HumanDuration, MailDomainConfig, RoutingMode, RoutingPolicyConfig, TlsPolicy,
+    Account, Destination, Group, HumanDuration, MailDomainConfig, OutboundGateway, RecipientVerification,
+    RoutingMode, RoutingPolicyConfig, SmtpAuth, TlsMode, TlsPolicy,
 };
 use postern_tests::client::{Client, message};
 use postern_tests::dns::{self, DnsServer};
@@ -79,31 +80,30 @@ impl World {
     }
 }
 
-/// served.test's routing policy: `mode` (as the CRD spells it) to dest.test's MX, plain SMTP,
-/// with the defaults of the file format; `adjust` changes the rest.
+/// A routing policy: `mode` (as the CRD spells it) to dest.test's MX, plain SMTP, with the
+/// defaults of the file format; `adjust` changes the rest.
+fn policy(mode: &str, adjust: impl FnOnce(&mut RoutingPolicyConfig)) -> RoutingPolicyConfig {
+    let mode: RoutingMode = serde_json::from_value(serde_json::Value::String(mode.into())).unwrap();
+    let mut policy = RoutingPolicyConfig {
+        mode,
+        destination: Destination { mx: Some("dest.test".into()), hosts: vec![], tls: TlsPolicy::NONE },
+        enabled: true,
+        rewrite_envelope: false,
+        bounce_on_failure: true,
+        verification_address: None,
+        expand_groups: false,
+    };
+    adjust(&mut policy);
+    policy
+}
+
+/// served.test under `policy(mode, adjust)`.
 fn routed(
     mode: &str,
     adjust: impl FnOnce(&mut RoutingPolicyConfig),
 ) -> impl FnOnce(&mut postern_api::GatewayConfig) {
-    let mode: RoutingMode = serde_json::from_value(serde_json::Value::String(mode.into())).unwrap();
-    move |c| {
-        let mut policy = RoutingPolicyConfig {
-            mode,
-            destination: Destination { mx: Some("dest.test".into()), hosts: vec![], tls: TlsPolicy::NONE },
-            enabled: true,
-            rewrite_envelope: false,
-            bounce_on_failure: true,
-            verification_address: None,
-            expand_groups: false,
-        };
-        adjust(&mut policy);
-        c.domains[0].routing = Some(policy);
-    }
-}
-
-/// A routing policy as YAML lines under `routing:` (for the tests that write several domains).
-fn policy(mode: &str, more: &str) -> String {
-    format!("      mode: {mode}\n      destination: {{mx: dest.test, tls: {{mode: none}}}}\n{more}")
+    let policy = policy(mode, adjust);
+    move |c| c.domains[0].routing = Some(policy)
 }
 
 /// Sends one transaction; returns the reply to each RCPT and the final reply.
@@ -296,17 +296,18 @@ fn a_policy_goes_live_only_after_its_destination_accepted_the_verification_messa
 fn group_members_are_routed_one_by_one_when_expansion_is_on() {
     let world = World::new(Behavior::default());
     // "all" nests "team" (a loop) and names an outside member and alice twice.
-    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
-        "relay: {{trustedNetworks: []}}\ndelivery:\n  nameservers: [\"{dns}\"]\n  mxPort: {port}\n  tls: {{mode: none}}\n\
-         domains:\n  - name: served.test\n    primary: {{hosts: [\"{primary}\"], tls: {{mode: none}}}}\n\
-         \x20   accounts: [{{address: alice}}, {{address: bob}}]\n\
-         \x20   groups:\n      - {{address: team, members: [alice, all]}}\n      - {{address: all, members: [bob, carol@other.test, team, alice]}}\n\
-         \x20   routing:\n{policy}",
-        dns = world.dns.addr,
-        port = world.mx_port,
-        primary = world.primary.host(),
-        policy = policy("Dual", "      expandGroups: true\n"),
-    )));
+    let gw = world.gateway(|c| {
+        let group = |address: &str, members: &[&str]| Group {
+            address: address.into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            moderator: None,
+        };
+        c.domains[0].groups = vec![
+            group("team", &["alice", "all"]),
+            group("all", &["bob", "carol@other.test", "team", "alice"]),
+        ];
+        routed("Dual", |p| p.expand_groups = true)(c);
+    });
     assert_eq!(send(&gw, "s@sender.test", &["team@served.test"], "group"), (vec![250], 250));
     // Dual: each local member to the primary and the destination; the outside member relayed.
     assert_eq!(rcpts_at(&gw, &world.primary, 1), vec![v(&["alice@served.test", "bob@served.test"])]);
@@ -322,10 +323,14 @@ fn group_members_are_routed_one_by_one_when_expansion_is_on() {
 fn recipient_verification_asks_the_primary_and_caches_the_answer() {
     let primary = Behavior::default().reject("ghost@served.test", "550 5.1.1 no such user");
     let world = World::with_primary(primary, Behavior::default());
-    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
-        "domains:\n  - name: served.test\n    primary: {{hosts: [\"{}\"], tls: {{mode: none}}}}\n    recipientVerification: {{cacheTtl: 10m}}\n",
-        world.primary.host()
-    )));
+    // No directory of its own: every address is asked of the primary.
+    let gw = world.gateway(|c| {
+        let served = &mut c.domains[0];
+        served.accounts.clear();
+        served.groups.clear();
+        served.recipient_verification =
+            Some(RecipientVerification { cache_ttl: HumanDuration::from_secs(600) });
+    });
     let (codes, fin) = send(&gw, "s@sender.test", &["ghost@served.test", "real@served.test"], "probe");
     assert_eq!((codes, fin), (vec![550, 250], 250));
     // Count only after the first delivery: it opens its own connection, at a time of its own.
@@ -343,16 +348,21 @@ fn recipient_verification_asks_the_primary_and_caches_the_answer() {
 #[test]
 fn one_transaction_across_domains_and_modes_makes_the_right_jobs() {
     let world = World::new(Behavior::default());
-    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
-        "relay: {{trustedNetworks: [127.0.0.0/8]}}\ndelivery:\n  nameservers: [\"{dns}\"]\n  mxPort: {port}\n  tls: {{mode: none}}\n\
-         domains:\n  - name: split.test\n    primary: {{hosts: [\"{primary}\"], tls: {{mode: none}}}}\n    accounts: [{{address: ann}}]\n    routing:\n{split}\
-         \x20 - name: dual.test\n    primary: {{hosts: [\"{primary}\"], tls: {{mode: none}}}}\n    accounts: [{{address: dan}}]\n    routing:\n{dual}",
-        dns = world.dns.addr,
-        port = world.mx_port,
-        primary = world.primary.host(),
-        split = policy("Split", ""),
-        dual = policy("Dual", "      bounceOnFailure: false\n"),
-    )));
+    let gw = world.gateway(|c| {
+        c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        let domain = |name: &str, account: &str, c: &mut postern_api::GatewayConfig| {
+            let mut d = c.domains[0].clone();
+            d.name = name.into();
+            d.accounts = vec![Account { address: account.into(), aliases: vec![] }];
+            d.groups.clear();
+            d
+        };
+        let mut split = domain("split.test", "ann", c);
+        split.routing = Some(policy("Split", |_| {}));
+        let mut dual = domain("dual.test", "dan", c);
+        dual.routing = Some(policy("Dual", |p| p.bounce_on_failure = false));
+        c.domains = vec![split, dual];
+    });
     let rcpts = ["ann@split.test", "new@split.test", "dan@dual.test", "nope@dual.test", "x@other.test"];
     let (codes, fin) = send(&gw, "s@sender.test", &rcpts, "mixed");
     assert_eq!((codes, fin), (vec![250, 250, 250, 550, 250], 250));
@@ -394,15 +404,15 @@ fn mail_for_other_domains_leaves_through_the_smarthost_with_auth() {
         ..Behavior::default()
     });
     let world = World::new(Behavior::default());
-    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
-        "relay: {{trustedNetworks: [127.0.0.0/8]}}\ndelivery:\n  nameservers: [\"{dns}\"]\n  mxPort: {port}\n  caFile: \"{ca}\"\n\
-         \x20 outboundGateway:\n    host: \"localhost:{sh}\"\n    tls: {{mode: required, verify: true}}\n    auth: {{username: relay-user, passwordFile: \"{pw}\"}}\n",
-        dns = world.dns.addr,
-        port = world.mx_port,
-        ca = ca_file.display(),
-        sh = smarthost.port(),
-        pw = password_file.display(),
-    )));
+    let gw = world.gateway(|c| {
+        c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        c.delivery.ca_file = Some(ca_file.clone());
+        c.delivery.outbound_gateway = Some(OutboundGateway {
+            host: format!("localhost:{}", smarthost.port()),
+            tls: TlsPolicy { mode: TlsMode::Required, verify: true },
+            auth: Some(SmtpAuth { username: "relay-user".into(), password_file: password_file.clone() }),
+        });
+    });
     assert_eq!(send(&gw, "s@sender.test", &["x@other.test"], "smarthost"), (vec![250], 250));
     let got = smarthost.wait_for(1, WAIT);
     assert_eq!(got[0].rcpts, ["x@other.test"]);
