@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
+use postern_api::{Action, Destination, MailDomainConfig, SpamPolicyConfig, TlsPolicy};
 use postern_tests::client::{Client, Reply};
 use postern_tests::dkim;
 use postern_tests::dns::{self, DnsServer};
 use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::sink::{Behavior, Sink};
-use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 const ACTIONS: [&str; 5] = ["Reject", "TempFail", "Quarantine", "MarkSpam", "Allow"];
@@ -42,7 +42,7 @@ fn zones() -> DnsServer {
 struct Check {
     name: &'static str,
     /// Sets the check's action in a policy where everything else is Allow.
-    enable: fn(&mut Value, &str),
+    enable: fn(&mut SpamPolicyConfig, Action),
     sender: &'static str,
     message: fn(&str, &str, &str) -> String,
     /// Envelope checks answer at RCPT; content checks at the end of DATA.
@@ -83,29 +83,30 @@ fn with_macro_attachment(from: &str, to: &str, subject: &str) -> String {
     )
 }
 
-fn set(policy: &mut Value, section: &str, field: &str, action: &str) {
-    policy[section][field] = json!(action);
+/// An action as the CRD spells it.
+fn action(name: &str) -> Action {
+    serde_json::from_value(serde_json::Value::String(name.into())).unwrap()
 }
 
 fn checks() -> Vec<Check> {
     vec![
         Check {
             name: "spf-softfail",
-            enable: |p, a| set(p, "spf", "softFail", a),
+            enable: |p, a| p.spf.soft_fail = a,
             sender: "a@softfail.test",
             message: plain,
             at_rcpt: true,
         },
         Check {
             name: "spf-fail",
-            enable: |p, a| set(p, "spf", "fail", a),
+            enable: |p, a| p.spf.fail = a,
             sender: "a@fail.test",
             message: plain,
             at_rcpt: true,
         },
         Check {
             name: "dkim",
-            enable: |p, a| set(p, "dkim", "fail", a),
+            enable: |p, a| p.dkim.fail = a,
             sender: "a@dkimbad.test",
             // Signed by dkimpy, then changed in transit: the body hash no longer matches.
             message: |f, t, s| {
@@ -115,42 +116,51 @@ fn checks() -> Vec<Check> {
         },
         Check {
             name: "dmarc-quarantine",
-            enable: |p, a| set(p, "dmarc", "quarantine", a),
+            enable: |p, a| p.dmarc.quarantine = a,
             sender: "a@dmarcq.test",
             message: plain,
             at_rcpt: false,
         },
         Check {
             name: "dmarc-reject",
-            enable: |p, a| set(p, "dmarc", "reject", a),
+            enable: |p, a| p.dmarc.reject = a,
             sender: "a@dmarcr.test",
             message: plain,
             at_rcpt: false,
         },
         Check {
             name: "dnsbl",
-            enable: |p, a| p["dnsbl"] = json!({"zones": ["bl.test"], "action": a}),
+            enable: |p, a| {
+                p.dnsbl.zones = vec!["bl.test".into()];
+                p.dnsbl.action = a;
+            },
             sender: "a@pass.test",
             message: plain,
             at_rcpt: true,
         },
         Check {
             name: "rhsbl",
-            enable: |p, a| p["dnsbl"] = json!({"rhsblZones": ["rhs.test"], "action": a}),
+            enable: |p, a| {
+                p.dnsbl.rhsbl_zones = vec!["rhs.test".into()];
+                p.dnsbl.action = a;
+            },
             sender: "a@listed.test",
             message: plain,
             at_rcpt: true,
         },
         Check {
             name: "block-list",
-            enable: |p, a| p["blockList"] = json!({"domains": ["blocked.test"], "action": a}),
+            enable: |p, a| {
+                p.block_list.domains = vec!["blocked.test".into()];
+                p.block_list.action = a;
+            },
             sender: "a@blocked.test",
             message: plain,
             at_rcpt: true,
         },
         Check {
             name: "html-tags",
-            enable: |p, a| set(p, "content", "htmlTags", a),
+            enable: |p, a| p.content.html_tags = a,
             sender: "a@pass.test",
             message: |f, t, s| {
                 alternative(f, t, s, "<form action=\"https://login.example.invalid/\"><input name=pw></form>")
@@ -159,14 +169,14 @@ fn checks() -> Vec<Check> {
         },
         Check {
             name: "javascript",
-            enable: |p, a| set(p, "content", "javascript", a),
+            enable: |p, a| p.content.javascript = a,
             sender: "a@pass.test",
             message: |f, t, s| alternative(f, t, s, "<script>document.location='https://x.invalid'</script>"),
             at_rcpt: false,
         },
         Check {
             name: "web-bugs",
-            enable: |p, a| set(p, "content", "webBugs", a),
+            enable: |p, a| p.content.web_bugs = a,
             sender: "a@pass.test",
             message: |f, t, s| {
                 alternative(
@@ -180,14 +190,14 @@ fn checks() -> Vec<Check> {
         },
         Check {
             name: "office-macros",
-            enable: |p, a| set(p, "content", "officeMacros", a),
+            enable: |p, a| p.content.office_macros = a,
             sender: "a@pass.test",
             message: with_macro_attachment,
             at_rcpt: false,
         },
         Check {
             name: "bulk-mail",
-            enable: |p, a| set(p, "content", "bulkMail", a),
+            enable: |p, a| p.content.bulk_mail = a,
             sender: "a@pass.test",
             message: |f, t, s| {
                 format!(
@@ -201,13 +211,17 @@ fn checks() -> Vec<Check> {
 }
 
 /// A policy in which no check acts.
-fn quiet_policy() -> Value {
-    json!({
-        "spf": {"softFail": "Allow", "fail": "Allow"},
-        "dkim": {"fail": "Allow"},
-        "dmarc": {"quarantine": "Allow", "reject": "Allow"},
-        "content": {"htmlTags": "Allow", "officeMacros": "Allow", "javascript": "Allow", "webBugs": "Allow", "bulkMail": "Allow"},
-    })
+fn quiet_policy() -> SpamPolicyConfig {
+    let mut p = SpamPolicyConfig::default();
+    p.spf.soft_fail = Action::Allow;
+    p.spf.fail = Action::Allow;
+    p.dkim.fail = Action::Allow;
+    p.dmarc.quarantine = Action::Allow;
+    p.dmarc.reject = Action::Allow;
+    let c = &mut p.content;
+    (c.html_tags, c.office_macros, c.javascript, c.web_bugs, c.bulk_mail) =
+        (Action::Allow, Action::Allow, Action::Allow, Action::Allow, Action::Allow);
+    p
 }
 
 fn case_name(check: &str, action: &str) -> String {
@@ -231,28 +245,22 @@ fn every_check_with_every_action() {
     let dns = zones();
     let sink = Sink::start(Behavior::default());
     let checks = checks();
-    let mut policies = serde_json::Map::new();
-    let mut domains = Vec::new();
-    for check in &checks {
-        for action in ACTIONS {
-            let name = case_name(check.name, action);
-            let mut policy = quiet_policy();
-            (check.enable)(&mut policy, action);
-            policies.insert(name.clone(), policy);
-            domains.push(json!({
-                "name": format!("{name}.test"),
-                "primary": {"hosts": [sink.host()], "tls": {"mode": "none"}},
-                "spamPolicy": name,
-            }));
+    // One domain per (check, action), each under its own policy.
+    let gw = GatewayProcess::start(&GatewayConfig::typed(|c| {
+        c.delivery.nameservers = vec![dns.addr];
+        for check in &checks {
+            for name_of_action in ACTIONS {
+                let name = case_name(check.name, name_of_action);
+                let mut policy = quiet_policy();
+                (check.enable)(&mut policy, action(name_of_action));
+                c.spam_policies.insert(name.clone(), policy);
+                let primary = Destination::hosts(&[&sink.host()], TlsPolicy::NONE);
+                let mut domain = MailDomainConfig::new(&format!("{name}.test"), primary);
+                domain.spam_policy = Some(name);
+                c.domains.push(domain);
+            }
         }
-    }
-    // JSON is YAML: the generated part of the config is written as JSON.
-    let gw = GatewayProcess::start(&GatewayConfig::new(&format!(
-        "delivery: {{nameservers: [\"{}\"]}}\nspamPolicies: {}\ndomains: {}\n",
-        dns.addr,
-        Value::Object(policies),
-        Value::Array(domains)
-    )));
+    }));
 
     let mut delivered = Vec::new();
     let mut quarantined = Vec::new();
@@ -295,7 +303,7 @@ fn every_check_with_every_action() {
     }
     for name in &quarantined {
         let (status, found) = gw.admin_get(&format!("/api/v1/quarantine?subject={name}"));
-        let found: Value = serde_json::from_str(&found).unwrap();
+        let found: serde_json::Value = serde_json::from_str(&found).unwrap();
         assert_eq!(status, 200);
         assert_eq!(found.as_array().map(Vec::len), Some(1), "{name} held once: {found}");
         let reasons = found[0]["reasons"].to_string();
