@@ -111,9 +111,7 @@ impl AdminClient {
         let status = resp.status();
         let body = resp.bytes().await.map_err(unreachable)?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<ApiError>(&body)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_string());
+            let message = error_text(&body);
             return Err(AdminError::Status {
                 method,
                 path: path.to_string(),
@@ -152,9 +150,7 @@ impl AdminClient {
         if StatusCode::from_u16(answer.status).is_ok_and(|s| s.is_success()) {
             return Ok(answer.body);
         }
-        let message = serde_json::from_slice::<ApiError>(&answer.body)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| answer.text());
+        let message = error_text(&answer.body);
         Err(AdminError::Status { method: Method::GET, path, status: answer.status, message })
     }
 
@@ -166,6 +162,13 @@ impl AdminClient {
     pub async fn quarantine_delete(&self, id: &str, by: &str) -> Result<Deleted, AdminError> {
         self.call(Method::DELETE, &format!("/api/v1/quarantine/{}", segment(id)), &[("by", by)]).await
     }
+}
+
+/// The `error` text of an error answer, or its body as text when it is not one.
+fn error_text(body: &[u8]) -> String {
+    serde_json::from_slice::<ApiError>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_string())
 }
 
 /// A value as one path segment: anything but unreserved characters percent-encoded, so an id

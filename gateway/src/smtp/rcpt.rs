@@ -92,8 +92,9 @@ impl Session {
     async fn spam_envelope(&mut self, domain: &str) -> Result<(), Reply> {
         let policy = self.cfg.served_domain(domain).and_then(|d| d.spam_policy.clone());
         let Some(tx) = &self.tx else { return Ok(()) };
-        let name =
-            |p: &Option<std::sync::Arc<crate::config::NamedSpamPolicy>>| p.as_ref().map(|p| p.name.clone());
+        fn name(p: &Option<std::sync::Arc<crate::config::NamedSpamPolicy>>) -> Option<&str> {
+            p.as_deref().map(|p| p.name.as_str())
+        }
         match &tx.spam {
             Some(choice) if name(&choice.policy) != name(&policy) => {
                 self.refused("spam_policy_mix");
