@@ -32,6 +32,13 @@ pub struct GatewayConfig {
     /// Who may relay to domains this gateway does not serve.
     #[serde(default)]
     pub relay: RelayConfig,
+    /// SMTP AUTH: the users, what they may send as, failed-login handling.
+    #[serde(default)]
+    pub auth: crate::submission::AuthConfig,
+    /// Rate limits per client IP, authenticated user or sender domain; shared by every pod with
+    /// the Redis store, per process with the embedded store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<crate::submission::RateLimit>,
     /// Where mail to the bare `postmaster` (no domain; RFC 5321 4.5.1 requires it) goes, e.g.
     /// "hostmaster@example.com". Default: postmaster@ the first served domain. Mail to
     /// `postmaster@<served domain>` is always accepted and goes to that domain's primary.
@@ -64,9 +71,36 @@ pub struct Listener {
     /// A connection without one is refused; a PROXY header on a listener without this is refused.
     #[serde(default)]
     pub proxy_protocol: bool,
-    /// Certificate and key for STARTTLS. Without it STARTTLS is not offered.
+    /// Certificate and key for STARTTLS (or, for `submissions`, implicit TLS). Without it
+    /// STARTTLS is not offered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
+    /// smtp (MX traffic, port 25), submission (587: STARTTLS and AUTH required) or
+    /// submissions (465: implicit TLS, AUTH required).
+    #[serde(default)]
+    pub role: crate::submission::ListenerRole,
+    /// Offer SMTP AUTH (only after TLS). Default: on for the submission roles, off for smtp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<bool>,
+}
+
+impl Listener {
+    /// A plain `smtp` listener on `address`, named `name`: no PROXY protocol, no TLS, no AUTH.
+    pub fn new(name: &str, address: SocketAddr) -> Self {
+        Self {
+            name: name.to_string(),
+            address,
+            proxy_protocol: false,
+            tls: None,
+            role: crate::submission::ListenerRole::Smtp,
+            auth: None,
+        }
+    }
+
+    /// Whether this listener offers AUTH (after TLS).
+    pub fn offers_auth(&self) -> bool {
+        self.auth.unwrap_or(self.role.is_submission())
+    }
 }
 
 fn default_listener_name() -> String {

@@ -5,11 +5,13 @@ pub mod admin;
 pub mod config;
 pub mod duration;
 pub mod spam;
+pub mod submission;
 pub mod validate;
 
 pub use config::*;
 pub use duration::HumanDuration;
 pub use spam::{Action, SpamPolicyConfig};
+pub use submission::{AuthConfig, ListenerRole, RateCount, RateKey, RateLimit};
 pub use validate::{ConfigError, FieldError, load_gateway_config, validate};
 
 /// The JSON schema of `GatewayConfig`, for documentation and editors.

@@ -93,7 +93,20 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
         if l.address.port() != 0 && l.address == c.admin.address {
             errs.add(format!("listeners[{i}].address"), "same address as admin.address");
         }
+        if l.tls.is_none() {
+            if l.role.is_submission() {
+                errs.add(format!("listeners[{i}].tls"), format!("role {:?} needs tls", l.role));
+            } else if l.offers_auth() {
+                errs.add(format!("listeners[{i}].auth"), "AUTH is offered only under TLS: set tls too");
+            }
+        }
     }
+    if let Some(i) = c.listeners.iter().position(|l| l.offers_auth())
+        && c.auth.users_file.is_none()
+    {
+        errs.add("auth.usersFile", format!("listeners[{i}] offers AUTH, but no users file is set"));
+    }
+    check_submission(&mut errs, c);
 
     if c.store.embedded.is_some() && c.store.redis.is_some() {
         errs.add("store", "set either embedded or redis, not both");
@@ -261,6 +274,34 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
     errs.finish()
 }
 
+/// Failed-login handling and rate limits: sane numbers, and counts that fit their key.
+fn check_submission(errs: &mut Errors, c: &GatewayConfig) {
+    use crate::submission::{RateCount, RateKey};
+    let auth = &c.auth;
+    if auth.max_failures == 0 {
+        errs.add("auth.maxFailures", "must be greater than 0");
+    }
+    for (field, d) in [("auth.failureWindow", auth.failure_window), ("auth.lockout", auth.lockout)] {
+        if d.get().is_zero() {
+            errs.add(field, "must be longer than 0s");
+        }
+    }
+    if auth.failure_delay > auth.max_failure_delay {
+        errs.add("auth.maxFailureDelay", "must not be shorter than auth.failureDelay");
+    }
+    for (i, r) in c.rate_limits.iter().enumerate() {
+        if r.limit == 0 {
+            errs.add(format!("rateLimits[{i}].limit"), "must be greater than 0");
+        }
+        if r.per.get().as_millis() < 1000 {
+            errs.add(format!("rateLimits[{i}].per"), "must be at least 1s");
+        }
+        if r.count == RateCount::Connections && r.key != RateKey::ClientIp {
+            errs.add(format!("rateLimits[{i}].key"), "connections are counted per clientIp only");
+        }
+    }
+}
+
 /// Every account, alias and group address is in the domain and listed once. Group members may
 /// be anything: members in other domains are relayed.
 fn check_directory(errs: &mut Errors, field: &str, d: &crate::config::MailDomainConfig) {
@@ -399,6 +440,24 @@ mod tests {
         let text = format!("{MINIMAL}limits:\n  maxRecipient: 5\n");
         let err = load_gateway_config(&text).unwrap_err().to_string();
         assert!(err.contains("maxRecipient"), "{err}");
+    }
+
+    #[test]
+    fn submission_needs_tls_and_a_users_file() {
+        let text = "hostname: mx.example.test\nlisteners:\n  - {name: sub, address: 127.0.0.1:2587, role: submission}\n  - {name: mx, address: 127.0.0.1:2525, auth: true}\n  - name: tls\n    address: 127.0.0.1:2465\n    role: submissions\n    tls: {certFile: c, keyFile: k}\nauth: {maxFailures: 0}\nrateLimits:\n  - {key: user, count: connections, limit: 0, per: 1h}\n";
+        let problems = load_gateway_config(text).unwrap_err().problems();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "listeners[0].tls",
+                "listeners[1].auth",
+                "auth.usersFile",
+                "auth.maxFailures",
+                "rateLimits[0].limit",
+                "rateLimits[0].key"
+            ]
+        );
     }
 
     #[test]

@@ -54,6 +54,56 @@ pub async fn run_all(store: &dyn Store) {
     lease_respects_max(store).await;
     quarantine_round_trip(store).await;
     state_round_trip(store).await;
+    rate_limits_count_all_or_nothing(store).await;
+    failed_logins_lock_out(store).await;
+}
+
+async fn rate_limits_count_all_or_nothing(store: &dyn Store) {
+    let check =
+        |key: &str, limit| RateCheck { key: key.into(), limit, period: Duration::from_secs(60), cost: 1 };
+    assert_eq!(store.rate_limit(&[]).await.unwrap(), RateDecision::Allowed);
+    for _ in 0..2 {
+        assert_eq!(store.rate_limit(&[check("a", 5), check("b", 2)]).await.unwrap(), RateDecision::Allowed);
+    }
+    let RateDecision::Limited { index, retry_after } =
+        store.rate_limit(&[check("a", 5), check("b", 2)]).await.unwrap()
+    else {
+        panic!("the third message is over b's limit of 2");
+    };
+    assert_eq!(index, 1);
+    // b admits one every 30 s; its next slot is at most 30 s away.
+    assert!(
+        retry_after > Duration::from_secs(25) && retry_after <= Duration::from_secs(30),
+        "{retry_after:?}"
+    );
+    // The refused set did not charge a: three more fit, then it is over.
+    for _ in 0..3 {
+        assert_eq!(store.rate_limit(&[check("a", 5)]).await.unwrap(), RateDecision::Allowed);
+    }
+    assert!(matches!(
+        store.rate_limit(&[check("a", 5)]).await.unwrap(),
+        RateDecision::Limited { index: 0, .. }
+    ));
+    // Keys are independent, and a cost counts as that many.
+    let big = RateCheck { cost: 10, ..check("c", 10) };
+    assert_eq!(store.rate_limit(std::slice::from_ref(&big)).await.unwrap(), RateDecision::Allowed);
+    assert!(matches!(store.rate_limit(&[check("c", 10)]).await.unwrap(), RateDecision::Limited { .. }));
+}
+
+async fn failed_logins_lock_out(store: &dyn Store) {
+    let policy =
+        LockoutPolicy { window: Duration::from_secs(60), max_failures: 3, lockout: Duration::from_secs(300) };
+    assert_eq!(store.login_locked("192.0.2.7").await.unwrap(), None);
+    for n in 1..=2 {
+        let f = store.login_failed("192.0.2.7", &policy).await.unwrap();
+        assert_eq!(f, LoginFailures { failures: n, locked_for: None });
+    }
+    assert_eq!(store.login_locked("192.0.2.7").await.unwrap(), None);
+    let third = store.login_failed("192.0.2.7", &policy).await.unwrap();
+    assert_eq!(third, LoginFailures { failures: 3, locked_for: Some(Duration::from_secs(300)) });
+    let left = store.login_locked("192.0.2.7").await.unwrap().expect("locked out");
+    assert!(left > Duration::from_secs(290) && left <= Duration::from_secs(300), "{left:?}");
+    assert_eq!(store.login_locked("192.0.2.8").await.unwrap(), None);
 }
 
 async fn state_round_trip(store: &dyn Store) {

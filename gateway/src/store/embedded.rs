@@ -23,7 +23,11 @@ use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{Job, Message, NewMessage, QuarantineEntry, QueueStats, Store, StoreError, StoreResult};
+use super::{
+    Job, LockoutPolicy, LoginFailures, Message, NewMessage, QuarantineEntry, QueueStats, RateCheck,
+    RateDecision, Store, StoreError, StoreResult,
+};
+use crate::util::time::now_ms;
 
 /// job id -> Job (JSON)
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
@@ -54,6 +58,8 @@ pub struct EmbeddedStore {
     /// Jobs handed out and not settled yet: id -> lease end (ms). Shared with the writer.
     leases: Arc<Mutex<HashMap<String, u64>>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Rate limits and failed logins: per process (one node owns this store).
+    limits: super::limits::LocalLimits,
 }
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
@@ -118,7 +124,7 @@ impl EmbeddedStore {
             .name("store-writer".into())
             .spawn(move || writer_loop(&writer_db, &rx))
             .map_err(db_err)?;
-        Ok(Self { db, ops: tx, leases: Arc::default(), writer: Some(writer) })
+        Ok(Self { db, ops: tx, leases: Arc::default(), writer: Some(writer), limits: Default::default() })
     }
 
     async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> StoreResult<T> {
@@ -314,6 +320,18 @@ impl Store for EmbeddedStore {
 
     async fn state_swap(&self, key: &str, expected: Option<Vec<u8>>, new: Vec<u8>) -> StoreResult<bool> {
         self.submit(|r| Op::StateSwap(key.to_string(), expected, new, r)).await
+    }
+
+    async fn rate_limit(&self, checks: &[RateCheck]) -> StoreResult<RateDecision> {
+        Ok(self.limits.rate_limit(checks, now_ms()))
+    }
+
+    async fn login_failed(&self, client: &str, policy: &LockoutPolicy) -> StoreResult<LoginFailures> {
+        Ok(self.limits.login_failed(client, policy, now_ms()))
+    }
+
+    async fn login_locked(&self, client: &str) -> StoreResult<Option<Duration>> {
+        Ok(self.limits.login_locked(client, now_ms()))
     }
 
     async fn ping(&self) -> StoreResult<()> {

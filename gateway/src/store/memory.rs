@@ -8,11 +8,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Job, Message, NewMessage, QuarantineEntry, QueueStats, Store, StoreResult};
+use super::{
+    Job, LockoutPolicy, LoginFailures, Message, NewMessage, QuarantineEntry, QueueStats, RateCheck,
+    RateDecision, Store, StoreResult,
+};
+use crate::util::time::now_ms;
 
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    limits: super::limits::LocalLimits,
 }
 
 #[derive(Default)]
@@ -184,6 +189,18 @@ impl Store for MemoryStore {
         }
         inner.state.insert(key.to_string(), new);
         Ok(true)
+    }
+
+    async fn rate_limit(&self, checks: &[RateCheck]) -> StoreResult<RateDecision> {
+        Ok(self.limits.rate_limit(checks, now_ms()))
+    }
+
+    async fn login_failed(&self, client: &str, policy: &LockoutPolicy) -> StoreResult<LoginFailures> {
+        Ok(self.limits.login_failed(client, policy, now_ms()))
+    }
+
+    async fn login_locked(&self, client: &str) -> StoreResult<Option<Duration>> {
+        Ok(self.limits.login_locked(client, now_ms()))
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub mod embedded;
+pub mod limits;
 pub mod memory;
 pub mod redis;
 pub mod types;
@@ -20,6 +21,7 @@ pub mod types;
 #[cfg(test)]
 pub mod conformance;
 
+pub use limits::{LockoutPolicy, LoginFailures, RateCheck, RateDecision};
 pub use types::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,15 @@ pub trait Store: Send + Sync + 'static {
     /// Compare-and-set: writes `new` only when the current value is `expected` (`None`: absent).
     /// Lets one pod of many claim a periodic job (a digest run). Durable once it returns `true`.
     async fn state_swap(&self, key: &str, expected: Option<Vec<u8>>, new: Vec<u8>) -> StoreResult<bool>;
+
+    /// Rate limits (GCRA, `limits.rs`): counts every check, or, when one is over its limit,
+    /// none. One round trip for the whole set; shared by the fleet with Redis.
+    async fn rate_limit(&self, checks: &[RateCheck]) -> StoreResult<RateDecision>;
+    /// Counts a failed login from `client`; the failure that reaches `policy.max_failures`
+    /// within the window locks the client out for `policy.lockout`.
+    async fn login_failed(&self, client: &str, policy: &LockoutPolicy) -> StoreResult<LoginFailures>;
+    /// How long `client` is still locked out after failed logins, if it is.
+    async fn login_locked(&self, client: &str) -> StoreResult<Option<Duration>>;
 
     /// Cheap liveness check used by /readyz.
     async fn ping(&self) -> StoreResult<()>;

@@ -11,6 +11,8 @@
 //! - `{p}:q:<id>`: quarantine entry (meta, body), indexed by `{p}:quar` (by creation) and
 //!   `{p}:quar_exp` (by expiry).
 //! - `{p}:state:<key>`: small shared state (destination verification, digests).
+//! - `{p}:rl:<key>`: a rate limit's GCRA time (ms), expiring when it no longer limits;
+//!   `{p}:lf:<client>`: failed logins in the current window; `{p}:ll:<client>`: a lockout.
 //!
 //! Every multi-key change is one Lua script (atomic), and each store call is one round trip:
 //! an accepted message costs one EVALSHA (plus a WAIT when replicas are required).
@@ -23,7 +25,10 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script, Value};
 
-use super::{Job, Message, NewMessage, QuarantineEntry, QueueStats, Store, StoreError, StoreResult};
+use super::{
+    Job, LockoutPolicy, LoginFailures, Message, NewMessage, QuarantineEntry, QueueStats, RateCheck,
+    RateDecision, Store, StoreError, StoreResult,
+};
 
 /// Lua shared by the scripts: writing a message with its jobs, and dropping a settled job.
 /// `KEYS[1]` is the hash tag; the other keys are built from it (same slot).
@@ -111,6 +116,38 @@ elseif cur ~= ARGV[2] then
 end
 redis.call('SET', k, ARGV[4])
 return 1"#;
+/// Rate limits, GCRA (see `limits.rs`) on Redis's clock, all or nothing. ARGV: count, then per
+/// check: key, limit, period (ms), cost. Returns {0, 0} when all are allowed (and counted),
+/// else {1-based index of the first one over, ms until it would fit}.
+const RATE_LIMIT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tats = {}
+for c = 0, tonumber(ARGV[1]) - 1 do
+  local i = 2 + c * 4
+  local k = T .. ':rl:' .. ARGV[i]
+  local limit, period, cost = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local interval = math.max(1, math.floor(period / math.max(1, limit)))
+  local tat = math.max(tonumber(redis.call('GET', k) or 0), now)
+  local new_tat = tat + interval * cost
+  if new_tat > now + period then return {c + 1, new_tat - now - period} end
+  tats[#tats + 1] = {k, new_tat}
+end
+for _, e in ipairs(tats) do
+  redis.call('SET', e[1], string.format('%.0f', e[2]), 'PX', string.format('%.0f', math.max(1, e[2] - now)))
+end
+return {0, 0}"#;
+/// A failed login. ARGV: client, window (ms), max failures, lockout (ms). Returns {failures in
+/// the window, lockout ms (0: not locked out)}.
+const LOGIN_FAILED: &str = r#"
+local fk = T .. ':lf:' .. ARGV[1]
+local n = redis.call('INCR', fk)
+if n == 1 then redis.call('PEXPIRE', fk, ARGV[2]) end
+if n >= tonumber(ARGV[3]) then
+  redis.call('SET', T .. ':ll:' .. ARGV[1], '1', 'PX', ARGV[4])
+  return {n, tonumber(ARGV[4])}
+end
+return {n, 0}"#;
 /// ARGV: now. Returns how many expired.
 const QUARANTINE_EXPIRE: &str = r#"
 local ids = redis.call('ZRANGEBYSCORE', T .. ':quar_exp', '-inf', '(' .. ARGV[1])
@@ -166,6 +203,8 @@ struct Scripts {
     quarantine_expire: Script,
     quarantine_release: Script,
     state_swap: Script,
+    rate_limit: Script,
+    login_failed: Script,
 }
 
 impl Scripts {
@@ -181,6 +220,8 @@ impl Scripts {
             quarantine_expire: s(QUARANTINE_EXPIRE),
             quarantine_release: s(QUARANTINE_RELEASE),
             state_swap: s(STATE_SWAP),
+            rate_limit: s(RATE_LIMIT),
+            login_failed: s(LOGIN_FAILED),
         }
     }
 }
@@ -511,6 +552,50 @@ impl Store for RedisStore {
             self.wait_for_replicas().await?;
         }
         Ok(n > 0)
+    }
+
+    async fn rate_limit(&self, checks: &[RateCheck]) -> StoreResult<RateDecision> {
+        if checks.is_empty() {
+            return Ok(RateDecision::Allowed);
+        }
+        let mut inv = self.scripts.rate_limit.key(&self.tag);
+        inv.arg(checks.len());
+        for c in checks {
+            inv.arg(&c.key).arg(c.limit).arg(crate::util::time::ms(c.period)).arg(c.cost);
+        }
+        let mut conn = self.conn.clone();
+        let (index, wait): (usize, u64) = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(match index.checked_sub(1) {
+            None => RateDecision::Allowed,
+            Some(index) => RateDecision::Limited { index, retry_after: Duration::from_millis(wait) },
+        })
+    }
+
+    async fn login_failed(&self, client: &str, policy: &LockoutPolicy) -> StoreResult<LoginFailures> {
+        let mut conn = self.conn.clone();
+        let (failures, locked): (u32, u64) = self
+            .scripts
+            .login_failed
+            .key(&self.tag)
+            .arg(client)
+            .arg(crate::util::time::ms(policy.window).max(1))
+            .arg(policy.max_failures)
+            .arg(crate::util::time::ms(policy.lockout).max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let locked_for = (locked > 0).then(|| Duration::from_millis(locked));
+        Ok(LoginFailures { failures, locked_for })
+    }
+
+    async fn login_locked(&self, client: &str) -> StoreResult<Option<Duration>> {
+        let mut conn = self.conn.clone();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(self.key(&format!("ll:{client}")))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok((ttl > 0).then(|| Duration::from_millis(ttl.unsigned_abs())))
     }
 
     async fn ping(&self) -> StoreResult<()> {

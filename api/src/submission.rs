@@ -1,0 +1,115 @@
+//! Who may submit mail through the gateway: listener roles, SMTP AUTH with a users file, failed
+//! login handling, and rate limits. Part of `GatewayConfig` (`listeners[].role`, `auth`,
+//! `rateLimits`).
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+
+/// What a listener is for; decides TLS and AUTH rules (RFC 6409, RFC 8314).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ListenerRole {
+    /// Mail exchange (port 25): mail from other servers. AUTH off unless `auth: true`.
+    #[default]
+    Smtp,
+    /// Message submission (port 587): STARTTLS is required before AUTH and before MAIL, and a
+    /// client must authenticate (or be in `relay.trustedNetworks`). Needs `tls`.
+    Submission,
+    /// Message submission over implicit TLS (port 465): the TLS handshake comes first; then as
+    /// `submission`. Needs `tls`.
+    Submissions,
+}
+
+impl ListenerRole {
+    /// Submission roles: clients authenticate, TLS is required.
+    pub fn is_submission(self) -> bool {
+        self != Self::Smtp
+    }
+}
+
+/// SMTP AUTH (PLAIN and LOGIN, offered only under TLS) and what an authenticated user may do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AuthConfig {
+    /// The users: one `name:hash` line each, as htpasswd writes them, with an optional third
+    /// field listing the addresses (`alice@example.com`) and domains (`@example.com`) the user
+    /// may send as, comma-separated: `alice@example.com:$argon2id$...:alice@example.com,@example.org`.
+    /// Hashes: argon2id (`$argon2id$`), bcrypt (`$2a$`, `$2b$`, `$2y$`), SHA-crypt (`$5$`,
+    /// `$6$`). A user name that is an address may always send as itself. Re-read when it changes
+    /// (a mounted Secret). Without a file no one can authenticate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<PathBuf>,
+    /// An authenticated user may use only its own addresses and domains in MAIL FROM and in the
+    /// header From (553 5.7.1 otherwise).
+    pub restrict_senders: bool,
+    /// Delay before answering a failed login, times the client's failures in the window (1, 2,
+    /// 3... times this), at most `maxFailureDelay`.
+    pub failure_delay: HumanDuration,
+    /// The longest delay after a failed login.
+    pub max_failure_delay: HumanDuration,
+    /// Failed logins from one client IP within `failureWindow` after which the IP is refused
+    /// (421 4.7.0) for `lockout`. Counted across pods with the Redis store.
+    pub max_failures: u32,
+    pub failure_window: HumanDuration,
+    pub lockout: HumanDuration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            users_file: None,
+            restrict_senders: true,
+            failure_delay: HumanDuration::from_secs(1),
+            max_failure_delay: HumanDuration::from_secs(10),
+            max_failures: 5,
+            failure_window: HumanDuration::from_secs(15 * 60),
+            lockout: HumanDuration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// One rate limit: at most `limit` of `count` per `per`, for each value of `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimit {
+    /// What is counted separately: each client IP, each authenticated user, each sender domain.
+    pub key: RateKey,
+    /// What is counted.
+    pub count: RateCount,
+    /// How many in one `per` (a steady rate with bursts up to `limit`: GCRA).
+    pub limit: u32,
+    /// The window, e.g. "1m", "1h", "1d".
+    pub per: HumanDuration,
+    /// Clients in `relay.trustedNetworks` are not limited (unless this is false).
+    #[serde(default = "yes")]
+    pub exempt_trusted: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RateKey {
+    ClientIp,
+    /// The authenticated user (unauthenticated sessions are not counted by this limit).
+    User,
+    /// The domain of MAIL FROM (the null sender is not counted).
+    SenderDomain,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RateCount {
+    /// New connections (checked at connect; only with `key: clientIp`). Over: 421 4.7.0.
+    Connections,
+    /// Messages (checked at DATA/BDAT). Over: 451 4.7.1 with when to retry.
+    Messages,
+    /// Recipients of each message (checked at DATA/BDAT). Over: 451 4.7.1 with when to retry.
+    Recipients,
+}
