@@ -23,6 +23,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub tls: TlsAcceptors,
     pub connections: ConnectionLimiter,
+    /// SMTP AUTH's users (the users file, re-read when it changes).
+    pub users: crate::auth::Directory,
     /// The one resolver (and cache) of the process.
     pub dns: Arc<Dns>,
     /// Talks SMTP to other servers (delivery, probes, verification).
@@ -50,12 +52,14 @@ impl Context {
         let dns = Arc::new(Dns::new(&snapshot.delivery.nameservers)?);
         let outbound = Arc::new(OutboundClient::new(&snapshot, dns.clone())?);
         let spam = crate::spam::SpamEngine::new(dns.clone());
+        let users = crate::auth::Directory::load(&snapshot.auth)?;
         Ok(Self {
             config: ArcSwap::from_pointee(snapshot),
             store: store.clone(),
             metrics: Metrics::new(),
             tls,
             connections: ConnectionLimiter::default(),
+            users,
             dns,
             outbound: outbound.clone(),
             probes: RecipientProbes::default(),

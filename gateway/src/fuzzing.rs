@@ -70,7 +70,8 @@ struct Run {
 
 async fn run_session(gateway: &Arc<Context>, input: &[u8], step: usize) -> Run {
     let client: SocketAddr = "192.0.2.1:40000".parse().expect("address");
-    let mut session = Session::new(gateway.clone(), "smtp", client, false);
+    let listener = postern_api::Listener::new("smtp", client);
+    let mut session = Session::new(gateway.clone(), &listener, client, false);
     session.greeting();
     let mut out = session.take_output();
     for chunk in input.chunks(step.max(1)) {

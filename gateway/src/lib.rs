@@ -10,6 +10,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod context;
 pub mod delivery;

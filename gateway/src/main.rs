@@ -24,6 +24,9 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the JSON schema of GatewayConfig.
     Schema,
+    /// Read a password from standard input (its first line) and print its argon2id hash, for a
+    /// users file line `name:HASH[:senders]`.
+    HashPassword,
     /// Destination verification of routing policies (through a running gateway's admin API).
     Verification {
         #[command(subcommand)]
@@ -67,6 +70,22 @@ fn main() -> ExitCode {
         Command::Schema => {
             println!("{:#}", postern_api::gateway_config_schema());
             ExitCode::SUCCESS
+        }
+        Command::HashPassword => {
+            let mut line = String::new();
+            let hashed = std::io::stdin().read_line(&mut line).map_err(anyhow::Error::from).and_then(|_| {
+                postern_gateway::auth::password::hash(line.trim_end_matches(['\r', '\n']).as_bytes())
+            });
+            match hashed {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("postern-gateway: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::Verification { action, admin } => admin_command(admin, async move |client| {
             use postern_gateway::admin::cli::to_json;

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub auth_results: Family<AuthLabels, Counter>,
     pub spam_verdicts: Family<ActionLabel, Counter>,
     pub check_timeouts: Family<StageLabel, Counter>,
+    /// SMTP AUTH attempts by result (success, failure, locked_out).
+    pub logins: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -103,6 +105,7 @@ impl Metrics {
             auth_results: Family::default(),
             spam_verdicts: Family::default(),
             check_timeouts: Family::default(),
+            logins: Family::default(),
             registry: Registry::default(),
         };
         registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
@@ -171,6 +174,11 @@ impl Metrics {
             "spam_verdicts",
             "Spam verdicts of checked messages, by action",
             m.spam_verdicts.clone(),
+        );
+        registry.register(
+            "smtp_auth_attempts",
+            "SMTP AUTH attempts by result (success, failure, locked_out: refused after failed logins)",
+            m.logins.clone(),
         );
         Self { registry, ..m }
     }

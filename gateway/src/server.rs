@@ -84,7 +84,7 @@ async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()
         let sock = TcpListener::bind(l.address)
             .await
             .with_context(|| format!("listeners[{i}].address: cannot bind {}", l.address))?;
-        tracing::info!(listener = %l.name, address = %sock.local_addr()?, proxy_protocol = l.proxy_protocol, starttls = l.tls.is_some(), "listening");
+        tracing::info!(listener = %l.name, address = %sock.local_addr()?, role = ?l.role, proxy_protocol = l.proxy_protocol, tls = l.tls.is_some(), auth = l.offers_auth(), "listening");
         bound.push((l.clone(), sock));
     }
 
@@ -163,7 +163,11 @@ async fn watch_files(ctx: Arc<Context>, path: PathBuf, mut stop: watch::Receiver
             last = current;
             reload(&ctx, &path);
         }
-        let _ = ctx.tls.update(&ctx.config().listeners);
+        let cfg = ctx.config();
+        let _ = ctx.tls.update(&cfg.listeners);
+        if let Err(e) = ctx.users.reload(&cfg.auth) {
+            tracing::error!(error = %format!("{e:#}"), "users file not usable; keeping the users in force");
+        }
     }
 }
 
@@ -183,8 +187,8 @@ fn reload(ctx: &Context, path: &Path) {
             old.config
                 .listeners
                 .iter()
-                .map(|l| (l.address, l.proxy_protocol))
-                .ne(new.listeners.iter().map(|l| (l.address, l.proxy_protocol))),
+                .map(|l| (l.address, l.proxy_protocol, l.role, l.offers_auth()))
+                .ne(new.listeners.iter().map(|l| (l.address, l.proxy_protocol, l.role, l.offers_auth()))),
         ),
         ("admin", old.config.admin != new.admin),
         ("store", old.config.store != new.store),

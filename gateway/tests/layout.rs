@@ -10,6 +10,7 @@ const ORDER: &[&str] = &[
     "tls",
     "config",
     "address",
+    "auth",
     "store",
     "generated",
     "metrics",

@@ -1,4 +1,5 @@
-//! Connection and relay policy: who may connect, and who may send where.
+//! Connection and relay policy: who may connect, who may send where, and as whom.
 
 pub mod connections;
 pub mod relay;
+pub mod submission;

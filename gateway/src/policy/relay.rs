@@ -1,5 +1,5 @@
 //! Relay control: never an open relay. A recipient in a served domain is always acceptable;
-//! any other recipient only from a trusted network (SMTP AUTH comes with the relay-control work).
+//! any other recipient only from a trusted network or an authenticated user.
 
 use std::net::IpAddr;
 
@@ -9,7 +9,17 @@ use crate::config::ConfigSnapshot;
 #[derive(Debug, PartialEq, Eq)]
 pub struct RelayDenied;
 
-/// Whether `client` may send to a recipient in `domain` (lower case).
-pub fn check_recipient_domain(cfg: &ConfigSnapshot, client: IpAddr, domain: &str) -> Result<(), RelayDenied> {
-    if cfg.served_domain(domain).is_some() || cfg.is_trusted(client) { Ok(()) } else { Err(RelayDenied) }
+/// Whether `client` (`authenticated`: with SMTP AUTH) may send to a recipient in `domain`
+/// (lower case).
+pub fn check_recipient_domain(
+    cfg: &ConfigSnapshot,
+    client: IpAddr,
+    authenticated: bool,
+    domain: &str,
+) -> Result<(), RelayDenied> {
+    if authenticated || cfg.served_domain(domain).is_some() || cfg.is_trusted(client) {
+        Ok(())
+    } else {
+        Err(RelayDenied)
+    }
 }

@@ -9,6 +9,7 @@ use super::reply::{self, Reply};
 use super::session::Transaction;
 use super::session::{Flow, Session, State};
 use crate::metrics::{ActionLabel, AuthLabels, StageLabel};
+use crate::policy::submission;
 use crate::quarantine;
 use crate::routing;
 use crate::spam::{ContentVerdict, Verdict};
@@ -119,10 +120,22 @@ impl Session {
             hostname: self.hostname(),
             tls: self.tls.as_ref(),
             smtputf8: tx.smtputf8,
+            authenticated: self.user.is_some(),
             id: &id,
             single_recipient: (tx.recipients.len() == 1).then(|| tx.recipients[0].as_str()),
         });
         let content = received::normalize_line_endings(&tx.body);
+        if let Some(user) = &self.user
+            && self.cfg.auth.restrict_senders
+            && let Err(denied) = submission::check_header_from(user, &content)
+        {
+            self.ctx.metrics.message("rejected", "sender_not_owned");
+            tracing::info!(queue_id = %id, client = %self.client, user = %user.name, header_from = %denied.address, decision = "rejected", "message refused: From is not the user's address");
+            return self.push_error(&Reply::new(
+                553,
+                format!("5.7.1 From header rejected: not owned by user {}", reply::printable(&user.name)),
+            ));
+        }
         // Mail relayed in by an inbound gateway: the client that matters for the checks is
         // the one the gateway received it from, named in the gateway's Received header.
         let original_client = self

@@ -21,6 +21,10 @@ impl Session {
         if self.tls_offered && self.tls.is_none() {
             lines.push("STARTTLS".into());
         }
+        // AUTH only under TLS (RFC 4954 section 4: no plain-text passwords in the clear).
+        if self.auth_offered && self.tls.is_some() && self.user.is_none() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
         lines.extend(["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING"].map(String::from));
         self.push(&Reply::new(250, lines.join("\n")));
         Flow::Continue

@@ -2,9 +2,10 @@
 
 use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom};
 
-use super::reply::{self, Reply};
+use super::reply::{self, Reply, printable};
 use super::session::{Flow, Session, Transaction};
 use crate::address::{self, Problem};
+use crate::policy::submission;
 
 impl Session {
     /// `path`: the reverse-path as the client wrote it.
@@ -14,6 +15,15 @@ impl Session {
         }
         if self.tx.is_some() {
             return self.push_error(&reply::BAD_SEQUENCE_NESTED_MAIL);
+        }
+        // Submission (RFC 6409, 8314): TLS first, then a user, unless the network is trusted.
+        if self.role.is_submission() {
+            if self.tls.is_none() {
+                return self.push_error(&reply::STARTTLS_FIRST);
+            }
+            if self.user.is_none() && !self.cfg.is_trusted(self.client_ip()) {
+                return self.push_error(&reply::AUTH_REQUIRED);
+            }
         }
         let limits = &self.cfg.limits;
         if self.messages >= limits.max_messages_per_session {
@@ -39,6 +49,16 @@ impl Session {
                 Problem::MissingDomain => Reply::fixed(501, "5.1.7 Sender address must have a domain"),
                 Problem::BadDomain => Reply::fixed(501, "5.1.7 Bad sender domain syntax"),
             });
+        }
+        if let Some(user) = &self.user
+            && self.cfg.auth.restrict_senders
+            && let Err(denied) = submission::check_envelope_sender(user, &from.address)
+        {
+            tracing::info!(client = %self.client, user = %user.name, from = %denied.address, "sender refused: not the user's address");
+            return self.push_error(&Reply::new(
+                553,
+                format!("5.7.1 Sender address rejected: not owned by user {}", printable(&user.name)),
+            ));
         }
         self.tx = Some(Transaction {
             sender: from.address,

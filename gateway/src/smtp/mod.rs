@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_api::Listener;
-use tokio::io::AsyncWriteExt;
+use postern_api::{Listener, ListenerRole};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
+pub mod auth;
 pub mod data;
 pub mod ehlo;
 pub mod framing;
@@ -80,28 +82,73 @@ pub async fn handle_connection(
     let _active = ActiveGuard(&ctx);
 
     let acceptor = ctx.tls.get(&listener.name);
-    let mut session = Session::new(ctx.clone(), &listener.name, client, acceptor.is_some());
+    let implicit_tls = listener.role == ListenerRole::Submissions;
+    let mut session = Session::new(ctx.clone(), &listener, client, acceptor.is_some() && !implicit_tls);
     tracing::debug!(%client, listener = %listener.name, "session started");
-    session.greeting();
-    match session.serve(&mut stream).await {
-        Ok(Flow::StartTls) => {
+    let handshake_timeout = cfg.limits.command_timeout.get();
+    if implicit_tls {
+        // Validation makes `tls` mandatory for this role; a listener whose files failed to load
+        // has no acceptor and can only hang up.
+        let Some(acceptor) = acceptor else { return };
+        if let Some(mut tls) = handshake(&acceptor, stream, handshake_timeout, client).await {
+            session.tls_started(TlsInfo::of(tls.get_ref().1));
+            converse(&mut session, &mut tls).await;
+            let _ = tls.shutdown().await;
+        }
+        return;
+    }
+    match converse(&mut session, &mut stream).await {
+        Some(Flow::StartTls) => {
             let Some(acceptor) = acceptor else { return };
-            let timeout = cfg.limits.command_timeout.get();
-            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(mut tls)) => {
-                    session.tls_started(TlsInfo::of(tls.get_ref().1));
-                    if let Err(e) = session.serve(&mut tls).await {
-                        tracing::debug!(%client, error = %e, "session ended with an I/O error");
-                    }
-                    let _ = tls.shutdown().await;
+            if let Some(mut tls) = handshake(&acceptor, stream, handshake_timeout, client).await {
+                session.tls_started(TlsInfo::of(tls.get_ref().1));
+                if let Err(e) = session.serve(&mut tls).await {
+                    tracing::debug!(%client, error = %e, "session ended with an I/O error");
                 }
-                Ok(Err(e)) => tracing::info!(%client, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::info!(%client, "TLS handshake timed out"),
+                let _ = tls.shutdown().await;
             }
         }
-        Ok(_) => {
+        Some(_) => {
             let _ = stream.shutdown().await;
         }
-        Err(e) => tracing::debug!(%client, error = %e, "session ended with an I/O error"),
+        None => {}
+    }
+}
+
+/// The greeting (or, on a listener with AUTH, 421 for a client locked out after failed logins)
+/// and the session up to its end or STARTTLS; `None` after an I/O error.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(session: &mut Session, stream: &mut S) -> Option<Flow> {
+    if session.offers_auth()
+        && let Some(flow) = session.refuse_if_locked_out().await
+    {
+        let _ = session.flush(stream).await;
+        return Some(flow);
+    }
+    session.greeting();
+    match session.serve(stream).await {
+        Ok(flow) => Some(flow),
+        Err(e) => {
+            tracing::debug!(client = %session.client(), error = %e, "session ended with an I/O error");
+            None
+        }
+    }
+}
+
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    timeout: Duration,
+    client: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::info!(%client, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%client, "TLS handshake timed out");
+            None
+        }
     }
 }

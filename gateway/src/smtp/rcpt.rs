@@ -47,7 +47,7 @@ impl Session {
         // The configured postmaster may live elsewhere; a client may always write to it.
         if !bare_postmaster
             && let Err(relay::RelayDenied) =
-                relay::check_recipient_domain(&self.cfg, self.client_ip(), &domain)
+                relay::check_recipient_domain(&self.cfg, self.client_ip(), self.user.is_some(), &domain)
         {
             self.refused("relay_denied");
             tracing::info!(client = %self.client, rcpt = %to.address, "relay access denied");
@@ -90,6 +90,11 @@ impl Session {
     /// One spam policy per transaction; its envelope checks run at the first RCPT that names it,
     /// and a Reject or TempFail from them is the answer to every RCPT under that policy.
     async fn spam_envelope(&mut self, domain: &str) -> Result<(), Reply> {
+        // Authenticated submission is the users' own mail: no spam checks (their laptop's
+        // address may well be on a dynamic-IP blocklist, and their mail is not DKIM-signed yet).
+        if self.user.is_some() {
+            return Ok(());
+        }
         let policy = self.cfg.served_domain(domain).and_then(|d| d.spam_policy.clone());
         let Some(tx) = &self.tx else { return Ok(()) };
         fn name(p: &Option<std::sync::Arc<crate::config::NamedSpamPolicy>>) -> Option<&str> {

@@ -13,6 +13,9 @@ pub struct Trace<'a> {
     pub hostname: &'a str,
     pub tls: Option<&'a TlsInfo>,
     pub smtputf8: bool,
+    /// The client authenticated (SMTP AUTH): the protocol name says so (RFC 3848), the user
+    /// name is not written.
+    pub authenticated: bool,
     pub id: &'a str,
     /// Named in a "for" clause only when the message has one recipient (no list leaks).
     pub single_recipient: Option<&'a str>,
@@ -20,12 +23,16 @@ pub struct Trace<'a> {
 
 /// `with` protocol names of RFC 3848 and RFC 6531.
 fn protocol(t: &Trace<'_>) -> &'static str {
-    match (t.smtputf8, t.extended, t.tls.is_some()) {
-        (true, _, true) => "UTF8SMTPS",
-        (true, _, false) => "UTF8SMTP",
-        (false, true, true) => "ESMTPS",
-        (false, true, false) => "ESMTP",
-        (false, false, _) => "SMTP",
+    match (t.smtputf8, t.extended, t.tls.is_some(), t.authenticated) {
+        (true, _, true, true) => "UTF8SMTPSA",
+        (true, _, true, false) => "UTF8SMTPS",
+        (true, _, false, true) => "UTF8SMTPA",
+        (true, _, false, false) => "UTF8SMTP",
+        (false, true, true, true) => "ESMTPSA",
+        (false, true, true, false) => "ESMTPS",
+        (false, true, false, true) => "ESMTPA",
+        (false, true, false, false) => "ESMTP",
+        (false, false, _, _) => "SMTP",
     }
 }
 
@@ -165,10 +172,23 @@ mod tests {
             hostname: "gw.example",
             tls: Some(&tls),
             smtputf8: false,
+            authenticated: false,
             id: "abc",
             single_recipient: Some("u@example.com"),
         });
         assert!(h.starts_with("Received: from client.example ([192.0.2.9])\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\tby gw.example (Postern) with ESMTPS id abc\r\n\tfor <u@example.com>;\r\n\t"), "{h}");
         assert!(h.ends_with("+0000\r\n"));
+        let submitted = header(&Trace {
+            helo: "laptop",
+            extended: true,
+            client_ip: "192.0.2.9".parse().unwrap(),
+            hostname: "gw.example",
+            tls: Some(&tls),
+            smtputf8: false,
+            authenticated: true,
+            id: "abc",
+            single_recipient: None,
+        });
+        assert!(submitted.contains("with ESMTPSA id abc;"), "{submitted}");
     }
 }

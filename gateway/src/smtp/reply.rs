@@ -87,6 +87,15 @@ pub const NOT_IMPLEMENTED: Reply = Reply::fixed(502, "5.5.1 Command not implemen
 pub const TOO_MANY_ERRORS: Reply = Reply::fixed(421, "4.7.0 Too many errors, closing connection");
 pub const STORAGE_FAILURE: Reply = Reply::fixed(451, "4.3.0 Temporary storage failure, try again later");
 pub const RELAY_DENIED: Reply = Reply::fixed(554, "5.7.1 Relay access denied");
+pub const STARTTLS_FIRST: Reply = Reply::fixed(530, "5.7.0 Must issue a STARTTLS command first");
+pub const AUTH_REQUIRED: Reply = Reply::fixed(530, "5.7.0 Authentication required");
+pub const AUTH_NEEDS_TLS: Reply =
+    Reply::fixed(538, "5.7.11 Encryption required for requested authentication mechanism");
+pub const AUTH_SUCCEEDED: Reply = Reply::fixed(235, "2.7.0 Authentication successful");
+pub const AUTH_FAILED: Reply = Reply::fixed(535, "5.7.8 Authentication credentials invalid");
+pub const AUTH_CANCELLED: Reply = Reply::fixed(501, "5.0.0 Authentication cancelled");
+pub const AUTH_BAD_RESPONSE: Reply = Reply::fixed(501, "5.5.2 Cannot decode the response");
+pub const AUTH_UNAVAILABLE: Reply = Reply::fixed(454, "4.7.0 Temporary authentication failure");
 pub const MESSAGE_TOO_BIG: Reply = Reply::fixed(552, "5.3.4 Message size exceeds fixed limit");
 pub const CHECKS_TIMED_OUT: Reply =
     Reply::fixed(451, "4.4.3 Checks of this message could not finish in time, try again later");

@@ -10,8 +10,12 @@ use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use postern_api::{Listener, ListenerRole};
+
+use super::auth::Sasl;
 use super::framing::{DataReader, Discard, Framed, LineReader};
 use super::reply::{self, Reply};
+use crate::auth::User;
 use crate::config::{ConfigSnapshot, NamedSpamPolicy};
 use crate::context::Context;
 use crate::tls::TlsInfo;
@@ -75,9 +79,16 @@ pub struct Session {
     /// The config this session started with (hot reload does not change a live session).
     pub(super) cfg: Arc<ConfigSnapshot>,
     pub(super) listener: String,
+    pub(super) role: ListenerRole,
     pub(super) client: SocketAddr,
     pub(super) tls: Option<TlsInfo>,
     pub(super) tls_offered: bool,
+    /// The listener offers AUTH (after TLS).
+    pub(super) auth_offered: bool,
+    /// The user the client authenticated as.
+    pub(super) user: Option<Arc<User>>,
+    /// A SASL exchange waiting for the client's next line.
+    pub(super) sasl: Option<Sasl>,
     pub(super) helo: Option<Helo>,
     pub(super) tx: Option<Transaction>,
     pub(super) state: State,
@@ -95,15 +106,20 @@ pub(super) struct Helo {
 }
 
 impl Session {
-    pub fn new(ctx: Arc<Context>, listener: &str, client: SocketAddr, tls_offered: bool) -> Self {
+    /// A session on `listener` with `client`; `tls_offered`: the listener has a certificate.
+    pub fn new(ctx: Arc<Context>, listener: &Listener, client: SocketAddr, tls_offered: bool) -> Self {
         let cfg = ctx.config();
         Self {
             ctx,
             cfg,
-            listener: listener.to_string(),
+            listener: listener.name.clone(),
+            role: listener.role,
             client,
             tls: None,
             tls_offered,
+            auth_offered: listener.offers_auth(),
+            user: None,
+            sasl: None,
             helo: None,
             tx: None,
             state: State::Command,
@@ -113,6 +129,15 @@ impl Session {
             junk: 0,
             out: Vec::with_capacity(512),
         }
+    }
+
+    pub fn client(&self) -> SocketAddr {
+        self.client
+    }
+
+    /// The listener offers AUTH, so lockouts after failed logins apply to it.
+    pub fn offers_auth(&self) -> bool {
+        self.auth_offered
     }
 
     pub fn client_ip(&self) -> IpAddr {
@@ -129,6 +154,8 @@ impl Session {
         self.tls_offered = false;
         self.helo = None;
         self.tx = None;
+        self.user = None;
+        self.sasl = None;
         self.state = State::Command;
         self.lines.reset();
     }
@@ -239,12 +266,16 @@ impl Session {
                     let parsed = match framed {
                         Framed::Partial => continue,
                         Framed::TooLong => {
+                            // Also ends a SASL exchange: its answer did not fit.
+                            self.sasl = None;
                             Parsed::Refused(Reply::for_parse_error(&smtp_proto::Error::ResponseTooLong))
                         }
+                        Framed::Line(line) if self.sasl.is_some() => Parsed::SaslResponse(line.to_vec()),
                         Framed::Line(line) => parse_command(line),
                     };
                     match parsed {
                         Parsed::Request(request, path) => self.handle(request, path).await,
+                        Parsed::SaslResponse(line) => self.sasl_response(&line).await,
                         Parsed::Refused(reply) => self.push_error(&reply),
                         Parsed::BdatTooBig => self.refuse_oversized_chunk(),
                     }
@@ -346,11 +377,12 @@ impl Session {
                 self.junk_command(&Reply::fixed(214, "2.0.0 Postern: see RFC 5321 for the commands"))
             }
             Request::StartTls => self.handle_starttls(),
-            Request::Expn { .. }
-            | Request::Auth { .. }
-            | Request::Etrn { .. }
-            | Request::Atrn { .. }
-            | Request::Burl { .. } => self.push_error(&reply::NOT_IMPLEMENTED),
+            Request::Auth { mechanism, initial_response } => {
+                self.handle_auth(mechanism, initial_response).await
+            }
+            Request::Expn { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                self.push_error(&reply::NOT_IMPLEMENTED)
+            }
         }
     }
 
@@ -375,6 +407,8 @@ enum Parsed {
     /// MAIL and RCPT come with their path as written (smtp-proto turns `<postmaster>` into
     /// `<>`; the handlers need to tell them apart).
     Request(Request<String>, Option<Vec<u8>>),
+    /// A line of a SASL exchange (not a command), with its line ending.
+    SaslResponse(Vec<u8>),
     Refused(Reply),
     /// A BDAT chunk size past 64 bits: how many bytes follow is unknowable.
     BdatTooBig,
