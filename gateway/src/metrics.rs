@@ -35,6 +35,12 @@ pub struct AuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub key: &'static str,
+    pub count: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
     pub stage: &'static str,
 }
@@ -80,6 +86,8 @@ pub struct Metrics {
     pub check_timeouts: Family<StageLabel, Counter>,
     /// SMTP AUTH attempts by result (success, failure, locked_out).
     pub logins: Family<ResultLabel, Counter>,
+    /// Connections and messages refused by a rate limit, by the limit's key and count.
+    pub rate_limited: Family<LimitLabels, Counter>,
 }
 
 impl Metrics {
@@ -106,6 +114,7 @@ impl Metrics {
             spam_verdicts: Family::default(),
             check_timeouts: Family::default(),
             logins: Family::default(),
+            rate_limited: Family::default(),
             registry: Registry::default(),
         };
         registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
@@ -179,6 +188,11 @@ impl Metrics {
             "smtp_auth_attempts",
             "SMTP AUTH attempts by result (success, failure, locked_out: refused after failed logins)",
             m.logins.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Connections and messages refused by a rate limit, by the limit's key and what it counts",
+            m.rate_limited.clone(),
         );
         Self { registry, ..m }
     }

@@ -297,3 +297,26 @@ fn failed_logins_are_slowed_then_locked_out_across_two_gateways() {
     assert_eq!(a.metric("postern_smtp_auth_attempts_total{result=\"failure\"}"), Some(2.0));
     assert_eq!(b.metric("postern_smtp_auth_attempts_total{result=\"locked_out\"}"), Some(2.0));
 }
+
+#[test]
+fn recipients_per_user_are_limited_whatever_the_address() {
+    let world = World::new();
+    let limit = postern_api::RateLimit {
+        key: postern_api::RateKey::User,
+        count: postern_api::RateCount::Recipients,
+        limit: 3,
+        per: HumanDuration::from_secs(3600),
+        exempt_trusted: true,
+    };
+    let gw = GatewayProcess::start(&world.config(|c| c.rate_limits = vec![limit]));
+    let mut c = world.tls_client(&gw, "submission");
+    assert!(c.cmd(&format!("AUTH PLAIN {}", b64("\0alice@served.test\0s3cret"))).starts("235"));
+    let m = message("alice@served.test", "a@other.test", "two", "hi");
+    assert!(c.send_message("alice@served.test", &["a@other.test", "b@other.test"], &m).starts("250"));
+    // Two more would make four: refused whole, nothing counted...
+    let r = c.send_message("alice@served.test", &["c@other.test", "d@other.test"], &m);
+    assert!(r.starts("451 4.7.1 Rate limit for your user reached (3 recipients per 1h)"), "{r:?}");
+    // ...so the third still fits.
+    assert!(c.send_message("alice@served.test", &["c@other.test"], &m).starts("250"));
+    assert_eq!(world.outside.wait_for(2, WAIT).len(), 2);
+}

@@ -8,7 +8,8 @@ use super::received;
 use super::reply::{self, Reply};
 use super::session::Transaction;
 use super::session::{Flow, Session, State};
-use crate::metrics::{ActionLabel, AuthLabels, StageLabel};
+use crate::metrics::{ActionLabel, AuthLabels, LimitLabels, StageLabel};
+use crate::policy::limits;
 use crate::policy::submission;
 use crate::quarantine;
 use crate::routing;
@@ -28,7 +29,7 @@ fn action_name(a: Action) -> &'static str {
 }
 
 impl Session {
-    pub(super) fn handle_data(&mut self) -> Flow {
+    pub(super) async fn handle_data(&mut self) -> Flow {
         let Some(tx) = &self.tx else { return self.push_error(&reply::BAD_SEQUENCE_MAIL) };
         if tx.recipients.is_empty() {
             return self.push_error(&reply::BAD_SEQUENCE_RCPT);
@@ -36,12 +37,16 @@ impl Session {
         if !tx.body.is_empty() {
             return self.push_error(&Reply::fixed(503, "5.5.1 DATA cannot follow BDAT"));
         }
+        if let Err(reply) = self.rate_limit_message().await {
+            self.tx = None;
+            return self.push_error(&reply);
+        }
         self.state = State::Data(DataReader::new());
         self.push(&Reply::fixed(354, "End data with <CR><LF>.<CR><LF>"));
         Flow::Continue
     }
 
-    pub(super) fn handle_bdat(&mut self, chunk_size: usize, is_last: bool) -> Flow {
+    pub(super) async fn handle_bdat(&mut self, chunk_size: usize, is_last: bool) -> Flow {
         let max = self.cfg.limits.max_message_size;
         let chunk = chunk_size as u64;
         // A chunk larger than any message we take: reading it all just to drop it would hold
@@ -54,12 +59,17 @@ impl Session {
         let too_big = so_far + chunk > max;
         // The chunk's bytes follow the command whatever we answer: a refused chunk is answered
         // at once, then its bytes are read and dropped (never buffered).
-        let refusal = match &self.tx {
+        let mut refusal = match &self.tx {
             None => Some(reply::BAD_SEQUENCE_MAIL),
             Some(tx) if tx.recipients.is_empty() => Some(reply::BAD_SEQUENCE_RCPT),
             Some(_) if too_big => Some(reply::MESSAGE_TOO_BIG),
             Some(_) => None,
         };
+        if refusal.is_none()
+            && let Err(reply) = self.rate_limit_message().await
+        {
+            refusal = Some(reply);
+        }
         match refusal {
             Some(reply) => {
                 self.state = State::DiscardBdat { left: chunk };
@@ -68,6 +78,40 @@ impl Session {
             None => {
                 self.state = State::Bdat { left: chunk, last: is_last };
                 Flow::Continue
+            }
+        }
+    }
+
+    /// Counts the transaction's message and recipients against the rate limits, once per
+    /// message (at DATA, or at its first BDAT chunk): one store round trip for every limit. A
+    /// store that cannot answer lets the message through (the queue write that follows fails
+    /// on its own if the store is really down).
+    async fn rate_limit_message(&mut self) -> Result<(), Reply> {
+        let ip = self.client_ip();
+        let Some(tx) = &mut self.tx else { return Ok(()) };
+        if std::mem::replace(&mut tx.rate_checked, true) || self.cfg.rate_limits.is_empty() {
+            return Ok(());
+        }
+        let sender_domain = crate::address::domain_of(&tx.sender);
+        let subject = limits::Subject {
+            ip,
+            trusted: self.cfg.is_trusted(ip),
+            user: self.user.as_deref().map(|u| u.name.as_str()),
+            sender_domain: sender_domain.as_deref(),
+        };
+        let recipients = u32::try_from(tx.recipients.len()).unwrap_or(u32::MAX);
+        match limits::message(&*self.ctx.store, &self.cfg, &subject, recipients).await {
+            Ok(None) => Ok(()),
+            Ok(Some(limited)) => {
+                let (key, count) = limited.labels();
+                self.ctx.metrics.rate_limited.get_or_create(&LimitLabels { key, count }).inc();
+                self.ctx.metrics.message("tempfailed", "rate_limited");
+                tracing::info!(client = %self.client, from = %tx.sender, key, count, retry_after = ?limited.retry_after, decision = "tempfail", "message refused: rate limit");
+                Err(Reply::new(451, limited.reply_text()))
+            }
+            Err(e) => {
+                tracing::warn!(client = %self.client, error = %e, "message rate limits not checked: store unavailable");
+                Ok(())
             }
         }
     }

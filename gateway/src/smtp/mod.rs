@@ -1,7 +1,7 @@
 //! Inbound SMTP: one task per connection. PROXY header (when the listener enables it),
 //! connection limits, greeting, the session, and STARTTLS in the middle of it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +21,11 @@ pub mod received;
 pub mod reply;
 pub mod session;
 
+use crate::config::ConfigSnapshot;
 use crate::context::Context;
-use crate::metrics::{ListenerLabel, ReasonLabel};
+use crate::metrics::{LimitLabels, ListenerLabel, ReasonLabel};
 use crate::policy::connections::Refusal;
+use crate::policy::limits;
 use crate::tls::TlsInfo;
 use session::{Flow, Session};
 
@@ -77,6 +79,9 @@ pub async fn handle_connection(
             return;
         }
     };
+    if !rate_limit_connection(&ctx, &cfg, ip, &mut stream).await {
+        return;
+    }
     ctx.metrics.connections.get_or_create(&ListenerLabel { listener: listener.name.clone() }).inc();
     ctx.metrics.connections_active.inc();
     let _active = ActiveGuard(&ctx);
@@ -112,6 +117,33 @@ pub async fn handle_connection(
             let _ = stream.shutdown().await;
         }
         None => {}
+    }
+}
+
+/// Counts the connection against the `connections` rate limits; `false` (after a 421) when the
+/// client is over one. A store that cannot answer lets the connection in (the other limits
+/// still hold) rather than turning every client away.
+async fn rate_limit_connection(
+    ctx: &Context,
+    cfg: &ConfigSnapshot,
+    ip: IpAddr,
+    stream: &mut TcpStream,
+) -> bool {
+    let subject = limits::Subject { ip, trusted: cfg.is_trusted(ip), user: None, sender_domain: None };
+    match limits::connection(&*ctx.store, cfg, &subject).await {
+        Ok(None) => true,
+        Ok(Some(limited)) => {
+            let (key, count) = limited.labels();
+            ctx.metrics.rate_limited.get_or_create(&LimitLabels { key, count }).inc();
+            tracing::info!(client = %ip, key, count, retry_after = ?limited.retry_after, "connection refused: rate limit");
+            let _ = stream.write_all(format!("421 {}\r\n", limited.reply_text()).as_bytes()).await;
+            let _ = stream.shutdown().await;
+            false
+        }
+        Err(e) => {
+            tracing::warn!(client = %ip, error = %e, "connection rate limit not checked: store unavailable");
+            true
+        }
     }
 }
 

@@ -58,6 +58,8 @@ pub(super) struct Transaction {
     pub spam: Option<SpamChoice>,
     pub smtputf8: bool,
     pub eight_bit: bool,
+    /// The rate limits counted this message already (at DATA or its first BDAT chunk).
+    pub rate_checked: bool,
     /// The message as it arrives (DATA: unstuffed; BDAT: chunks appended).
     pub body: Vec<u8>,
 }
@@ -357,8 +359,8 @@ impl Session {
             Request::Lhlo { .. } => self.push_error(&reply::NOT_IMPLEMENTED),
             Request::Mail { from } => self.handle_mail(from, path.unwrap_or_default()),
             Request::Rcpt { to } => self.handle_rcpt(to, path.unwrap_or_default()).await,
-            Request::Data => self.handle_data(),
-            Request::Bdat { chunk_size, is_last } => self.handle_bdat(chunk_size, is_last),
+            Request::Data => self.handle_data().await,
+            Request::Bdat { chunk_size, is_last } => self.handle_bdat(chunk_size, is_last).await,
             Request::Rset => {
                 self.tx = None;
                 self.junk_command(&reply::OK)
