@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -29,9 +28,17 @@ pub struct GatewayConfig {
     /// Limits applied to every inbound SMTP session.
     #[serde(default)]
     pub limits: Limits,
-    /// Who may relay to domains this gateway does not serve.
+    /// Who may relay to domains this gateway does not serve, relay rules (allow, reject,
+    /// discard), the external postmaster, automatic-forwarding control.
     #[serde(default)]
-    pub relay: RelayConfig,
+    pub relay: crate::relay::RelayConfig,
+    /// Checks of the envelope sender: its domain must exist, outside clients may not use a
+    /// served domain.
+    #[serde(default)]
+    pub sender_policy: crate::relay::SenderPolicy,
+    /// Checks of the connecting client on `smtp` listeners: reverse DNS, HELO name, early talkers.
+    #[serde(default)]
+    pub connection_policy: crate::relay::ConnectionPolicy,
     /// SMTP AUTH: the users, what they may send as, failed-login handling.
     #[serde(default)]
     pub auth: crate::submission::AuthConfig,
@@ -44,7 +51,8 @@ pub struct GatewayConfig {
     /// `postmaster@<served domain>` is always accepted and goes to that domain's primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postmaster: Option<String>,
-    /// The domains this gateway accepts mail for, and where that mail goes.
+    /// The domains this gateway accepts mail for from anyone and passes on to their mailbox
+    /// server (`primary`): the relay domains of other products.
     #[serde(default)]
     pub domains: Vec<MailDomainConfig>,
     /// Outbound delivery: DNS, retries, concurrency, TLS.
@@ -292,20 +300,6 @@ impl Default for Limits {
             content_check_timeout: HumanDuration::from_secs(30),
         }
     }
-}
-
-/// Relay control. Mail for a domain the gateway does not serve is accepted only from these.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct RelayConfig {
-    /// Client networks allowed to relay to any domain, e.g. "10.0.0.0/8".
-    #[schemars(with = "Vec<String>")]
-    pub trusted_networks: Vec<IpNet>,
-    /// Inbound gateways: servers that relay mail in for the served domains (the old MX, an
-    /// archiving service). Exempt from client-IP checks; later checks use the original client
-    /// IP from the Received header the gateway added.
-    #[schemars(with = "Vec<String>")]
-    pub inbound_gateways: Vec<IpNet>,
 }
 
 /// A domain the gateway accepts mail for.

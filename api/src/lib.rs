@@ -4,12 +4,16 @@
 pub mod admin;
 pub mod config;
 pub mod duration;
+pub mod relay;
 pub mod spam;
 pub mod submission;
 pub mod validate;
 
 pub use config::*;
 pub use duration::HumanDuration;
+pub use relay::{
+    CheckAction, ConnectionPolicy, ExternalPostmaster, RelayAction, RelayConfig, RelayRule, SenderPolicy,
+};
 pub use spam::{Action, SpamPolicyConfig};
 pub use submission::{AuthConfig, ListenerRole, RateCount, RateKey, RateLimit};
 pub use validate::{ConfigError, FieldError, load_gateway_config, validate};

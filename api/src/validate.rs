@@ -107,6 +107,7 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
         errs.add("auth.usersFile", format!("listeners[{i}] offers AUTH, but no users file is set"));
     }
     check_submission(&mut errs, c);
+    check_relay(&mut errs, c);
 
     if c.store.embedded.is_some() && c.store.redis.is_some() {
         errs.add("store", "set either embedded or redis, not both");
@@ -272,6 +273,57 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
     }
 
     errs.finish()
+}
+
+/// Relay rules name real addresses, domains and HELO names; the external postmaster is an
+/// address; an early-talker check has a delay to talk in.
+fn check_relay(errs: &mut Errors, c: &GatewayConfig) {
+    let is_address = |a: &str| a.rsplit_once('@').is_some_and(|(l, d)| !l.is_empty() && is_domain_name(d));
+    let is_address_or_domain = |a: &str| match a.strip_prefix('@') {
+        Some(d) => is_domain_name(d),
+        None => is_address(a),
+    };
+    for (i, r) in c.relay.rules.iter().enumerate() {
+        for (k, h) in r.helo_names.iter().enumerate() {
+            if !is_domain_name(h.strip_prefix('.').unwrap_or(h)) {
+                errs.add(
+                    format!("relay.rules[{i}].heloNames[{k}]"),
+                    format!("{h:?} is not a host name or .domain"),
+                );
+            }
+        }
+        for (k, a) in r.senders.iter().enumerate() {
+            if a != "<>" && !is_address_or_domain(a) {
+                errs.add(
+                    format!("relay.rules[{i}].senders[{k}]"),
+                    format!("{a:?} is not an address, @domain or <>"),
+                );
+            }
+        }
+        for (k, a) in r.recipients.iter().enumerate() {
+            if !is_address_or_domain(a) {
+                errs.add(
+                    format!("relay.rules[{i}].recipients[{k}]"),
+                    format!("{a:?} is not an address or @domain"),
+                );
+            }
+        }
+    }
+    if let Some(pm) = &c.relay.external_postmaster
+        && !is_address(&pm.address)
+    {
+        errs.add("relay.externalPostmaster.address", format!("{:?} is not an address", pm.address));
+    }
+    let cp = &c.connection_policy;
+    if cp.early_talkers != crate::relay::CheckAction::Off && cp.greeting_delay.get().is_zero() {
+        errs.add("connectionPolicy.greetingDelay", "must be longer than 0s to catch early talkers");
+    }
+    if cp.greeting_delay.get() > std::time::Duration::from_secs(30) {
+        errs.add(
+            "connectionPolicy.greetingDelay",
+            "must be at most 30s (clients give up on a slow greeting)",
+        );
+    }
 }
 
 /// Failed-login handling and rate limits: sane numbers, and counts that fit their key.
@@ -456,6 +508,25 @@ mod tests {
                 "auth.maxFailures",
                 "rateLimits[0].limit",
                 "rateLimits[0].key"
+            ]
+        );
+    }
+
+    #[test]
+    fn relay_rules_and_policies_name_their_bad_fields() {
+        let text = format!(
+            "{MINIMAL}relay:\n  rules:\n    - {{action: Reject, heloNames: [bad..name], senders: ['<>', nobody], recipients: ['@ok.example', 'x@']}}\n  externalPostmaster: {{address: postmaster}}\nconnectionPolicy: {{earlyTalkers: Reject}}\n"
+        );
+        let problems = load_gateway_config(&text).unwrap_err().problems();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "relay.rules[0].heloNames[0]",
+                "relay.rules[0].senders[1]",
+                "relay.rules[0].recipients[1]",
+                "relay.externalPostmaster.address",
+                "connectionPolicy.greetingDelay"
             ]
         );
     }

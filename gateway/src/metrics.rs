@@ -88,6 +88,8 @@ pub struct Metrics {
     pub logins: Family<ResultLabel, Counter>,
     /// Connections and messages refused by a rate limit, by the limit's key and count.
     pub rate_limited: Family<LimitLabels, Counter>,
+    /// Recipients accepted and dropped by a `Discard` relay rule.
+    pub recipients_discarded: Counter,
 }
 
 impl Metrics {
@@ -115,6 +117,7 @@ impl Metrics {
             check_timeouts: Family::default(),
             logins: Family::default(),
             rate_limited: Family::default(),
+            recipients_discarded: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
@@ -193,6 +196,11 @@ impl Metrics {
             "rate_limited",
             "Connections and messages refused by a rate limit, by the limit's key and what it counts",
             m.rate_limited.clone(),
+        );
+        registry.register(
+            "recipients_discarded",
+            "Recipients accepted with 250 and dropped by a Discard relay rule",
+            m.recipients_discarded.clone(),
         );
         Self { registry, ..m }
     }

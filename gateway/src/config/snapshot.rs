@@ -107,10 +107,12 @@ impl ConfigSnapshot {
         self.domains.values()
     }
 
-    /// Where mail to the bare `postmaster` goes: the configured address, else postmaster@ the
-    /// first served domain; `None` for a gateway that serves no domain.
+    /// Where mail to the bare `postmaster` goes: the configured address, else the external
+    /// postmaster, else postmaster@ the first served domain; `None` for a gateway that serves no
+    /// domain.
     pub fn postmaster(&self) -> Option<String> {
-        self.config.postmaster.clone().or_else(|| {
+        let external = self.config.relay.external_postmaster.as_ref().map(|e| e.address.clone());
+        self.config.postmaster.clone().or(external).or_else(|| {
             self.config.domains.first().map(|d| format!("postmaster@{}", d.name.to_ascii_lowercase()))
         })
     }

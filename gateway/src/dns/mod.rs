@@ -186,6 +186,25 @@ impl Dns {
         Ok(hosts)
     }
 
+    /// Whether `domain` could receive a reply (a sender domain check): an MX that is not null,
+    /// or, without MX, an address record. Cheaper than `mail_hosts`: the MX hosts themselves
+    /// are not resolved.
+    pub async fn accepts_mail(&self, domain: &str) -> Result<(), DnsError> {
+        match self.mx(&fqdn(domain)).await {
+            Raw::Records(mxs) if mxs.len() == 1 && (mxs[0].1 == "." || mxs[0].1.is_empty()) => {
+                Err(DnsError::NullMx(domain.to_string()))
+            }
+            Raw::Records(mxs) if !mxs.is_empty() => Ok(()),
+            Raw::NxDomain => Err(DnsError::NoSuchDomain(domain.to_string())),
+            Raw::Records(_) | Raw::NoRecords => match self.host(domain, 25).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_permanent() => Err(DnsError::NoMailHost(domain.to_string())),
+                Err(e) => Err(e),
+            },
+            Raw::Failed(e) => Err(DnsError::Temporary(format!("DNS lookup of MX {domain} failed: {e}"))),
+        }
+    }
+
     /// A host's addresses (a literal IP is its own answer).
     pub async fn host(&self, host: &str, port: u16) -> Result<Host, DnsError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
@@ -289,6 +308,20 @@ mod tests {
         assert_eq!(n.len(), 3);
         assert!(n[..2].contains(&"a.multi.test") && n[..2].contains(&"b.multi.test"), "{n:?}");
         assert_eq!(hosts[2].addrs, ["[2001:db8::20]:25".parse().unwrap()]);
+    }
+
+    #[tokio::test]
+    async fn a_sender_domain_accepts_mail_with_an_mx_or_an_address() {
+        let dns = Dns::from_zones(ZONES).unwrap();
+        for ok in ["multi.test", "implicit.test", "broken.test"] {
+            assert_eq!(dns.accepts_mail(ok).await, Ok(()), "{ok}");
+        }
+        assert_eq!(dns.accepts_mail("nomail.test").await, Err(DnsError::NullMx("nomail.test".into())));
+        assert_eq!(dns.accepts_mail("gone.test").await, Err(DnsError::NoSuchDomain("gone.test".into())));
+        assert_eq!(
+            dns.accepts_mail("textonly.test").await,
+            Err(DnsError::NoMailHost("textonly.test".into()))
+        );
     }
 
     #[tokio::test]

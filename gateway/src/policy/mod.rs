@@ -1,6 +1,8 @@
 //! Connection and relay policy: who may connect, who may send where, and as whom.
 
 pub mod connections;
+pub mod forwarding;
 pub mod limits;
 pub mod relay;
+pub mod senders;
 pub mod submission;

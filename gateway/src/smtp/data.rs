@@ -9,8 +9,8 @@ use super::reply::{self, Reply};
 use super::session::Transaction;
 use super::session::{Flow, Session, State};
 use crate::metrics::{ActionLabel, AuthLabels, LimitLabels, StageLabel};
-use crate::policy::limits;
 use crate::policy::submission;
+use crate::policy::{forwarding, limits};
 use crate::quarantine;
 use crate::routing;
 use crate::spam::{ContentVerdict, Verdict};
@@ -31,7 +31,7 @@ fn action_name(a: Action) -> &'static str {
 impl Session {
     pub(super) async fn handle_data(&mut self) -> Flow {
         let Some(tx) = &self.tx else { return self.push_error(&reply::BAD_SEQUENCE_MAIL) };
-        if tx.recipients.is_empty() {
+        if tx.recipients.is_empty() && tx.discarded.is_empty() {
             return self.push_error(&reply::BAD_SEQUENCE_RCPT);
         }
         if !tx.body.is_empty() {
@@ -61,7 +61,7 @@ impl Session {
         // at once, then its bytes are read and dropped (never buffered).
         let mut refusal = match &self.tx {
             None => Some(reply::BAD_SEQUENCE_MAIL),
-            Some(tx) if tx.recipients.is_empty() => Some(reply::BAD_SEQUENCE_RCPT),
+            Some(tx) if tx.recipients.is_empty() && tx.discarded.is_empty() => Some(reply::BAD_SEQUENCE_RCPT),
             Some(_) if too_big => Some(reply::MESSAGE_TOO_BIG),
             Some(_) => None,
         };
@@ -155,6 +155,14 @@ impl Session {
         self.messages += 1;
         let started = Instant::now();
         let id = new_id();
+        if tx.recipients.is_empty() {
+            // Every recipient was discarded by a relay rule: read, acknowledged, dropped.
+            self.ctx.metrics.message("discarded", "relay_rule");
+            self.junk = 0;
+            tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, rcpts = tx.discarded.len(), decision = "discarded", "message discarded by a relay rule");
+            self.push(&Reply::new(250, format!("2.0.0 Ok: queued as {id}")));
+            return Flow::Continue;
+        }
         let now = now_ms();
         let helo = self.helo.as_ref();
         let header = received::header(&received::Trace {
@@ -178,6 +186,20 @@ impl Session {
             return self.push_error(&Reply::new(
                 553,
                 format!("5.7.1 From header rejected: not owned by user {}", reply::printable(&user.name)),
+            ));
+        }
+        if self.cfg.relay.block_auto_forwarding
+            && tx
+                .recipients
+                .iter()
+                .any(|r| crate::address::domain_of(r).is_none_or(|d| self.cfg.served_domain(&d).is_none()))
+            && let Some(mark) = forwarding::auto_forward_mark(&content)
+        {
+            self.ctx.metrics.message("rejected", "auto_forward");
+            tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, header = %mark, decision = "rejected", "message refused: automatic forwarding to an outside domain");
+            return self.push_error(&Reply::new(
+                550,
+                format!("5.7.1 Automatic forwarding to outside domains is not allowed ({mark} header)"),
             ));
         }
         // Mail relayed in by an inbound gateway: the client that matters for the checks is
@@ -238,6 +260,7 @@ impl Session {
                     original_client = original_client.as_deref(),
                     from = %tx.sender,
                     rcpts = tx.recipients.len(),
+                    discarded = tx.discarded.len(),
                     jobs = job_count,
                     size,
                     tls = self.tls.is_some(),

@@ -5,11 +5,11 @@ use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFr
 use super::reply::{self, Reply, printable};
 use super::session::{Flow, Session, Transaction};
 use crate::address::{self, Problem};
-use crate::policy::submission;
+use crate::policy::{relay, senders, submission};
 
 impl Session {
     /// `path`: the reverse-path as the client wrote it.
-    pub(super) fn handle_mail(&mut self, from: MailFrom<String>, path: Vec<u8>) -> Flow {
+    pub(super) async fn handle_mail(&mut self, from: MailFrom<String>, path: Vec<u8>) -> Flow {
         if self.helo.is_none() {
             return self.push_error(&reply::BAD_SEQUENCE_HELO);
         }
@@ -60,6 +60,17 @@ impl Session {
                 format!("5.7.1 Sender address rejected: not owned by user {}", printable(&user.name)),
             ));
         }
+        if !null_path && self.sender_policy_applies(&from.address) {
+            let checked = senders::check(&self.cfg, &self.ctx.dns, &from.address).await;
+            if let Err(refused) = checked {
+                let (code, text) = refused.reply();
+                self.ctx
+                    .metrics
+                    .message(if code >= 500 { "rejected" } else { "tempfailed" }, refused.reason());
+                tracing::info!(client = %self.client, from = %from.address, reason = refused.reason(), "sender refused by the sender policy");
+                return self.push_error(&Reply::new(code, text));
+            }
+        }
         self.tx = Some(Transaction {
             sender: from.address,
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
@@ -68,5 +79,21 @@ impl Session {
         });
         self.push(&Reply::fixed(250, "2.1.0 Ok"));
         Flow::Continue
+    }
+
+    /// The sender policy checks outside clients only: not authenticated users, trusted
+    /// networks, inbound gateways, or clients an `Allow` relay rule names.
+    fn sender_policy_applies(&self, sender: &str) -> bool {
+        let policy = &self.cfg.sender_policy;
+        if !(policy.require_resolvable_domain || policy.reject_served_domain_senders) || self.user.is_some() {
+            return false;
+        }
+        let ip = self.client_ip();
+        if self.cfg.is_trusted(ip) || self.cfg.is_inbound_gateway(ip) {
+            return false;
+        }
+        let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
+        let client = relay::Client { ip, authenticated: false, helo, sender };
+        !relay::allows_sender(&self.cfg, &client)
     }
 }

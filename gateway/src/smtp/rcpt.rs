@@ -6,7 +6,7 @@ use super::reply::{self, Reply};
 use super::session::{Flow, Session};
 use crate::address::{self, Problem};
 use crate::metrics::{ReasonLabel, StageLabel};
-use crate::policy::relay;
+use crate::policy::relay::{self, RelayDecision};
 use crate::routing::probe::ProbingDirectory;
 use crate::routing::{Decision, Router};
 
@@ -16,7 +16,7 @@ impl Session {
         let Some(tx) = &self.tx else {
             return self.push_error(&reply::BAD_SEQUENCE_MAIL);
         };
-        if tx.recipients.len() >= self.cfg.limits.max_recipients as usize {
+        if tx.recipients.len() + tx.discarded.len() >= self.cfg.limits.max_recipients as usize {
             self.refused("too_many");
             return self.push_error(&Reply::fixed(452, "4.5.3 Too many recipients"));
         }
@@ -44,18 +44,50 @@ impl Session {
         let Some(domain) = crate::address::domain_of(&to.address) else {
             return self.push_error(&Reply::fixed(501, "5.1.3 Recipient address must have a domain"));
         };
-        // The configured postmaster may live elsewhere; a client may always write to it.
-        if !bare_postmaster
-            && let Err(relay::RelayDenied) =
-                relay::check_recipient_domain(&self.cfg, self.client_ip(), self.user.is_some(), &domain)
-        {
-            self.refused("relay_denied");
-            tracing::info!(client = %self.client, rcpt = %to.address, "relay access denied");
-            return self.push_error(&reply::RELAY_DENIED);
+        // Role addresses (postmaster@ a served domain...) may go to the external postmaster.
+        let redirected = relay::role_address_target(&self.cfg, &to.address);
+        if let Some(target) = &redirected {
+            tracing::debug!(client = %self.client, rcpt = %to.address, to = %target, "role address sent to the external postmaster");
+            to.address = target.clone();
         }
-        if tx.recipients.iter().any(|r| r.eq_ignore_ascii_case(&to.address)) {
+        let domain = crate::address::domain_of(&to.address).unwrap_or(domain);
+        if tx.recipients.iter().chain(&tx.discarded).any(|r| r.eq_ignore_ascii_case(&to.address)) {
             self.push(&Reply::fixed(250, "2.1.5 Ok"));
             return Flow::Continue;
+        }
+        // The postmaster, configured or external, may live elsewhere; a client may always
+        // write to it (RFC 5321 4.5.1), whatever the rules say.
+        if !bare_postmaster && redirected.is_none() {
+            let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
+            let client = relay::Client {
+                ip: self.client_ip(),
+                authenticated: self.user.is_some(),
+                helo,
+                sender: &tx.sender,
+            };
+            match relay::decide(&self.cfg, &client, &to.address, &domain) {
+                RelayDecision::Accept { .. } => {}
+                RelayDecision::Discard(rule) => {
+                    let rule = rule.name.clone();
+                    tracing::info!(client = %self.client, rcpt = %to.address, rule = %rule, "recipient accepted and discarded by a relay rule");
+                    self.ctx.metrics.recipients_discarded.inc();
+                    if let Some(tx) = &mut self.tx {
+                        tx.discarded.push(to.address);
+                    }
+                    self.push(&Reply::fixed(250, "2.1.5 Ok"));
+                    return Flow::Continue;
+                }
+                RelayDecision::Reject(rule) => {
+                    self.refused("relay_rule");
+                    tracing::info!(client = %self.client, rcpt = %to.address, rule = %rule.name, "recipient refused by a relay rule");
+                    return self.push_error(&Reply::fixed(554, "5.7.1 Recipient address rejected by policy"));
+                }
+                RelayDecision::Denied(relay::RelayDenied) => {
+                    self.refused("relay_denied");
+                    tracing::info!(client = %self.client, rcpt = %to.address, "relay access denied");
+                    return self.push_error(&reply::RELAY_DENIED);
+                }
+            }
         }
         if let Err(reply) = self.spam_envelope(&domain).await {
             return self.push_error(&reply);

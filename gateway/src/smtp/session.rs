@@ -51,6 +51,8 @@ pub enum Flow {
 pub(super) struct Transaction {
     pub sender: String,
     pub recipients: Vec<String>,
+    /// Recipients a relay rule discards: answered 250, never delivered.
+    pub discarded: Vec<String>,
     /// Where each accepted recipient goes (one recipient may need several deliveries).
     pub targets: Vec<crate::routing::RoutedRecipient>,
     /// The spam policy of this transaction's recipients (one per transaction) and what its
@@ -357,7 +359,7 @@ impl Session {
             Request::Ehlo { host } => self.handle_ehlo(host, true),
             Request::Helo { host } => self.handle_ehlo(host, false),
             Request::Lhlo { .. } => self.push_error(&reply::NOT_IMPLEMENTED),
-            Request::Mail { from } => self.handle_mail(from, path.unwrap_or_default()),
+            Request::Mail { from } => self.handle_mail(from, path.unwrap_or_default()).await,
             Request::Rcpt { to } => self.handle_rcpt(to, path.unwrap_or_default()).await,
             Request::Data => self.handle_data().await,
             Request::Bdat { chunk_size, is_last } => self.handle_bdat(chunk_size, is_last).await,
