@@ -15,7 +15,7 @@ pub use relay::{
     CheckAction, ConnectionPolicy, ExternalPostmaster, RelayAction, RelayConfig, RelayRule, SenderPolicy,
 };
 pub use spam::{Action, SpamPolicyConfig};
-pub use submission::{AuthConfig, ListenerRole, RateCount, RateKey, RateLimit};
+pub use submission::{AuthConfig, FailedLogins, ListenerRole, RateCount, RateKey, RateLimit};
 pub use validate::{ConfigError, FieldError, load_gateway_config, validate};
 
 /// The JSON schema of `GatewayConfig`, for documentation and editors.

@@ -46,29 +46,42 @@ pub struct AuthConfig {
     /// An authenticated user may use only its own addresses and domains in MAIL FROM and in the
     /// header From (553 5.7.1 otherwise).
     pub restrict_senders: bool,
+    /// Delays and lockouts after failed logins.
+    pub failed_logins: FailedLogins,
+}
+
+/// What failed logins cost a client. Counted per client IP in the store (across pods with
+/// Redis).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct FailedLogins {
     /// Delay before answering a failed login, times the client's failures in the window (1, 2,
-    /// 3... times this), at most `maxFailureDelay`.
-    pub failure_delay: HumanDuration,
-    /// The longest delay after a failed login.
-    pub max_failure_delay: HumanDuration,
-    /// Failed logins from one client IP within `failureWindow` after which the IP is refused
-    /// (421 4.7.0) for `lockout`. Counted across pods with the Redis store.
-    pub max_failures: u32,
-    pub failure_window: HumanDuration,
+    /// 3... times this), at most `maxDelay`.
+    pub delay: HumanDuration,
+    /// The longest delay.
+    pub max_delay: HumanDuration,
+    /// Failed logins within `window` after which the client IP is refused (421 4.7.0) for
+    /// `lockout` on every listener that offers AUTH.
+    pub max: u32,
+    pub window: HumanDuration,
     pub lockout: HumanDuration,
+}
+
+impl Default for FailedLogins {
+    fn default() -> Self {
+        Self {
+            delay: HumanDuration::from_secs(1),
+            max_delay: HumanDuration::from_secs(10),
+            max: 5,
+            window: HumanDuration::from_secs(15 * 60),
+            lockout: HumanDuration::from_secs(15 * 60),
+        }
+    }
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            users_file: None,
-            restrict_senders: true,
-            failure_delay: HumanDuration::from_secs(1),
-            max_failure_delay: HumanDuration::from_secs(10),
-            max_failures: 5,
-            failure_window: HumanDuration::from_secs(15 * 60),
-            lockout: HumanDuration::from_secs(15 * 60),
-        }
+        Self { users_file: None, restrict_senders: true, failed_logins: FailedLogins::default() }
     }
 }
 

@@ -329,17 +329,19 @@ fn check_relay(errs: &mut Errors, c: &GatewayConfig) {
 /// Failed-login handling and rate limits: sane numbers, and counts that fit their key.
 fn check_submission(errs: &mut Errors, c: &GatewayConfig) {
     use crate::submission::{RateCount, RateKey};
-    let auth = &c.auth;
-    if auth.max_failures == 0 {
-        errs.add("auth.maxFailures", "must be greater than 0");
+    let failed = &c.auth.failed_logins;
+    if failed.max == 0 {
+        errs.add("auth.failedLogins.max", "must be greater than 0");
     }
-    for (field, d) in [("auth.failureWindow", auth.failure_window), ("auth.lockout", auth.lockout)] {
+    for (field, d) in
+        [("auth.failedLogins.window", failed.window), ("auth.failedLogins.lockout", failed.lockout)]
+    {
         if d.get().is_zero() {
             errs.add(field, "must be longer than 0s");
         }
     }
-    if auth.failure_delay > auth.max_failure_delay {
-        errs.add("auth.maxFailureDelay", "must not be shorter than auth.failureDelay");
+    if failed.delay > failed.max_delay {
+        errs.add("auth.failedLogins.maxDelay", "must not be shorter than auth.failedLogins.delay");
     }
     for (i, r) in c.rate_limits.iter().enumerate() {
         if r.limit == 0 {
@@ -496,7 +498,7 @@ mod tests {
 
     #[test]
     fn submission_needs_tls_and_a_users_file() {
-        let text = "hostname: mx.example.test\nlisteners:\n  - {name: sub, address: 127.0.0.1:2587, role: submission}\n  - {name: mx, address: 127.0.0.1:2525, auth: true}\n  - name: tls\n    address: 127.0.0.1:2465\n    role: submissions\n    tls: {certFile: c, keyFile: k}\nauth: {maxFailures: 0}\nrateLimits:\n  - {key: user, count: connections, limit: 0, per: 1h}\n";
+        let text = "hostname: mx.example.test\nlisteners:\n  - {name: sub, address: 127.0.0.1:2587, role: submission}\n  - {name: mx, address: 127.0.0.1:2525, auth: true}\n  - name: tls\n    address: 127.0.0.1:2465\n    role: submissions\n    tls: {certFile: c, keyFile: k}\nauth: {failedLogins: {max: 0}}\nrateLimits:\n  - {key: user, count: connections, limit: 0, per: 1h}\n";
         let problems = load_gateway_config(text).unwrap_err().problems();
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(
@@ -505,7 +507,7 @@ mod tests {
                 "listeners[0].tls",
                 "listeners[1].auth",
                 "auth.usersFile",
-                "auth.maxFailures",
+                "auth.failedLogins.max",
                 "rateLimits[0].limit",
                 "rateLimits[0].key"
             ]

@@ -102,7 +102,7 @@ impl World {
                 c.listeners.push(l);
             }
             c.auth.users_file = Some(self.users_file.clone());
-            c.auth.failure_delay = HumanDuration(Duration::from_millis(200));
+            c.auth.failed_logins.delay = HumanDuration(Duration::from_millis(200));
             c.delivery.nameservers = vec![self.dns.addr];
             c.delivery.mx_port = self.mx_port;
             c.delivery.tls = TlsPolicy::NONE;
@@ -260,13 +260,13 @@ fn failed_logins_are_slowed_then_locked_out_across_two_gateways() {
     let shared = |c: &mut postern_api::GatewayConfig| {
         c.store =
             postern_api::StoreConfig { embedded: None, redis: Some(RedisStoreConfig::new(&redis.url())) };
-        c.auth.max_failures = 3;
-        c.auth.lockout = HumanDuration::from_secs(600);
+        c.auth.failed_logins.max = 3;
+        c.auth.failed_logins.lockout = HumanDuration::from_secs(600);
     };
     let a = GatewayProcess::start(&world.config(shared));
     let b = GatewayProcess::start(&world.config(shared));
 
-    // Through A: each failure waits longer (200 ms, then 400 ms: failures times failureDelay).
+    // Through A: each failure waits longer (200 ms, then 400 ms: failures times failedLogins.delay).
     let mut c = world.tls_client(&a, "submission");
     let (r, first) = failed_login(&mut c);
     assert!(r.starts("535 5.7.8"), "{r:?}");

@@ -1,6 +1,6 @@
 //! AUTH (RFC 4954) with PLAIN (RFC 4616) and LOGIN, offered only under TLS on listeners that
 //! enable it. A failed login is answered after a delay that grows with the client's failures;
-//! the failure that reaches `auth.maxFailures` locks the client IP out (421 4.7.0). Failures are
+//! the failure that reaches `auth.failedLogins.max` locks the client IP out (421 4.7.0). Failures are
 //! counted in the store, so with Redis every pod sees them. No password reaches a log line.
 
 use base64::Engine as _;
@@ -125,11 +125,11 @@ impl Session {
     /// Counts the failure, waits the delay it earns, then answers 535, or 421 and closes when
     /// this failure locked the client out.
     async fn login_failed(&mut self, user: &str) -> Flow {
-        let auth = &self.cfg.auth;
+        let failed = &self.cfg.auth.failed_logins;
         let policy = LockoutPolicy {
-            window: auth.failure_window.get(),
-            max_failures: auth.max_failures,
-            lockout: auth.lockout.get(),
+            window: failed.window.get(),
+            max_failures: failed.max,
+            lockout: failed.lockout.get(),
         };
         let client = self.client_ip().to_string();
         let counted = match self.ctx.store.login_failed(&client, &policy).await {
@@ -140,8 +140,7 @@ impl Session {
                 LoginFailures { failures: 1, locked_for: None }
             }
         };
-        let delay =
-            auth.failure_delay.get().saturating_mul(counted.failures).min(auth.max_failure_delay.get());
+        let delay = failed.delay.get().saturating_mul(counted.failures).min(failed.max_delay.get());
         tracing::info!(client = %self.client, listener = %self.listener, user = %printable(user), failures = counted.failures, "authentication failed");
         self.auth_metric("failure");
         tokio::time::sleep(delay).await;
