@@ -41,6 +41,12 @@ pub struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub check: &'static str,
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabel {
     pub stage: &'static str,
 }
@@ -90,6 +96,8 @@ pub struct Metrics {
     pub rate_limited: Family<LimitLabels, Counter>,
     /// Recipients accepted and dropped by a `Discard` relay rule.
     pub recipients_discarded: Counter,
+    /// Clients that failed a connection-policy check, by check and the action taken.
+    pub connection_checks: Family<CheckLabels, Counter>,
 }
 
 impl Metrics {
@@ -118,6 +126,7 @@ impl Metrics {
             logins: Family::default(),
             rate_limited: Family::default(),
             recipients_discarded: Counter::default(),
+            connection_checks: Family::default(),
             registry: Registry::default(),
         };
         registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
@@ -202,7 +211,18 @@ impl Metrics {
             "Recipients accepted with 250 and dropped by a Discard relay rule",
             m.recipients_discarded.clone(),
         );
+        registry.register(
+            "connection_checks_failed",
+            "Clients that failed a connection-policy check (reverse_dns, helo_fqdn, helo_not_ours, early_talker), by the action taken (log, reject)",
+            m.connection_checks.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// A client failed a connection-policy check; `rejected`: it was refused for it.
+    pub fn connection_check(&self, check: &'static str, rejected: bool) {
+        let action = if rejected { "reject" } else { "log" };
+        self.connection_checks.get_or_create(&CheckLabels { check, action }).inc();
     }
 
     pub fn message(&self, outcome: &'static str, reason: &'static str) {

@@ -40,6 +40,27 @@ impl Client {
         Self { reader, tcp, greeting }
     }
 
+    /// Connects from the loopback address `local` (any 127.x.y.z works on Linux), so a test
+    /// can be a client whose IP has (or has not) reverse DNS of its own, unlike 127.0.0.1
+    /// which /etc/hosts names.
+    pub fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let tcp = rt
+            .block_on(async {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(local, 0))?;
+                socket.connect(addr).await
+            })
+            .and_then(|s| s.into_std())
+            .expect("connect to gateway");
+        tcp.set_nonblocking(false).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let mut reader = BufReader::new(Box::new(tcp.try_clone().unwrap()) as Box<dyn Conn>);
+        let greeting = read_reply(&mut reader).expect("greeting");
+        Self { reader, tcp, greeting }
+    }
+
     /// Connects and sends `prefix` (e.g. a PROXY header) before reading anything.
     pub fn connect_with_prefix(addr: SocketAddr, prefix: &[u8]) -> Self {
         let mut tcp = TcpStream::connect(addr).expect("connect to gateway");

@@ -235,3 +235,89 @@ fn senders_from_unresolvable_or_served_domains_are_refused_for_outside_clients()
     let mut c = client(&trusted);
     assert!(c.cmd("MAIL FROM:<ceo@served.test>").starts("250"));
 }
+
+fn connection_policy(edit: impl FnOnce(&mut postern_api::ConnectionPolicy)) -> postern_api::ConnectionPolicy {
+    let mut p = postern_api::ConnectionPolicy::default();
+    edit(&mut p);
+    p
+}
+
+#[test]
+fn helo_names_that_are_not_fqdns_or_claim_to_be_us_are_refused() {
+    use postern_api::CheckAction::Reject;
+    let world = World::new();
+    let policy = connection_policy(|p| {
+        p.helo_fqdn = Reject;
+        p.helo_not_ours = Reject;
+    });
+    let gw = world.gateway(|c| c.connection_policy = policy.clone());
+    let mut c = Client::connect(gw.smtp());
+    for (helo, why) in [
+        ("localhost", "not a fully qualified domain name"),
+        ("127.0.0.1", "a bare IP address"),
+        ("gw.test", "claims to be this gateway"),
+        ("served.test", "claims to be this gateway"),
+    ] {
+        let r = c.cmd(&format!("EHLO {helo}"));
+        assert!(r.starts("550 5.7.1 Helo command rejected:") && r.text.contains(why), "{helo}: {r:?}");
+    }
+    assert!(c.cmd("MAIL FROM:<a@sender.test>").starts("503"), "no HELO was taken");
+    assert_eq!(c.cmd("EHLO [127.0.0.1]").code, 250);
+    assert_eq!(c.cmd("EHLO mail.sender.test").code, 250);
+    assert_eq!(
+        gw.metric("postern_connection_checks_failed_total{check=\"helo_fqdn\",action=\"reject\"}"),
+        Some(2.0)
+    );
+
+    // Trusted networks are not checked.
+    let trusted = world.gateway(|c| {
+        c.connection_policy = policy;
+        c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    });
+    assert_eq!(Client::connect(trusted.smtp()).cmd("EHLO localhost").code, 250);
+}
+
+#[test]
+fn a_client_that_talks_before_the_greeting_is_refused() {
+    use std::io::{BufRead, BufReader, Write};
+    let world = World::new();
+    let gw = world.gateway(|c| {
+        c.connection_policy = connection_policy(|p| {
+            p.greeting_delay = postern_api::HumanDuration(Duration::from_millis(500));
+            p.early_talkers = postern_api::CheckAction::Reject;
+        })
+    });
+    let mut rude = std::net::TcpStream::connect(gw.smtp()).unwrap();
+    rude.write_all(b"EHLO bulk.example\r\nMAIL FROM:<a@bulk.example>\r\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&rude).read_line(&mut line).unwrap();
+    assert!(line.starts_with("554 5.7.1 Protocol error: you talked before the greeting"), "{line:?}");
+    // A client that waits gets the greeting (after the delay) and its session.
+    let mut polite = Client::connect(gw.smtp());
+    assert_eq!(polite.greeting.code, 220);
+    assert_eq!(polite.cmd("EHLO mail.sender.test").code, 250);
+    assert_eq!(
+        gw.metric("postern_connection_checks_failed_total{check=\"early_talker\",action=\"reject\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn clients_without_forward_confirmed_reverse_dns_are_refused_or_logged() {
+    use postern_api::CheckAction::{Log, Reject};
+    // A client on 127.0.0.5 has no PTR anywhere. 127.0.0.1 is "localhost", which resolves back
+    // to it: the resolver answers loopback names itself (RFC 6761), so a PTR the test's DNS
+    // server published for another 127.x address would never be asked for; the lookup of a
+    // name that leads back is covered by the unit tests on the text-zone double.
+    let world = World::new();
+    let nameless = "127.0.0.5".parse().unwrap();
+    let gw = world.gateway(|c| c.connection_policy = connection_policy(|p| p.reverse_dns = Reject));
+    let c = Client::connect_from(gw.smtp(), nameless);
+    let expected = "554 5.7.25 Client host rejected: cannot find your hostname, [127.0.0.5]";
+    assert!(c.greeting.starts(expected), "{:?}", c.greeting);
+    assert_eq!(Client::connect(gw.smtp()).greeting.code, 220, "127.0.0.1 is localhost and back");
+    let logged = world.gateway(|c| c.connection_policy = connection_policy(|p| p.reverse_dns = Log));
+    assert_eq!(Client::connect_from(logged.smtp(), nameless).greeting.code, 220);
+    let sample = "postern_connection_checks_failed_total{check=\"reverse_dns\",action=\"log\"}";
+    assert_eq!(logged.metric(sample), Some(1.0));
+}

@@ -205,6 +205,34 @@ impl Dns {
         }
     }
 
+    /// The forward-confirmed reverse DNS name of `ip` (FCrDNS): a name its PTR records give
+    /// whose own addresses include `ip`. `Ok(None)`: no PTR, or none of (the first five of) its
+    /// names leads back. `Err`: DNS could not say.
+    pub async fn confirmed_name(&self, ip: IpAddr) -> Result<Option<String>, DnsError> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let names = match self.ptr(ip).await {
+            Raw::Records(names) => names,
+            Raw::NxDomain | Raw::NoRecords => return Ok(None),
+            Raw::Failed(e) => return Err(DnsError::Temporary(format!("PTR lookup of {ip} failed: {e}"))),
+        };
+        let mut trouble = None;
+        for name in names.iter().take(5) {
+            match self.ips(&fqdn(name)).await {
+                Raw::Records(ips) if ips.contains(&ip) => {
+                    return Ok(Some(name.trim_end_matches('.').to_string()));
+                }
+                Raw::Failed(e) => {
+                    trouble = Some(DnsError::Temporary(format!("lookup of {name} failed: {e}")))
+                }
+                _ => {}
+            }
+        }
+        trouble.map_or(Ok(None), Err)
+    }
+
     /// A host's addresses (a literal IP is its own answer).
     pub async fn host(&self, host: &str, port: u16) -> Result<Host, DnsError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
@@ -229,6 +257,24 @@ impl Dns {
                         .iter()
                         .filter_map(|r| match &r.data {
                             RData::MX(mx) => Some((mx.preference, mx.exchange.to_ascii())),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                Err(e) => raw_error(&e),
+            },
+        }
+    }
+
+    async fn ptr(&self, ip: IpAddr) -> Raw<String> {
+        match &self.backend {
+            Backend::Zones(z) => z.ptr(&reverse_name(ip)),
+            Backend::Hickory(r) => match r.reverse_lookup(ip).await {
+                Ok(l) => Raw::Records(
+                    l.answers()
+                        .iter()
+                        .filter_map(|r| match &r.data {
+                            RData::PTR(ptr) => Some(ptr.0.to_ascii()),
                             _ => None,
                         })
                         .collect(),
@@ -277,6 +323,11 @@ fn raw_error<T>(e: &hickory_resolver::net::NetError) -> Raw<T> {
     }
 }
 
+/// The in-addr.arpa / ip6.arpa name of `ip`, as PTR records are published under.
+fn reverse_name(ip: IpAddr) -> String {
+    hickory_resolver::proto::rr::Name::from(ip).to_ascii()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +345,10 @@ mod tests {
         broken.test.     MX 10 nowhere.broken.test.
         textonly.test.   TXT v=spf1 -all
         1.2.0.192.bl.test. A 127.0.0.2
+        ; reverse DNS: 192.0.2.1 confirms; 192.0.2.2's name points elsewhere
+        1.2.0.192.in-addr.arpa. PTR a.multi.test.
+        2.2.0.192.in-addr.arpa. PTR liar.test.
+        liar.test. A 198.51.100.1
     ";
 
     fn names(hosts: &[Host]) -> Vec<&str> {
@@ -322,6 +377,16 @@ mod tests {
             dns.accepts_mail("textonly.test").await,
             Err(DnsError::NoMailHost("textonly.test".into()))
         );
+    }
+
+    #[tokio::test]
+    async fn reverse_dns_counts_only_when_it_leads_back() {
+        let dns = Dns::from_zones(ZONES).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(dns.confirmed_name(ip("192.0.2.1")).await, Ok(Some("a.multi.test".into())));
+        assert_eq!(dns.confirmed_name(ip("::ffff:192.0.2.1")).await, Ok(Some("a.multi.test".into())));
+        assert_eq!(dns.confirmed_name(ip("192.0.2.2")).await, Ok(None));
+        assert_eq!(dns.confirmed_name(ip("192.0.2.3")).await, Ok(None));
     }
 
     #[tokio::test]

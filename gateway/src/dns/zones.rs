@@ -1,6 +1,6 @@
 //! The test double behind `Dns::from_zones`: records written as text, one per line,
-//! `name TYPE data` (`;` starts a comment). Types: MX (`pref host`), A, AAAA, TXT (the rest of
-//! the line). A name with no record at all is NXDOMAIN; a name with records of other types
+//! `name TYPE data` (`;` starts a comment). Types: MX (`pref host`), A, AAAA, PTR (`host`), TXT
+//! (the rest of the line). A name with no record at all is NXDOMAIN; a name with records of other types
 //! answers "no records". Used by unit tests; end-to-end tests use a real DNS server.
 
 use std::collections::HashMap;
@@ -20,6 +20,7 @@ enum Record {
     Mx(u16, String),
     A(Ipv4Addr),
     Aaaa(std::net::Ipv6Addr),
+    Ptr(String),
     Txt,
 }
 
@@ -43,6 +44,7 @@ impl Zones {
                 ),
                 ("A", [ip]) => Record::A(ip.parse().with_context(|| format!("zone line {}", i + 1))?),
                 ("AAAA", [ip]) => Record::Aaaa(ip.parse().with_context(|| format!("zone line {}", i + 1))?),
+                ("PTR", [host]) => Record::Ptr(host.to_string()),
                 ("TXT", _) => Record::Txt,
                 _ => bail!("zone line {}: unsupported record {line:?}", i + 1),
             };
@@ -73,6 +75,13 @@ impl Zones {
         self.answer(name, |r| match r {
             Record::A(ip) => Some(IpAddr::V4(*ip)),
             Record::Aaaa(ip) => Some(IpAddr::V6(*ip)),
+            _ => None,
+        })
+    }
+
+    pub(super) fn ptr(&self, name: &str) -> Raw<String> {
+        self.answer(name, |r| match r {
+            Record::Ptr(host) => Some(host.clone()),
             _ => None,
         })
     }

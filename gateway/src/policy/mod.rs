@@ -4,5 +4,6 @@ pub mod connections;
 pub mod forwarding;
 pub mod limits;
 pub mod relay;
+pub mod screening;
 pub mod senders;
 pub mod submission;

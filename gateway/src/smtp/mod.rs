@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_api::{Listener, ListenerRole};
+use postern_api::{CheckAction, Listener, ListenerRole};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -25,7 +25,7 @@ use crate::config::ConfigSnapshot;
 use crate::context::Context;
 use crate::metrics::{LimitLabels, ListenerLabel, ReasonLabel};
 use crate::policy::connections::Refusal;
-use crate::policy::limits;
+use crate::policy::{limits, screening};
 use crate::tls::TlsInfo;
 use session::{Flow, Session};
 
@@ -86,6 +86,9 @@ pub async fn handle_connection(
     ctx.metrics.connections_active.inc();
     let _active = ActiveGuard(&ctx);
 
+    if listener.role == ListenerRole::Smtp && !screen(&ctx, &cfg, ip, &mut stream).await {
+        return;
+    }
     let acceptor = ctx.tls.get(&listener.name);
     let implicit_tls = listener.role == ListenerRole::Submissions;
     let mut session = Session::new(ctx.clone(), &listener, client, acceptor.is_some() && !implicit_tls);
@@ -118,6 +121,64 @@ pub async fn handle_connection(
         }
         None => {}
     }
+}
+
+/// The connection policy's checks before the greeting: a client that talks within
+/// `greetingDelay` is an early talker; the reverse DNS of its IP must lead back to it. Both run
+/// at once, so the delay hides the lookup. `false` (after a 554 or 421): refused.
+async fn screen(ctx: &Context, cfg: &ConfigSnapshot, ip: IpAddr, stream: &mut TcpStream) -> bool {
+    let policy = &cfg.connection_policy;
+    let early = policy.early_talkers != CheckAction::Off && !policy.greeting_delay.get().is_zero();
+    let reverse = policy.reverse_dns != CheckAction::Off;
+    if !(early || reverse) || !screening::applies(cfg, ip) {
+        return true;
+    }
+    let talked = async {
+        if !early {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(
+            tokio::time::timeout(policy.greeting_delay.get(), stream.peek(&mut probe)).await,
+            Ok(Ok(1..))
+        )
+    };
+    let name = async { if reverse { Some(ctx.dns.confirmed_name(ip).await) } else { None } };
+    let (talked, name) = tokio::join!(talked, name);
+    let mut refusal = None;
+    if talked {
+        let reject = policy.early_talkers == CheckAction::Reject;
+        ctx.metrics.connection_check("early_talker", reject);
+        tracing::info!(client = %ip, rejected = reject, "client talked before the greeting");
+        if reject {
+            refusal = Some("554 5.7.1 Protocol error: you talked before the greeting".to_string());
+        }
+    }
+    let reject_reverse = policy.reverse_dns == CheckAction::Reject;
+    match name {
+        Some(Ok(None)) => {
+            ctx.metrics.connection_check("reverse_dns", reject_reverse);
+            tracing::info!(client = %ip, rejected = reject_reverse, "client has no forward-confirmed reverse DNS name");
+            if reject_reverse {
+                refusal.get_or_insert(format!(
+                    "554 5.7.25 Client host rejected: cannot find your hostname, [{ip}]"
+                ));
+            }
+        }
+        Some(Err(e)) => {
+            tracing::info!(client = %ip, error = %e, "reverse DNS of the client not known now");
+            if reject_reverse {
+                refusal.get_or_insert(format!(
+                    "421 4.7.25 Client host rejected: cannot find your hostname now, [{ip}], try again later"
+                ));
+            }
+        }
+        Some(Ok(Some(_))) | None => {}
+    }
+    let Some(text) = refusal else { return true };
+    let _ = stream.write_all(format!("{text}\r\n").as_bytes()).await;
+    let _ = stream.shutdown().await;
+    false
 }
 
 /// Counts the connection against the `connections` rate limits; `false` (after a 421) when the
