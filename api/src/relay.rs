@@ -58,6 +58,7 @@ pub struct RelayRule {
     /// A short name for logs and metrics.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
+    /// Allow, Reject or Discard what the rule matches.
     pub action: RelayAction,
     /// Client networks, e.g. "192.0.2.0/24" or "2001:db8::/32".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

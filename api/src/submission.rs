@@ -63,7 +63,9 @@ pub struct FailedLogins {
     /// Failed logins within `window` after which the client IP is refused (421 4.7.0) for
     /// `lockout` on every listener that offers AUTH.
     pub max: u32,
+    /// The window failures are counted in, from the first one.
     pub window: HumanDuration,
+    /// How long a client IP that reached `max` is refused.
     pub lockout: HumanDuration,
 }
 

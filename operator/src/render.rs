@@ -182,7 +182,15 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         .listeners
         .iter()
         .map(|l| {
-            let mut v = json!({"name": l.name, "address": format!("0.0.0.0:{}", l.port), "proxyProtocol": l.proxy_protocol});
+            let mut v = json!({
+                "name": l.name,
+                "address": format!("0.0.0.0:{}", l.port),
+                "proxyProtocol": l.proxy_protocol,
+                "role": l.role,
+            });
+            if let Some(auth) = l.auth {
+                v["auth"] = json!(auth);
+            }
             if let Some(secret) = &l.tls_secret_name {
                 secrets.insert(secret.clone());
                 v["tls"] = json!({
@@ -212,12 +220,30 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
     if let Some((_, og)) = outbound {
         delivery["outboundGateway"] = og;
     }
+    let mut relay = serde_json::to_value(&spec.relay).expect("relay config serializes");
+    inbound.extend(spec.relay.inbound_gateways.iter().map(ToString::to_string));
+    relay["inboundGateways"] = json!(inbound);
+    let auth = match &spec.auth {
+        Some(a) => {
+            secrets.insert(a.users_secret_ref.name.clone());
+            json!({
+                "usersFile": secret_path(&a.users_secret_ref),
+                "restrictSenders": a.restrict_senders,
+                "failedLogins": a.failed_logins,
+            })
+        }
+        None => json!({}),
+    };
     let config = json!({
         "hostname": hostname,
         "listeners": listeners,
         "admin": {"address": format!("0.0.0.0:{ADMIN_PORT}")},
         "store": store,
-        "relay": {"inboundGateways": inbound},
+        "relay": relay,
+        "auth": auth,
+        "senderPolicy": spec.sender_policy,
+        "connectionPolicy": spec.connection_policy,
+        "rateLimits": spec.rate_limits,
         "delivery": delivery,
         "logging": {"format": "json", "level": "info"},
     });
@@ -335,6 +361,55 @@ data:
         );
         assert_eq!(r.secrets.iter().collect::<Vec<_>>(), ["smarthost"], "referenced, never copied");
         assert!(!r.yaml().unwrap().contains("kind:"), "a plain GatewayConfig");
+    }
+
+    #[test]
+    fn relay_control_renders_with_the_users_secret_mounted() {
+        let gateway = r#"
+apiVersion: mail.postern.dev/v1alpha1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  hostname: mx.example.com
+  domainSelector: {matchLabels: {postern.dev/gateway: edge}}
+  listeners:
+    - {name: smtp, port: 25}
+    - {name: submission, port: 587, role: submission, tlsSecretName: mx-tls}
+  auth:
+    usersSecretRef: {name: users, key: users}
+    failedLogins: {max: 3}
+  relay:
+    trustedNetworks: [10.0.0.0/8]
+    inboundGateways: [198.51.100.0/24]
+    rules: [{action: Discard, recipients: ["trap@example.com"]}]
+  senderPolicy: {requireResolvableDomain: true}
+  connectionPolicy: {heloFqdn: Log}
+  rateLimits: [{key: user, count: recipients, limit: 100, per: 1h}]
+"#;
+        let mut objs = Objects::default();
+        objs.add_yaml(MANIFESTS, "mail").unwrap();
+        let mut ours = Objects::default();
+        ours.add_yaml(gateway, "mail").unwrap();
+        let r = render(&ours.gateways[0], &objs);
+        assert!(r.config_errors.is_empty(), "{:?}", r.config_errors);
+        let c = r.config.as_ref().unwrap();
+        assert_eq!(c.listeners[1].role, postern_api::ListenerRole::Submission);
+        assert!(c.listeners[1].offers_auth() && !c.listeners[0].offers_auth());
+        assert_eq!(
+            c.auth.users_file.as_deref(),
+            Some(std::path::Path::new("/etc/postern/secrets/users/users"))
+        );
+        assert_eq!(c.auth.failed_logins.max, 3);
+        assert!(c.auth.restrict_senders, "on unless turned off");
+        // The Gateway's own inbound gateways and the RoutingPolicy's, together.
+        let inbound: Vec<String> = c.relay.inbound_gateways.iter().map(ToString::to_string).collect();
+        assert_eq!(inbound, ["192.0.2.0/24", "198.51.100.0/24"]);
+        assert_eq!(c.relay.trusted_networks[0].to_string(), "10.0.0.0/8");
+        assert_eq!(c.relay.rules[0].action, postern_api::RelayAction::Discard);
+        assert!(c.sender_policy.require_resolvable_domain);
+        assert_eq!(c.connection_policy.helo_fqdn, postern_api::CheckAction::Log);
+        assert_eq!(c.rate_limits[0].limit, 100);
+        assert!(r.secrets.contains("users") && r.secrets.contains("mx-tls"));
     }
 
     #[test]

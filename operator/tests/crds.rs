@@ -128,6 +128,23 @@ fn broken_manifests_are_refused_with_a_reason() {
             "rewriteEnvelope needs an mx destination",
         ),
         ("kind: SpamPolicy\nspec: {spf: {fail: Bounce}}", "\"Bounce\" is not one of"),
+        (
+            "kind: Gateway\nspec: {listeners: [{name: sub, port: 587, role: submission}]}",
+            "roles submission and submissions need tlsSecretName",
+        ),
+        (
+            "kind: Gateway\nspec: {listeners: [{name: mx, port: 25, auth: true}]}",
+            "AUTH is offered only under TLS",
+        ),
+        (
+            "kind: Gateway\nspec: {listeners: [{name: sub, port: 587, role: submission, tlsSecretName: t}]}",
+            "set auth.usersSecretRef",
+        ),
+        (
+            "kind: Gateway\nspec: {rateLimits: [{key: everyone, count: messages, limit: 1, per: 1h}]}",
+            "\"everyone\" is not one of",
+        ),
+        ("kind: Gateway\nspec: {relay: {rules: [{action: Drop}]}}", "\"Drop\" is not one of"),
         ("kind: SpamPolicy\nspec: {spamHeader: 'no colon'}", "spamHeader must be \"Name: value\""),
     ];
     for (text, expected) in cases {

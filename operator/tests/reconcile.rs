@@ -136,9 +136,10 @@ async fn a_gateway_gets_its_config_workload_and_conditions() {
     let mounts: Vec<&str> = container.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
     assert!(mounts.contains(&"/etc/postern/secrets/postern-redis"), "{mounts:?}");
     assert!(mounts.contains(&"/etc/postern/tls/mx-example-com-tls"), "{mounts:?}");
+    assert!(mounts.contains(&"/etc/postern/secrets/postern-users"), "the users file: {mounts:?}");
     let svc = Api::<Service>::namespaced(client.clone(), NS).get("edge").await.unwrap();
     let ports: Vec<i32> = svc.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
-    assert_eq!(ports, [25, 8025]);
+    assert_eq!(ports, [25, 587, 465, 8025], "smtp, submission, submissions, admin");
     let hpa = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), NS).get("edge").await.unwrap();
     assert_eq!(hpa.spec.as_ref().map(|s| (s.min_replicas, s.max_replicas)), Some((Some(2), 6)));
     let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), NS).get("edge").await.unwrap();

@@ -40,7 +40,9 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/postern/postern:0.1.0";
     {"rule": "self.store.type != 'Redis' || has(self.store.redis)",
      "message": "store.type Redis needs store.redis"},
     {"rule": "!has(self.autoscaling) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
-     "message": "autoscaling.minReplicas must not exceed maxReplicas"}
+     "message": "autoscaling.minReplicas must not exceed maxReplicas"},
+    {"rule": "has(self.auth) || !self.listeners.exists(l, (has(l.auth) && l.auth) || (!has(l.auth) && has(l.role) && l.role != 'smtp'))",
+     "message": "a listener offers AUTH (role submission or submissions, or auth: true): set auth.usersSecretRef"}
 ]))]
 pub struct GatewaySpec {
     /// Pods when autoscaling is off.
@@ -73,6 +75,44 @@ pub struct GatewaySpec {
     /// The MailDomains (same namespace) this gateway serves, by label; empty matches all.
     #[serde(default)]
     pub domain_selector: LabelSelector,
+    /// SMTP AUTH for listeners that offer it: the users (a Secret holding an htpasswd-style
+    /// file) and what failed logins cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<GatewayAuth>,
+    /// Who may relay: trusted networks, relay rules (Allow, Reject, Discard), the external
+    /// postmaster, automatic-forwarding control. Inbound gateways named by RoutingPolicies are
+    /// added to `relay.inboundGateways`.
+    #[serde(default)]
+    pub relay: postern_api::RelayConfig,
+    /// Checks of the envelope sender (resolvable domain, served domains only from us).
+    #[serde(default)]
+    pub sender_policy: postern_api::SenderPolicy,
+    /// Checks of clients on smtp listeners (reverse DNS, HELO name, early talkers).
+    #[serde(default)]
+    pub connection_policy: postern_api::ConnectionPolicy,
+    /// Rate limits per client IP, user or sender domain; with the Redis store every pod of
+    /// this Gateway shares each count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<postern_api::RateLimit>,
+}
+
+/// SMTP AUTH's users and failed-login handling.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayAuth {
+    /// The Secret key holding the users file: `name:hash[:addresses,@domains]` lines
+    /// (argon2id, bcrypt, SHA-crypt). Mounted into the pods and re-read when it changes.
+    pub users_secret_ref: SecretKeyRef,
+    /// Authenticated users may send only as their own addresses (MAIL FROM and From).
+    #[serde(default = "yes")]
+    pub restrict_senders: bool,
+    /// Delays and lockouts after failed logins (counted across pods with the Redis store).
+    #[serde(default)]
+    pub failed_logins: postern_api::FailedLogins,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> i32 {
@@ -84,7 +124,14 @@ fn default_image() -> String {
 }
 
 fn default_listeners() -> Vec<GatewayListener> {
-    vec![GatewayListener { name: "smtp".into(), port: 25, proxy_protocol: false, tls_secret_name: None }]
+    vec![GatewayListener {
+        name: "smtp".into(),
+        port: 25,
+        proxy_protocol: false,
+        tls_secret_name: None,
+        role: postern_api::ListenerRole::Smtp,
+        auth: None,
+    }]
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -108,6 +155,12 @@ fn default_cpu_target() -> i32 {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.role) || self.role == 'smtp' || has(self.tlsSecretName)",
+     "message": "roles submission and submissions need tlsSecretName"},
+    {"rule": "!has(self.auth) || !self.auth || has(self.tlsSecretName)",
+     "message": "AUTH is offered only under TLS: set tlsSecretName"}
+]))]
 pub struct GatewayListener {
     /// A DNS label, also the Service port's name.
     #[schemars(regex(pattern = r"^[a-z]([-a-z0-9]{0,13}[a-z0-9])?$"))]
@@ -118,9 +171,17 @@ pub struct GatewayListener {
     /// Expect a PROXY protocol header (behind a load balancer that sends one).
     #[serde(default)]
     pub proxy_protocol: bool,
-    /// A kubernetes.io/tls Secret offering STARTTLS on this listener.
+    /// A kubernetes.io/tls Secret offering STARTTLS on this listener (implicit TLS for
+    /// `submissions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_secret_name: Option<String>,
+    /// smtp (MX traffic, port 25), submission (587: STARTTLS, then AUTH) or submissions (465:
+    /// implicit TLS, then AUTH).
+    #[serde(default)]
+    pub role: postern_api::ListenerRole,
+    /// Offer SMTP AUTH (only after TLS). Default: on for the submission roles, off for smtp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -184,6 +245,11 @@ impl Default for GatewaySpec {
             resources: None,
             dns: GatewayDns::default(),
             domain_selector: LabelSelector::default(),
+            auth: None,
+            relay: postern_api::RelayConfig::default(),
+            sender_policy: postern_api::SenderPolicy::default(),
+            connection_policy: postern_api::ConnectionPolicy::default(),
+            rate_limits: Vec::new(),
         }
     }
 }
