@@ -3,7 +3,9 @@
 //! in `fuzz/`; these functions are also run over the seed corpus by the unit tests below, so
 //! the properties hold in every `cargo test`.
 //!
-//! - `session`: bytes into a whole inbound session (in-memory `MemoryStore`). One queued message per
+//! - `session`: bytes into a whole inbound session (in-memory `MemoryStore`), on port 25 or, when
+//!   byte 0 asks, on a submission listener with TLS up (AUTH PLAIN/LOGIN with one user whose
+//!   password the seeds know, sender restrictions). One queued message per
 //!   `250 ... queued`, the same replies however the bytes are split into reads, and each queued
 //!   message is what the client sent (after dot-unstuffing and CRLF normalisation) and what the
 //!   next hop will read back from our dot-stuffed copy.
@@ -22,7 +24,8 @@ use crate::smtp::session::{Flow, Session};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 
-/// What the session target's gateway serves.
+/// What the session target's gateway serves. Failed logins cost no delay and never lock out,
+/// so the two runs of one input (whole and split) see the same replies.
 const CONFIG: &str = r#"
 hostname: fuzz.test
 listeners: [{name: smtp, address: "127.0.0.1:0"}]
@@ -30,7 +33,14 @@ limits: {maxMessageSize: 1048576, maxRecipients: 20}
 domains:
   - name: served.test
     primary: {hosts: ["127.0.0.1:9"], tls: {mode: none}}
+auth:
+  failedLogins: {delay: 0s, maxDelay: 0s, max: 4000000000}
 "#;
+
+/// The one user of the submission sessions: "fuzz@served.test", password "s3cret" (bcrypt at
+/// cost 4, so a check costs about a millisecond), who may also send as anyone @fuzz.test.
+const USERS: &str =
+    "fuzz@served.test:$2b$04$abcdefghijklmnopqrstuuLZYjhNQAOdpbzt4WxWlUHjv1wsyH5DG:@fuzz.test\n";
 
 /// The envelope the session target puts before the fuzzer's bytes when its first byte asks.
 const ENVELOPE: &[u8] = b"EHLO fuzz.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<b@served.test>\r\nDATA\r\n";
@@ -45,7 +55,10 @@ fn harness() -> &'static Harness {
     HARNESS.get_or_init(|| {
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-        let config = postern_api::load_gateway_config(CONFIG).expect("fuzz config");
+        let mut config = postern_api::load_gateway_config(CONFIG).expect("fuzz config");
+        let users = std::env::temp_dir().join(format!("postern-fuzz-users-{}", std::process::id()));
+        std::fs::write(&users, USERS).expect("users file");
+        config.auth.users_file = Some(users);
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         let tls = crate::tls::server::TlsAcceptors::load(&config.listeners).expect("no TLS");
         let ctx = Arc::new(Context::new(config, store, tls).expect("gateway context"));
@@ -68,11 +81,20 @@ struct Run {
     messages: Vec<Vec<u8>>,
 }
 
-async fn run_session(gateway: &Arc<Context>, input: &[u8], step: usize) -> Run {
+/// Runs `input` through one session, `step` bytes a read. `submission`: on a submission
+/// listener whose TLS handshake is done (there is no TLS engine here: the session is told so).
+async fn run_session(gateway: &Arc<Context>, input: &[u8], step: usize, submission: bool) -> Run {
     let client: SocketAddr = "192.0.2.1:40000".parse().expect("address");
-    let listener = postern_api::Listener::new("smtp", client);
-    let mut session = Session::new(gateway.clone(), &listener, client, false);
-    session.greeting();
+    let mut listener = postern_api::Listener::new("smtp", client);
+    if submission {
+        listener.role = postern_api::ListenerRole::Submission;
+    }
+    let mut session = Session::new(gateway.clone(), &listener, client, submission);
+    if submission {
+        session.tls_started(crate::tls::TlsInfo { version: "TLSv1.3", cipher: "fuzz".into() });
+    } else {
+        session.greeting();
+    }
     let mut out = session.take_output();
     for chunk in input.chunks(step.max(1)) {
         let flow = session.ingest(chunk).await;
@@ -116,7 +138,8 @@ async fn run_session(gateway: &Arc<Context>, input: &[u8], step: usize) -> Run {
 }
 
 /// The session target. Byte 0: bit 0 puts a valid envelope up to DATA before the rest; bits
-/// 1..=4 choose how the bytes are split into reads for the second run.
+/// 1..=4 choose how the bytes are split into reads for the second run; bit 5 makes it a
+/// submission session with TLS up.
 pub fn session(input: &[u8]) {
     let Some((&flags, rest)) = input.split_first() else { return };
     let mut bytes = Vec::with_capacity(rest.len() + ENVELOPE.len());
@@ -125,10 +148,11 @@ pub fn session(input: &[u8]) {
     }
     bytes.extend_from_slice(rest);
     let step = 1 + usize::from(flags >> 1 & 0x0f);
+    let submission = flags & 0x20 != 0;
     let h = harness();
     h.runtime.block_on(async {
-        let whole = run_session(&h.ctx, &bytes, bytes.len()).await;
-        let split = run_session(&h.ctx, &bytes, step).await;
+        let whole = run_session(&h.ctx, &bytes, bytes.len(), submission).await;
+        let split = run_session(&h.ctx, &bytes, step, submission).await;
         for run in [&whole, &split] {
             assert_eq!(run.queued_replies, run.messages.len(), "one queued message per 250");
             for body in &run.messages {
@@ -240,9 +264,22 @@ mod tests {
         out
     }
 
+    /// One test for everything that queues through the shared harness: two tests running at
+    /// once would lease each other's messages.
     #[test]
     fn session_seeds_hold() {
         seeds("session").iter().for_each(|s| super::session(s));
+        // The submission seeds reach what they are for: a login, a message, a refusal.
+        let h = super::harness();
+        for (seed, queued) in [("auth-plain", 1), ("auth-login", 0)] {
+            let path =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/session").join(seed);
+            let input = std::fs::read(path).unwrap();
+            let run = h.runtime.block_on(super::run_session(&h.ctx, &input[1..], input.len(), true));
+            assert!(run.replies.contains("235 2.7.0"), "{seed}: {}", run.replies);
+            assert_eq!(run.queued_replies, queued, "{seed}: {}", run.replies);
+            assert!(run.replies.contains("553 5.7.1"), "{seed}: someone else's address: {}", run.replies);
+        }
     }
 
     #[test]

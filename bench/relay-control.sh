@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Relay control's costs, each measured against its own baseline in the same run:
+#
+#  submission  authenticated submission over STARTTLS (AUTH PLAIN, an argon2id user) on a
+#              `submission` listener, next to plain relaying from a trusted network on port 25.
+#              smtp-source cannot do STARTTLS or AUTH, so the client is tests/src/bin/smtp-load
+#              (smtp-source's flags, one thread per session, no pipelining); it also runs the
+#              plain case, so the client is the same on both sides, and smtp-source's plain run
+#              is shown as the reference client.
+#  limits      the rate limits with the Redis store: a gateway with three limits (per client IP
+#              messages and recipients, per sender domain messages; none is reached) next to
+#              one without, each on its own redis-server so Redis round trips and CPU are each
+#              gateway's own.
+#
+# Usage: bench/relay-control.sh [submission|limits ...]   (default: both)
+# Env:   MSGS SESSIONS SIZE REPS (lib.sh); MODES (default "multi single" for submission)
+set -u
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PEERS=${PEERS:-$REPO/../shared/bench/peers}
+[[ -r $PEERS/lib.sh ]] || { echo "bench harness not found at $PEERS (set PEERS)" >&2; exit 1; }
+. "$PEERS/lib.sh"
+parts=("$@"); [[ ${#parts[@]} -gt 0 ]] || parts=(submission limits)
+read -r -a MODES <<<"${MODES:-multi single}"
+DIR=$BENCH_ROOT/relay-control
+PLAIN_PORT=2561 SUB_PORT=2562 OFF_PORT=2563 ON_PORT=2564 REDIS_OFF=2565 REDIS_ON=2566
+
+"$REPO/scripts/install-test-deps.sh" || exit 1
+(cd "$REPO" && cargo build --release -q -p postern-gateway -p postern-tests --bin postern-gateway --bin smtp-load) ||
+  die "build failed"
+GATEWAY_BIN=$REPO/target/release/postern-gateway
+LOAD=$REPO/target/release/smtp-load
+SOURCE=$SMTP_SOURCE
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do stop_pid "$p" 10; done' EXIT
+
+# start_gateway NAME PORT YAML_BODY: a gateway relaying example.test to the sink.
+start_gateway() {
+  local name=$1 port=$2 body=$3 dir=$DIR/$1
+  mkdir -p "$dir"
+  cat >"$dir/gateway.yaml" <<YAML
+hostname: gw.bench.test
+admin: {address: "127.0.0.1:0"}
+domains:
+  - name: $RCPT_DOMAIN
+    primary: {hosts: ["127.0.0.1:$SINK_PORT"], tls: {mode: none}}
+limits: {maxConnectionsPerIp: 1000, maxConnections: 2000, maxMessagesPerSession: 1000000}
+delivery: {concurrencyPerDestination: 20}
+logging: {format: text, level: info}
+$body
+YAML
+  "$GATEWAY_BIN" run --config "$dir/gateway.yaml" >"$dir/gateway.log" 2>&1 &
+  PIDS+=($!)
+  eval "GW_$name=$!"
+  wait_port "$port" 15 || die "gateway $name did not listen"
+}
+
+start_redis() {
+  local port=$1 dir=$DIR/redis-$1
+  mkdir -p "$dir"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec \
+    --dir "$dir" >"$dir/redis.log" 2>&1 &
+  PIDS+=($!)
+  eval "REDIS_$port=$!"
+  wait_port "$port" 10 || die "redis $port did not start"
+}
+
+# Client-level commands (the ones that are round trips), as bench/redis.sh counts them.
+redis_cmds() {
+  redis-cli -p "$1" info commandstats |
+    awk -F'[:=,]' '/^cmdstat_(evalsha|eval|script|hmget|zrange|zcard|scard|ping|wait|client|hello|select|info|pttl|get)[|:]/ { s += $3 } END { print s + 0 }'
+}
+
+report() {  # report LABEL VALUES...
+  local label=$1; shift
+  printf '  %-34s %s\n' "$label" "$(printf '%s\n' "$@" | stats)"
+}
+
+submission() {
+  rm -rf "$DIR"; mkdir -p "$DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+    -addext basicConstraints=critical,CA:TRUE -keyout "$DIR/ca.key" -out "$DIR/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=gw.bench.test \
+    -keyout "$DIR/gw.key" -out "$DIR/gw.csr" 2>/dev/null
+  openssl x509 -req -in "$DIR/gw.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcreateserial -days 2 \
+    -extfile <(echo "subjectAltName=DNS:gw.bench.test") -out "$DIR/gw.pem" 2>/dev/null || die "certificates"
+  echo "bench:$(echo 'load-secret' | "$GATEWAY_BIN" hash-password):@bench.test" >"$DIR/users"
+  start_gateway sub "$SUB_PORT" "listeners:
+  - {name: smtp, address: \"127.0.0.1:$PLAIN_PORT\"}
+  - {name: submission, address: \"127.0.0.1:$SUB_PORT\", role: submission,
+     tls: {certFile: \"$DIR/gw.pem\", keyFile: \"$DIR/gw.key\"}}
+store: {embedded: {path: \"$DIR/sub/store\"}}
+relay: {trustedNetworks: [127.0.0.0/8]}
+auth: {usersFile: \"$DIR/users\"}"
+  local tls=(--starttls "$DIR/ca.pem" gw.bench.test --auth bench:load-secret)
+  for mode in "${MODES[@]}"; do
+    local ref=() plain=() sub=() ref_cpu=() plain_cpu=() sub_cpu=() ratio=()
+    for ((i = 1; i <= REPS; i++)); do
+      SMTP_SOURCE=$SOURCE
+      r=$(run_trial "$PLAIN_PORT" "$mode" "$GW_sub"); echo "smtp-source plain mode=$mode rep=$i $r"
+      SMTP_SOURCE=$LOAD
+      p=$(run_trial "$PLAIN_PORT" "$mode" "$GW_sub"); echo "smtp-load plain  mode=$mode rep=$i $p"
+      SMTP_SOURCE="$DIR/load-tls"
+      printf '#!/bin/sh\nexec %q "$@" %q %q %q %q %q\n' "$LOAD" "${tls[@]}" >"$SMTP_SOURCE"; chmod +x "$SMTP_SOURCE"
+      s=$(run_trial "$SUB_PORT" "$mode" "$GW_sub"); echo "smtp-load tls+auth mode=$mode rep=$i $s"
+      for t in "$r" "$p" "$s"; do [[ $(kv ok "$t") == 1 ]] || die "trial failed: $t"; done
+      ref+=("$(kv e2e_mps "$r")"); plain+=("$(kv e2e_mps "$p")"); sub+=("$(kv e2e_mps "$s")")
+      ref_cpu+=("$(kv srv_cpu_ms_per_msg "$r")"); plain_cpu+=("$(kv srv_cpu_ms_per_msg "$p")")
+      sub_cpu+=("$(kv srv_cpu_ms_per_msg "$s")")
+      ratio+=("$(awk -v a="$(kv e2e_mps "$s")" -v b="$(kv e2e_mps "$p")" 'BEGIN{print a/b}')")
+    done
+    echo "SUMMARY submission mode=$mode msgs=$MSGS sessions=$SESSIONS size=$SIZE (median min max n)"
+    report "smtp-source plain e2e_mps" "${ref[@]}"
+    report "smtp-load plain e2e_mps" "${plain[@]}"
+    report "smtp-load starttls+auth e2e_mps" "${sub[@]}"
+    report "tls+auth/plain mps" "${ratio[@]}"
+    report "gw cpu ms/msg smtp-source plain" "${ref_cpu[@]}"
+    report "gw cpu ms/msg smtp-load plain" "${plain_cpu[@]}"
+    report "gw cpu ms/msg starttls+auth" "${sub_cpu[@]}"
+  done
+  SMTP_SOURCE=$SOURCE
+}
+
+limits() {
+  rm -rf "$DIR"; mkdir -p "$DIR"
+  start_redis "$REDIS_OFF"; start_redis "$REDIS_ON"
+  local common="relay: {trustedNetworks: [127.0.0.0/8]}"
+  start_gateway off "$OFF_PORT" "listeners: [{name: smtp, address: \"127.0.0.1:$OFF_PORT\"}]
+store: {redis: {url: \"redis://127.0.0.1:$REDIS_OFF\"}}
+$common"
+  start_gateway on "$ON_PORT" "listeners: [{name: smtp, address: \"127.0.0.1:$ON_PORT\"}]
+store: {redis: {url: \"redis://127.0.0.1:$REDIS_ON\"}}
+$common
+rateLimits:
+  - {key: clientIp, count: messages, limit: 100000000, per: 1h, exemptTrusted: false}
+  - {key: clientIp, count: recipients, limit: 100000000, per: 1h, exemptTrusted: false}
+  - {key: senderDomain, count: messages, limit: 100000000, per: 1h, exemptTrusted: false}"
+  local off=() on=() off_cpu=() on_cpu=() off_rt=() on_rt=() ratio=()
+  for ((i = 1; i <= REPS; i++)); do
+    local c0 c1 t
+    c0=$(redis_cmds "$REDIS_OFF"); t=$(run_trial "$OFF_PORT" multi "$GW_off"); c1=$(redis_cmds "$REDIS_OFF")
+    echo "limits off rep=$i $t redis_round_trips_per_msg=$(awk -v a="$c0" -v b="$c1" -v n="$MSGS" 'BEGIN{printf "%.2f", (b-a)/n}')"
+    [[ $(kv ok "$t") == 1 ]] || die "trial failed"
+    off+=("$(kv e2e_mps "$t")"); off_cpu+=("$(kv srv_cpu_ms_per_msg "$t")")
+    off_rt+=("$(awk -v a="$c0" -v b="$c1" -v n="$MSGS" 'BEGIN{print (b-a)/n}')")
+    local u
+    c0=$(redis_cmds "$REDIS_ON"); u=$(run_trial "$ON_PORT" multi "$GW_on"); c1=$(redis_cmds "$REDIS_ON")
+    echo "limits on  rep=$i $u redis_round_trips_per_msg=$(awk -v a="$c0" -v b="$c1" -v n="$MSGS" 'BEGIN{printf "%.2f", (b-a)/n}')"
+    [[ $(kv ok "$u") == 1 ]] || die "trial failed"
+    on+=("$(kv e2e_mps "$u")"); on_cpu+=("$(kv srv_cpu_ms_per_msg "$u")")
+    on_rt+=("$(awk -v a="$c0" -v b="$c1" -v n="$MSGS" 'BEGIN{print (b-a)/n}')")
+    ratio+=("$(awk -v a="$(kv e2e_mps "$u")" -v b="$(kv e2e_mps "$t")" 'BEGIN{print a/b}')")
+  done
+  echo "SUMMARY limits (Redis store) msgs=$MSGS sessions=$SESSIONS size=$SIZE (median min max n)"
+  report "limits off e2e_mps" "${off[@]}"
+  report "limits on e2e_mps" "${on[@]}"
+  report "on/off mps" "${ratio[@]}"
+  report "gw cpu ms/msg off" "${off_cpu[@]}"
+  report "gw cpu ms/msg on" "${on_cpu[@]}"
+  report "redis round trips/msg off" "${off_rt[@]}"
+  report "redis round trips/msg on" "${on_rt[@]}"
+}
+
+for part in "${parts[@]}"; do
+  case $part in
+    submission) submission ;;
+    limits) limits ;;
+    *) die "unknown part $part (submission, limits)" ;;
+  esac
+  for p in "${PIDS[@]}"; do stop_pid "$p" 10; done
+  PIDS=()
+done
