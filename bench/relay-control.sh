@@ -9,7 +9,7 @@
 #              is shown as the reference client.
 #  limits      the rate limits with the Redis store: a gateway with three limits (per client IP
 #              messages and recipients, per sender domain messages; none is reached) next to
-#              one without, each on its own redis-server so Redis round trips and CPU are each
+#              one without, each on its own redis-server so Redis round trips are each
 #              gateway's own.
 #
 # Usage: bench/relay-control.sh [submission|limits ...]   (default: both)
@@ -65,14 +65,21 @@ start_redis() {
 }
 
 # Client-level commands (the ones that are round trips), as bench/redis.sh counts them.
+# Commands run inside Lua scripts (GET, SET, HSET...) show up in INFO too, so only the ones a
+# client sends are summed.
 redis_cmds() {
   redis-cli -p "$1" info commandstats |
-    awk -F'[:=,]' '/^cmdstat_(evalsha|eval|script|hmget|zrange|zcard|scard|ping|wait|client|hello|select|info|pttl|get)[|:]/ { s += $3 } END { print s + 0 }'
+    awk -F'[:=,]' '/^cmdstat_(evalsha|eval|script|hmget|zrange|zcard|scard|ping|wait|client|hello|select|info|pttl)[|:]/ { s += $3 } END { print s + 0 }'
 }
 
-report() {  # report LABEL VALUES...
+report() {  # report LABEL VALUES...  (msgs/s: whole numbers)
   local label=$1; shift
   printf '  %-34s %s\n' "$label" "$(printf '%s\n' "$@" | stats)"
+}
+
+report3() {  # report3 LABEL VALUES...  (ratios, ms: three decimals)
+  local label=$1; shift
+  printf '  %-34s %s\n' "$label" "$(printf '%s\n' "$@" | stats3)"
 }
 
 submission() {
@@ -112,10 +119,10 @@ auth: {usersFile: \"$DIR/users\"}"
     report "smtp-source plain e2e_mps" "${ref[@]}"
     report "smtp-load plain e2e_mps" "${plain[@]}"
     report "smtp-load starttls+auth e2e_mps" "${sub[@]}"
-    report "tls+auth/plain mps" "${ratio[@]}"
-    report "gw cpu ms/msg smtp-source plain" "${ref_cpu[@]}"
-    report "gw cpu ms/msg smtp-load plain" "${plain_cpu[@]}"
-    report "gw cpu ms/msg starttls+auth" "${sub_cpu[@]}"
+    report3 "tls+auth/plain mps" "${ratio[@]}"
+    report3 "gw cpu ms/msg smtp-source plain" "${ref_cpu[@]}"
+    report3 "gw cpu ms/msg smtp-load plain" "${plain_cpu[@]}"
+    report3 "gw cpu ms/msg starttls+auth" "${sub_cpu[@]}"
   done
   SMTP_SOURCE=$SOURCE
 }
@@ -134,30 +141,38 @@ rateLimits:
   - {key: clientIp, count: messages, limit: 100000000, per: 1h, exemptTrusted: false}
   - {key: clientIp, count: recipients, limit: 100000000, per: 1h, exemptTrusted: false}
   - {key: senderDomain, count: messages, limit: 100000000, per: 1h, exemptTrusted: false}"
-  local off=() on=() off_cpu=() on_cpu=() off_rt=() on_rt=() ratio=()
+  local off=() on=() off_cpu=() on_cpu=() off_rt=() on_rt=() off_rcpu=() on_rcpu=() ratio=()
+  # limit_trial PORT GATEWAY_PID REDIS_PORT REDIS_PID: a run_trial line plus Redis round trips
+  # and Redis CPU per message.
+  limit_trial() {
+    local c0 c1 r0 r1 t
+    c0=$(redis_cmds "$3"); r0=$(tree_ticks "$4")
+    t=$(run_trial "$1" multi "$2")
+    c1=$(redis_cmds "$3"); r1=$(tree_ticks "$4")
+    echo "$t $(awk -v a="$c0" -v b="$c1" -v r0="$r0" -v r1="$r1" -v hz="$HZ" -v n="$MSGS" \
+      'BEGIN{printf "redis_round_trips_per_msg=%.3f redis_cpu_ms_per_msg=%.3f", (b-a)/n, (r1-r0)/hz/n*1000}')"
+  }
   for ((i = 1; i <= REPS; i++)); do
-    local c0 c1 t
-    c0=$(redis_cmds "$REDIS_OFF"); t=$(run_trial "$OFF_PORT" multi "$GW_off"); c1=$(redis_cmds "$REDIS_OFF")
-    echo "limits off rep=$i $t redis_round_trips_per_msg=$(awk -v a="$c0" -v b="$c1" -v n="$MSGS" 'BEGIN{printf "%.2f", (b-a)/n}')"
-    [[ $(kv ok "$t") == 1 ]] || die "trial failed"
+    local t u
+    t=$(limit_trial "$OFF_PORT" "$GW_off" "$REDIS_OFF" "$REDIS_2565"); echo "limits off rep=$i $t"
+    u=$(limit_trial "$ON_PORT" "$GW_on" "$REDIS_ON" "$REDIS_2566"); echo "limits on  rep=$i $u"
+    [[ $(kv ok "$t") == 1 && $(kv ok "$u") == 1 ]] || die "trial failed"
     off+=("$(kv e2e_mps "$t")"); off_cpu+=("$(kv srv_cpu_ms_per_msg "$t")")
-    off_rt+=("$(awk -v a="$c0" -v b="$c1" -v n="$MSGS" 'BEGIN{print (b-a)/n}')")
-    local u
-    c0=$(redis_cmds "$REDIS_ON"); u=$(run_trial "$ON_PORT" multi "$GW_on"); c1=$(redis_cmds "$REDIS_ON")
-    echo "limits on  rep=$i $u redis_round_trips_per_msg=$(awk -v a="$c0" -v b="$c1" -v n="$MSGS" 'BEGIN{printf "%.2f", (b-a)/n}')"
-    [[ $(kv ok "$u") == 1 ]] || die "trial failed"
     on+=("$(kv e2e_mps "$u")"); on_cpu+=("$(kv srv_cpu_ms_per_msg "$u")")
-    on_rt+=("$(awk -v a="$c0" -v b="$c1" -v n="$MSGS" 'BEGIN{print (b-a)/n}')")
+    off_rt+=("$(kv redis_round_trips_per_msg "$t")"); on_rt+=("$(kv redis_round_trips_per_msg "$u")")
+    off_rcpu+=("$(kv redis_cpu_ms_per_msg "$t")"); on_rcpu+=("$(kv redis_cpu_ms_per_msg "$u")")
     ratio+=("$(awk -v a="$(kv e2e_mps "$u")" -v b="$(kv e2e_mps "$t")" 'BEGIN{print a/b}')")
   done
   echo "SUMMARY limits (Redis store) msgs=$MSGS sessions=$SESSIONS size=$SIZE (median min max n)"
   report "limits off e2e_mps" "${off[@]}"
   report "limits on e2e_mps" "${on[@]}"
-  report "on/off mps" "${ratio[@]}"
-  report "gw cpu ms/msg off" "${off_cpu[@]}"
-  report "gw cpu ms/msg on" "${on_cpu[@]}"
-  report "redis round trips/msg off" "${off_rt[@]}"
-  report "redis round trips/msg on" "${on_rt[@]}"
+  report3 "on/off mps" "${ratio[@]}"
+  report3 "gw cpu ms/msg off" "${off_cpu[@]}"
+  report3 "gw cpu ms/msg on" "${on_cpu[@]}"
+  report3 "redis round trips/msg off" "${off_rt[@]}"
+  report3 "redis round trips/msg on" "${on_rt[@]}"
+  report3 "redis cpu ms/msg off" "${off_rcpu[@]}"
+  report3 "redis cpu ms/msg on" "${on_rcpu[@]}"
 }
 
 for part in "${parts[@]}"; do

@@ -123,8 +123,9 @@ pub enum RateKey {
 pub enum RateCount {
     /// New connections (checked at connect; only with `key: clientIp`). Over: 421 4.7.0.
     Connections,
-    /// Messages (checked at DATA/BDAT). Over: 451 4.7.1 with when to retry.
+    /// Messages (checked at the end of the message, in the store write that queues it). Over:
+    /// 451 4.7.1 with when to retry.
     Messages,
-    /// Recipients of each message (checked at DATA/BDAT). Over: 451 4.7.1 with when to retry.
+    /// Recipients of each message (checked with `messages`). Over: 451 4.7.1 with when to retry.
     Recipients,
 }

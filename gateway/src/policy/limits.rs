@@ -116,16 +116,46 @@ pub async fn connection<'c>(
     run(store, checks(cfg, subject, &[(RateCount::Connections, 1)])).await
 }
 
+/// The limits one message with `recipients` recipients counts against, for the store to check
+/// in the same write that queues it (`Store::enqueue_within`) or on their own (`message`).
+pub struct MessageLimits<'c> {
+    rules: Vec<&'c RateLimit>,
+    pub checks: Vec<RateCheck>,
+}
+
+impl<'c> MessageLimits<'c> {
+    pub fn new(cfg: &'c ConfigSnapshot, subject: &Subject<'_>, recipients: u32) -> Self {
+        let counts = [(RateCount::Messages, 1), (RateCount::Recipients, recipients)];
+        let (rules, checks) = checks(cfg, subject, &counts).into_iter().unzip();
+        Self { rules, checks }
+    }
+
+    /// The rule a store's decision names, if it refused.
+    pub fn limited(&self, decision: RateDecision) -> Option<Limited<'c>> {
+        named_by(&self.rules, decision)
+    }
+}
+
+fn named_by<'c>(rules: &[&'c RateLimit], decision: RateDecision) -> Option<Limited<'c>> {
+    match decision {
+        RateDecision::Allowed => None,
+        RateDecision::Limited { index, retry_after } => rules.get(index).map(|&rule| Limited { rule, retry_after }),
+    }
+}
+
 /// Counts one message with `recipients` recipients against every rule that applies, in one
-/// store round trip; nothing is counted when one of them is over.
+/// store round trip of its own; nothing is counted when one of them is over.
 pub async fn message<'c>(
     store: &dyn Store,
     cfg: &'c ConfigSnapshot,
     subject: &Subject<'_>,
     recipients: u32,
 ) -> Result<Option<Limited<'c>>, StoreError> {
-    let counts = [(RateCount::Messages, 1), (RateCount::Recipients, recipients)];
-    run(store, checks(cfg, subject, &counts)).await
+    let limits = MessageLimits::new(cfg, subject, recipients);
+    if limits.checks.is_empty() {
+        return Ok(None);
+    }
+    Ok(limits.limited(store.rate_limit(&limits.checks).await?))
 }
 
 async fn run<'c>(
@@ -135,13 +165,8 @@ async fn run<'c>(
     if checks.is_empty() {
         return Ok(None);
     }
-    let (rules, checks): (Vec<_>, Vec<_>) = checks.into_iter().unzip();
-    Ok(match store.rate_limit(&checks).await? {
-        RateDecision::Allowed => None,
-        RateDecision::Limited { index, retry_after } => {
-            rules.get(index).map(|rule| Limited { rule, retry_after })
-        }
-    })
+    let (rules, checks): (Vec<&RateLimit>, Vec<_>) = checks.into_iter().unzip();
+    Ok(named_by(&rules, store.rate_limit(&checks).await?))
 }
 
 #[cfg(test)]

@@ -8,13 +8,14 @@ use super::received;
 use super::reply::{self, Reply};
 use super::session::Transaction;
 use super::session::{Flow, Session, State};
+use crate::config::ConfigSnapshot;
 use crate::metrics::{ActionLabel, AuthLabels, LimitLabels, StageLabel};
 use crate::policy::submission;
 use crate::policy::{forwarding, limits};
 use crate::quarantine;
 use crate::routing;
 use crate::spam::{ContentVerdict, Verdict};
-use crate::store::{Message, NewMessage, TransportFlags, new_id};
+use crate::store::{Message, NewMessage, RateDecision, TransportFlags, new_id};
 use crate::util::time::{ms, now_ms};
 use postern_api::Action;
 
@@ -37,10 +38,6 @@ impl Session {
         if !tx.body.is_empty() {
             return self.push_error(&Reply::fixed(503, "5.5.1 DATA cannot follow BDAT"));
         }
-        if let Err(reply) = self.rate_limit_message().await {
-            self.tx = None;
-            return self.push_error(&reply);
-        }
         self.state = State::Data(DataReader::new());
         self.push(&Reply::fixed(354, "End data with <CR><LF>.<CR><LF>"));
         Flow::Continue
@@ -59,17 +56,12 @@ impl Session {
         let too_big = so_far + chunk > max;
         // The chunk's bytes follow the command whatever we answer: a refused chunk is answered
         // at once, then its bytes are read and dropped (never buffered).
-        let mut refusal = match &self.tx {
+        let refusal = match &self.tx {
             None => Some(reply::BAD_SEQUENCE_MAIL),
             Some(tx) if tx.recipients.is_empty() && tx.discarded.is_empty() => Some(reply::BAD_SEQUENCE_RCPT),
             Some(_) if too_big => Some(reply::MESSAGE_TOO_BIG),
             Some(_) => None,
         };
-        if refusal.is_none()
-            && let Err(reply) = self.rate_limit_message().await
-        {
-            refusal = Some(reply);
-        }
         match refusal {
             Some(reply) => {
                 self.state = State::DiscardBdat { left: chunk };
@@ -82,38 +74,29 @@ impl Session {
         }
     }
 
-    /// Counts the transaction's message and recipients against the rate limits, once per
-    /// message (at DATA, or at its first BDAT chunk): one store round trip for every limit. A
-    /// store that cannot answer lets the message through (the queue write that follows fails
-    /// on its own if the store is really down).
-    async fn rate_limit_message(&mut self) -> Result<(), Reply> {
+    /// The rate limits this message counts against (its client, user, sender domain), as
+    /// `cfg` (the session's snapshot, held by the caller) has them.
+    fn message_limits<'c>(&self, cfg: &'c ConfigSnapshot, tx: &Transaction) -> limits::MessageLimits<'c> {
         let ip = self.client_ip();
-        let Some(tx) = &mut self.tx else { return Ok(()) };
-        if std::mem::replace(&mut tx.rate_checked, true) || self.cfg.rate_limits.is_empty() {
-            return Ok(());
-        }
         let sender_domain = crate::address::domain_of(&tx.sender);
         let subject = limits::Subject {
             ip,
-            trusted: self.cfg.is_trusted(ip),
+            trusted: cfg.is_trusted(ip),
             user: self.user.as_deref().map(|u| u.name.as_str()),
             sender_domain: sender_domain.as_deref(),
         };
         let recipients = u32::try_from(tx.recipients.len()).unwrap_or(u32::MAX);
-        match limits::message(&*self.ctx.store, &self.cfg, &subject, recipients).await {
-            Ok(None) => Ok(()),
-            Ok(Some(limited)) => {
-                let (key, count) = limited.labels();
-                self.ctx.metrics.rate_limited.get_or_create(&LimitLabels { key, count }).inc();
-                self.ctx.metrics.message("tempfailed", "rate_limited");
-                tracing::info!(client = %self.client, from = %tx.sender, key, count, retry_after = ?limited.retry_after, decision = "tempfail", "message refused: rate limit");
-                Err(Reply::new(451, limited.reply_text()))
-            }
-            Err(e) => {
-                tracing::warn!(client = %self.client, error = %e, "message rate limits not checked: store unavailable");
-                Ok(())
-            }
-        }
+        limits::MessageLimits::new(cfg, &subject, recipients)
+    }
+
+    /// A message over a rate limit: counted, logged, and 451 with when to retry.
+    fn rate_limited(&mut self, id: &str, tx: &Transaction, limited: &limits::Limited<'_>) -> Flow {
+        let (key, count) = limited.labels();
+        self.ctx.metrics.rate_limited.get_or_create(&LimitLabels { key, count }).inc();
+        self.ctx.metrics.message("tempfailed", "rate_limited");
+        tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, key, count, retry_after = ?limited.retry_after, decision = "tempfail", "message refused: rate limit");
+        let reply = Reply::new(451, limited.reply_text());
+        self.push_error(&reply)
     }
 
     /// A BDAT chunk that is larger than the size limit by itself (or past 64 bits).
@@ -230,6 +213,16 @@ impl Session {
         let size = body.len();
 
         if verdict.action == Action::Quarantine {
+            // Held mail counts against the limits too, in a round trip of its own (rare path).
+            let cfg = self.cfg.clone();
+            let limits = self.message_limits(&cfg, &tx);
+            if !limits.checks.is_empty() {
+                match self.ctx.store.rate_limit(&limits.checks).await.map(|d| limits.limited(d)) {
+                    Ok(Some(limited)) => return self.rate_limited(&id, &tx, &limited),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(queue_id = %id, error = %e, "rate limits not checked: store unavailable"),
+                }
+            }
             return self.quarantine(&tx, id, body, verdict).await;
         }
 
@@ -247,8 +240,18 @@ impl Session {
         let original_client = original_client.map(|ip| ip.to_string());
         let spam = verdict.action == Action::MarkSpam;
         let reasons = verdict.reasons_text();
+        // The rate limits are counted in the same store write that queues the message (one
+        // round trip with Redis): a limited message is neither queued nor counted.
+        let cfg = self.cfg.clone();
+        let limits = self.message_limits(&cfg, &tx);
+        let stored = self.ctx.store.enqueue_within(new, &limits.checks).await;
+        if let Ok(decision @ RateDecision::Limited { .. }) = &stored
+            && let Some(limited) = limits.limited(decision.clone())
+        {
+            return self.rate_limited(&id, &tx, &limited);
+        }
         let metrics = &self.ctx.metrics;
-        match self.ctx.store.enqueue(new).await {
+        match stored.map(|_| ()) {
             Ok(()) => {
                 metrics.accept_latency.observe(started.elapsed().as_secs_f64());
                 metrics.message("queued", "accepted");

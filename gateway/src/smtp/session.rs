@@ -60,8 +60,6 @@ pub(super) struct Transaction {
     pub spam: Option<SpamChoice>,
     pub smtputf8: bool,
     pub eight_bit: bool,
-    /// The rate limits counted this message already (at DATA or its first BDAT chunk).
-    pub rate_checked: bool,
     /// The message as it arrives (DATA: unstuffed; BDAT: chunks appended).
     pub body: Vec<u8>,
 }

@@ -56,6 +56,29 @@ pub async fn run_all(store: &dyn Store) {
     state_round_trip(store).await;
     rate_limits_count_all_or_nothing(store).await;
     failed_logins_lock_out(store).await;
+    enqueue_within_limits_writes_and_counts_together(store).await;
+}
+
+async fn enqueue_within_limits_writes_and_counts_together(store: &dyn Store) {
+    let limit = |cost| RateCheck { key: "within".into(), limit: 3, period: Duration::from_secs(60), cost };
+    let first = sample_message(1, 1_000);
+    let id = first.message.id.clone();
+    assert_eq!(store.enqueue_within(first, &[limit(2)]).await.unwrap(), RateDecision::Allowed);
+    assert!(store.load_message(&id).await.unwrap().is_some(), "admitted and queued");
+    // Two more do not fit (one is left): refused, not queued, not counted...
+    let refused = sample_message(1, 1_000);
+    let refused_id = refused.message.id.clone();
+    assert!(matches!(
+        store.enqueue_within(refused, &[limit(2)]).await.unwrap(),
+        RateDecision::Limited { index: 0, .. }
+    ));
+    assert!(store.load_message(&refused_id).await.unwrap().is_none());
+    // ...so one more still fits; no limits at all is a plain enqueue.
+    assert_eq!(store.enqueue_within(sample_message(1, 1_000), &[limit(1)]).await.unwrap(), RateDecision::Allowed);
+    assert_eq!(store.enqueue_within(sample_message(1, 1_000), &[]).await.unwrap(), RateDecision::Allowed);
+    for job in store.lease(2_000, 100, LEASE).await.unwrap() {
+        store.complete(&job, None).await.unwrap();
+    }
 }
 
 async fn rate_limits_count_all_or_nothing(store: &dyn Store) {

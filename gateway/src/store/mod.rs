@@ -78,6 +78,18 @@ pub trait Store: Send + Sync + 'static {
     /// Rate limits (GCRA, `limits.rs`): counts every check, or, when one is over its limit,
     /// none. One round trip for the whole set; shared by the fleet with Redis.
     async fn rate_limit(&self, checks: &[RateCheck]) -> StoreResult<RateDecision>;
+    /// `enqueue`, after counting `limits` as `rate_limit` does: when one is over, nothing is
+    /// written (and nothing counted) and the decision says which. The Redis store does both in
+    /// one script (one round trip, as a plain enqueue), so rate limits cost a message no extra
+    /// round trip.
+    async fn enqueue_within(&self, msg: NewMessage, limits: &[RateCheck]) -> StoreResult<RateDecision> {
+        let decision = self.rate_limit(limits).await?;
+        if decision == RateDecision::Allowed {
+            self.enqueue(msg).await?;
+        }
+        Ok(decision)
+    }
+
     /// Counts a failed login from `client`; the failure that reaches `policy.max_failures`
     /// within the window locks the client out for `policy.lockout`.
     async fn login_failed(&self, client: &str, policy: &LockoutPolicy) -> StoreResult<LoginFailures>;

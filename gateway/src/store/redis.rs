@@ -48,6 +48,33 @@ local function put_message(i)
   end
   return i
 end
+-- GCRA (see limits.rs) on Redis's clock. ARGV[i]: count, then per limit: key, limit, period
+-- (ms), cost. All or nothing: returns {1-based index of the first over, ms until it would fit}
+-- and counts none, or nil and counts all; and the ARGV index after the limits.
+local function check_limits(i)
+  local n = tonumber(ARGV[i])
+  local after = i + 1 + n * 4
+  if n == 0 then return nil, after end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local keys = {}
+  for c = 0, n - 1 do keys[c + 1] = T .. ':rl:' .. ARGV[i + 1 + c * 4] end
+  local stored = redis.call('MGET', unpack(keys))
+  local tats = {}
+  for c = 0, n - 1 do
+    local j = i + 1 + c * 4
+    local limit, period, cost = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
+    local interval = math.max(1, math.floor(period / math.max(1, limit)))
+    local tat = math.max(tonumber(stored[c + 1] or 0) or 0, now)
+    local new_tat = tat + interval * cost
+    if new_tat > now + period then return {c + 1, new_tat - now - period}, after end
+    tats[c + 1] = new_tat
+  end
+  for c = 1, n do
+    redis.call('SET', keys[c], tostring(tats[c]), 'PX', math.max(1, tats[c] - now))
+  end
+  return nil, after
+end
 local function drop_job(jid, msg_id)
   if redis.call('DEL', T .. ':job:' .. jid) == 0 then return 0 end
   redis.call('ZREM', T .. ':sched', jid)
@@ -116,26 +143,14 @@ elseif cur ~= ARGV[2] then
 end
 redis.call('SET', k, ARGV[4])
 return 1"#;
-/// Rate limits, GCRA (see `limits.rs`) on Redis's clock, all or nothing. ARGV: count, then per
-/// check: key, limit, period (ms), cost. Returns {0, 0} when all are allowed (and counted),
-/// else {1-based index of the first one over, ms until it would fit}.
-const RATE_LIMIT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local tats = {}
-for c = 0, tonumber(ARGV[1]) - 1 do
-  local i = 2 + c * 4
-  local k = T .. ':rl:' .. ARGV[i]
-  local limit, period, cost = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  local interval = math.max(1, math.floor(period / math.max(1, limit)))
-  local tat = math.max(tonumber(redis.call('GET', k) or 0), now)
-  local new_tat = tat + interval * cost
-  if new_tat > now + period then return {c + 1, new_tat - now - period} end
-  tats[#tats + 1] = {k, new_tat}
-end
-for _, e in ipairs(tats) do
-  redis.call('SET', e[1], string.format('%.0f', e[2]), 'PX', string.format('%.0f', math.max(1, e[2] - now)))
-end
+/// Rate limits: all of a call's limits, then optionally the message they admit, in one script.
+const RATE_LIMIT: &str = "return (check_limits(1)) or {0, 0}";
+/// ARGV: the limits (as `check_limits`), then a message (as `put_message`): the message is
+/// written only when every limit admits it, and the limits count only when it is written.
+const ENQUEUE_WITHIN: &str = r#"
+local limited, i = check_limits(1)
+if limited then return limited end
+put_message(i)
 return {0, 0}"#;
 /// A failed login. ARGV: client, window (ms), max failures, lockout (ms). Returns {failures in
 /// the window, lockout ms (0: not locked out)}.
@@ -204,6 +219,7 @@ struct Scripts {
     quarantine_release: Script,
     state_swap: Script,
     rate_limit: Script,
+    enqueue_within: Script,
     login_failed: Script,
 }
 
@@ -221,6 +237,7 @@ impl Scripts {
             quarantine_release: s(QUARANTINE_RELEASE),
             state_swap: s(STATE_SWAP),
             rate_limit: s(RATE_LIMIT),
+            enqueue_within: s(ENQUEUE_WITHIN),
             login_failed: s(LOGIN_FAILED),
         }
     }
@@ -306,6 +323,22 @@ impl RedisStore {
             inv.arg(&job.id).arg(job.due).arg(serde_json::to_vec(job).map_err(corrupt)?);
         }
         Ok(())
+    }
+
+    /// Appends rate limits to a script invocation's ARGV (see `check_limits`).
+    fn push_limits(inv: &mut redis::ScriptInvocation<'_>, checks: &[RateCheck]) {
+        inv.arg(checks.len());
+        for c in checks {
+            inv.arg(&c.key).arg(c.limit).arg(crate::util::time::ms(c.period)).arg(c.cost);
+        }
+    }
+
+    /// A `check_limits` answer: {0, 0} or {1-based index, ms to wait}.
+    fn decision((index, wait): (usize, u64)) -> RateDecision {
+        match index.checked_sub(1) {
+            None => RateDecision::Allowed,
+            Some(index) => RateDecision::Limited { index, retry_after: Duration::from_millis(wait) },
+        }
     }
 
     /// The `meta` and `body` fields of a message or quarantine hash; `None` if it is gone.
@@ -559,16 +592,23 @@ impl Store for RedisStore {
             return Ok(RateDecision::Allowed);
         }
         let mut inv = self.scripts.rate_limit.key(&self.tag);
-        inv.arg(checks.len());
-        for c in checks {
-            inv.arg(&c.key).arg(c.limit).arg(crate::util::time::ms(c.period)).arg(c.cost);
-        }
+        Self::push_limits(&mut inv, checks);
         let mut conn = self.conn.clone();
-        let (index, wait): (usize, u64) = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-        Ok(match index.checked_sub(1) {
-            None => RateDecision::Allowed,
-            Some(index) => RateDecision::Limited { index, retry_after: Duration::from_millis(wait) },
-        })
+        let answer: (usize, u64) = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(Self::decision(answer))
+    }
+
+    async fn enqueue_within(&self, msg: NewMessage, limits: &[RateCheck]) -> StoreResult<RateDecision> {
+        let mut inv = self.scripts.enqueue_within.key(&self.tag);
+        Self::push_limits(&mut inv, limits);
+        Self::push_message(&mut inv, &msg)?;
+        let mut conn = self.conn.clone();
+        let answer: (usize, u64) = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let decision = Self::decision(answer);
+        if decision == RateDecision::Allowed {
+            self.wait_for_replicas().await?;
+        }
+        Ok(decision)
     }
 
     async fn login_failed(&self, client: &str, policy: &LockoutPolicy) -> StoreResult<LoginFailures> {
