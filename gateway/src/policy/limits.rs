@@ -139,7 +139,9 @@ impl<'c> MessageLimits<'c> {
 fn named_by<'c>(rules: &[&'c RateLimit], decision: RateDecision) -> Option<Limited<'c>> {
     match decision {
         RateDecision::Allowed => None,
-        RateDecision::Limited { index, retry_after } => rules.get(index).map(|&rule| Limited { rule, retry_after }),
+        RateDecision::Limited { index, retry_after } => {
+            rules.get(index).map(|&rule| Limited { rule, retry_after })
+        }
     }
 }
 

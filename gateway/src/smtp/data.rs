@@ -220,7 +220,9 @@ impl Session {
                 match self.ctx.store.rate_limit(&limits.checks).await.map(|d| limits.limited(d)) {
                     Ok(Some(limited)) => return self.rate_limited(&id, &tx, &limited),
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(queue_id = %id, error = %e, "rate limits not checked: store unavailable"),
+                    Err(e) => {
+                        tracing::warn!(queue_id = %id, error = %e, "rate limits not checked: store unavailable")
+                    }
                 }
             }
             return self.quarantine(&tx, id, body, verdict).await;

@@ -74,7 +74,10 @@ async fn enqueue_within_limits_writes_and_counts_together(store: &dyn Store) {
     ));
     assert!(store.load_message(&refused_id).await.unwrap().is_none());
     // ...so one more still fits; no limits at all is a plain enqueue.
-    assert_eq!(store.enqueue_within(sample_message(1, 1_000), &[limit(1)]).await.unwrap(), RateDecision::Allowed);
+    assert_eq!(
+        store.enqueue_within(sample_message(1, 1_000), &[limit(1)]).await.unwrap(),
+        RateDecision::Allowed
+    );
     assert_eq!(store.enqueue_within(sample_message(1, 1_000), &[]).await.unwrap(), RateDecision::Allowed);
     for job in store.lease(2_000, 100, LEASE).await.unwrap() {
         store.complete(&job, None).await.unwrap();

@@ -1,6 +1,6 @@
-//! Relay rules, the external postmaster, automatic-forwarding control and the sender policy,
-//! end to end: the real gateway, a real DNS server (MX records of the outside domains, a null
-//! MX, a domain that does not exist) and recording receivers.
+//! Relay rules, the external postmaster, automatic-forwarding control, the sender policy and
+//! the connection policy, end to end: the real gateway, a real DNS server (MX records of the
+//! outside domains, a null MX, a domain that does not exist) and recording receivers.
 
 use std::net::SocketAddr;
 use std::time::Duration;
