@@ -56,7 +56,7 @@ fn every_example_config_is_valid() {
             checked += 1;
         }
     }
-    assert!(checked >= 6, "gateway.yaml, one example per routing mode, spam.yaml");
+    assert!(checked >= 7, "gateway.yaml, one example per routing mode, spam.yaml, submission.yaml");
 }
 
 #[test]

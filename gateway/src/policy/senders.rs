@@ -76,6 +76,10 @@ mod tests {
         );
         let null = check(&cfg, &dns, "a@null.test").await.unwrap_err();
         assert_eq!(null.reason(), "sender_domain_unresolvable");
+        // DNS that cannot answer now is a temporary refusal, never a permanent one.
+        let trouble = SenderRefused::DnsTrouble(DnsError::Temporary("timeout".into()));
+        assert_eq!(trouble.reply().0, 450);
+        assert!(trouble.reply().1.starts_with("4.1.8"));
         // With the policy off, nothing is looked up or refused.
         let off = ConfigSnapshot::new(
             postern_api::load_gateway_config(text.split("senderPolicy").next().unwrap()).unwrap(),
