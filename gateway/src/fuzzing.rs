@@ -164,8 +164,11 @@ pub fn session(input: &[u8]) {
             }
         }
         assert_eq!(whole.replies, split.replies, "replies depend on how the bytes were split");
-        // With the envelope in front, the first message is exactly what the client sent.
+        // With the envelope in front, the first message is exactly what the client sent. (Not
+        // in a submission session: there the envelope is refused before any login, and a 354
+        // in the replies belongs to a later transaction.)
         if flags & 1 == 1
+            && !submission
             && let Some((sent, _)) = decode_data_plainly(rest)
             && whole.replies.contains("354 ")
         {

@@ -46,8 +46,6 @@ pub struct Directory {
     rejected: Mutex<Option<FileVersion>>,
     recent: Mutex<HashMap<String, Remembered>>,
     key: ring::hmac::Key,
-    /// Checked for unknown users, so that a login costs the same whether the user exists or not.
-    decoy: String,
 }
 
 fn stamp(path: &std::path::Path) -> Option<Stamp> {
@@ -73,15 +71,11 @@ impl Directory {
         let rng = ring::rand::SystemRandom::new();
         let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
             .map_err(|_| anyhow::anyhow!("no random numbers for the login cache key"))?;
-        let mut secret = [0u8; 16];
-        ring::rand::SecureRandom::fill(&rng, &mut secret)
-            .map_err(|_| anyhow::anyhow!("no random numbers for the decoy password"))?;
         Ok(Self {
             current: ArcSwap::from_pointee(loaded),
             rejected: Mutex::default(),
             recent: Mutex::default(),
             key,
-            decoy: password::hash(&secret)?,
         })
     }
 
@@ -124,9 +118,13 @@ impl Directory {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The user `name` if `password` is theirs. The hash is checked on a blocking thread.
+    /// The user `name` if `password` is theirs. The hash is checked on a blocking thread. For
+    /// a name that is no user, the password is checked against another user's hash and the
+    /// answer thrown away: a login costs the same whether the user exists or not (with the
+    /// parameters the file really uses), so timing tells no names.
     pub async fn authenticate(&self, name: &str, password: &[u8]) -> Option<Arc<User>> {
-        let user = self.current.load().users.get(name).cloned();
+        let current = self.current.load();
+        let user = current.users.get(name).cloned();
         if let Some(u) = &user
             && let Some(r) = self.lock_recent().get(name)
             && r.hash == u.hash
@@ -135,7 +133,11 @@ impl Directory {
         {
             return user;
         }
-        let hash = user.as_ref().map_or_else(|| self.decoy.clone(), |u| u.hash.clone());
+        let hash = match &user {
+            Some(u) => u.hash.clone(),
+            None => current.users.values().next()?.hash.clone(),
+        };
+        drop(current);
         let given = password.to_vec();
         let matched =
             tokio::task::spawn_blocking(move || password::verify(&hash, &given)).await.unwrap_or(false);
