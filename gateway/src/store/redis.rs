@@ -599,6 +599,9 @@ impl Store for RedisStore {
     }
 
     async fn enqueue_within(&self, msg: NewMessage, limits: &[RateCheck]) -> StoreResult<RateDecision> {
+        if limits.is_empty() {
+            return self.enqueue(msg).await.map(|()| RateDecision::Allowed);
+        }
         let mut inv = self.scripts.enqueue_within.key(&self.tag);
         Self::push_limits(&mut inv, limits);
         Self::push_message(&mut inv, &msg)?;
