@@ -209,7 +209,7 @@ fn reload(ctx: &Context, path: &Path) {
     tracing::info!("config reloaded; new sessions use it");
 }
 
-/// Periodic upkeep: queue gauges and quarantine expiry.
+/// Periodic upkeep: queue gauges, quarantine expiry, and forgetting rate-limit times that passed.
 async fn housekeeping(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -221,6 +221,11 @@ async fn housekeeping(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "quarantine entries past retention removed"),
             Err(e) => tracing::warn!(error = %e, "quarantine expiry failed"),
+        }
+        // A minute's margin: the Redis store counts on Redis's clock, and this pod's may differ.
+        if let Err(e) = ctx.store.rate_limits_expire(crate::util::time::now_ms().saturating_sub(60_000)).await
+        {
+            tracing::warn!(error = %e, "rate-limit expiry failed");
         }
     }
 }

@@ -114,6 +114,13 @@ async fn rate_limits_count_all_or_nothing(store: &dyn Store) {
     let big = RateCheck { cost: 10, ..check("c", 10) };
     assert_eq!(store.rate_limit(std::slice::from_ref(&big)).await.unwrap(), RateDecision::Allowed);
     assert!(matches!(store.rate_limit(&[check("c", 10)]).await.unwrap(), RateDecision::Limited { .. }));
+
+    // Expiry forgets only times that have passed: none now, all three (a, b, c) past the period.
+    assert_eq!(store.rate_limits_expire(crate::util::time::now_ms().saturating_sub(1_000)).await.unwrap(), 0);
+    assert!(matches!(store.rate_limit(&[check("c", 10)]).await.unwrap(), RateDecision::Limited { .. }));
+    let later = crate::util::time::now_ms() + 3_600_000;
+    assert_eq!(store.rate_limits_expire(later).await.unwrap(), 3);
+    assert_eq!(store.rate_limit(&[check("c", 10)]).await.unwrap(), RateDecision::Allowed);
 }
 
 async fn failed_logins_lock_out(store: &dyn Store) {

@@ -85,6 +85,14 @@ impl LocalLimits {
         map.get(key).filter(|&&(_, expires)| expires > now).map(|&(v, _)| v)
     }
 
+    /// Forgets entries (TATs, failure counts, lockouts) that ended at or before `now` (ms).
+    pub fn expire(&self, now: u64) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, &mut (_, expires)| expires > now);
+        before - map.len()
+    }
+
     /// All of `checks` or none, at `now` (ms).
     pub fn rate_limit(&self, checks: &[RateCheck], now: u64) -> RateDecision {
         let mut map = self.lock();

@@ -195,6 +195,10 @@ impl Store for MemoryStore {
         Ok(self.limits.rate_limit(checks, now_ms()))
     }
 
+    async fn rate_limits_expire(&self, now: u64) -> StoreResult<usize> {
+        Ok(self.limits.expire(now))
+    }
+
     async fn login_failed(&self, client: &str, policy: &LockoutPolicy) -> StoreResult<LoginFailures> {
         Ok(self.limits.login_failed(client, policy, now_ms()))
     }

@@ -78,6 +78,9 @@ pub trait Store: Send + Sync + 'static {
     /// Rate limits (GCRA, `limits.rs`): counts every check, or, when one is over its limit,
     /// none. One round trip for the whole set; shared by the fleet with Redis.
     async fn rate_limit(&self, checks: &[RateCheck]) -> StoreResult<RateDecision>;
+    /// Forgets rate-limit times at or before `now` (ms): they limit nothing any more, and a
+    /// flood from many addresses would otherwise keep one entry per address. Returns how many.
+    async fn rate_limits_expire(&self, now: u64) -> StoreResult<usize>;
     /// `enqueue`, after counting `limits` as `rate_limit` does: when one is over, nothing is
     /// written (and nothing counted) and the decision says which. The Redis store does both in
     /// one script (one round trip, as a plain enqueue), so rate limits cost a message no extra

@@ -11,8 +11,8 @@
 //! - `{p}:q:<id>`: quarantine entry (meta, body), indexed by `{p}:quar` (by creation) and
 //!   `{p}:quar_exp` (by expiry).
 //! - `{p}:state:<key>`: small shared state (destination verification, digests).
-//! - `{p}:rl:<key>`: a rate limit's GCRA time (ms), expiring when it no longer limits;
-//!   `{p}:lf:<client>`: failed logins in the current window; `{p}:ll:<client>`: a lockout.
+//! - `{p}:rl`: hash of rate-limit GCRA times (ms) by limit key; a time in the past limits
+//!   nothing and is swept out by `rate_limits_expire`. `{p}:lf:<client>`: failed logins in the current window; `{p}:ll:<client>`: a lockout.
 //!
 //! Every multi-key change is one Lua script (atomic), and each store call is one round trip:
 //! an accepted message costs one EVALSHA (plus a WAIT when replicas are required).
@@ -50,29 +50,30 @@ local function put_message(i)
 end
 -- GCRA (see limits.rs) on Redis's clock. ARGV[i]: count, then per limit: key, limit, period
 -- (ms), cost. All or nothing: returns {1-based index of the first over, ms until it would fit}
--- and counts none, or nil and counts all; and the ARGV index after the limits.
+-- and counts none, or nil and counts all; and the ARGV index after the limits. Every TAT is a
+-- field of one hash: one HMGET and one HSET for all limits (a key per limit took a SET each,
+-- and a script's Redis calls are what it costs).
 local function check_limits(i)
   local n = tonumber(ARGV[i])
   local after = i + 1 + n * 4
   if n == 0 then return nil, after end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local keys = {}
-  for c = 0, n - 1 do keys[c + 1] = T .. ':rl:' .. ARGV[i + 1 + c * 4] end
-  local stored = redis.call('MGET', unpack(keys))
-  local tats = {}
-  for c = 0, n - 1 do
-    local j = i + 1 + c * 4
+  local fields = {}
+  for c = 1, n do fields[c] = ARGV[i + c * 4 - 3] end
+  local stored = redis.call('HMGET', T .. ':rl', unpack(fields))
+  local set = {}
+  for c = 1, n do
+    local j = i + c * 4 - 3
     local limit, period, cost = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
     local interval = math.max(1, math.floor(period / math.max(1, limit)))
-    local tat = math.max(tonumber(stored[c + 1] or 0) or 0, now)
+    local tat = math.max(tonumber(stored[c]) or 0, now)
     local new_tat = tat + interval * cost
-    if new_tat > now + period then return {c + 1, new_tat - now - period}, after end
-    tats[c + 1] = new_tat
+    if new_tat > now + period then return {c, new_tat - now - period}, after end
+    set[c * 2 - 1] = fields[c]
+    set[c * 2] = string.format('%d', new_tat)
   end
-  for c = 1, n do
-    redis.call('SET', keys[c], tostring(tats[c]), 'PX', math.max(1, tats[c] - now))
-  end
+  redis.call('HSET', T .. ':rl', unpack(set))
   return nil, after
 end
 local function drop_job(jid, msg_id)
@@ -152,6 +153,17 @@ local limited, i = check_limits(1)
 if limited then return limited end
 put_message(i)
 return {0, 0}"#;
+/// ARGV: now (ms), cursor, count. Removes the TATs at or before `now` among about `count`
+/// fields of the rate-limit hash from `cursor` (they limit nothing any more). Returns {next
+/// cursor ("0": a pass is complete), how many were removed}.
+const RATE_LIMITS_EXPIRE: &str = r#"
+local r = redis.call('HSCAN', T .. ':rl', ARGV[2], 'COUNT', ARGV[3])
+local now, old = tonumber(ARGV[1]), {}
+for k = 1, #r[2], 2 do
+  if (tonumber(r[2][k + 1]) or 0) <= now then old[#old + 1] = r[2][k] end
+end
+for k = 1, #old, 500 do redis.call('HDEL', T .. ':rl', unpack(old, k, math.min(k + 499, #old))) end
+return {r[1], #old}"#;
 /// A failed login. ARGV: client, window (ms), max failures, lockout (ms). Returns {failures in
 /// the window, lockout ms (0: not locked out)}.
 const LOGIN_FAILED: &str = r#"
@@ -220,6 +232,7 @@ struct Scripts {
     state_swap: Script,
     rate_limit: Script,
     enqueue_within: Script,
+    rate_limits_expire: Script,
     login_failed: Script,
 }
 
@@ -238,6 +251,7 @@ impl Scripts {
             state_swap: s(STATE_SWAP),
             rate_limit: s(RATE_LIMIT),
             enqueue_within: s(ENQUEUE_WITHIN),
+            rate_limits_expire: s(RATE_LIMITS_EXPIRE),
             login_failed: s(LOGIN_FAILED),
         }
     }
@@ -250,6 +264,8 @@ pub struct RedisStore {
     scripts: Scripts,
     wait_replicas: u32,
     wait_timeout: Duration,
+    /// Where the sweep of expired rate-limit times goes on (an HSCAN cursor).
+    limits_cursor: std::sync::Mutex<String>,
 }
 
 fn unavailable(e: RedisError) -> StoreError {
@@ -308,6 +324,7 @@ impl RedisStore {
             scripts: Scripts::new(),
             wait_replicas: config.wait_replicas,
             wait_timeout: config.wait_timeout.get(),
+            limits_cursor: std::sync::Mutex::new("0".into()),
         })
     }
 
@@ -598,6 +615,35 @@ impl Store for RedisStore {
         Ok(Self::decision(answer))
     }
 
+    async fn rate_limits_expire(&self, now: u64) -> StoreResult<usize> {
+        // One pass over the hash in steps of SCAN_STEP fields, from where the last call stopped;
+        // at most SCAN_BUDGET steps per call, so a huge hash is swept over several calls.
+        const SCAN_STEP: usize = 1000;
+        const SCAN_BUDGET: usize = 100;
+        let mut conn = self.conn.clone();
+        let mut removed = 0;
+        for _ in 0..SCAN_BUDGET {
+            let cursor = self.limits_cursor.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let (next, n): (String, usize) = self
+                .scripts
+                .rate_limits_expire
+                .key(&self.tag)
+                .arg(now)
+                .arg(&cursor)
+                .arg(SCAN_STEP)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            removed += n;
+            let done = next == "0";
+            *self.limits_cursor.lock().unwrap_or_else(|p| p.into_inner()) = next;
+            if done {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+
     async fn enqueue_within(&self, msg: NewMessage, limits: &[RateCheck]) -> StoreResult<RateDecision> {
         if limits.is_empty() {
             return self.enqueue(msg).await.map(|()| RateDecision::Allowed);
@@ -689,6 +735,25 @@ mod tests {
         c.cluster = true;
         let store = RedisStore::connect(&c).await.unwrap();
         crate::store::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_sweep_covers_a_hash_larger_than_one_scan_step() {
+        crate::tls::install_default_provider();
+        let server = RedisServer::start_with("everysec");
+        let store = RedisStore::connect(&config(server.url())).await.unwrap();
+        let mut conn = store.conn.clone();
+        // 2500 TATs (2.5 scan steps): 1500 long past, 1000 far ahead.
+        let mut fill = redis::cmd("HSET");
+        fill.arg(store.key("rl"));
+        for i in 0..2500u64 {
+            fill.arg(format!("ip:{i}")).arg(if i < 1500 { 1_000 + i } else { u64::MAX / 4 });
+        }
+        let _: () = fill.query_async(&mut conn).await.unwrap();
+        assert_eq!(store.rate_limits_expire(1_000_000).await.unwrap(), 1500);
+        let left: usize = redis::cmd("HLEN").arg(store.key("rl")).query_async(&mut conn).await.unwrap();
+        assert_eq!(left, 1000);
+        assert_eq!(store.rate_limits_expire(1_000_000).await.unwrap(), 0);
     }
 
     #[tokio::test]
