@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub mod embedded;
+pub mod leases;
 pub mod limits;
 pub mod memory;
 pub mod redis;

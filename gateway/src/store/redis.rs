@@ -25,6 +25,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script, Value};
 
+use super::leases::Leases;
 use super::{
     Job, LockoutPolicy, LoginFailures, Message, NewMessage, QuarantineEntry, QueueStats, RateCheck,
     RateDecision, Store, StoreError, StoreResult,
@@ -49,32 +50,37 @@ local function put_message(i)
   return i
 end
 -- GCRA (see limits.rs) on Redis's clock. ARGV[i]: count, then per limit: key, limit, period
--- (ms), cost. All or nothing: returns {1-based index of the first over, ms until it would fit}
--- and counts none, or nil and counts all; and the ARGV index after the limits. Every TAT is a
--- field of one hash: one HMGET and one HSET for all limits (a key per limit took a SET each,
--- and a script's Redis calls are what it costs).
+-- (ms), cost, extra units wanted for the pod's lease (leases.rs). All or nothing: returns
+-- {1-based index of the first over, ms until it would fit} and counts none, or {0, 0, units
+-- granted per limit} (the cost, plus the extra when that fits too) and counts those; and the
+-- ARGV index after the limits. Every TAT is a field of one hash: one HMGET and one HSET for all
+-- limits (a key per limit took a SET each, and a script's Redis calls are what it costs).
 local function check_limits(i)
   local n = tonumber(ARGV[i])
-  local after = i + 1 + n * 4
+  local after = i + 1 + n * 5
   if n == 0 then return nil, after end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local fields = {}
-  for c = 1, n do fields[c] = ARGV[i + c * 4 - 3] end
+  for c = 1, n do fields[c] = ARGV[i + c * 5 - 4] end
   local stored = redis.call('HMGET', T .. ':rl', unpack(fields))
-  local set = {}
+  local set, granted = {}, {0, 0}
   for c = 1, n do
-    local j = i + c * 4 - 3
-    local limit, period, cost = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3])
+    local j = i + c * 5 - 4
+    local limit, period = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+    local cost, extra = tonumber(ARGV[j + 3]), tonumber(ARGV[j + 4])
     local interval = math.max(1, math.floor(period / math.max(1, limit)))
     local tat = math.max(tonumber(stored[c]) or 0, now)
-    local new_tat = tat + interval * cost
+    local units = cost + extra
+    if extra > 0 and tat + interval * units > now + period then units = cost end
+    local new_tat = tat + interval * units
     if new_tat > now + period then return {c, new_tat - now - period}, after end
     set[c * 2 - 1] = fields[c]
     set[c * 2] = string.format('%d', new_tat)
+    granted[c + 2] = units
   end
   redis.call('HSET', T .. ':rl', unpack(set))
-  return nil, after
+  return granted, after
 end
 local function drop_job(jid, msg_id)
   if redis.call('DEL', T .. ':job:' .. jid) == 0 then return 0 end
@@ -145,14 +151,13 @@ end
 redis.call('SET', k, ARGV[4])
 return 1"#;
 /// Rate limits: all of a call's limits, then optionally the message they admit, in one script.
-const RATE_LIMIT: &str = "return (check_limits(1)) or {0, 0}";
+const RATE_LIMIT: &str = "return (check_limits(1))";
 /// ARGV: the limits (as `check_limits`), then a message (as `put_message`): the message is
 /// written only when every limit admits it, and the limits count only when it is written.
 const ENQUEUE_WITHIN: &str = r#"
-local limited, i = check_limits(1)
-if limited then return limited end
-put_message(i)
-return {0, 0}"#;
+local answer, i = check_limits(1)
+if answer[1] == 0 then put_message(i) end
+return answer"#;
 /// ARGV: now (ms), cursor, count. Removes the TATs at or before `now` among about `count`
 /// fields of the rate-limit hash from `cursor` (they limit nothing any more). Returns {next
 /// cursor ("0": a pass is complete), how many were removed}.
@@ -266,6 +271,8 @@ pub struct RedisStore {
     wait_timeout: Duration,
     /// Where the sweep of expired rate-limit times goes on (an HSCAN cursor).
     limits_cursor: std::sync::Mutex<String>,
+    /// Units of busy rate limits granted to this pod ahead of use.
+    leases: Leases,
 }
 
 fn unavailable(e: RedisError) -> StoreError {
@@ -325,6 +332,7 @@ impl RedisStore {
             wait_replicas: config.wait_replicas,
             wait_timeout: config.wait_timeout.get(),
             limits_cursor: std::sync::Mutex::new("0".into()),
+            leases: Leases::default(),
         })
     }
 
@@ -342,19 +350,68 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Appends rate limits to a script invocation's ARGV (see `check_limits`).
-    fn push_limits(inv: &mut redis::ScriptInvocation<'_>, checks: &[RateCheck]) {
-        inv.arg(checks.len());
-        for c in checks {
-            inv.arg(&c.key).arg(c.limit).arg(crate::util::time::ms(c.period)).arg(c.cost);
+    /// Appends the limits a lease plan leaves to Redis to a script invocation's ARGV (see
+    /// `check_limits`).
+    fn push_limits(inv: &mut redis::ScriptInvocation<'_>, checks: &[RateCheck], ask: &[(usize, u64)]) {
+        inv.arg(ask.len());
+        for &(i, extra) in ask {
+            let c = &checks[i];
+            inv.arg(&c.key).arg(c.limit).arg(crate::util::time::ms(c.period)).arg(c.cost).arg(extra);
         }
     }
 
-    /// A `check_limits` answer: {0, 0} or {1-based index, ms to wait}.
-    fn decision((index, wait): (usize, u64)) -> RateDecision {
-        match index.checked_sub(1) {
-            None => RateDecision::Allowed,
-            Some(index) => RateDecision::Limited { index, retry_after: Duration::from_millis(wait) },
+    /// Counts `checks` (and queues `message` if they admit it) in the script `script`
+    /// (`rate_limit` or `enqueue_within`) for what this pod's leases do not cover, and settles
+    /// the leases with its answer. A queued message is durable (replicas included) on `Allowed`.
+    async fn counted(
+        &self,
+        script: &Script,
+        checks: &[RateCheck],
+        message: Option<NewMessage>,
+    ) -> StoreResult<RateDecision> {
+        let now = std::time::Instant::now();
+        let plan = self.leases.plan(checks, now);
+        let answer = if plan.ask.is_empty() {
+            // Every limit covered by a lease: a plain enqueue (or nothing at all).
+            match message {
+                Some(m) => self.enqueue(m).await.map(|()| vec![0, 0]),
+                None => Ok(vec![0, 0]),
+            }
+        } else {
+            let mut inv = script.key(&self.tag);
+            Self::push_limits(&mut inv, checks, &plan.ask);
+            if let Some(m) = &message {
+                Self::push_message(&mut inv, m)?;
+            }
+            let mut conn = self.conn.clone();
+            let answer = inv.invoke_async::<Vec<u64>>(&mut conn).await.map_err(unavailable);
+            match answer {
+                Ok(a) if message.is_some() && a.first() == Some(&0) => {
+                    self.wait_for_replicas().await.map(|()| a)
+                }
+                other => other,
+            }
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                self.leases.give_back(checks, &plan);
+                return Err(e);
+            }
+        };
+        match answer.as_slice() {
+            [0, 0, granted @ ..] => {
+                self.leases.granted(checks, &plan, granted, now);
+                Ok(RateDecision::Allowed)
+            }
+            [index, wait, ..] => {
+                self.leases.give_back(checks, &plan);
+                let asked = usize::try_from(*index).ok().and_then(|i| i.checked_sub(1));
+                let index = asked.and_then(|i| plan.ask.get(i)).map(|&(i, _)| i);
+                let index = index.ok_or_else(|| corrupt(format!("rate limit answer {answer:?}")))?;
+                Ok(RateDecision::Limited { index, retry_after: Duration::from_millis(*wait) })
+            }
+            _ => Err(corrupt(format!("rate limit answer {answer:?}"))),
         }
     }
 
@@ -608,11 +665,7 @@ impl Store for RedisStore {
         if checks.is_empty() {
             return Ok(RateDecision::Allowed);
         }
-        let mut inv = self.scripts.rate_limit.key(&self.tag);
-        Self::push_limits(&mut inv, checks);
-        let mut conn = self.conn.clone();
-        let answer: (usize, u64) = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-        Ok(Self::decision(answer))
+        self.counted(&self.scripts.rate_limit, checks, None).await
     }
 
     async fn rate_limits_expire(&self, now: u64) -> StoreResult<usize> {
@@ -648,16 +701,7 @@ impl Store for RedisStore {
         if limits.is_empty() {
             return self.enqueue(msg).await.map(|()| RateDecision::Allowed);
         }
-        let mut inv = self.scripts.enqueue_within.key(&self.tag);
-        Self::push_limits(&mut inv, limits);
-        Self::push_message(&mut inv, &msg)?;
-        let mut conn = self.conn.clone();
-        let answer: (usize, u64) = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-        let decision = Self::decision(answer);
-        if decision == RateDecision::Allowed {
-            self.wait_for_replicas().await?;
-        }
-        Ok(decision)
+        self.counted(&self.scripts.enqueue_within, limits, Some(msg)).await
     }
 
     async fn login_failed(&self, client: &str, policy: &LockoutPolicy) -> StoreResult<LoginFailures> {
@@ -754,6 +798,42 @@ mod tests {
         let left: usize = redis::cmd("HLEN").arg(store.key("rl")).query_async(&mut conn).await.unwrap();
         assert_eq!(left, 1000);
         assert_eq!(store.rate_limits_expire(1_000_000).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn two_pods_share_a_busy_limit_exactly_and_lease_most_of_it() {
+        crate::tls::install_default_provider();
+        let server = RedisServer::start_with("everysec");
+        let a = RedisStore::connect(&config(server.url())).await.unwrap();
+        let b = RedisStore::connect(&config(server.url())).await.unwrap();
+        let limit = [RateCheck {
+            key: "messages:clientIp:2000/86400000:192.0.2.9".into(),
+            limit: 2000,
+            period: Duration::from_secs(86_400),
+            cost: 1,
+        }];
+        // Both pods send as fast as they can until each is refused.
+        async fn send(store: &RedisStore, limit: &[RateCheck]) -> u32 {
+            let mut admitted = 0;
+            while store.rate_limit(limit).await.unwrap() == RateDecision::Allowed {
+                admitted += 1;
+            }
+            admitted
+        }
+        let (na, nb) = tokio::join!(send(&a, &limit), send(&b, &limit));
+        // Never more than the limit; less only by units a lease held past its window (at most
+        // 1% of the limit per pod).
+        assert!(na + nb <= 2000 && na + nb >= 1960, "{na} + {nb}");
+        assert!(na > 0 && nb > 0, "both pods sent: {na} + {nb}");
+        // Most messages were counted from a lease: Redis wrote the limit far less often.
+        let stats: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut a.conn.clone()).await.unwrap();
+        let hsets: u32 = stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_hset:calls="))
+            .and_then(|v| v.split(',').next()?.parse().ok())
+            .unwrap();
+        assert!(hsets < (na + nb) / 2, "{hsets} limit writes for {} messages", na + nb);
     }
 
     #[tokio::test]
