@@ -168,6 +168,32 @@ fn users_of_every_hash_kind_submit_over_starttls_and_implicit_tls() {
 }
 
 #[test]
+fn a_changed_users_file_takes_effect_without_a_restart() {
+    let world = World::new();
+    let gw = world.gateway();
+    let login = |password: &str| {
+        let mut c = world.tls_client(&gw, "submission");
+        c.cmd(&format!("AUTH PLAIN {}", b64(&format!("\0bob\0{password}")))).code
+    };
+    assert_eq!(login("s3cret"), 235);
+    let loads = gw.logs_matching("users file loaded").len();
+    // The admin gives bob a new password (argon2id now) and adds dave, as a Secret update would.
+    let text = std::fs::read_to_string(&world.users_file).unwrap();
+    let bob_line = text.lines().find(|l| l.starts_with("bob:")).unwrap();
+    let new_text = text.replace(bob_line, &format!("bob:{}:bob@served.test", argon2_hash("n3w-pass")))
+        + &format!("dave@served.test:{}\n", argon2_hash("d4ve"));
+    std::fs::write(&world.users_file, new_text).unwrap();
+    postern_tests::wait_for("the users file re-read", WAIT, || {
+        (gw.logs_matching("users file loaded").len() > loads).then_some(())
+    });
+    assert_eq!(login("n3w-pass"), 235);
+    assert_eq!(login("s3cret"), 535, "the old password (remembered as a good login) no longer works");
+    let mut dave = world.tls_client(&gw, "submission");
+    assert_eq!(dave.cmd(&format!("AUTH PLAIN {}", b64("\0dave@served.test\0d4ve"))).code, 235);
+    assert!(dave.cmd("MAIL FROM:<dave@served.test>").starts("250"));
+}
+
+#[test]
 fn submission_wants_tls_before_auth_and_mail_and_a_user_before_mail() {
     let world = World::new();
     let gw = world.gateway();
