@@ -79,6 +79,12 @@ pub struct Listener {
     /// A connection without one is refused; a PROXY header on a listener without this is refused.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// With `proxyProtocol`: the load balancers' networks (required). A connection from
+    /// anywhere else is refused before its header is read: a PROXY header names the client, so
+    /// whoever may send one may claim any address (and the trust and limits that go with it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Certificate and key for STARTTLS (or, for `submissions`, implicit TLS). Without it
     /// STARTTLS is not offered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +105,7 @@ impl Listener {
             name: name.to_string(),
             address,
             proxy_protocol: false,
+            trusted_proxies: Vec::new(),
             tls: None,
             role: crate::submission::ListenerRole::Smtp,
             auth: None,

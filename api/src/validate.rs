@@ -90,6 +90,15 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
         if !names.insert(l.name.as_str()) {
             errs.add(format!("listeners[{i}].name"), format!("{:?} is used twice", l.name));
         }
+        if l.proxy_protocol && l.trusted_proxies.is_empty() {
+            errs.add(
+                format!("listeners[{i}].trustedProxies"),
+                "proxyProtocol needs the load balancers' networks (0.0.0.0/0 and ::/0 trust every peer)",
+            );
+        }
+        if !l.proxy_protocol && !l.trusted_proxies.is_empty() {
+            errs.add(format!("listeners[{i}].trustedProxies"), "set only with proxyProtocol: true");
+        }
         if l.address.port() != 0 && l.address == c.admin.address {
             errs.add(format!("listeners[{i}].address"), "same address as admin.address");
         }
@@ -512,6 +521,14 @@ mod tests {
                 "rateLimits[0].key"
             ]
         );
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_proxies_and_only_it_takes_them() {
+        let text = "hostname: mx.example.test\nlisteners:\n  - {name: lb, address: 127.0.0.1:2525, proxyProtocol: true}\n  - {name: mx, address: 127.0.0.1:2526, trustedProxies: [10.0.0.0/8]}\n  - {name: ok, address: 127.0.0.1:2527, proxyProtocol: true, trustedProxies: [10.0.0.0/8, 'fd00::/8']}\n";
+        let problems = load_gateway_config(text).unwrap_err().problems();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["listeners[0].trustedProxies", "listeners[1].trustedProxies"]);
     }
 
     #[test]

@@ -187,8 +187,11 @@ fn reload(ctx: &Context, path: &Path) {
             old.config
                 .listeners
                 .iter()
-                .map(|l| (l.address, l.proxy_protocol, l.role, l.offers_auth()))
-                .ne(new.listeners.iter().map(|l| (l.address, l.proxy_protocol, l.role, l.offers_auth()))),
+                .map(|l| (l.address, l.proxy_protocol, &l.trusted_proxies, l.role, l.offers_auth()))
+                .ne(new
+                    .listeners
+                    .iter()
+                    .map(|l| (l.address, l.proxy_protocol, &l.trusted_proxies, l.role, l.offers_auth()))),
         ),
         ("admin", old.config.admin != new.admin),
         ("store", old.config.store != new.store),

@@ -186,6 +186,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
                 "name": l.name,
                 "address": format!("0.0.0.0:{}", l.port),
                 "proxyProtocol": l.proxy_protocol,
+                "trustedProxies": l.trusted_proxies,
                 "role": l.role,
             });
             if let Some(auth) = l.auth {

@@ -145,6 +145,14 @@ fn broken_manifests_are_refused_with_a_reason() {
             "\"everyone\" is not one of",
         ),
         ("kind: Gateway\nspec: {relay: {rules: [{action: Drop}]}}", "\"Drop\" is not one of"),
+        (
+            "kind: Gateway\nspec: {listeners: [{name: lb, port: 25, proxyProtocol: true}]}",
+            "proxyProtocol needs trustedProxies",
+        ),
+        (
+            "kind: Gateway\nspec: {listeners: [{name: mx, port: 25, trustedProxies: ['10.0.0.0/8']}]}",
+            "trustedProxies is set only with proxyProtocol",
+        ),
         ("kind: SpamPolicy\nspec: {spamHeader: 'no colon'}", "spamHeader must be \"Name: value\""),
     ];
     for (text, expected) in cases {

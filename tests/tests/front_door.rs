@@ -298,6 +298,7 @@ fn trusted_networks_keep_reserved_connection_slots() {
         c.limits.reserved_trusted_connections = 2;
         c.relay.trusted_networks = vec!["198.51.100.0/24".parse().unwrap()];
         c.listeners[0].proxy_protocol = true;
+        c.listeners[0].trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
     });
     let gw = GatewayProcess::start(&cfg);
     let from = |ip: &str| format!("PROXY TCP4 {ip} 127.0.0.1 40000 25\r\n").into_bytes();

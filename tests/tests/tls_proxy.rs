@@ -109,7 +109,7 @@ fn proxy_protocol_gives_the_real_client_ip() {
             sink.host()
         ))
         .with_listeners(
-            "  - {name: smtp, address: \"127.0.0.1:0\"}\n  - {name: lb, address: \"127.0.0.1:0\", proxyProtocol: true}\n",
+            "  - {name: smtp, address: \"127.0.0.1:0\"}\n  - {name: lb, address: \"127.0.0.1:0\", proxyProtocol: true, trustedProxies: [127.0.0.1/32]}\n  - {name: other-lb, address: \"127.0.0.1:0\", proxyProtocol: true, trustedProxies: [127.0.0.2/32, \"::1/128\"]}\n",
         ),
     );
     let lb = gw.listeners["lb"];
@@ -133,6 +133,18 @@ fn proxy_protocol_gives_the_real_client_ip() {
     std::io::Write::write_all(&mut raw, b"EHLO sneaky.test\r\n").unwrap();
     let mut buf = [0u8; 64];
     assert_eq!(std::io::Read::read(&mut raw, &mut buf).unwrap_or(0), 0, "closed without a reply");
+
+    // A peer that is not a trusted proxy may not name a client: dropped before its header is
+    // read, without a greeting, and counted.
+    let mut raw = std::net::TcpStream::connect(gw.listeners["other-lb"]).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    std::io::Write::write_all(&mut raw, b"PROXY TCP4 198.51.100.1 10.0.0.1 40000 25\r\n").unwrap();
+    assert_eq!(std::io::Read::read(&mut raw, &mut buf).unwrap_or(0), 0, "closed without a reply");
+    assert_eq!(gw.metric("postern_smtp_connections_refused_total{reason=\"proxy_untrusted\"}"), Some(1.0));
+    assert_eq!(
+        gw.logs_matching("connection refused: not from a trusted proxy (listeners[].trustedProxies)").len(),
+        1
+    );
 
     // A PROXY header on a listener without proxyProtocol is refused.
     let mut c = Client::connect_with_prefix(gw.smtp(), b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 25\r\n");

@@ -50,6 +50,12 @@ pub async fn handle_connection(
     let _ = stream.set_nodelay(true);
     let refused = |reason| ctx.metrics.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
     let client = if listener.proxy_protocol {
+        let from = peer.ip().to_canonical();
+        if !listener.trusted_proxies.iter().any(|n| n.contains(&from)) {
+            refused("proxy_untrusted");
+            tracing::warn!(%peer, listener = %listener.name, "connection refused: not from a trusted proxy (listeners[].trustedProxies)");
+            return;
+        }
         match proxy::read_header(&mut stream, PROXY_HEADER_TIMEOUT).await {
             Ok(addr) => addr.unwrap_or(peer),
             Err(e) => {

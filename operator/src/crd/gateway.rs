@@ -128,6 +128,7 @@ fn default_listeners() -> Vec<GatewayListener> {
         name: "smtp".into(),
         port: 25,
         proxy_protocol: false,
+        trusted_proxies: Vec::new(),
         tls_secret_name: None,
         role: postern_api::ListenerRole::Smtp,
         auth: None,
@@ -159,7 +160,11 @@ fn default_cpu_target() -> i32 {
     {"rule": "!has(self.role) || self.role == 'smtp' || has(self.tlsSecretName)",
      "message": "roles submission and submissions need tlsSecretName"},
     {"rule": "!has(self.auth) || !self.auth || has(self.tlsSecretName)",
-     "message": "AUTH is offered only under TLS: set tlsSecretName"}
+     "message": "AUTH is offered only under TLS: set tlsSecretName"},
+    {"rule": "!has(self.proxyProtocol) || !self.proxyProtocol || (has(self.trustedProxies) && size(self.trustedProxies) > 0)",
+     "message": "proxyProtocol needs trustedProxies: the load balancers' networks (0.0.0.0/0 trusts every peer)"},
+    {"rule": "!has(self.trustedProxies) || (has(self.proxyProtocol) && self.proxyProtocol)",
+     "message": "trustedProxies is set only with proxyProtocol: true"}
 ]))]
 pub struct GatewayListener {
     /// A DNS label, also the Service port's name.
@@ -171,6 +176,11 @@ pub struct GatewayListener {
     /// Expect a PROXY protocol header (behind a load balancer that sends one).
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// With proxyProtocol: the load balancers' networks (CIDRs). Connections from anywhere else
+    /// are refused, since a PROXY header may claim any client address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// A kubernetes.io/tls Secret offering STARTTLS on this listener (implicit TLS for
     /// `submissions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
