@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::crd::gateway::{GatewayStatus, StoreType};
 use crate::crd::{Gateway, MailDomain, RoutingPolicy, SpamPolicy, Status};
 use crate::manifests::Objects;
 use crate::render::{self, Problem};
@@ -158,6 +159,18 @@ where
         + std::fmt::Debug,
 {
     let status = Status { conditions: merge(old, conditions), observed_generation: obj.meta().generation };
+    write_status(client, obj, old, status).await
+}
+
+/// Writes `status` (server-side apply on the status subresource) unless it equals `old`.
+async fn write_status<K, S>(client: &Client, obj: &K, old: Option<&S>, status: S) -> Result<(), Error>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
     // Unchanged (same conditions, transition times kept): no write. A fleet's reconcile then
     // costs API calls only for what changed, not one per MailDomain.
     if old == Some(&status) {
@@ -189,6 +202,96 @@ async fn apply_service_monitor(client: &Client, ns: &str, gw: &Gateway) -> Resul
     Ok(())
 }
 
+/// Deletes the Gateway's child of kind `K` (named like the Gateway) if this Gateway controls
+/// it: what the spec no longer asks for (an autoscaler turned off, the workload of a store
+/// type left behind) must not keep running.
+async fn delete_owned<K>(client: &Client, ns: &str, gw: &Gateway) -> Result<(), Error>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    let name = gw.name_any();
+    let Some(child) = api.get_opt(&name).await? else { return Ok(()) };
+    let ours = child
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(&r.uid) == gw.meta().uid.as_ref());
+    if ours {
+        api.delete(&name, &kube::api::DeleteParams::background()).await?;
+        tracing::info!(kind = K::kind(&()).as_ref(), %name, "deleted: the Gateway no longer asks for it");
+    }
+    Ok(())
+}
+
+/// `Ready`: every pod the workload wants is ready (a fleet at 1 of 6 is not).
+fn ready_condition((wanted, ready): (i32, i32), generation: Option<i64>) -> Condition {
+    let message = format!("{ready} of {wanted} gateway pods ready");
+    if wanted == 0 {
+        condition("Ready", false, "ScaledToZero", "replicas is 0".into(), generation)
+    } else if ready >= wanted {
+        condition("Ready", true, "PodsReady", message, generation)
+    } else {
+        condition("Ready", false, "PodsNotReady", message, generation)
+    }
+}
+
+/// `Durable`: whether a 250 reply means the mail outlives the pod that gave it.
+async fn durable_condition(
+    client: &Client,
+    ns: &str,
+    gw: &Gateway,
+    generation: Option<i64>,
+) -> Result<Condition, Error> {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    if let (StoreType::Redis, Some(r)) = (gw.spec.store.kind, &gw.spec.store.redis) {
+        let replicas = match r.wait_replicas {
+            0 => {
+                "no Redis replica (store.redis.waitReplicas: 0): as durable as the Redis server's persistence"
+                    .into()
+            }
+            n => format!("{n} Redis replicas"),
+        };
+        let message = format!("accepted mail is kept in Redis; a 250 waits for {replicas}");
+        return Ok(condition("Durable", true, "RedisStore", message, generation));
+    }
+    let claim = resources::store_claim_name(gw);
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns).get_opt(&claim).await?;
+    let phase = pvc.and_then(|p| p.status).and_then(|s| s.phase);
+    Ok(match phase.as_deref() {
+        Some("Bound") => condition(
+            "Durable",
+            true,
+            "VolumeBound",
+            format!("accepted mail is kept on PersistentVolumeClaim {claim}"),
+            generation,
+        ),
+        Some(phase) => condition(
+            "Durable",
+            false,
+            "VolumeNotBound",
+            format!(
+                "PersistentVolumeClaim {claim} is {phase}: does a StorageClass provision it (store.embedded.storageClassName)? The gateway pod waits for it"
+            ),
+            generation,
+        ),
+        None => Condition {
+            status: "Unknown".into(),
+            ..condition(
+                "Durable",
+                false,
+                "VolumeNotCreated",
+                format!("PersistentVolumeClaim {claim} is not created yet"),
+                generation,
+            )
+        },
+    })
+}
+
 /// One reconcile, traced as span `reconcile` (gateway, namespace).
 pub async fn reconcile(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, Error> {
     use tracing::Instrument;
@@ -212,17 +315,35 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
     ctx.metrics.problems.set(rendered.problems.len() as i64);
 
     let mut gw_conditions = Vec::new();
+    // (pods wanted, pods ready) of the workload.
+    let mut pods = (0, 0);
     match rendered.yaml() {
         Some(yaml) => {
             apply(client, &ns, &resources::config_map(&gw, &yaml)).await?;
-            let deployment: Deployment =
-                apply(client, &ns, &resources::deployment(&gw, &rendered.secrets)).await?;
+            // One workload kind per store; the other one (after a store change) goes.
+            let (wanted, ready) = match gw.spec.store.kind {
+                StoreType::Embedded => {
+                    let sts: StatefulSet =
+                        apply(client, &ns, &resources::stateful_set(&gw, &rendered.secrets)).await?;
+                    delete_owned::<Deployment>(client, &ns, &gw).await?;
+                    (sts.spec.and_then(|s| s.replicas), sts.status.and_then(|s| s.ready_replicas))
+                }
+                StoreType::Redis => {
+                    let d: Deployment =
+                        apply(client, &ns, &resources::deployment(&gw, &rendered.secrets)).await?;
+                    delete_owned::<StatefulSet>(client, &ns, &gw).await?;
+                    (d.spec.and_then(|s| s.replicas), d.status.and_then(|s| s.ready_replicas))
+                }
+            };
+            pods = (wanted.unwrap_or(1), ready.unwrap_or(0));
             apply::<Service>(client, &ns, &resources::service(&gw)).await?;
-            if let Some(hpa) = resources::autoscaler(&gw) {
-                apply::<HorizontalPodAutoscaler>(client, &ns, &hpa).await?;
+            match resources::autoscaler(&gw) {
+                Some(hpa) => drop(apply::<HorizontalPodAutoscaler>(client, &ns, &hpa).await?),
+                None => delete_owned::<HorizontalPodAutoscaler>(client, &ns, &gw).await?,
             }
-            if let Some(pdb) = resources::disruption_budget(&gw) {
-                apply::<PodDisruptionBudget>(client, &ns, &pdb).await?;
+            match resources::disruption_budget(&gw) {
+                Some(pdb) => drop(apply::<PodDisruptionBudget>(client, &ns, &pdb).await?),
+                None => delete_owned::<PodDisruptionBudget>(client, &ns, &gw).await?,
             }
             apply_service_monitor(client, &ns, &gw).await?;
             gw_conditions.push(condition(
@@ -236,15 +357,8 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
                 ),
                 generation,
             ));
-            let available = deployment.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
-            let ready = available > 0;
-            gw_conditions.push(condition(
-                "Ready",
-                ready,
-                if ready { "Available" } else { "Progressing" },
-                format!("{available} gateway pods available"),
-                generation,
-            ));
+            gw_conditions.push(ready_condition(pods, generation));
+            gw_conditions.push(durable_condition(client, &ns, &gw, generation).await?);
         }
         None => {
             // The last good config stays in place: a bad edit does not take mail down.
@@ -254,7 +368,16 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
             gw_conditions.push(condition("Ready", false, "ConfigInvalid", message, generation));
         }
     }
-    set_status(client, &*gw, gw.status.as_ref(), gw_conditions).await?;
+    let old = gw.status.as_ref();
+    let status = GatewayStatus {
+        base: Status {
+            conditions: merge(old.map(|s| &s.base), gw_conditions),
+            observed_generation: generation,
+        },
+        replicas: rendered.yaml().is_some().then_some(pods.0),
+        ready_replicas: rendered.yaml().is_some().then_some(pods.1),
+    };
+    write_status(client, &*gw, old, status).await?;
 
     // Every selected MailDomain: served, or why not.
     let problems: BTreeMap<(&str, &str), &Problem> =
@@ -387,6 +510,7 @@ pub async fn run(client: Client, ctx: Arc<Context>) -> anyhow::Result<()> {
     cache
         .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
         .watches(
             Api::<MailDomain>::all(client.clone()),
             watcher::Config::default(),

@@ -127,11 +127,11 @@ fn render_files(
     let gw = match gateway {
         Some(name) => objs.gateways.iter().find(|g| g.name_any() == name),
         None if objs.gateways.len() == 1 => objs.gateways.first(),
-        None => anyhow::bail!(
-            "{} Gateways found ({}); choose one with --gateway",
-            objs.gateways.len(),
-            objs.gateways.iter().map(|g| g.name_any()).collect::<Vec<_>>().join(", ")
-        ),
+        None => {
+            let mut names: Vec<String> = objs.gateways.iter().map(|g| g.name_any()).collect();
+            names.sort();
+            anyhow::bail!("{} Gateways found ({}); choose one with --gateway", names.len(), names.join(", "))
+        }
     };
     let gw =
         gw.ok_or_else(|| anyhow::anyhow!("no Gateway {} in {}", gateway.unwrap_or(""), path.display()))?;

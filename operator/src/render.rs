@@ -184,7 +184,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         .map(|l| {
             let mut v = json!({
                 "name": l.name,
-                "address": format!("0.0.0.0:{}", l.port),
+                "address": format!("0.0.0.0:{}", l.container_port()),
                 "proxyProtocol": l.proxy_protocol,
                 "trustedProxies": l.trusted_proxies,
                 "role": l.role,

@@ -1,5 +1,6 @@
 //! The Kubernetes objects a Gateway owns, built from its spec and its rendered config: the
-//! config ConfigMap, the Deployment, the Service, and when asked for, a HorizontalPodAutoscaler
+//! config ConfigMap, the workload (a StatefulSet with a PersistentVolumeClaim for the embedded
+//! store, a Deployment for Redis), the Service, and when asked for, a HorizontalPodAutoscaler
 //! and a PodDisruptionBudget. Pure functions: the controller applies them (server-side apply),
 //! the tests look at them.
 //!
@@ -10,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -25,6 +26,8 @@ use crate::render::{ADMIN_PORT, STORE_PATH};
 pub const MANAGER: &str = "postern-operator";
 const CONFIG_KEY: &str = "gateway.yaml";
 const CONFIG_DIR: &str = "/etc/postern/config";
+/// The embedded store's volume (and claim template) name.
+const STORE_VOLUME: &str = "store";
 
 /// Names of the children: `<gateway>` for the workload, `<gateway>-config` for the ConfigMap.
 pub fn config_map_name(gw: &Gateway) -> String {
@@ -77,18 +80,17 @@ fn restart_hash(gw: &Gateway, secrets: &BTreeSet<String>) -> String {
     format!("{:016x}", h.finish())
 }
 
-/// The gateway pods. `secrets` are the Secrets the rendered config refers to (TLS
-/// certificates under /etc/postern/tls, passwords under /etc/postern/secrets), mounted, never
-/// copied.
-pub fn deployment(gw: &Gateway, secrets: &BTreeSet<String>) -> Deployment {
+/// The pod template of the gateway pods. `secrets` are the Secrets the rendered config refers
+/// to (TLS certificates under /etc/postern/tls, passwords under /etc/postern/secrets), mounted,
+/// never copied. The embedded store's volume comes from the StatefulSet's claim template.
+fn pod_template(gw: &Gateway, secrets: &BTreeSet<String>) -> Value {
     let spec = &gw.spec;
     let tls_secrets: BTreeSet<&String> =
         spec.listeners.iter().filter_map(|l| l.tls_secret_name.as_ref()).collect();
     let mut volumes = vec![json!({"name": "config", "configMap": {"name": config_map_name(gw)}})];
     let mut mounts = vec![json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true})];
     if spec.store.kind == StoreType::Embedded {
-        volumes.push(json!({"name": "store", "emptyDir": {}}));
-        mounts.push(json!({"name": "store", "mountPath": STORE_PATH}));
+        mounts.push(json!({"name": STORE_VOLUME, "mountPath": STORE_PATH}));
     }
     for (i, s) in secrets.iter().enumerate() {
         let vol = format!("secret-{i}");
@@ -99,7 +101,7 @@ pub fn deployment(gw: &Gateway, secrets: &BTreeSet<String>) -> Deployment {
     let mut ports: Vec<Value> = spec
         .listeners
         .iter()
-        .map(|l| json!({"name": l.name, "containerPort": l.port, "protocol": "TCP"}))
+        .map(|l| json!({"name": l.name, "containerPort": l.container_port(), "protocol": "TCP"}))
         .collect();
     ports.push(json!({"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}));
     let probe = |path: &str| json!({"httpGet": {"path": path, "port": "admin"}, "periodSeconds": 5});
@@ -111,41 +113,86 @@ pub fn deployment(gw: &Gateway, secrets: &BTreeSet<String>) -> Deployment {
         "volumeMounts": mounts,
         "readinessProbe": probe("/readyz"),
         "livenessProbe": probe("/healthz"),
+        // Unprivileged ports only (see GatewayListener::container_port): no capability needed.
         "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                            "runAsNonRoot": true, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}},
+                            "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}},
     });
     if let Some(r) = &spec.resources {
         container["resources"] = json!(r);
     }
+    json!({
+        "metadata": {
+            "labels": labels(gw),
+            "annotations": {
+                "postern.dev/restart-hash": restart_hash(gw, secrets),
+                "prometheus.io/scrape": "true", "prometheus.io/port": ADMIN_PORT.to_string(),
+            },
+        },
+        "spec": {
+            // SIGTERM drains: open sessions finish, queued mail stays in the store.
+            "terminationGracePeriodSeconds": 60,
+            // The gateway never calls the Kubernetes API: no token in its pods.
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            // The Pod Security Standard "restricted" profile.
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001,
+                                "fsGroup": 10001, "fsGroupChangePolicy": "OnRootMismatch",
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [container],
+            "volumes": volumes,
+        },
+    })
+}
+
+/// The gateway pods of a Redis-store Gateway: any number, rolled one new pod at a time.
+pub fn deployment(gw: &Gateway, secrets: &BTreeSet<String>) -> Deployment {
     let mut deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": meta(gw, gw.name_any()),
         "spec": {
             "selector": {"matchLabels": selector(gw)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {
-                "metadata": {
-                    "labels": labels(gw),
-                    "annotations": {
-                        "postern.dev/restart-hash": restart_hash(gw, secrets),
-                        "prometheus.io/scrape": "true", "prometheus.io/port": ADMIN_PORT.to_string(),
-                    },
-                },
-                "spec": {
-                    // SIGTERM drains: open sessions finish, queued mail stays in the store.
-                    "terminationGracePeriodSeconds": 60,
-                    "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "fsGroup": 10001},
-                    "containers": [container],
-                    "volumes": volumes,
-                },
-            },
+            "template": pod_template(gw, secrets),
         },
     });
     // With an autoscaler, it owns the replica count (the field is left out of the apply).
-    if spec.autoscaling.is_none() {
-        deployment["spec"]["replicas"] = json!(spec.replicas);
+    if gw.spec.autoscaling.is_none() {
+        deployment["spec"]["replicas"] = json!(gw.spec.replicas);
     }
     typed(deployment)
+}
+
+/// The gateway pod of an embedded-store Gateway: one pod whose store is a PersistentVolumeClaim
+/// (`store-<gateway>-0`) that outlives it, so a restart, rollout or drain loses no accepted
+/// mail. The claim is kept when the Gateway is deleted (the mail in it is not the operator's
+/// to throw away).
+pub fn stateful_set(gw: &Gateway, secrets: &BTreeSet<String>) -> StatefulSet {
+    let embedded = &gw.spec.store.embedded;
+    let mut claim = json!({
+        "metadata": {"name": STORE_VOLUME, "labels": labels(gw)},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": embedded.size}}},
+    });
+    if let Some(class) = &embedded.storage_class_name {
+        claim["spec"]["storageClassName"] = json!(class);
+    }
+    typed(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": meta(gw, gw.name_any()),
+        "spec": {
+            "replicas": gw.spec.replicas.min(1),
+            "serviceName": gw.name_any(),
+            "selector": {"matchLabels": selector(gw)},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            "volumeClaimTemplates": [claim],
+            "template": pod_template(gw, secrets),
+        },
+    }))
+}
+
+/// The claim a StatefulSet makes for its first pod.
+pub fn store_claim_name(gw: &Gateway) -> String {
+    format!("{STORE_VOLUME}-{}-0", gw.name_any())
 }
 
 pub fn service(gw: &Gateway) -> Service {

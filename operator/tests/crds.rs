@@ -163,3 +163,22 @@ fn broken_manifests_are_refused_with_a_reason() {
         assert!(errors.iter().any(|e| e.contains(expected)), "{text}: expected {expected:?} in {errors:?}");
     }
 }
+
+#[test]
+fn the_embedded_store_volume_cannot_change_once_created() {
+    let schema = common::schema_of("Gateway");
+    let gateway = |size: &str| {
+        let doc: Value = serde_yaml::from_str(&format!(
+            "apiVersion: mail.postern.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: x, namespace: mail}}\nspec: {{store: {{type: Embedded, embedded: {{size: {size}}}}}}}\n"
+        ))
+        .unwrap();
+        kube::core::cel::apply_defaults(&schema, &doc)
+    };
+    let validator = kube::core::cel::Validator::new();
+    assert!(validator.validate(&schema, &gateway("1Gi"), Some(&gateway("1Gi"))).is_ok());
+    let errors = validator.validate(&schema, &gateway("2Gi"), Some(&gateway("1Gi"))).unwrap_err().into_vec();
+    assert!(
+        errors.iter().any(|e| e.message.contains("resize the PersistentVolumeClaim itself")),
+        "{errors:?}"
+    );
+}

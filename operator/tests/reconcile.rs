@@ -133,6 +133,15 @@ async fn a_gateway_gets_its_config_workload_and_conditions() {
     let pod = spec.template.spec.as_ref().unwrap();
     let container = &pod.containers[0];
     assert_eq!(container.image.as_deref(), Some("ghcr.io/postern/postern:0.1.0"));
+    // Unprivileged container ports behind the Service's 25/587/465; nothing privileged asked.
+    let container_ports: Vec<i32> = container.ports.iter().flatten().map(|p| p.container_port).collect();
+    assert_eq!(container_ports, [10025, 10587, 10465, 8025]);
+    assert!(yaml.contains("address: 0.0.0.0:10025"), "{yaml}");
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.capabilities.as_ref().unwrap().add, None);
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let pod_security = pod.security_context.as_ref().unwrap();
+    assert_eq!(pod_security.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
     let mounts: Vec<&str> = container.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
     assert!(mounts.contains(&"/etc/postern/secrets/postern-redis"), "{mounts:?}");
     assert!(mounts.contains(&"/etc/postern/tls/mx-example-com-tls"), "{mounts:?}");
@@ -147,10 +156,15 @@ async fn a_gateway_gets_its_config_workload_and_conditions() {
 
     // Conditions: the Gateway's config is valid (pods not up in a fake cluster), the broken
     // domain says why it is not served, the others are served.
-    assert_eq!(condition(gw.status.as_ref(), "ConfigValid").status, "True");
-    let ready = condition(gw.status.as_ref(), "Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Progressing"));
-    assert_eq!(gw.status.as_ref().unwrap().observed_generation, gw.meta().generation);
+    let status = gw.status.as_ref().unwrap();
+    assert_eq!(condition(Some(&status.base), "ConfigValid").status, "True");
+    let ready = condition(Some(&status.base), "Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "PodsNotReady"));
+    assert_eq!(ready.message, "0 of 1 gateway pods ready");
+    assert_eq!((status.replicas, status.ready_replicas), (Some(1), Some(0)));
+    let durable = condition(Some(&status.base), "Durable");
+    assert_eq!((durable.status.as_str(), durable.reason.as_str()), ("True", "RedisStore"));
+    assert_eq!(status.base.observed_generation, gw.meta().generation);
     let domains = Api::<MailDomain>::namespaced(client.clone(), NS);
     let broken = domains.get("broken").await.unwrap();
     let c = condition(broken.status.as_ref(), "Ready");
@@ -187,7 +201,7 @@ async fn an_invalid_config_keeps_the_last_good_one_and_says_why() {
     reconcile_gateway(&client, "edge").await;
 
     let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("edge").await.unwrap();
-    let c = condition(gw.status.as_ref(), "ConfigValid");
+    let c = condition(gw.status.as_ref().map(|s| &s.base), "ConfigValid");
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ConfigInvalid"));
     assert!(c.message.contains("spamPolicies.standard.blockList.tlds[0]"), "{}", c.message);
     let after = Api::<ConfigMap>::namespaced(client.clone(), NS).get("edge-config").await.unwrap();
@@ -303,4 +317,147 @@ async fn every_write_is_a_server_side_apply_by_the_operator() {
     reconcile_gateway(&client, "edge").await;
     let again: Vec<String> = recorded.lock().unwrap()[before..].to_vec();
     assert!(again.iter().all(|w| !w.starts_with("status ")), "{again:?}");
+}
+
+async fn patch_spec(client: &kube::Client, name: &str, spec: serde_json::Value) {
+    let api = Api::<Gateway>::namespaced(client.clone(), NS);
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": spec})),
+    )
+    .await
+    .unwrap();
+}
+
+fn gateway_condition(gw: &Gateway, kind: &str) -> (String, String, String) {
+    let c = condition(gw.status.as_ref().map(|s| &s.base), kind);
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[tokio::test]
+async fn an_embedded_store_runs_as_a_stateful_set_on_a_kept_claim() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let client = cluster(&manifests()).await;
+    reconcile_gateway(&client, "relay").await;
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), NS).get("relay").await.unwrap();
+    let spec = sts.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+    assert_eq!(claim.metadata.name.as_deref(), Some("store"));
+    let claim_spec = claim.spec.as_ref().unwrap();
+    assert_eq!(claim_spec.access_modes, Some(vec!["ReadWriteOnce".to_string()]));
+    let size = &claim_spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"];
+    assert_eq!(size.0, "5Gi");
+    let retention = spec.persistent_volume_claim_retention_policy.as_ref().unwrap();
+    assert_eq!(
+        (retention.when_deleted.as_deref(), retention.when_scaled.as_deref()),
+        (Some("Retain"), Some("Retain"))
+    );
+    let pod = spec.template.spec.as_ref().unwrap();
+    let mount = pod.containers[0].volume_mounts.iter().flatten().find(|m| m.name == "store").unwrap();
+    assert_eq!(mount.mount_path, "/var/lib/postern");
+    assert!(
+        pod.volumes.iter().flatten().all(|v| v.empty_dir.is_none()),
+        "no emptyDir: the store is the claim"
+    );
+    assert!(Api::<Deployment>::namespaced(client.clone(), NS).get_opt("relay").await.unwrap().is_none());
+
+    // Durable follows the claim: not there yet, Pending (no StorageClass provisions it), Bound.
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("relay").await.unwrap();
+    let (status, reason, _) = gateway_condition(&gw, "Durable");
+    assert_eq!((status.as_str(), reason.as_str()), ("Unknown", "VolumeNotCreated"));
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS);
+    let pvc = |phase: &str| -> PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "store-relay-0", "namespace": NS},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}}},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    };
+    claims.create(&Default::default(), &pvc("Pending")).await.unwrap();
+    reconcile_gateway(&client, "relay").await;
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("relay").await.unwrap();
+    let (status, reason, message) = gateway_condition(&gw, "Durable");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "VolumeNotBound"));
+    assert!(
+        message.contains("store-relay-0 is Pending") && message.contains("storageClassName"),
+        "{message}"
+    );
+    let mut bound = claims.get("store-relay-0").await.unwrap();
+    bound.status = pvc("Bound").status;
+    claims.replace_status("store-relay-0", &Default::default(), &bound).await.unwrap();
+    reconcile_gateway(&client, "relay").await;
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("relay").await.unwrap();
+    let (status, reason, _) = gateway_condition(&gw, "Durable");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "VolumeBound"));
+}
+
+#[tokio::test]
+async fn children_the_spec_no_longer_asks_for_are_deleted() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    // An autoscaler named like the Gateway but made by someone else is not the operator's.
+    let foreign = serde_json::json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "relay", "namespace": NS},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "other"}, "maxReplicas": 2},
+    });
+    let client = cluster_with(&manifests(), vec![foreign]).await;
+    reconcile_gateway(&client, "edge").await;
+    reconcile_gateway(&client, "relay").await;
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), NS);
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), NS);
+    assert!(hpas.get_opt("edge").await.unwrap().is_some() && pdbs.get_opt("edge").await.unwrap().is_some());
+
+    // Autoscaling off, one replica: the autoscaler and the disruption budget go.
+    patch_spec(&client, "edge", serde_json::json!({"autoscaling": null, "replicas": 1})).await;
+    reconcile_gateway(&client, "edge").await;
+    assert!(hpas.get_opt("edge").await.unwrap().is_none(), "autoscaler deleted");
+    assert!(pdbs.get_opt("edge").await.unwrap().is_none(), "disruption budget deleted");
+    let dep = Api::<Deployment>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    assert_eq!(dep.spec.unwrap().replicas, Some(1));
+
+    // Redis -> embedded: the Deployment goes, a StatefulSet takes its place.
+    patch_spec(&client, "edge", serde_json::json!({"store": {"type": "Embedded", "redis": null}})).await;
+    reconcile_gateway(&client, "edge").await;
+    assert!(Api::<Deployment>::namespaced(client.clone(), NS).get_opt("edge").await.unwrap().is_none());
+    assert!(Api::<StatefulSet>::namespaced(client.clone(), NS).get_opt("edge").await.unwrap().is_some());
+
+    // The foreign autoscaler named "relay" stays: the relay Gateway never owned it.
+    assert!(hpas.get_opt("relay").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn ready_means_every_wanted_pod_is_ready() {
+    let client = cluster(&manifests()).await;
+    patch_spec(&client, "edge", serde_json::json!({"autoscaling": null, "replicas": 6})).await;
+    reconcile_gateway(&client, "edge").await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NS);
+    let set_ready = |n: i32| {
+        let deployments = deployments.clone();
+        async move {
+            let status =
+                serde_json::json!({"status": {"replicas": 6, "readyReplicas": n, "availableReplicas": n}});
+            deployments
+                .patch_status("edge", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(status))
+                .await
+                .unwrap();
+        }
+    };
+    set_ready(1).await;
+    reconcile_gateway(&client, "edge").await;
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    assert_eq!(
+        gateway_condition(&gw, "Ready"),
+        ("False".into(), "PodsNotReady".into(), "1 of 6 gateway pods ready".into())
+    );
+    set_ready(6).await;
+    reconcile_gateway(&client, "edge").await;
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    assert_eq!(gateway_condition(&gw, "Ready").0, "True");
+    let status = gw.status.unwrap();
+    assert_eq!((status.replicas, status.ready_replicas), (Some(6), Some(6)));
 }

@@ -8,8 +8,8 @@ use postern_tests::client::{Client, message};
 use postern_tests::gateway::{GatewayProcess, binary, operator_binary};
 use postern_tests::sink::{Behavior, Sink};
 
-fn render(dir: &std::path::Path) -> (bool, String, String) {
-    let out = Command::new(operator_binary()).args(["render", "-f"]).arg(dir).output().unwrap();
+fn render(dir: &std::path::Path, extra: &[&str]) -> (bool, String, String) {
+    let out = Command::new(operator_binary()).args(["render", "-f"]).arg(dir).args(extra).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -24,14 +24,18 @@ fn check_config(path: &std::path::Path) -> (bool, String) {
 
 #[test]
 fn the_examples_render_to_a_config_the_gateway_accepts() {
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/k8s");
-    let (ok, config, errors) = render(std::path::Path::new(examples));
-    assert!(ok, "{errors}");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rendered.yaml");
-    std::fs::write(&path, &config).unwrap();
-    let (ok, err) = check_config(&path);
-    assert!(ok, "{err}\n{config}");
+    let examples = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/k8s"));
+    let (ok, _, errors) = render(examples, &[]);
+    assert!(!ok && errors.contains("2 Gateways found (edge, relay); choose one with --gateway"), "{errors}");
+    for gateway in ["edge", "relay"] {
+        let (ok, config, errors) = render(examples, &["--gateway", gateway]);
+        assert!(ok, "{gateway}: {errors}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rendered.yaml");
+        std::fs::write(&path, &config).unwrap();
+        let (ok, err) = check_config(&path);
+        assert!(ok, "{gateway}: {err}\n{config}");
+    }
 }
 
 #[test]
@@ -86,7 +90,7 @@ spec:
         ),
     )
     .unwrap();
-    let (ok, config, errors) = render(dir.path());
+    let (ok, config, errors) = render(dir.path(), &[]);
     assert!(!ok, "a broken reference makes render fail loudly");
     assert!(
         errors.contains(

@@ -2,12 +2,27 @@
 //! serving the MailDomains its `domainSelector` matches.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{SecretKeyRef, Status};
+
+/// A Gateway's status: its conditions (`ConfigValid`, `Ready`, `Durable`) and its pods.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatus {
+    #[serde(flatten)]
+    pub base: Status,
+    /// Pods the workload wants (with autoscaling, the autoscaler's current choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Pods ready to take mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+}
 
 /// The image the operator runs when a Gateway names none (built by the repository's Dockerfile).
 pub const DEFAULT_IMAGE: &str = "ghcr.io/postern/postern:0.1.0";
@@ -22,9 +37,10 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/postern/postern:0.1.0";
     namespaced,
     derive = "Default",
     doc = "Gateway pods serving the MailDomains their domainSelector matches: replicas or autoscaling, image, SMTP listeners, queue store (embedded or Redis), resources and DNS resolvers.",
-    status = "Status",
+    status = "GatewayStatus",
     shortname = "gw",
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(name = "Ready Pods", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Store", type_ = "string", json_path = ".spec.store.type"),
     printcolumn(
         name = "Ready",
@@ -170,7 +186,9 @@ pub struct GatewayListener {
     /// A DNS label, also the Service port's name.
     #[schemars(regex(pattern = r"^[a-z]([-a-z0-9]{0,13}[a-z0-9])?$"))]
     pub name: String,
-    /// The TCP port (also the Service port).
+    /// The Service port. Inside the pod the gateway listens on the same port when it is 1024
+    /// or above, and on 10000 + port below that (25 -> 10025, 587 -> 10587, 465 -> 10465): the
+    /// pods run as a non-root user, which many runtimes do not let bind privileged ports.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
     /// Expect a PROXY protocol header (behind a load balancer that sends one).
@@ -194,9 +212,16 @@ pub struct GatewayListener {
     pub auth: Option<bool>,
 }
 
+impl GatewayListener {
+    /// The port the gateway binds inside the pod (see `port`).
+    pub fn container_port(&self) -> i32 {
+        if self.port < 1024 { 10_000 + self.port } else { self.port }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum StoreType {
-    /// redb on the pod's disk (an emptyDir): one replica.
+    /// redb on a PersistentVolumeClaim (a StatefulSet of one pod): one replica.
     #[default]
     Embedded,
     /// Redis shared by every replica.
@@ -212,6 +237,37 @@ pub struct GatewayStore {
     /// The Redis server or cluster (with `type: Redis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSpec>,
+    /// The embedded store's volume (with `type: Embedded`): a PersistentVolumeClaim that
+    /// outlives the pod, so accepted mail survives restarts, rollouts and node drains.
+    #[serde(default)]
+    pub embedded: EmbeddedSpec,
+}
+
+/// The PersistentVolumeClaim of an embedded store. Fixed once created (a StatefulSet's claim
+/// template cannot change): to grow it, resize the claim itself where the StorageClass allows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self == oldSelf",
+     "message": "store.embedded cannot change once created: resize the PersistentVolumeClaim itself"}
+]))]
+pub struct EmbeddedSpec {
+    /// The volume's size.
+    #[serde(default = "default_store_size")]
+    pub size: Quantity,
+    /// The StorageClass; unset: the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for EmbeddedSpec {
+    fn default() -> Self {
+        Self { size: default_store_size(), storage_class_name: None }
+    }
+}
+
+fn default_store_size() -> Quantity {
+    Quantity("1Gi".into())
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
