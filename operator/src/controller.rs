@@ -10,6 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -40,6 +41,9 @@ pub struct Context {
     pub client: Client,
     /// Where to reach a Gateway's admin API; `None`: its Service (`<name>.<namespace>.svc`).
     pub gateway_admin: Option<std::net::SocketAddr>,
+    /// The operator's own namespace (POD_NAMESPACE), for the NetworkPolicy that lets it reach
+    /// the gateways' admin port; unknown: its pods in any namespace.
+    pub operator_namespace: Option<String>,
     /// Kubernetes Events about what the operator found (`kubectl describe` shows them).
     pub recorder: Recorder,
     pub metrics: Metrics,
@@ -51,7 +55,13 @@ impl Context {
             client.clone(),
             Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() },
         );
-        Self { client, recorder, metrics: Metrics::default(), gateway_admin: None }
+        Self {
+            client,
+            recorder,
+            metrics: Metrics::default(),
+            gateway_admin: None,
+            operator_namespace: std::env::var("POD_NAMESPACE").ok(),
+        }
     }
 
     /// A Warning event on `obj`; a failure to record it is logged, never fatal.
@@ -337,6 +347,11 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
             };
             pods = (wanted.unwrap_or(1), ready.unwrap_or(0));
             apply::<Service>(client, &ns, &resources::service(&gw)).await?;
+            apply::<Service>(client, &ns, &resources::admin_service(&gw)).await?;
+            match resources::network_policy(&gw, ctx.operator_namespace.as_deref()) {
+                Some(np) => drop(apply::<NetworkPolicy>(client, &ns, &np).await?),
+                None => delete_owned::<NetworkPolicy>(client, &ns, &gw).await?,
+            }
             match resources::autoscaler(&gw) {
                 Some(hpa) => drop(apply::<HorizontalPodAutoscaler>(client, &ns, &hpa).await?),
                 None => delete_owned::<HorizontalPodAutoscaler>(client, &ns, &gw).await?,
@@ -402,9 +417,10 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
     let needs_verification =
         objs.routing_policies.iter().any(|p| p.spec.routing.verification_address.is_some());
     let verifications = if needs_verification {
-        let addr = ctx
-            .gateway_admin
-            .map_or_else(|| format!("{}.{ns}.svc:{}", gw.name_any(), render::ADMIN_PORT), |a| a.to_string());
+        let addr = ctx.gateway_admin.map_or_else(
+            || format!("{}.{ns}.svc:{}", resources::admin_service_name(&gw), render::ADMIN_PORT),
+            |a| a.to_string(),
+        );
         fetch_verifications(&addr).await
     } else {
         Err(String::new())

@@ -14,13 +14,14 @@ use std::hash::{Hash, Hasher};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::crd::Gateway;
-use crate::crd::gateway::StoreType;
+use crate::crd::gateway::{ServiceKind, StoreType};
 use crate::render::{ADMIN_PORT, STORE_PATH};
 
 pub const MANAGER: &str = "postern-operator";
@@ -195,19 +196,82 @@ pub fn store_claim_name(gw: &Gateway) -> String {
     format!("{STORE_VOLUME}-{}-0", gw.name_any())
 }
 
+/// The SMTP Service, shaped by `spec.service` (ClusterIP, or LoadBalancer/NodePort keeping the
+/// client's address with externalTrafficPolicy Local by default).
 pub fn service(gw: &Gateway) -> Service {
-    let mut ports: Vec<Value> = gw
+    let svc = &gw.spec.service;
+    let ports: Vec<Value> = gw
         .spec
         .listeners
         .iter()
         .map(|l| json!({"name": l.name, "port": l.port, "targetPort": l.name, "protocol": "TCP"}))
         .collect();
-    ports.push(json!({"name": "admin", "port": ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"}));
+    let mut metadata = meta(gw, gw.name_any());
+    if !svc.annotations.is_empty() {
+        metadata["annotations"] = json!(svc.annotations);
+    }
+    let mut spec = json!({"type": svc.kind, "selector": selector(gw), "ports": ports});
+    if svc.kind != ServiceKind::ClusterIP {
+        spec["externalTrafficPolicy"] = json!(svc.external_traffic_policy);
+    }
+    if svc.kind == ServiceKind::LoadBalancer {
+        if let Some(class) = &svc.load_balancer_class {
+            spec["loadBalancerClass"] = json!(class);
+        }
+        if !svc.load_balancer_source_ranges.is_empty() {
+            spec["loadBalancerSourceRanges"] = json!(svc.load_balancer_source_ranges);
+        }
+    }
+    typed(json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}))
+}
+
+pub fn admin_service_name(gw: &Gateway) -> String {
+    format!("{}-admin", gw.name_any())
+}
+
+/// The admin port (quarantine API, health, metrics) on a ClusterIP Service of its own, never
+/// on the SMTP Service a load balancer exposes.
+pub fn admin_service(gw: &Gateway) -> Service {
+    let mut metadata = meta(gw, admin_service_name(gw));
+    metadata["labels"]["app.kubernetes.io/component"] = json!("admin");
     typed(json!({
         "apiVersion": "v1", "kind": "Service",
-        "metadata": meta(gw, gw.name_any()),
-        "spec": {"selector": selector(gw), "ports": ports},
+        "metadata": metadata,
+        "spec": {"type": "ClusterIP", "selector": selector(gw),
+                 "ports": [{"name": "admin", "port": ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"}]},
     }))
+}
+
+/// SMTP from anywhere; the admin port only from the operator (its pods, in `operator_namespace`
+/// when known) and `networkPolicy.adminFrom`. Egress stays open: delivery goes anywhere.
+pub fn network_policy(gw: &Gateway, operator_namespace: Option<&str>) -> Option<NetworkPolicy> {
+    let np = &gw.spec.network_policy;
+    if !np.enabled {
+        return None;
+    }
+    let smtp: Vec<Value> =
+        gw.spec.listeners.iter().map(|l| json!({"port": l.container_port(), "protocol": "TCP"})).collect();
+    let namespaces = match operator_namespace {
+        Some(ns) => json!({"matchLabels": {"kubernetes.io/metadata.name": ns}}),
+        None => json!({}),
+    };
+    let mut admin_from = vec![json!({
+        "namespaceSelector": namespaces,
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "postern-operator"}},
+    })];
+    admin_from.extend(np.admin_from.iter().map(|p| json!(p)));
+    Some(typed(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": meta(gw, gw.name_any()),
+        "spec": {
+            "podSelector": {"matchLabels": selector(gw)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"ports": smtp},
+                {"from": admin_from, "ports": [{"port": ADMIN_PORT, "protocol": "TCP"}]},
+            ],
+        },
+    })))
 }
 
 pub fn autoscaler(gw: &Gateway) -> Option<HorizontalPodAutoscaler> {
@@ -242,6 +306,11 @@ pub fn service_monitor(gw: &Gateway) -> Value {
     json!({
         "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
         "metadata": meta(gw, gw.name_any()),
-        "spec": {"selector": {"matchLabels": selector(gw)}, "endpoints": [{"port": "admin", "path": "/metrics"}]},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/component": "admin",
+                                         "app.kubernetes.io/name": "postern-gateway",
+                                         "app.kubernetes.io/instance": gw.name_any()}},
+            "endpoints": [{"port": "admin", "path": "/metrics"}],
+        },
     })
 }

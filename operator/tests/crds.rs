@@ -146,6 +146,11 @@ fn broken_manifests_are_refused_with_a_reason() {
         ),
         ("kind: Gateway\nspec: {relay: {rules: [{action: Drop}]}}", "\"Drop\" is not one of"),
         (
+            "kind: Gateway\nspec: {service: {loadBalancerSourceRanges: ['192.0.2.0/24']}}",
+            "loadBalancerClass and loadBalancerSourceRanges need type LoadBalancer",
+        ),
+        ("kind: Gateway\nspec: {service: {type: ExternalName}}", "\"ExternalName\" is not one of"),
+        (
             "kind: Gateway\nspec: {listeners: [{name: lb, port: 25, proxyProtocol: true}]}",
             "proxyProtocol needs trustedProxies",
         ),

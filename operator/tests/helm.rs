@@ -75,7 +75,13 @@ fn default_values_install_the_operator_with_least_privilege() {
         .collect();
     assert_eq!(
         deletable,
-        ["deployments", "statefulsets", "horizontalpodautoscalers", "poddisruptionbudgets"]
+        [
+            "deployments",
+            "statefulsets",
+            "horizontalpodautoscalers",
+            "poddisruptionbudgets",
+            "networkpolicies"
+        ]
     );
     assert_eq!(find(&objs, "ClusterRoleBinding")[0]["subjects"][0]["namespace"], "mail");
     assert!(find(&objs, "Gateway").is_empty(), "no sample unless asked");

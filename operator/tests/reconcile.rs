@@ -146,9 +146,30 @@ async fn a_gateway_gets_its_config_workload_and_conditions() {
     assert!(mounts.contains(&"/etc/postern/secrets/postern-redis"), "{mounts:?}");
     assert!(mounts.contains(&"/etc/postern/tls/mx-example-com-tls"), "{mounts:?}");
     assert!(mounts.contains(&"/etc/postern/secrets/postern-users"), "the users file: {mounts:?}");
-    let svc = Api::<Service>::namespaced(client.clone(), NS).get("edge").await.unwrap();
-    let ports: Vec<i32> = svc.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
-    assert_eq!(ports, [25, 587, 465, 8025], "smtp, submission, submissions, admin");
+    // The SMTP Service faces the world as the spec says; the admin port has its own ClusterIP.
+    let services = Api::<Service>::namespaced(client.clone(), NS);
+    let svc = services.get("edge").await.unwrap().spec.unwrap();
+    let ports: Vec<i32> = svc.ports.as_ref().unwrap().iter().map(|p| p.port).collect();
+    assert_eq!(ports, [25, 587, 465], "smtp, submission, submissions; no admin port");
+    assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(svc.external_traffic_policy.as_deref(), Some("Local"), "the client address survives");
+    let admin = services.get("edge-admin").await.unwrap();
+    assert_eq!(admin.spec.as_ref().unwrap().type_.as_deref(), Some("ClusterIP"));
+    let admin_ports: Vec<i32> = admin.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
+    assert_eq!(admin_ports, [8025]);
+    // The NetworkPolicy: SMTP container ports from anywhere, admin from the operator and
+    // the configured peers only.
+    let np = Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), NS)
+        .get("edge")
+        .await
+        .unwrap();
+    let np = serde_json::to_value(np.spec.unwrap()).unwrap();
+    assert_eq!(np["ingress"][0]["from"], serde_json::Value::Null, "SMTP: any source");
+    assert_eq!(np["ingress"][0]["ports"].as_array().unwrap().len(), 3);
+    assert_eq!(np["ingress"][1]["ports"][0]["port"], 8025);
+    let peers = np["ingress"][1]["from"].as_array().unwrap();
+    assert_eq!(peers[0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "postern-operator");
+    assert_eq!(peers[1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring");
     let hpa = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), NS).get("edge").await.unwrap();
     assert_eq!(hpa.spec.as_ref().map(|s| (s.min_replicas, s.max_replicas)), Some((Some(2), 6)));
     let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), NS).get("edge").await.unwrap();

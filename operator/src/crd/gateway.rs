@@ -2,6 +2,7 @@
 //! serving the MailDomains its `domainSelector` matches.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
@@ -110,6 +111,88 @@ pub struct GatewaySpec {
     /// this Gateway shares each count.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<postern_api::RateLimit>,
+    /// The SMTP Service: how mail reaches the pods from outside the cluster.
+    #[serde(default)]
+    pub service: GatewayService,
+    /// A NetworkPolicy for the gateway pods: SMTP from anywhere, the admin port (quarantine
+    /// API, metrics) only from the operator and `adminFrom`.
+    #[serde(default)]
+    pub network_policy: GatewayNetworkPolicy,
+}
+
+/// The Service in front of the SMTP listeners (the admin port has its own ClusterIP Service,
+/// `<gateway>-admin`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.type == 'LoadBalancer' || (!has(self.loadBalancerClass) && !has(self.loadBalancerSourceRanges))",
+     "message": "loadBalancerClass and loadBalancerSourceRanges need type LoadBalancer"}
+]))]
+pub struct GatewayService {
+    /// ClusterIP (inside the cluster only), LoadBalancer or NodePort.
+    #[serde(default, rename = "type")]
+    pub kind: ServiceKind,
+    /// For LoadBalancer and NodePort: Local (default) keeps the client's IP address, which
+    /// SPF, blocklists, relay rules and rate limits all depend on; Cluster spreads load over
+    /// nodes but shows the node's address instead (then use PROXY protocol).
+    #[serde(default)]
+    pub external_traffic_policy: TrafficPolicy,
+    /// Annotations for the Service (cloud load balancer settings).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The load balancer implementation (type LoadBalancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_class: Option<String>,
+    /// Client networks the load balancer admits (type LoadBalancer), e.g. a partner's relays
+    /// for a submission-only Gateway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<String>,
+}
+
+impl Default for GatewayService {
+    fn default() -> Self {
+        Self {
+            kind: ServiceKind::ClusterIP,
+            external_traffic_policy: TrafficPolicy::Local,
+            annotations: Default::default(),
+            load_balancer_class: None,
+            load_balancer_source_ranges: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ServiceKind {
+    #[default]
+    ClusterIP,
+    LoadBalancer,
+    NodePort,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TrafficPolicy {
+    #[default]
+    Local,
+    Cluster,
+}
+
+/// The gateway pods' NetworkPolicy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayNetworkPolicy {
+    /// Apply it (the cluster's network plugin must enforce NetworkPolicies).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Who else may reach the admin port, e.g. Prometheus's namespace:
+    /// `{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_from: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for GatewayNetworkPolicy {
+    fn default() -> Self {
+        Self { enabled: true, admin_from: Vec::new() }
+    }
 }
 
 /// SMTP AUTH's users and failed-login handling.
@@ -316,6 +399,8 @@ impl Default for GatewaySpec {
             sender_policy: postern_api::SenderPolicy::default(),
             connection_policy: postern_api::ConnectionPolicy::default(),
             rate_limits: Vec::new(),
+            service: GatewayService::default(),
+            network_policy: GatewayNetworkPolicy::default(),
         }
     }
 }
