@@ -31,3 +31,12 @@ fi
 if ! python3 -c 'import helm_python' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore helm-python-sdk
 fi
+
+# kubernetes-validate (the Kubernetes OpenAPI schemas) and checkov (misconfiguration and Pod
+# Security checks): the offline checks of what the operator and the chart would apply.
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes-validate
+fi
+if ! python3 -c 'import checkov' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore checkov
+fi

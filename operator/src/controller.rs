@@ -8,10 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -27,7 +24,7 @@ use crate::crd::gateway::{GatewayStatus, StoreType};
 use crate::crd::{Gateway, MailDomain, RoutingPolicy, SpamPolicy, Status};
 use crate::manifests::Objects;
 use crate::render::{self, Problem};
-use crate::resources::{self, MANAGER};
+use crate::resources::{self, MANAGER, Workload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -195,8 +192,23 @@ where
     Ok(())
 }
 
+/// Applies `wanted`, or without it deletes the Gateway's child of that kind.
+async fn apply_or_delete<K>(client: &Client, ns: &str, gw: &Gateway, wanted: Option<&K>) -> Result<(), Error>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    match wanted {
+        Some(obj) => apply(client, ns, obj).await.map(drop),
+        None => delete_owned::<K>(client, ns, gw).await,
+    }
+}
+
 /// A Prometheus Operator ServiceMonitor, only where its CRD is installed.
-async fn apply_service_monitor(client: &Client, ns: &str, gw: &Gateway) -> Result<(), Error> {
+async fn apply_service_monitor(client: &Client, ns: &str, monitor: &serde_json::Value) -> Result<(), Error> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
@@ -208,7 +220,8 @@ async fn apply_service_monitor(client: &Client, ns: &str, gw: &Gateway) -> Resul
         "servicemonitors",
     );
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
-    api.patch(&gw.name_any(), &apply_params(), &Patch::Apply(resources::service_monitor(gw))).await?;
+    let name = monitor["metadata"]["name"].as_str().unwrap_or_default();
+    api.patch(name, &apply_params(), &Patch::Apply(monitor)).await?;
     Ok(())
 }
 
@@ -329,38 +342,29 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
     let mut pods = (0, 0);
     match rendered.yaml() {
         Some(yaml) => {
-            apply(client, &ns, &resources::config_map(&gw, &yaml)).await?;
+            let children =
+                resources::Children::new(&gw, &yaml, &rendered.secrets, ctx.operator_namespace.as_deref());
+            apply(client, &ns, &children.config_map).await?;
             // One workload kind per store; the other one (after a store change) goes.
-            let (wanted, ready) = match gw.spec.store.kind {
-                StoreType::Embedded => {
-                    let sts: StatefulSet =
-                        apply(client, &ns, &resources::stateful_set(&gw, &rendered.secrets)).await?;
+            let (wanted, ready) = match &children.workload {
+                Workload::StatefulSet(sts) => {
+                    let sts: StatefulSet = apply(client, &ns, sts).await?;
                     delete_owned::<Deployment>(client, &ns, &gw).await?;
                     (sts.spec.and_then(|s| s.replicas), sts.status.and_then(|s| s.ready_replicas))
                 }
-                StoreType::Redis => {
-                    let d: Deployment =
-                        apply(client, &ns, &resources::deployment(&gw, &rendered.secrets)).await?;
+                Workload::Deployment(d) => {
+                    let d: Deployment = apply(client, &ns, d).await?;
                     delete_owned::<StatefulSet>(client, &ns, &gw).await?;
                     (d.spec.and_then(|s| s.replicas), d.status.and_then(|s| s.ready_replicas))
                 }
             };
             pods = (wanted.unwrap_or(1), ready.unwrap_or(0));
-            apply::<Service>(client, &ns, &resources::service(&gw)).await?;
-            apply::<Service>(client, &ns, &resources::admin_service(&gw)).await?;
-            match resources::network_policy(&gw, ctx.operator_namespace.as_deref()) {
-                Some(np) => drop(apply::<NetworkPolicy>(client, &ns, &np).await?),
-                None => delete_owned::<NetworkPolicy>(client, &ns, &gw).await?,
-            }
-            match resources::autoscaler(&gw) {
-                Some(hpa) => drop(apply::<HorizontalPodAutoscaler>(client, &ns, &hpa).await?),
-                None => delete_owned::<HorizontalPodAutoscaler>(client, &ns, &gw).await?,
-            }
-            match resources::disruption_budget(&gw) {
-                Some(pdb) => drop(apply::<PodDisruptionBudget>(client, &ns, &pdb).await?),
-                None => delete_owned::<PodDisruptionBudget>(client, &ns, &gw).await?,
-            }
-            apply_service_monitor(client, &ns, &gw).await?;
+            apply(client, &ns, &children.service).await?;
+            apply(client, &ns, &children.admin_service).await?;
+            apply_or_delete(client, &ns, &gw, children.network_policy.as_ref()).await?;
+            apply_or_delete(client, &ns, &gw, children.autoscaler.as_ref()).await?;
+            apply_or_delete(client, &ns, &gw, children.disruption_budget.as_ref()).await?;
+            apply_service_monitor(client, &ns, &children.service_monitor).await?;
             gw_conditions.push(condition(
                 "ConfigValid",
                 true,

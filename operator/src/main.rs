@@ -42,6 +42,11 @@ enum Command {
         /// Print how long reading, rendering and writing took (stderr).
         #[arg(long)]
         timings: bool,
+        /// Print every Kubernetes object the operator would apply (ConfigMap, StatefulSet or
+        /// Deployment, Services, NetworkPolicy, HPA, PDB, ServiceMonitor) for each Gateway (or
+        /// the one --gateway names), as multi-document YAML, instead of the config alone.
+        #[arg(long)]
+        objects: bool,
     },
 }
 
@@ -90,7 +95,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
-        Command::Render { path, gateway, namespace, timings } => {
+        Command::Render { path, gateway, namespace, timings: _, objects: true } => {
+            match render_objects(&path, gateway.as_deref(), &namespace) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Render { path, gateway, namespace, timings, objects: false } => {
             match render_files(&path, gateway.as_deref(), &namespace, timings) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
@@ -112,6 +124,39 @@ fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::write(&file, serde_yaml::to_string(&c)?)?;
     }
     Ok(())
+}
+
+/// Prints the objects the operator would apply for each Gateway (or the named one); returns
+/// whether everything rendered cleanly. Objects read from files have no uid, so the objects
+/// carry no owner references; everything else is what the controller applies.
+fn render_objects(path: &std::path::Path, gateway: Option<&str>, namespace: &str) -> anyhow::Result<bool> {
+    let objs = Objects::from_dir(path, namespace)?;
+    let mut gateways: Vec<_> =
+        objs.gateways.iter().filter(|g| gateway.is_none_or(|n| g.name_any() == n)).collect();
+    gateways.sort_by_key(|g| g.name_any());
+    if gateways.is_empty() {
+        anyhow::bail!("no Gateway {} in {}", gateway.unwrap_or(""), path.display());
+    }
+    let mut clean = true;
+    let mut docs = Vec::new();
+    for gw in gateways {
+        let r = render::render(gw, &objs);
+        for p in &r.problems {
+            eprintln!("{} {}: {}: {}", p.kind, p.name, p.reason, p.message);
+        }
+        for e in &r.config_errors {
+            eprintln!("Gateway {}: ConfigInvalid: {e}", gw.name_any());
+        }
+        clean &= r.problems.is_empty() && r.config_errors.is_empty();
+        if let Some(yaml) = r.yaml() {
+            let children = postern_operator::resources::Children::new(gw, &yaml, &r.secrets, None);
+            for v in children.to_values() {
+                docs.push(serde_yaml::to_string(&v)?);
+            }
+        }
+    }
+    print!("{}", docs.join("---\n"));
+    Ok(clean)
 }
 
 /// Prints the rendered config; returns whether everything rendered cleanly.

@@ -35,8 +35,10 @@ pub fn config_map_name(gw: &Gateway) -> String {
     format!("{}-config", gw.name_any())
 }
 
-fn owner(gw: &Gateway) -> OwnerReference {
-    gw.controller_owner_ref(&()).expect("a Gateway read from the API has a name and uid")
+/// The Gateway as controlling owner; `None` for a Gateway read from a file (no uid yet), which
+/// `postern-operator render --objects` shows without owner references.
+fn owner(gw: &Gateway) -> Option<OwnerReference> {
+    gw.controller_owner_ref(&())
 }
 
 fn labels(gw: &Gateway) -> Value {
@@ -52,12 +54,74 @@ fn selector(gw: &Gateway) -> Value {
 }
 
 fn meta(gw: &Gateway, name: String) -> Value {
-    json!({
-        "name": name,
-        "namespace": gw.namespace(),
-        "labels": labels(gw),
-        "ownerReferences": [owner(gw)],
-    })
+    let mut meta = json!({"name": name, "namespace": gw.namespace(), "labels": labels(gw)});
+    if let Some(owner) = owner(gw) {
+        meta["ownerReferences"] = json!([owner]);
+    }
+    meta
+}
+
+/// The pods of a Gateway: a StatefulSet (embedded store) or a Deployment (Redis).
+pub enum Workload {
+    StatefulSet(StatefulSet),
+    Deployment(Deployment),
+}
+
+/// Everything the operator applies for one Gateway with a valid rendered config. What is
+/// `None` is not wanted and is deleted if the Gateway owns one. The controller applies these
+/// and `postern-operator render --objects` prints them: one code path.
+pub struct Children {
+    pub config_map: ConfigMap,
+    pub workload: Workload,
+    pub service: Service,
+    pub admin_service: Service,
+    pub network_policy: Option<NetworkPolicy>,
+    pub autoscaler: Option<HorizontalPodAutoscaler>,
+    pub disruption_budget: Option<PodDisruptionBudget>,
+    /// Applied only where the Prometheus Operator's CRD exists.
+    pub service_monitor: Value,
+}
+
+impl Children {
+    pub fn new(
+        gw: &Gateway,
+        config_yaml: &str,
+        secrets: &BTreeSet<String>,
+        operator_namespace: Option<&str>,
+    ) -> Self {
+        Self {
+            config_map: config_map(gw, config_yaml),
+            workload: match gw.spec.store.kind {
+                StoreType::Embedded => Workload::StatefulSet(stateful_set(gw, secrets)),
+                StoreType::Redis => Workload::Deployment(deployment(gw, secrets)),
+            },
+            service: service(gw),
+            admin_service: admin_service(gw),
+            network_policy: network_policy(gw, operator_namespace),
+            autoscaler: autoscaler(gw),
+            disruption_budget: disruption_budget(gw),
+            service_monitor: service_monitor(gw),
+        }
+    }
+
+    /// Every object as JSON (k8s-openapi writes apiVersion and kind), in apply order.
+    pub fn to_values(&self) -> Vec<Value> {
+        fn value<T: serde::Serialize>(o: &T) -> Value {
+            serde_json::to_value(o).expect("Kubernetes objects serialize")
+        }
+        let mut out = vec![value(&self.config_map)];
+        match &self.workload {
+            Workload::StatefulSet(s) => out.push(value(s)),
+            Workload::Deployment(d) => out.push(value(d)),
+        }
+        out.push(value(&self.service));
+        out.push(value(&self.admin_service));
+        out.extend(self.network_policy.iter().map(value));
+        out.extend(self.autoscaler.iter().map(value));
+        out.extend(self.disruption_budget.iter().map(value));
+        out.push(self.service_monitor.clone());
+        out
+    }
 }
 
 fn typed<T: serde::de::DeserializeOwned>(v: Value) -> T {

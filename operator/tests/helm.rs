@@ -2,42 +2,11 @@
 //! scripts/install-test-deps.sh installs); the rendered objects are checked, and the sample
 //! Gateway and MailDomain must pass the CRDs' admission.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 mod common;
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/postern");
-
-/// `{"templates": {path: yaml}, "lint": {...}}` for these values.
-fn helm(values: Value) -> Value {
-    let script = r#"
-import json, sys, helm_python
-chart, values = sys.argv[1], json.loads(sys.argv[2])
-out = helm_python.Chart.load(chart).render(values, name="mail", namespace="mail", is_install=True)
-print(json.dumps({"templates": out, "lint": helm_python.lint(chart, values, strict=True, namespace="mail")}))
-"#;
-    let out =
-        Command::new("python3").args(["-c", script, CHART, &values.to_string()]).output().expect("python3");
-    assert!(out.status.success(), "helm-python-sdk: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn objects(rendered: &Value) -> Vec<Value> {
-    rendered["templates"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(path, _)| path.ends_with(".yaml"))
-        .flat_map(|(_, text)| {
-            serde_yaml::Deserializer::from_str(text.as_str().unwrap())
-                .map(|d| serde::Deserialize::deserialize(d).unwrap())
-                .filter(|v: &Value| !v.is_null())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
+use common::{CHART, helm, objects};
 
 fn find<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objs.iter().filter(|o| o["kind"] == kind).collect()

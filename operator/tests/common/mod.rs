@@ -1,6 +1,8 @@
 //! Shared by the operator's integration tests: admission as the apiserver would do it.
 #![allow(dead_code)]
 
+use std::process::Command;
+
 use serde_json::Value;
 
 pub fn schema_of(kind: &str) -> Value {
@@ -27,4 +29,35 @@ pub fn admit(object: &Value) -> Result<(), Vec<String>> {
         errors.extend(cel.into_vec().into_iter().map(|e| format!("{}: {}", e.field_path, e.message)));
     }
     if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/postern");
+
+/// `{"templates": {path: yaml}, "lint": {...}}` for these values.
+pub fn helm(values: Value) -> Value {
+    let script = r#"
+import json, sys, helm_python
+chart, values = sys.argv[1], json.loads(sys.argv[2])
+out = helm_python.Chart.load(chart).render(values, name="mail", namespace="mail", is_install=True)
+print(json.dumps({"templates": out, "lint": helm_python.lint(chart, values, strict=True, namespace="mail")}))
+"#;
+    let out =
+        Command::new("python3").args(["-c", script, CHART, &values.to_string()]).output().expect("python3");
+    assert!(out.status.success(), "helm-python-sdk: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub fn objects(rendered: &Value) -> Vec<Value> {
+    rendered["templates"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| path.ends_with(".yaml"))
+        .flat_map(|(_, text)| {
+            serde_yaml::Deserializer::from_str(text.as_str().unwrap())
+                .map(|d| serde::Deserialize::deserialize(d).unwrap())
+                .filter(|v: &Value| !v.is_null())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
