@@ -38,9 +38,8 @@ pub struct Context {
     pub client: Client,
     /// Where to reach a Gateway's admin API; `None`: its Service (`<name>.<namespace>.svc`).
     pub gateway_admin: Option<std::net::SocketAddr>,
-    /// The operator's own namespace (POD_NAMESPACE), for the NetworkPolicy that lets it reach
-    /// the gateways' admin port; unknown: its pods in any namespace.
-    pub operator_namespace: Option<String>,
+    /// The gateway image and the operator's namespace (from its environment).
+    pub defaults: resources::Defaults,
     /// Kubernetes Events about what the operator found (`kubectl describe` shows them).
     pub recorder: Recorder,
     pub metrics: Metrics,
@@ -57,7 +56,7 @@ impl Context {
             recorder,
             metrics: Metrics::default(),
             gateway_admin: None,
-            operator_namespace: std::env::var("POD_NAMESPACE").ok(),
+            defaults: resources::Defaults::from_env(),
         }
     }
 
@@ -342,8 +341,7 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
     let mut pods = (0, 0);
     match rendered.yaml() {
         Some(yaml) => {
-            let children =
-                resources::Children::new(&gw, &yaml, &rendered.secrets, ctx.operator_namespace.as_deref());
+            let children = resources::Children::new(&gw, &yaml, &rendered.secrets, &ctx.defaults);
             apply(client, &ns, &children.config_map).await?;
             // One workload kind per store; the other one (after a store change) goes.
             let (wanted, ready) = match &children.workload {

@@ -137,6 +137,7 @@ fn render_objects(path: &std::path::Path, gateway: Option<&str>, namespace: &str
     if gateways.is_empty() {
         anyhow::bail!("no Gateway {} in {}", gateway.unwrap_or(""), path.display());
     }
+    let defaults = postern_operator::resources::Defaults::from_env();
     let mut clean = true;
     let mut docs = Vec::new();
     for gw in gateways {
@@ -149,7 +150,7 @@ fn render_objects(path: &std::path::Path, gateway: Option<&str>, namespace: &str
         }
         clean &= r.problems.is_empty() && r.config_errors.is_empty();
         if let Some(yaml) = r.yaml() {
-            let children = postern_operator::resources::Children::new(gw, &yaml, &r.secrets, None);
+            let children = postern_operator::resources::Children::new(gw, &yaml, &r.secrets, &defaults);
             for v in children.to_values() {
                 docs.push(serde_yaml::to_string(&v)?);
             }

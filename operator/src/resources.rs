@@ -82,22 +82,38 @@ pub struct Children {
     pub service_monitor: Value,
 }
 
+/// What the operator knows about itself that shapes its children.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    /// The gateway image for Gateways that name none: `POSTERN_GATEWAY_IMAGE` (the chart sets it
+    /// to the image it installs), else the image of this build.
+    pub image: String,
+    /// The operator's namespace (`POD_NAMESPACE`), for the NetworkPolicy that lets it reach the
+    /// gateways' admin port; unknown: its pods in any namespace.
+    pub operator_namespace: Option<String>,
+}
+
+impl Defaults {
+    pub fn from_env() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Self {
+            image: var("POSTERN_GATEWAY_IMAGE").unwrap_or_else(|| crate::crd::gateway::DEFAULT_IMAGE.into()),
+            operator_namespace: var("POD_NAMESPACE"),
+        }
+    }
+}
+
 impl Children {
-    pub fn new(
-        gw: &Gateway,
-        config_yaml: &str,
-        secrets: &BTreeSet<String>,
-        operator_namespace: Option<&str>,
-    ) -> Self {
+    pub fn new(gw: &Gateway, config_yaml: &str, secrets: &BTreeSet<String>, defaults: &Defaults) -> Self {
         Self {
             config_map: config_map(gw, config_yaml),
             workload: match gw.spec.store.kind {
-                StoreType::Embedded => Workload::StatefulSet(stateful_set(gw, secrets)),
-                StoreType::Redis => Workload::Deployment(deployment(gw, secrets)),
+                StoreType::Embedded => Workload::StatefulSet(stateful_set(gw, secrets, defaults)),
+                StoreType::Redis => Workload::Deployment(deployment(gw, secrets, defaults)),
             },
             service: service(gw),
             admin_service: admin_service(gw),
-            network_policy: network_policy(gw, operator_namespace),
+            network_policy: network_policy(gw, defaults.operator_namespace.as_deref()),
             autoscaler: autoscaler(gw),
             disruption_budget: disruption_budget(gw),
             service_monitor: service_monitor(gw),
@@ -148,7 +164,7 @@ fn restart_hash(gw: &Gateway, secrets: &BTreeSet<String>) -> String {
 /// The pod template of the gateway pods. `secrets` are the Secrets the rendered config refers
 /// to (TLS certificates under /etc/postern/tls, passwords under /etc/postern/secrets), mounted,
 /// never copied. The embedded store's volume comes from the StatefulSet's claim template.
-fn pod_template(gw: &Gateway, secrets: &BTreeSet<String>) -> Value {
+fn pod_template(gw: &Gateway, secrets: &BTreeSet<String>, defaults: &Defaults) -> Value {
     let spec = &gw.spec;
     let tls_secrets: BTreeSet<&String> =
         spec.listeners.iter().filter_map(|l| l.tls_secret_name.as_ref()).collect();
@@ -172,7 +188,7 @@ fn pod_template(gw: &Gateway, secrets: &BTreeSet<String>) -> Value {
     let probe = |path: &str| json!({"httpGet": {"path": path, "port": "admin"}, "periodSeconds": 5});
     let mut container = json!({
         "name": "gateway",
-        "image": spec.image,
+        "image": spec.image.as_deref().unwrap_or(&defaults.image),
         "args": ["run", "--config", format!("{CONFIG_DIR}/{CONFIG_KEY}")],
         "ports": ports,
         "volumeMounts": mounts,
@@ -210,14 +226,14 @@ fn pod_template(gw: &Gateway, secrets: &BTreeSet<String>) -> Value {
 }
 
 /// The gateway pods of a Redis-store Gateway: any number, rolled one new pod at a time.
-pub fn deployment(gw: &Gateway, secrets: &BTreeSet<String>) -> Deployment {
+pub fn deployment(gw: &Gateway, secrets: &BTreeSet<String>, defaults: &Defaults) -> Deployment {
     let mut deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": meta(gw, gw.name_any()),
         "spec": {
             "selector": {"matchLabels": selector(gw)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": pod_template(gw, secrets),
+            "template": pod_template(gw, secrets, defaults),
         },
     });
     // With an autoscaler, it owns the replica count (the field is left out of the apply).
@@ -231,7 +247,7 @@ pub fn deployment(gw: &Gateway, secrets: &BTreeSet<String>) -> Deployment {
 /// (`store-<gateway>-0`) that outlives it, so a restart, rollout or drain loses no accepted
 /// mail. The claim is kept when the Gateway is deleted (the mail in it is not the operator's
 /// to throw away).
-pub fn stateful_set(gw: &Gateway, secrets: &BTreeSet<String>) -> StatefulSet {
+pub fn stateful_set(gw: &Gateway, secrets: &BTreeSet<String>, defaults: &Defaults) -> StatefulSet {
     let embedded = &gw.spec.store.embedded;
     let mut claim = json!({
         "metadata": {"name": STORE_VOLUME, "labels": labels(gw)},
@@ -250,7 +266,7 @@ pub fn stateful_set(gw: &Gateway, secrets: &BTreeSet<String>) -> StatefulSet {
             "updateStrategy": {"type": "RollingUpdate"},
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
             "volumeClaimTemplates": [claim],
-            "template": pod_template(gw, secrets),
+            "template": pod_template(gw, secrets, defaults),
         },
     }))
 }

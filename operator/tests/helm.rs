@@ -23,6 +23,10 @@ fn default_values_install_the_operator_with_least_privilege() {
     let pod = &dep[0]["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "mail-postern");
     assert_eq!(pod["containers"][0]["image"], "ghcr.io/postern/postern:0.1.0");
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    let gateway_image =
+        env.iter().find(|e| e["name"] == "POSTERN_GATEWAY_IMAGE").expect("gateways follow the operator");
+    assert_eq!(gateway_image["value"], "ghcr.io/postern/postern:0.1.0");
     assert_eq!(pod["containers"][0]["args"], serde_json::json!(["run", "--admin", "0.0.0.0:8080"]));
     assert_eq!(pod["containers"][0]["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
@@ -91,4 +95,21 @@ fn the_chart_ships_the_generated_crds() {
         let path = format!("{CHART}/crds/{name}.yaml");
         assert!(std::path::Path::new(&path).exists(), "{path}");
     }
+}
+
+#[test]
+fn a_release_named_postern_with_its_sample_gateway_does_not_collide_with_itself() {
+    let r = common::helm_release(serde_json::json!({"sampleGateway": {"enabled": true}}), "postern");
+    let objs = objects(&r);
+    let gateway = find(&objs, "Gateway")[0];
+    assert_eq!(gateway["metadata"]["name"], "postern");
+    assert!(gateway["spec"].get("image").is_none(), "the gateway image follows the operator's");
+    // The Gateway's own workload, Services and NetworkPolicy are named after it: the chart's
+    // objects of those kinds must not be.
+    for kind in ["Deployment", "StatefulSet", "Service", "NetworkPolicy"] {
+        for o in find(&objs, kind) {
+            assert_ne!(o["metadata"]["name"], "postern", "{kind} collides with the sample Gateway's");
+        }
+    }
+    assert_eq!(find(&objs, "Deployment")[0]["metadata"]["name"], "postern-operator");
 }

@@ -482,3 +482,26 @@ async fn ready_means_every_wanted_pod_is_ready() {
     let status = gw.status.unwrap();
     assert_eq!((status.replicas, status.ready_replicas), (Some(6), Some(6)));
 }
+
+#[tokio::test]
+async fn gateways_run_the_operators_image_unless_they_name_one() {
+    let client = cluster(&manifests()).await;
+    let mut ctx = Context::new(client.clone());
+    ctx.defaults.image = "registry.example/postern:2.0.0".into();
+    let ctx = Arc::new(ctx);
+    let gateways = Api::<Gateway>::namespaced(client.clone(), NS);
+    reconcile(Arc::new(gateways.get("edge").await.unwrap()), ctx.clone()).await.unwrap();
+    let image = |d: Deployment| d.spec.unwrap().template.spec.unwrap().containers[0].image.clone();
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NS);
+    assert_eq!(
+        image(deployments.get("edge").await.unwrap()).as_deref(),
+        Some("registry.example/postern:2.0.0")
+    );
+    // A Gateway that names an image keeps it (a canary, a mirror).
+    patch_spec(&client, "edge", serde_json::json!({"image": "mirror.example/postern:1.9.0"})).await;
+    reconcile(Arc::new(gateways.get("edge").await.unwrap()), ctx).await.unwrap();
+    assert_eq!(
+        image(deployments.get("edge").await.unwrap()).as_deref(),
+        Some("mirror.example/postern:1.9.0")
+    );
+}

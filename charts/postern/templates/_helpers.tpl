@@ -6,6 +6,12 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The operator's own objects: "-operator" keeps them apart from a Gateway named like the
+release (its workload is named after it, in the same namespace). */}}
+{{- define "postern.operatorName" -}}
+{{- printf "%s-operator" (include "postern.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "postern.commonLabels" -}}
 app.kubernetes.io/part-of: postern
 app.kubernetes.io/instance: {{ .Release.Name }}

@@ -25,8 +25,9 @@ pub struct GatewayStatus {
     pub ready_replicas: Option<i32>,
 }
 
-/// The image the operator runs when a Gateway names none (built by the repository's Dockerfile).
-pub const DEFAULT_IMAGE: &str = "ghcr.io/postern/postern:0.1.0";
+/// The image the operator runs when a Gateway names none and `POSTERN_GATEWAY_IMAGE` is not set
+/// (built by the repository's Dockerfile; both binaries are in it, so it is the operator's own).
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/postern/postern:", env!("CARGO_PKG_VERSION"));
 
 /// Gateway pods: how many, which image, where they listen, where they keep their queue, and
 /// which MailDomains they serve.
@@ -69,9 +70,11 @@ pub struct GatewaySpec {
     /// A HorizontalPodAutoscaler on CPU (needs the Redis store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<Autoscaling>,
-    /// The gateway image.
-    #[serde(default = "default_image")]
-    pub image: String,
+    /// The gateway image. Unset (recommended): the operator's own image, so upgrading the
+    /// operator moves its gateways along and no gateway runs an older build than the config
+    /// it is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Public SMTP hostname (greeting, Received, Authentication-Results); defaults to the
     /// Gateway's name and namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,10 +219,6 @@ fn yes() -> bool {
 
 fn one() -> i32 {
     1
-}
-
-fn default_image() -> String {
-    DEFAULT_IMAGE.into()
 }
 
 fn default_listeners() -> Vec<GatewayListener> {
@@ -387,7 +386,7 @@ impl Default for GatewaySpec {
         Self {
             replicas: one(),
             autoscaling: None,
-            image: default_image(),
+            image: None,
             hostname: None,
             listeners: default_listeners(),
             store: GatewayStore::default(),

@@ -35,14 +35,21 @@ pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/postern"
 
 /// `{"templates": {path: yaml}, "lint": {...}}` for these values.
 pub fn helm(values: Value) -> Value {
+    helm_release(values, "mail")
+}
+
+/// `helm` with release name `release` (namespace "mail").
+pub fn helm_release(values: Value, release: &str) -> Value {
     let script = r#"
 import json, sys, helm_python
-chart, values = sys.argv[1], json.loads(sys.argv[2])
-out = helm_python.Chart.load(chart).render(values, name="mail", namespace="mail", is_install=True)
+chart, values, release = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+out = helm_python.Chart.load(chart).render(values, name=release, namespace="mail", is_install=True)
 print(json.dumps({"templates": out, "lint": helm_python.lint(chart, values, strict=True, namespace="mail")}))
 "#;
-    let out =
-        Command::new("python3").args(["-c", script, CHART, &values.to_string()]).output().expect("python3");
+    let out = Command::new("python3")
+        .args(["-c", script, CHART, &values.to_string(), release])
+        .output()
+        .expect("python3");
     assert!(out.status.success(), "helm-python-sdk: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
