@@ -201,14 +201,19 @@ fn pod_template(gw: &Gateway, secrets: &BTreeSet<String>, defaults: &Defaults) -
     if let Some(r) = &spec.resources {
         container["resources"] = json!(r);
     }
-    json!({
-        "metadata": {
-            "labels": labels(gw),
-            "annotations": {
-                "postern.dev/restart-hash": restart_hash(gw, secrets),
-                "prometheus.io/scrape": "true", "prometheus.io/port": ADMIN_PORT.to_string(),
-            },
-        },
+    let pod = &spec.pod;
+    let mut pod_labels = json!(pod.labels);
+    merge_into(&mut pod_labels, labels(gw));
+    let mut annotations = json!(pod.annotations);
+    merge_into(
+        &mut annotations,
+        json!({
+            "postern.dev/restart-hash": restart_hash(gw, secrets),
+            "prometheus.io/scrape": "true", "prometheus.io/port": ADMIN_PORT.to_string(),
+        }),
+    );
+    let mut template = json!({
+        "metadata": {"labels": pod_labels, "annotations": annotations},
         "spec": {
             // SIGTERM drains: open sessions finish, queued mail stays in the store.
             "terminationGracePeriodSeconds": 60,
@@ -222,7 +227,44 @@ fn pod_template(gw: &Gateway, secrets: &BTreeSet<String>, defaults: &Defaults) -
             "containers": [container],
             "volumes": volumes,
         },
-    })
+    });
+    let spread = pod.topology_spread_constraints.clone().map(|c| json!(c)).unwrap_or_else(|| {
+        let many = spec.autoscaling.is_some() || spec.replicas > 1;
+        let across = |key: &str| {
+            json!({"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+                   "labelSelector": {"matchLabels": selector(gw)}})
+        };
+        if many {
+            json!([across("topology.kubernetes.io/zone"), across("kubernetes.io/hostname")])
+        } else {
+            json!([])
+        }
+    });
+    let t = &mut template["spec"];
+    let optional = [
+        ("topologySpreadConstraints", spread),
+        ("nodeSelector", json!(pod.node_selector)),
+        ("affinity", json!(pod.affinity)),
+        ("tolerations", json!(pod.tolerations)),
+        ("priorityClassName", json!(pod.priority_class_name)),
+        ("imagePullSecrets", json!(pod.image_pull_secrets)),
+    ];
+    for (key, value) in optional {
+        let empty = value.is_null()
+            || value.as_array().is_some_and(Vec::is_empty)
+            || value.as_object().is_some_and(|o| o.is_empty());
+        if !empty {
+            t[key] = value;
+        }
+    }
+    template
+}
+
+/// Copies `from`'s keys into the object `into` (overwriting).
+fn merge_into(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
 }
 
 /// The gateway pods of a Redis-store Gateway: any number, rolled one new pod at a time.

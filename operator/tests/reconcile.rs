@@ -505,3 +505,52 @@ async fn gateways_run_the_operators_image_unless_they_name_one() {
         Some("mirror.example/postern:1.9.0")
     );
 }
+
+#[tokio::test]
+async fn pod_settings_reach_the_pods_and_a_fleet_spreads_over_zones() {
+    let client = cluster(&manifests()).await;
+    reconcile_gateway(&client, "relay").await;
+    let sts = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), NS)
+        .get("relay")
+        .await
+        .unwrap();
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.topology_spread_constraints, None, "one pod: nothing to spread");
+
+    patch_spec(
+        &client,
+        "edge",
+        serde_json::json!({"pod": {
+            "labels": {"team": "mail", "app.kubernetes.io/name": "not-ours"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "mail", "effect": "NoSchedule"}],
+            "priorityClassName": "mail-critical",
+            "imagePullSecrets": [{"name": "registry"}],
+        }}),
+    )
+    .await;
+    reconcile_gateway(&client, "edge").await;
+    let dep = Api::<Deployment>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    let template = dep.spec.unwrap().template;
+    let labels = template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels["team"], "mail");
+    assert_eq!(labels["app.kubernetes.io/name"], "postern-gateway", "the selector's labels win");
+    let pod = template.spec.unwrap();
+    assert_eq!(pod.priority_class_name.as_deref(), Some("mail-critical"));
+    assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("dedicated"));
+    assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
+    let spread: Vec<String> =
+        pod.topology_spread_constraints.unwrap().into_iter().map(|c| c.topology_key).collect();
+    assert_eq!(spread, ["topology.kubernetes.io/zone", "kubernetes.io/hostname"], "autoscaling: a fleet");
+
+    // An explicit empty list turns the default spread off. (Checked on what the operator
+    // applies: the fake API's server-side apply keeps a field an apply leaves out, where a real
+    // API server removes it from the manager's fields.)
+    patch_spec(&client, "edge", serde_json::json!({"pod": {"topologySpreadConstraints": []}})).await;
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    let defaults = postern_operator::resources::Defaults::from_env();
+    let children = postern_operator::resources::Children::new(&gw, "", &Default::default(), &defaults);
+    let postern_operator::resources::Workload::Deployment(dep) = children.workload else {
+        panic!("Redis: a Deployment")
+    };
+    assert_eq!(dep.spec.unwrap().template.spec.unwrap().topology_spread_constraints, None);
+}

@@ -1,7 +1,11 @@
 //! `Gateway`: a fleet of gateway pods (Deployment, Service, autoscaler, disruption budget)
 //! serving the MailDomains its `domainSelector` matches.
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -41,6 +45,7 @@ pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/postern/postern:", env!("CARGO_
     doc = "Gateway pods serving the MailDomains their domainSelector matches: replicas or autoscaling, image, SMTP listeners, queue store (embedded or Redis), resources and DNS resolvers.",
     status = "GatewayStatus",
     shortname = "gw",
+    category = "postern",
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Ready Pods", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Store", type_ = "string", json_path = ".spec.store.type"),
@@ -121,6 +126,41 @@ pub struct GatewaySpec {
     /// API, metrics) only from the operator and `adminFrom`.
     #[serde(default)]
     pub network_policy: GatewayNetworkPolicy,
+    /// Scheduling and metadata of the gateway pods.
+    #[serde(default)]
+    pub pod: GatewayPod,
+}
+
+/// Where and how the gateway pods are scheduled, and what they carry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayPod {
+    /// Extra pod labels (the operator's own labels win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra pod annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Nodes the pods may run on, by label.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Node and pod affinity of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Taints the pods tolerate (e.g. nodes dedicated to mail).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Unset: with more than one replica (or autoscaling), pods spread over zones and nodes
+    /// (maxSkew 1, ScheduleAnyway), so one zone's outage leaves mail flowing. An empty list
+    /// turns that off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// The pods' PriorityClass (mail pods evicted last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Secrets for pulling the gateway image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
 }
 
 /// The Service in front of the SMTP listeners (the admin port has its own ClusterIP Service,
@@ -141,8 +181,8 @@ pub struct GatewayService {
     #[serde(default)]
     pub external_traffic_policy: TrafficPolicy,
     /// Annotations for the Service (cloud load balancer settings).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     /// The load balancer implementation (type LoadBalancer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_class: Option<String>,
@@ -400,6 +440,7 @@ impl Default for GatewaySpec {
             rate_limits: Vec::new(),
             service: GatewayService::default(),
             network_policy: GatewayNetworkPolicy::default(),
+            pod: GatewayPod::default(),
         }
     }
 }

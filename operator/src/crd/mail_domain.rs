@@ -20,6 +20,7 @@ use super::Status;
     doc = "A mail domain Postern serves: its mailbox servers (primary), directory (accounts, aliases, groups) and the RoutingPolicy and SpamPolicy it follows.",
     status = "Status",
     shortname = "md",
+    category = "postern",
     printcolumn(name = "Domain", type_ = "string", json_path = ".spec.domain"),
     printcolumn(name = "Routing", type_ = "string", json_path = ".spec.routingPolicyRef"),
     printcolumn(name = "Spam", type_ = "string", json_path = ".spec.spamPolicyRef"),

@@ -22,6 +22,7 @@ use super::{SecretKeyRef, Status};
     doc = "How the recipients of the MailDomains referencing this policy are routed (Direct, Split, Dual, RouteAll), with inbound gateways and an outbound smarthost.",
     status = "Status",
     shortname = "rtp",
+    category = "postern",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Enabled", type_ = "boolean", json_path = ".spec.enabled"),
     printcolumn(

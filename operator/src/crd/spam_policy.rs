@@ -20,6 +20,7 @@ use super::Status;
     doc = "Spam control for the MailDomains referencing this policy: SPF, DKIM, DMARC, DNS blocklists, allow/block lists, content rules, each with an action; quarantine retention and digests.",
     status = "Status",
     shortname = "spp",
+    category = "postern",
     printcolumn(name = "SPF-Fail", type_ = "string", json_path = ".spec.spf.fail"),
     printcolumn(name = "DMARC-Reject", type_ = "string", json_path = ".spec.dmarc.reject"),
     printcolumn(
