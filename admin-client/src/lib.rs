@@ -55,6 +55,8 @@ impl RawAnswer {
 pub struct AdminClient {
     base: String,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` (the gateway's `admin.tokenFile`).
+    token: Option<String>,
 }
 
 impl AdminClient {
@@ -77,14 +79,27 @@ impl AdminClient {
             .no_proxy()
             .build()
             .unwrap_or_default();
-        Self { base: format!("http://{authority}"), http }
+        Self { base: format!("http://{authority}"), http, token: None }
+    }
+
+    /// Sends `token` as a bearer token with every request.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    fn request(&self, method: Method, url: String) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, url);
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
     }
 
     /// Any request, answered as it came (any status). Errors only when there is no answer.
     pub async fn raw(&self, method: Method, path_and_query: &str) -> Result<RawAnswer, AdminError> {
         let unreachable = |source| AdminError::Unreachable { base: self.base.clone(), source };
         let resp = self
-            .http
             .request(method, format!("{}{path_and_query}", self.base))
             .send()
             .await
@@ -102,7 +117,6 @@ impl AdminClient {
     ) -> Result<T, AdminError> {
         let unreachable = |source| AdminError::Unreachable { base: self.base.clone(), source };
         let resp = self
-            .http
             .request(method.clone(), format!("{}{path}", self.base))
             .query(query)
             .send()

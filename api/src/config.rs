@@ -139,11 +139,23 @@ pub struct Admin {
     /// Address and port of the admin HTTP server.
     #[serde(default = "default_admin_address")]
     pub address: SocketAddr,
+    /// A file of bearer tokens (one per line, `#` comments): with it, every `/api/` request
+    /// (the quarantine, the queue, verifications) needs `Authorization: Bearer <token>`;
+    /// `/healthz`, `/readyz` and `/metrics` stay open. Re-read when it changes. Without it the
+    /// API answers anyone who reaches the address (keep it on loopback, or behind a
+    /// NetworkPolicy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Host names the admin API answers to, besides IP addresses and `localhost`: a request
+    /// to `/api/` naming any other Host is refused (DNS rebinding: a web page's own name
+    /// resolving to this address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { address: default_admin_address() }
+        Self { address: default_admin_address(), token_file: None, hosts: Vec::new() }
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Context {
     pub connections: ConnectionLimiter,
     /// SMTP AUTH's users (the users file, re-read when it changes).
     pub users: crate::auth::Directory,
+    /// The admin API's bearer tokens (`admin.tokenFile`, re-read when it changes).
+    pub admin_tokens: crate::auth::tokens::Tokens,
     /// The one resolver (and cache) of the process.
     pub dns: Arc<Dns>,
     /// Talks SMTP to other servers (delivery, probes, verification).
@@ -53,6 +55,8 @@ impl Context {
         let outbound = Arc::new(OutboundClient::new(&snapshot, dns.clone())?);
         let spam = crate::spam::SpamEngine::new(dns.clone());
         let users = crate::auth::Directory::load(&snapshot.auth)?;
+        let admin_tokens = crate::auth::tokens::Tokens::default();
+        admin_tokens.reload(&snapshot.admin)?;
         Ok(Self {
             config: ArcSwap::from_pointee(snapshot),
             store: store.clone(),
@@ -60,6 +64,7 @@ impl Context {
             tls,
             connections: ConnectionLimiter::default(),
             users,
+            admin_tokens,
             dns,
             outbound: outbound.clone(),
             probes: RecipientProbes::default(),

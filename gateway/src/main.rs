@@ -112,7 +112,23 @@ fn admin_command(
     admin: SocketAddr,
     call: impl AsyncFnOnce(postern_admin_client::AdminClient) -> anyhow::Result<Vec<u8>>,
 ) -> ExitCode {
-    let client = postern_admin_client::AdminClient::new(&admin.to_string());
+    let mut client = postern_admin_client::AdminClient::new(&admin.to_string());
+    // The gateway's admin.tokenFile, if it has one: a token from the environment or a file.
+    let token = match std::env::var("POSTERN_ADMIN_TOKEN_FILE") {
+        Ok(path) => match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).map(String::from)
+            }
+            Err(e) => {
+                eprintln!("postern-gateway: POSTERN_ADMIN_TOKEN_FILE {path}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        Err(_) => std::env::var("POSTERN_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    if let Some(token) = token {
+        client = client.with_token(token);
+    }
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

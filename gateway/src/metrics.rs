@@ -73,6 +73,8 @@ pub struct Metrics {
     pub connections: Family<ListenerLabel, Counter>,
     pub connections_active: Gauge,
     pub connections_refused: Family<ReasonLabel, Counter>,
+    /// Admin API requests refused for a missing or wrong bearer token.
+    pub admin_unauthorized: Counter,
     pub messages: Family<OutcomeLabels, Counter>,
     pub recipients_refused: Family<ReasonLabel, Counter>,
     pub accept_latency: Histogram,
@@ -107,6 +109,7 @@ impl Metrics {
             connections: Family::default(),
             connections_active: Gauge::default(),
             connections_refused: Family::default(),
+            admin_unauthorized: Counter::default(),
             messages: Family::default(),
             recipients_refused: Family::default(),
             accept_latency: latency_histogram(),
@@ -131,6 +134,11 @@ impl Metrics {
         };
         registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
         registry.register("smtp_connections_active", "SMTP sessions open now", m.connections_active.clone());
+        registry.register(
+            "admin_unauthorized",
+            "Admin API requests refused for a missing or wrong bearer token",
+            m.admin_unauthorized.clone(),
+        );
         registry.register(
             "smtp_connections_refused",
             "SMTP connections refused before the greeting",

@@ -165,6 +165,9 @@ async fn watch_files(ctx: Arc<Context>, path: PathBuf, mut stop: watch::Receiver
         }
         let cfg = ctx.config();
         let _ = ctx.tls.update(&cfg.listeners);
+        if let Err(e) = ctx.admin_tokens.reload(&cfg.admin) {
+            tracing::error!(error = %format!("{e:#}"), "admin token file not usable; keeping the tokens in force");
+        }
         if let Err(e) = ctx.users.reload(&cfg.auth) {
             tracing::error!(error = %format!("{e:#}"), "users file not usable; keeping the users in force");
         }
@@ -193,7 +196,7 @@ fn reload(ctx: &Context, path: &Path) {
                     .iter()
                     .map(|l| (l.address, l.proxy_protocol, &l.trusted_proxies, l.role, l.offers_auth()))),
         ),
-        ("admin", old.config.admin != new.admin),
+        ("admin.address", old.config.admin.address != new.admin.address),
         ("store", old.config.store != new.store),
         ("delivery.nameservers", old.config.delivery.nameservers != new.delivery.nameservers),
     ]

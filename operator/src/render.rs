@@ -238,7 +238,9 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
     let config = json!({
         "hostname": hostname,
         "listeners": listeners,
-        "admin": {"address": format!("0.0.0.0:{ADMIN_PORT}")},
+        // The admin Service's names: the operator (and kubectl's service proxy) ask by them;
+        // the admin API refuses other Host names (DNS rebinding).
+        "admin": {"address": format!("0.0.0.0:{ADMIN_PORT}"), "hosts": admin_hosts(gw, &ns)},
         "store": store,
         "relay": relay,
         "auth": auth,
@@ -264,6 +266,22 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         Err(e) => (None, vec![format!("{}: {}", e.path(), e.inner())]),
     };
     Rendered { config, config_errors, problems, served, secrets }
+}
+
+/// The admin port's own Service (never the SMTP one a load balancer exposes).
+pub fn admin_service_name(gw: &Gateway) -> String {
+    format!("{}-admin", gw.name_any())
+}
+
+/// The names of a Gateway's admin Service (`<gateway>-admin`), short to fully qualified.
+fn admin_hosts(gw: &Gateway, ns: &str) -> Vec<String> {
+    let service = admin_service_name(gw);
+    vec![
+        service.clone(),
+        format!("{service}.{ns}"),
+        format!("{service}.{ns}.svc"),
+        format!("{service}.{ns}.svc.cluster.local"),
+    ]
 }
 
 #[cfg(test)]

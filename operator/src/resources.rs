@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::crd::Gateway;
 use crate::crd::gateway::{ServiceKind, StoreType};
+pub use crate::render::admin_service_name;
 use crate::render::{ADMIN_PORT, STORE_PATH};
 
 pub const MANAGER: &str = "postern-operator";
@@ -345,10 +346,6 @@ pub fn service(gw: &Gateway) -> Service {
         }
     }
     typed(json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}))
-}
-
-pub fn admin_service_name(gw: &Gateway) -> String {
-    format!("{}-admin", gw.name_any())
 }
 
 /// The admin port (quarantine API, health, metrics) on a ClusterIP Service of its own, never

@@ -120,6 +120,7 @@ async fn a_gateway_gets_its_config_workload_and_conditions() {
         ["example.com", "example.org"]
     );
     assert!(yaml.contains("passwordFile: /etc/postern/secrets/postern-redis/password"));
+    assert!(config.admin.hosts.contains(&"edge-admin.mail.svc".to_string()), "the operator's Host passes");
     assert!(
         cm.managed_fields().iter().any(|m| m.manager.as_deref() == Some("postern-operator")),
         "server-side apply"

@@ -3,6 +3,7 @@
 //! `postern-admin-client`).
 
 pub mod cli;
+mod guard;
 mod quarantine;
 
 use std::sync::Arc;
@@ -19,10 +20,9 @@ use postern_api::admin::{ApiError, VerificationRetry, VerificationStatus};
 use crate::context::Context;
 
 pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    // Everything under /api/ passes the guard (tokens, Host, cross-origin); probes and
+    // metrics stay open.
+    let api = Router::new()
         .route("/api/v1/queue", get(queue))
         .route("/api/v1/verifications", get(verifications))
         .route("/api/v1/verifications/{domain}/retry", post(retry_verification))
@@ -30,6 +30,12 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/quarantine/{id}", get(quarantine::show).delete(quarantine::delete))
         .route("/api/v1/quarantine/{id}/raw", get(quarantine::raw))
         .route("/api/v1/quarantine/{id}/release", post(quarantine::release))
+        .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), guard::guard));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(api)
         .with_state(ctx)
 }
 

@@ -4,6 +4,7 @@
 //! not pay a password hash each time.
 
 pub mod password;
+pub mod tokens;
 pub mod users;
 
 use std::collections::HashMap;
