@@ -822,8 +822,8 @@ mod tests {
         }
         let (na, nb) = tokio::join!(send(&a, &limit), send(&b, &limit));
         // Never more than the limit; less only by units a lease held past its window (at most
-        // 1% of the limit per pod).
-        assert!(na + nb <= 2000 && na + nb >= 1960, "{na} + {nb}");
+        // 1% of the limit each time a pod stalls that long; a loaded machine may stall a few).
+        assert!(na + nb <= 2000 && na + nb >= 1800, "{na} + {nb}");
         assert!(na > 0 && nb > 0, "both pods sent: {na} + {nb}");
         // Most messages were counted from a lease: Redis wrote the limit far less often.
         let stats: String =
