@@ -40,3 +40,8 @@ fi
 if ! python3 -c 'import checkov' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore checkov
 fi
+
+# lupa: a real Lua interpreter, to run the Argo CD health check (examples/argocd/health.lua).
+if ! python3 -c 'import lupa' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore lupa
+fi

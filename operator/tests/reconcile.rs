@@ -555,3 +555,63 @@ async fn pod_settings_reach_the_pods_and_a_fleet_spreads_over_zones() {
     };
     assert_eq!(dep.spec.unwrap().template.spec.unwrap().topology_spread_constraints, None);
 }
+
+/// Argo CD's view of an object through `examples/argocd/health.lua`, run by a real Lua
+/// interpreter (PyPI's lupa, which scripts/install-test-deps.sh installs).
+fn argo_health(obj: &impl serde::Serialize) -> (String, String) {
+    let script = r#"
+import json, sys, lupa
+lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+obj = json.loads(sys.argv[2])
+def to_lua(v):
+    if isinstance(v, dict):
+        return lua.table_from({k: to_lua(x) for k, x in v.items()})
+    if isinstance(v, list):
+        return lua.table_from([to_lua(x) for x in v])
+    return v
+lua.globals().obj = to_lua(obj)
+hs = lua.execute(open(sys.argv[1]).read())
+print(json.dumps([hs["status"], hs["message"]]))
+"#;
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/argocd/health.lua");
+    let json = serde_json::to_string(obj).unwrap();
+    let out = std::process::Command::new("python3").args(["-c", script, file, &json]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_argo_cd_health_check_reads_the_conditions_the_operator_writes() {
+    let broken = "apiVersion: mail.postern.dev/v1alpha1\nkind: MailDomain\nmetadata: {name: broken, namespace: mail, labels: {postern.dev/gateway: edge}}\nspec: {domain: broken.example, primary: {mx: broken.example}, spamPolicyRef: missing}\n";
+    let client = cluster(&format!("{}\n---\n{broken}", manifests())).await;
+    let gateways = Api::<Gateway>::namespaced(client.clone(), NS);
+    let domains = Api::<MailDomain>::namespaced(client.clone(), NS);
+    assert_eq!(argo_health(&gateways.get("edge").await.unwrap()).0, "Progressing", "no status yet");
+    reconcile_gateway(&client, "edge").await;
+    let (status, message) = argo_health(&gateways.get("edge").await.unwrap());
+    assert_eq!((status.as_str(), message.as_str()), ("Progressing", "0 of 1 gateway pods ready"));
+    assert_eq!(argo_health(&domains.get("example-com").await.unwrap()).0, "Healthy");
+    let (status, message) = argo_health(&domains.get("broken").await.unwrap());
+    assert_eq!(status, "Degraded");
+    assert!(message.starts_with("SpamPolicyNotFound: "), "{message}");
+    // The embedded relay waits for its volume (Pending): Progressing, saying why.
+    let pending = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "store-relay-0", "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}}},
+        "status": {"phase": "Pending"},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), NS)
+        .create(&Default::default(), &pending)
+        .await
+        .unwrap();
+    reconcile_gateway(&client, "relay").await;
+    let (status, message) = argo_health(&gateways.get("relay").await.unwrap());
+    assert_eq!(status, "Progressing");
+    assert!(message.starts_with("VolumeNotBound: "), "{message}");
+    // Scaled to zero on purpose: Suspended.
+    patch_spec(&client, "edge", serde_json::json!({"autoscaling": null, "replicas": 0})).await;
+    reconcile_gateway(&client, "edge").await;
+    assert_eq!(argo_health(&gateways.get("edge").await.unwrap()).0, "Suspended");
+}
