@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end on a real cluster (kind, k3s, or any you point KUBECONFIG at): installs the chart
 # with the image you built and pushed, applies a Gateway + MailDomain, waits for their
-# conditions, and sends one message through the gateway Service with swaks from a pod.
+# conditions, sends one message through the gateway Service with swaks from a pod, then checks
+# that a message queued while the destination is down survives deleting the gateway pod.
 #
 # Usage: KUBECONFIG=... IMAGE=registry/postern:tag scripts/cluster-e2e.sh
 # Skipped (exit 0) when KUBECONFIG is not set: the CI machines have no cluster.
@@ -20,16 +21,16 @@ helm upgrade --install postern "$REPO/charts/postern" -n "$NS" --wait \
   --set image.repository="$repo" --set image.tag="$tag"
 
 # A mailbox "server" to deliver to: Postfix's smtp-sink in a pod.
-kubectl -n "$NS" apply -f - <<YAML
-apiVersion: v1
+SINK_POD='apiVersion: v1
 kind: Pod
 metadata: {name: sink, labels: {app: sink}}
 spec:
   containers:
     - name: sink
       image: debian:bookworm-slim
-      command: [sh, -c, "apt-get update -qq && apt-get install -y -qq postfix >/dev/null; /usr/sbin/smtp-sink -u nobody -d /tmp/%M 0.0.0.0:2525 100"]
----
+      command: [sh, -c, "apt-get update -qq && apt-get install -y -qq postfix >/dev/null; /usr/sbin/smtp-sink -u nobody -d /tmp/%M 0.0.0.0:2525 100"]'
+printf '%s\n' "$SINK_POD" | kubectl -n "$NS" apply -f -
+kubectl -n "$NS" apply -f - <<YAML
 apiVersion: v1
 kind: Service
 metadata: {name: sink}
@@ -55,3 +56,24 @@ kubectl -n "$NS" wait --for=condition=Ready gateway/e2e --timeout=300s
 kubectl -n "$NS" run swaks --rm -i --restart=Never --image=debian:bookworm-slim -- \
   sh -c "apt-get update -qq && apt-get install -y -qq swaks >/dev/null && swaks --server e2e.$NS.svc:2525 --to u@e2e.test --from a@sender.test"
 echo "delivered: $(kubectl -n "$NS" exec sink -- sh -c 'ls /tmp | wc -l') message(s) at the sink"
+
+# Restart durability: with the sink gone the message waits in the queue (on the embedded store's
+# PersistentVolumeClaim); the gateway pod is deleted; the new pod finds the message and delivers
+# it once the sink is back.
+kubectl -n "$NS" wait --for=condition=Durable gateway/e2e --timeout=120s
+kubectl -n "$NS" delete pod sink --wait
+kubectl -n "$NS" run swaks2 --rm -i --restart=Never --image=debian:bookworm-slim -- \
+  sh -c "apt-get update -qq && apt-get install -y -qq swaks >/dev/null && swaks --server e2e.$NS.svc:2525 --to durable@e2e.test --from a@sender.test --header 'Subject: survives a restart'"
+kubectl -n "$NS" delete pod e2e-0 --wait
+kubectl -n "$NS" wait --for=condition=Ready gateway/e2e --timeout=300s
+printf '%s\n' "$SINK_POD" | kubectl -n "$NS" apply -f -
+kubectl -n "$NS" wait --for=condition=Ready pod/sink --timeout=300s
+for _ in $(seq 1 60); do
+  if kubectl -n "$NS" exec sink -- sh -c 'grep -l "survives a restart" /tmp/* 2>/dev/null' | grep -q .; then
+    echo "the queued message survived the pod's deletion and was delivered"
+    exit 0
+  fi
+  sleep 10
+done
+echo "the message queued before the restart did not arrive" >&2
+exit 1
