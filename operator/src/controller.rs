@@ -375,6 +375,24 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
                 generation,
             ));
             gw_conditions.push(ready_condition(pods, generation));
+            // A conflict between the policies this Gateway serves (two outbound gateways) is
+            // the Gateway's: another Gateway may serve the same policy without one.
+            let conflicts: Vec<String> = rendered
+                .problems
+                .iter()
+                .filter(|p| p.kind == "RoutingPolicy")
+                .map(|p| p.message.clone())
+                .collect();
+            gw_conditions.push(match conflicts.is_empty() {
+                true => condition("PoliciesApplied", true, "Applied", "no conflict".into(), generation),
+                false => condition(
+                    "PoliciesApplied",
+                    false,
+                    "OutboundGatewayConflict",
+                    conflicts.join("; "),
+                    generation,
+                ),
+            });
             gw_conditions.push(durable_condition(client, &ns, &gw, generation).await?);
         }
         None => {
@@ -396,58 +414,108 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
     };
     write_status(client, &*gw, old, status).await?;
 
-    // Every selected MailDomain: served, or why not.
+    // The MailDomains and policies of the namespace: each has one writer, the first Gateway
+    // (by name) that serves it, or without one the namespace's first Gateway; what it writes
+    // depends on the namespace, not on the writer, so statuses never flip between Gateways.
     let problems: BTreeMap<(&str, &str), &Problem> =
         rendered.problems.iter().map(|p| ((p.kind, p.name.as_str()), p)).collect();
-    for d in objs.domains.iter().filter(|d| render::selects(&gw.spec.domain_selector, d.labels())) {
-        let name = d.name_any();
-        let c = match problems.get(&("MailDomain", name.as_str())) {
-            Some(p) => {
+    let mut gateways: Vec<Gateway> = list(client, &ns).await?;
+    gateways.sort_by_key(|g| g.name_any());
+    let me = gw.name_any();
+    let first = gateways.first().map(|g| g.name_any()).unwrap_or_else(|| me.clone());
+    let serving = |d: &MailDomain| -> Vec<String> {
+        gateways
+            .iter()
+            .filter(|g| render::selects(&g.spec.domain_selector, d.labels()))
+            .map(|g| g.name_any())
+            .collect()
+    };
+    let writes = |users: &[String]| users.first().unwrap_or(&first) == &me;
+    for d in &objs.domains {
+        let by = serving(d);
+        if !writes(&by) {
+            continue;
+        }
+        let c = match (by.is_empty(), problems.get(&("MailDomain", d.name_any().as_str()))) {
+            (true, _) => condition(
+                "Ready",
+                false,
+                "NotSelected",
+                format!("no Gateway in {ns} selects this MailDomain (spec.domainSelector)"),
+                d.meta().generation,
+            ),
+            (false, Some(p)) => {
                 ctx.warn(d, p.reason, p.message.clone()).await;
                 condition("Ready", false, p.reason, p.message.clone(), d.meta().generation)
             }
-            None => condition(
+            (false, None) => condition(
                 "Ready",
                 true,
                 "Served",
-                format!("served by Gateway {}", gw.name_any()),
+                format!("served by Gateway {}", by.join(", ")),
                 d.meta().generation,
             ),
         };
         set_status::<MailDomain>(client, d, d.status.as_ref(), vec![c]).await?;
     }
-    let needs_verification =
-        objs.routing_policies.iter().any(|p| p.spec.routing.verification_address.is_some());
-    let verifications = if needs_verification {
-        let addr = ctx.gateway_admin.map_or_else(
-            || format!("{}.{ns}.svc:{}", resources::admin_service_name(&gw), render::ADMIN_PORT),
-            |a| a.to_string(),
-        );
-        fetch_verifications(&addr).await
-    } else {
-        Err(String::new())
+    // A policy is used by the Gateways serving a MailDomain that refers to it.
+    let users_of = |refers: &dyn Fn(&MailDomain) -> bool| -> (Vec<String>, Vec<&MailDomain>) {
+        let domains: Vec<&MailDomain> = objs.domains.iter().filter(|d| refers(d)).collect();
+        let mut by: Vec<String> = domains.iter().flat_map(|d| serving(d)).collect();
+        by.sort();
+        by.dedup();
+        (by, domains)
     };
+    let in_use = |by: &[String], generation| match by {
+        [] => condition(
+            "InUse",
+            false,
+            "NotUsed",
+            "no MailDomain served by a Gateway refers to it".into(),
+            generation,
+        ),
+        _ => condition("InUse", true, "InUse", format!("used by Gateway {}", by.join(", ")), generation),
+    };
+    let mut verifications = None;
     for p in &objs.routing_policies {
         let name = p.name_any();
-        let mut conditions = vec![match problems.get(&("RoutingPolicy", name.as_str())) {
-            Some(pr) => condition("Ready", false, pr.reason, pr.message.clone(), p.meta().generation),
-            None => condition("Ready", true, "Valid", "accepted".into(), p.meta().generation),
-        }];
+        let (by, domains) = users_of(&|d| d.spec.routing_policy_ref.as_deref() == Some(name.as_str()));
+        if !writes(&by) {
+            continue;
+        }
+        let generation = p.meta().generation;
+        let mut conditions =
+            vec![condition("Ready", true, "Valid", "accepted".into(), generation), in_use(&by, generation)];
         if p.spec.routing.verification_address.is_some() {
-            let domains: Vec<String> = objs
-                .domains
+            let states = match &verifications {
+                Some(v) => v,
+                None => {
+                    let addr = ctx.gateway_admin.map_or_else(
+                        || format!("{}.{ns}.svc:{}", resources::admin_service_name(&gw), render::ADMIN_PORT),
+                        |a| a.to_string(),
+                    );
+                    verifications.insert(fetch_verifications(&addr).await)
+                }
+            };
+            let served: Vec<String> = domains
                 .iter()
-                .filter(|d| d.spec.routing_policy_ref.as_deref() == Some(name.as_str()))
-                .filter(|d| rendered.served.contains(&d.name_any()))
+                .filter(|d| !serving(d).is_empty())
                 .map(|d| d.spec.domain.to_ascii_lowercase())
                 .collect();
-            conditions.push(destination_verified(&verifications, &domains, p.meta().generation));
+            conditions.push(destination_verified(states, &served, generation));
         }
         set_status::<RoutingPolicy>(client, p, p.status.as_ref(), conditions).await?;
     }
     for p in &objs.spam_policies {
-        let c = condition("Ready", true, "Valid", "accepted".into(), p.meta().generation);
-        set_status::<SpamPolicy>(client, p, p.status.as_ref(), vec![c]).await?;
+        let name = p.name_any();
+        let (by, _) = users_of(&|d| d.spec.spam_policy_ref.as_deref() == Some(name.as_str()));
+        if !writes(&by) {
+            continue;
+        }
+        let generation = p.meta().generation;
+        let conditions =
+            vec![condition("Ready", true, "Valid", "accepted".into(), generation), in_use(&by, generation)];
+        set_status::<SpamPolicy>(client, p, p.status.as_ref(), conditions).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
 }
@@ -524,7 +592,13 @@ pub async fn run(client: Client, ctx: Arc<Context>) -> anyhow::Result<()> {
             .map(|g| ObjectRef::from_obj(&*g))
             .collect::<Vec<_>>()
     };
-    let (a, b, c, d) = (in_namespace.clone(), in_namespace.clone(), in_namespace.clone(), in_namespace);
+    let (a, b, c, d, e) = (
+        in_namespace.clone(),
+        in_namespace.clone(),
+        in_namespace.clone(),
+        in_namespace.clone(),
+        in_namespace,
+    );
     cache
         .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
@@ -543,6 +617,8 @@ pub async fn run(client: Client, ctx: Arc<Context>) -> anyhow::Result<()> {
             move |o| c(o.namespace()),
         )
         .watches(Api::<ConfigMap>::all(client.clone()), watcher::Config::default(), move |o| d(o.namespace()))
+        // A Gateway's selector decides what its neighbours report as served by whom.
+        .watches(Api::<Gateway>::all(client.clone()), watcher::Config::default(), move |o| e(o.namespace()))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

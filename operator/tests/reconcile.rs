@@ -615,3 +615,50 @@ async fn the_argo_cd_health_check_reads_the_conditions_the_operator_writes() {
     reconcile_gateway(&client, "edge").await;
     assert_eq!(argo_health(&gateways.get("edge").await.unwrap()).0, "Suspended");
 }
+
+#[tokio::test]
+async fn each_object_has_one_status_writer_and_unserved_objects_say_so() {
+    // A second Gateway serving example-com too, a MailDomain nobody selects, and a SpamPolicy
+    // nobody refers to.
+    let extra = r#"
+apiVersion: mail.postern.dev/v1alpha1
+kind: Gateway
+metadata: {name: backup, namespace: mail}
+spec:
+  domainSelector: {matchLabels: {postern.dev/gateway: edge}}
+---
+apiVersion: mail.postern.dev/v1alpha1
+kind: MailDomain
+metadata: {name: orphan, namespace: mail, labels: {postern.dev/gateway: nobody}}
+spec: {domain: orphan.example, primary: {mx: orphan.example}}
+---
+apiVersion: mail.postern.dev/v1alpha1
+kind: SpamPolicy
+metadata: {name: unused, namespace: mail}
+spec: {}
+"#;
+    let client = cluster(&format!("{}\n---\n{extra}", manifests())).await;
+    let domains = Api::<MailDomain>::namespaced(client.clone(), NS);
+    // "backup" sorts before "edge": it writes the shared objects; edge and relay do not.
+    reconcile_gateway(&client, "edge").await;
+    reconcile_gateway(&client, "relay").await;
+    assert!(domains.get("example-com").await.unwrap().status.is_none(), "only the writer writes");
+    reconcile_gateway(&client, "backup").await;
+    let served = domains.get("example-com").await.unwrap();
+    let c = condition(served.status.as_ref(), "Ready");
+    assert_eq!((c.status.as_str(), c.message.as_str()), ("True", "served by Gateway backup, edge"));
+    let orphan = domains.get("orphan").await.unwrap();
+    let c = condition(orphan.status.as_ref(), "Ready");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "NotSelected"));
+    let rp = Api::<RoutingPolicy>::namespaced(client.clone(), NS).get("migrate-to-legacy").await.unwrap();
+    let c = condition(rp.status.as_ref(), "InUse");
+    assert_eq!((c.status.as_str(), c.message.as_str()), ("True", "used by Gateway backup, edge"));
+    let unused = Api::<SpamPolicy>::namespaced(client.clone(), NS).get("unused").await.unwrap();
+    let c = condition(unused.status.as_ref(), "InUse");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "NotUsed"));
+    // Reconciling again in any order changes nothing (no flip between Gateways).
+    let before = serde_json::to_value(domains.get("example-com").await.unwrap().status).unwrap();
+    reconcile_gateway(&client, "edge").await;
+    reconcile_gateway(&client, "backup").await;
+    assert_eq!(serde_json::to_value(domains.get("example-com").await.unwrap().status).unwrap(), before);
+}
