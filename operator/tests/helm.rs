@@ -113,3 +113,25 @@ fn a_release_named_postern_with_its_sample_gateway_does_not_collide_with_itself(
     }
     assert_eq!(find(&objs, "Deployment")[0]["metadata"]["name"], "postern-operator");
 }
+
+#[test]
+fn a_mistyped_value_is_refused_by_the_values_schema_naming_it() {
+    let script = r#"
+import json, sys, helm_python
+print(json.dumps(helm_python.lint(sys.argv[1], json.loads(sys.argv[2]), strict=True, namespace="mail")))
+"#;
+    for (values, expected) in [
+        (serde_json::json!({"operator": {"replicaz": 2}}), "additional properties 'replicaz' not allowed"),
+        (serde_json::json!({"redis": {"url": "http://redis:6379"}}), "at '/redis/url'"),
+        (serde_json::json!({"sampleGateway": {"port": "smtp"}}), "at '/sampleGateway/port'"),
+    ] {
+        let out = std::process::Command::new("python3")
+            .args(["-c", script, CHART, &values.to_string()])
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let lint: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let errors = lint["errors"].to_string();
+        assert!(errors.contains(expected), "{values}: {errors}");
+    }
+}
