@@ -81,6 +81,8 @@ pub struct Metrics {
     pub queue_jobs: Gauge,
     pub queue_messages: Gauge,
     pub quarantine_entries: Gauge,
+    /// 1 when the store answered the last scrape's queue query, 0 when it did not.
+    pub store_up: Gauge,
     pub delivery_attempts: Family<ResultLabel, Counter>,
     pub delivery_recipients: Family<ResultLabel, Counter>,
     pub delivery_latency: HistogramFamily<ResultLabel>,
@@ -116,6 +118,7 @@ impl Metrics {
             queue_jobs: Gauge::default(),
             queue_messages: Gauge::default(),
             quarantine_entries: Gauge::default(),
+            store_up: Gauge::default(),
             delivery_attempts: Family::default(),
             delivery_recipients: Family::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram),
@@ -132,6 +135,14 @@ impl Metrics {
             connection_checks: Family::default(),
             registry: Registry::default(),
         };
+        // Known outcomes start at 0, so a rate or ratio over them (the chart's alerts) has a
+        // series from the first scrape, not only after the first such event.
+        for result in ["delivered", "partial", "deferred", "failed"] {
+            drop(m.delivery_attempts.get_or_create(&ResultLabel { result }));
+        }
+        for result in ["ok", "invalid"] {
+            drop(m.config_reloads.get_or_create(&ResultLabel { result }));
+        }
         registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
         registry.register("smtp_connections_active", "SMTP sessions open now", m.connections_active.clone());
         registry.register(
@@ -163,6 +174,11 @@ impl Metrics {
         registry.register("queue_jobs", "Delivery jobs in the queue", m.queue_jobs.clone());
         registry.register("queue_messages", "Messages in the queue", m.queue_messages.clone());
         registry.register("quarantine_entries", "Messages in quarantine", m.quarantine_entries.clone());
+        registry.register(
+            "store_up",
+            "1 when the store (embedded or Redis) answered the last scrape, 0 when it did not",
+            m.store_up.clone(),
+        );
         registry.register(
             "delivery_attempts",
             "Delivery attempts by result (delivered, partial, deferred, failed)",

@@ -90,9 +90,15 @@ async fn retry_verification(State(ctx): State<Arc<Context>>, Path(domain): Path<
 }
 
 pub async fn refresh_queue_gauges(ctx: &Context) {
-    if let Ok(s) = ctx.store.stats().await {
-        ctx.metrics.queue_jobs.set(s.jobs as i64);
-        ctx.metrics.queue_messages.set(s.messages as i64);
-        ctx.metrics.quarantine_entries.set(s.quarantined as i64);
+    match ctx.store.stats().await {
+        Ok(s) => {
+            ctx.metrics.queue_jobs.set(s.jobs as i64);
+            ctx.metrics.queue_messages.set(s.messages as i64);
+            ctx.metrics.quarantine_entries.set(s.quarantined as i64);
+            ctx.metrics.store_up.set(1);
+        }
+        Err(_) => {
+            ctx.metrics.store_up.set(0);
+        }
     }
 }
