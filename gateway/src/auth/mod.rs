@@ -22,8 +22,9 @@ pub use users::User;
 /// in this process): the same user and password within this time skip the hash.
 const REMEMBER_FOR: Duration = Duration::from_secs(300);
 
-/// A file's identity as far as reloading cares: modified time and length.
-type Stamp = (SystemTime, u64);
+/// A file's identity as far as reloading cares: modified time and length (the users file here,
+/// the admin token file in `tokens.rs`).
+pub(crate) type Stamp = (SystemTime, u64);
 
 /// Which file, in which state.
 type FileVersion = (Option<PathBuf>, Option<Stamp>);
@@ -49,7 +50,7 @@ pub struct Directory {
     key: ring::hmac::Key,
 }
 
-fn stamp(path: &std::path::Path) -> Option<Stamp> {
+pub(crate) fn stamp(path: &std::path::Path) -> Option<Stamp> {
     let md = std::fs::metadata(path).ok()?;
     Some((md.modified().ok()?, md.len()))
 }

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use postern_api::Admin;
 
+use super::{Stamp, stamp};
+
 type Digest = [u8; 32];
 
 /// The tokens of `admin.tokenFile` in force, and the file's identity when read.
@@ -23,13 +25,6 @@ struct Loaded {
     path: Option<PathBuf>,
     stamp: Option<Stamp>,
     digests: Vec<Digest>,
-}
-
-type Stamp = (std::time::SystemTime, u64);
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
 }
 
 fn digest(token: &[u8]) -> Digest {

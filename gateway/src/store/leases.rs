@@ -91,6 +91,12 @@ impl Leases {
         }
         let mut plan = Plan::default();
         for (i, c) in checks.iter().enumerate() {
+            // Under 100 per period nothing is ever leased: no bookkeeping (a flood of client
+            // addresses against a small per-IP limit keeps the table empty).
+            if c.limit < 100 {
+                plan.ask.push((i, 0));
+                continue;
+            }
             let cost = u64::from(c.cost);
             if !map.contains_key(&c.key) {
                 if map.len() >= MAX_KEYS {
