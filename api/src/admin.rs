@@ -5,6 +5,18 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The API group whose RBAC decides who uses the admin API in Kubernetes.
+pub const RBAC_GROUP: &str = "mail.postern.dev";
+
+/// Every (resource, verbs) of `RBAC_GROUP` the admin API checks with a SubjectAccessReview:
+/// `quarantine` list/get (content), release, delete; `queue` get; `verifications` list and
+/// update (retry). The chart's quarantine-reviewer role grants exactly these.
+pub const RBAC_RULES: &[(&str, &[&str])] = &[
+    ("quarantine", &["list", "get", "release", "delete"]),
+    ("queue", &["get"]),
+    ("verifications", &["list", "update"]),
+];
+
 /// `GET /api/v1/queue`: how much is queued.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {

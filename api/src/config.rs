@@ -151,12 +151,49 @@ pub struct Admin {
     /// resolving to this address).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// Kubernetes authentication and authorisation: a bearer token that is not one of
+    /// `tokenFile`'s is checked by the API server (TokenReview), and each request is then
+    /// authorised by a SubjectAccessReview for a verb on a resource of the `mail.postern.dev`
+    /// group in `namespace` (`quarantine`: list, get, release, delete; `queue`: get;
+    /// `verifications`: list, update). The operator sets it for every Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesAuth>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { address: default_admin_address(), token_file: None, hosts: Vec::new() }
+        Self { address: default_admin_address(), token_file: None, hosts: Vec::new(), kubernetes: None }
     }
+}
+
+/// How the admin API asks Kubernetes who a caller is and what they may do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesAuth {
+    /// The namespace whose RBAC decides (a Role there grants verbs on `quarantine`).
+    pub namespace: String,
+    /// The API server's URL. Default: the in-cluster one (`https://$KUBERNETES_SERVICE_HOST:
+    /// $KUBERNETES_SERVICE_PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<String>,
+    /// The gateway's own token for the API server (needs create on `tokenreviews` and
+    /// `subjectaccessreviews`, e.g. the `system:auth-delegator` ClusterRole). Re-read on every
+    /// review, so a rotated projected token is picked up.
+    #[serde(default = "default_kube_token_file")]
+    pub token_file: PathBuf,
+    /// The CA bundle (PEM) that signed the API server's certificate.
+    #[serde(default = "default_kube_ca_file")]
+    pub ca_file: PathBuf,
+}
+
+pub const KUBE_SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+fn default_kube_token_file() -> PathBuf {
+    PathBuf::from(KUBE_SERVICE_ACCOUNT_DIR).join("token")
+}
+
+fn default_kube_ca_file() -> PathBuf {
+    PathBuf::from(KUBE_SERVICE_ACCOUNT_DIR).join("ca.crt")
 }
 
 fn default_admin_address() -> SocketAddr {

@@ -80,6 +80,21 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
     if c.listeners.is_empty() {
         errs.add("listeners", "at least one listener is required");
     }
+    if let Some(k) = &c.admin.kubernetes {
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        if !label(&k.namespace) {
+            errs.add("admin.kubernetes.namespace", "a Kubernetes namespace name (a DNS label)");
+        }
+        if k.api_server.as_deref().is_some_and(|u| !u.starts_with("https://")) {
+            errs.add("admin.kubernetes.apiServer", "an https:// URL (tokens are sent to it)");
+        }
+    }
     let mut addrs = HashSet::new();
     let mut names = HashSet::new();
     for (i, l) in c.listeners.iter().enumerate() {

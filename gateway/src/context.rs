@@ -27,6 +27,8 @@ pub struct Context {
     pub users: crate::auth::Directory,
     /// The admin API's bearer tokens (`admin.tokenFile`, re-read when it changes).
     pub admin_tokens: crate::auth::tokens::Tokens,
+    /// TokenReview and SubjectAccessReview answers (`admin.kubernetes`).
+    pub admin_reviews: crate::auth::kubernetes::Reviewer,
     /// The one resolver (and cache) of the process.
     pub dns: Arc<Dns>,
     /// Talks SMTP to other servers (delivery, probes, verification).
@@ -65,6 +67,7 @@ impl Context {
             connections: ConnectionLimiter::default(),
             users,
             admin_tokens,
+            admin_reviews: Default::default(),
             dns,
             outbound: outbound.clone(),
             probes: RecipientProbes::default(),

@@ -73,8 +73,8 @@ pub struct Metrics {
     pub connections: Family<ListenerLabel, Counter>,
     pub connections_active: Gauge,
     pub connections_refused: Family<ReasonLabel, Counter>,
-    /// Admin API requests refused for a missing or wrong bearer token.
-    pub admin_unauthorized: Counter,
+    /// Admin API requests refused, by reason.
+    pub admin_refused: Family<ReasonLabel, Counter>,
     pub messages: Family<OutcomeLabels, Counter>,
     pub recipients_refused: Family<ReasonLabel, Counter>,
     pub accept_latency: Histogram,
@@ -111,7 +111,7 @@ impl Metrics {
             connections: Family::default(),
             connections_active: Gauge::default(),
             connections_refused: Family::default(),
-            admin_unauthorized: Counter::default(),
+            admin_refused: Family::default(),
             messages: Family::default(),
             recipients_refused: Family::default(),
             accept_latency: latency_histogram(),
@@ -146,9 +146,9 @@ impl Metrics {
         registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
         registry.register("smtp_connections_active", "SMTP sessions open now", m.connections_active.clone());
         registry.register(
-            "admin_unauthorized",
-            "Admin API requests refused for a missing or wrong bearer token",
-            m.admin_unauthorized.clone(),
+            "admin_refused",
+            "Admin API requests refused: host, cross_origin, unauthenticated, forbidden, review_failed",
+            m.admin_refused.clone(),
         );
         registry.register(
             "smtp_connections_refused",

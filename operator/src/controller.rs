@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -224,6 +225,39 @@ async fn apply_service_monitor(client: &Client, ns: &str, monitor: &serde_json::
     Ok(())
 }
 
+/// Applies a cluster-scoped object (the pods' review binding).
+async fn apply_cluster<K>(client: &Client, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::all(client.clone());
+    Ok(api.patch(&obj.name_any(), &apply_params(), &Patch::Apply(obj)).await?)
+}
+
+/// Deletes the review bindings (cluster-scoped, so the garbage collector cannot tie them to
+/// their Gateway) whose Gateway is gone. Runs with every reconcile and every few minutes.
+pub async fn sweep_review_bindings(client: &Client) -> Result<usize, Error> {
+    let bindings = Api::<ClusterRoleBinding>::all(client.clone());
+    let selector = format!(
+        "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/component={}",
+        resources::BINDING_COMPONENT
+    );
+    let mut deleted = 0;
+    for binding in bindings.list(&ListParams::default().labels(&selector)).await?.items {
+        let Some((ns, name)) = resources::review_binding_owner(&binding) else { continue };
+        if Api::<Gateway>::namespaced(client.clone(), &ns).get_opt(&name).await?.is_none() {
+            bindings.delete(&binding.name_any(), &kube::api::DeleteParams::background()).await?;
+            tracing::info!(binding = %binding.name_any(), gateway = %name, namespace = %ns, "deleted: its Gateway is gone");
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
 /// Deletes the Gateway's child of kind `K` (named like the Gateway) if this Gateway controls
 /// it: what the spec no longer asks for (an autoscaler turned off, the workload of a store
 /// type left behind) must not keep running.
@@ -342,6 +376,9 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
     match rendered.yaml() {
         Some(yaml) => {
             let children = resources::Children::new(&gw, &yaml, &rendered.secrets, &ctx.defaults);
+            apply(client, &ns, &children.service_account).await?;
+            apply_cluster(client, &children.review_binding).await?;
+            sweep_review_bindings(client).await?;
             apply(client, &ns, &children.config_map).await?;
             // One workload kind per store; the other one (after a store change) goes.
             let (wanted, ready) = match &children.workload {
@@ -521,8 +558,14 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 /// The gateways' destination verification states (their admin API, `/api/v1/verifications`).
+/// The operator shows its own service-account token: the gateway reviews it, and the chart's
+/// ClusterRole grants `list` on `verifications`.
 async fn fetch_verifications(addr: &str) -> Result<Vec<VerificationState>, String> {
-    let client = AdminClient::with_timeout(addr, Duration::from_secs(3));
+    let mut client = AdminClient::with_timeout(addr, Duration::from_secs(3));
+    let token_file = std::path::Path::new(postern_api::KUBE_SERVICE_ACCOUNT_DIR).join("token");
+    if let Ok(token) = std::fs::read_to_string(token_file) {
+        client = client.with_token(token.trim());
+    }
     client.verifications().await.map_err(|e| e.to_string())
 }
 
@@ -580,6 +623,20 @@ pub fn error_policy(_gw: Arc<Gateway>, error: &Error, ctx: Arc<Context>) -> Acti
 /// MailDomain, policy and ConfigMap (a change to one re-renders the Gateways of its namespace).
 pub async fn run(client: Client, ctx: Arc<Context>) -> anyhow::Result<()> {
     use futures::StreamExt;
+    // A Gateway's review binding outlives it until a sweep: every reconcile sweeps, and this
+    // covers the last Gateway of the cluster being deleted.
+    let sweeper = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(300));
+            loop {
+                every.tick().await;
+                if let Err(error) = sweep_review_bindings(&client).await {
+                    tracing::warn!(%error, "sweeping review bindings failed");
+                }
+            }
+        })
+    };
     use kube::runtime::{Controller, reflector::ObjectRef, watcher};
     let gateways = Api::<Gateway>::all(client.clone());
     let cache = Controller::new(gateways.clone(), watcher::Config::default());
@@ -620,7 +677,7 @@ pub async fn run(client: Client, ctx: Arc<Context>) -> anyhow::Result<()> {
         // A Gateway's selector decides what its neighbours report as served by whom.
         .watches(Api::<Gateway>::all(client.clone()), watcher::Config::default(), move |o| e(o.namespace()))
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|r| async move {
             match r {
                 Ok((obj, _)) => tracing::info!(gateway = %obj.name, namespace = ?obj.namespace, "reconciled"),
@@ -628,5 +685,6 @@ pub async fn run(client: Client, ctx: Arc<Context>) -> anyhow::Result<()> {
             }
         })
         .await;
+    sweeper.abort();
     Ok(())
 }

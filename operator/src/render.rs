@@ -22,6 +22,9 @@ use crate::manifests::Objects;
 pub const ADMIN_PORT: u16 = 8025;
 /// Where the embedded store lives in the pod (an emptyDir volume).
 pub const STORE_PATH: &str = "/var/lib/postern";
+/// Where gateway pods find their projected service-account token and the cluster's CA, for
+/// the admin API's TokenReview and SubjectAccessReview calls.
+pub const KUBE_API_DIR: &str = "/var/run/secrets/postern/kubernetes";
 
 /// Something that keeps an object from being served as written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -240,7 +243,13 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         "listeners": listeners,
         // The admin Service's names: the operator (and kubectl's service proxy) ask by them;
         // the admin API refuses other Host names (DNS rebinding).
-        "admin": {"address": format!("0.0.0.0:{ADMIN_PORT}"), "hosts": admin_hosts(gw, &ns)},
+        // RBAC decides who uses the admin API: a Role granting verbs on `quarantine` of
+        // mail.postern.dev in this namespace.
+        "admin": {
+            "address": format!("0.0.0.0:{ADMIN_PORT}"), "hosts": admin_hosts(gw, &ns),
+            "kubernetes": {"namespace": ns, "tokenFile": format!("{KUBE_API_DIR}/token"),
+                           "caFile": format!("{KUBE_API_DIR}/ca.crt")},
+        },
         "store": store,
         "relay": relay,
         "auth": auth,

@@ -1,8 +1,10 @@
 //! The Kubernetes objects a Gateway owns, built from its spec and its rendered config: the
 //! config ConfigMap, the workload (a StatefulSet with a PersistentVolumeClaim for the embedded
-//! store, a Deployment for Redis), the Service, and when asked for, a HorizontalPodAutoscaler
-//! and a PodDisruptionBudget. Pure functions: the controller applies them (server-side apply),
-//! the tests look at them.
+//! store, a Deployment for Redis), the SMTP and admin Services, the NetworkPolicy, the pods'
+//! ServiceAccount and its ClusterRoleBinding to `system:auth-delegator` (the admin API's token
+//! and access reviews), and when asked for, a HorizontalPodAutoscaler and a
+//! PodDisruptionBudget. Pure functions: the controller applies them (server-side apply), the
+//! tests look at them.
 //!
 //! Config changes reach running pods without a restart (the gateway re-reads its mounted file);
 //! only what needs a restart (listeners, store, Secrets mounted) changes the pod template, via
@@ -13,9 +15,10 @@ use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -23,7 +26,7 @@ use serde_json::{Value, json};
 use crate::crd::Gateway;
 use crate::crd::gateway::{ServiceKind, StoreType};
 pub use crate::render::admin_service_name;
-use crate::render::{ADMIN_PORT, STORE_PATH};
+use crate::render::{ADMIN_PORT, KUBE_API_DIR, STORE_PATH};
 
 pub const MANAGER: &str = "postern-operator";
 const CONFIG_KEY: &str = "gateway.yaml";
@@ -77,6 +80,10 @@ pub struct Children {
     pub service: Service,
     pub admin_service: Service,
     pub network_policy: Option<NetworkPolicy>,
+    pub service_account: ServiceAccount,
+    /// Cluster-scoped, so it cannot be owned by the Gateway: the controller removes the
+    /// bindings of Gateways that are gone (`review_binding_owner`).
+    pub review_binding: ClusterRoleBinding,
     pub autoscaler: Option<HorizontalPodAutoscaler>,
     pub disruption_budget: Option<PodDisruptionBudget>,
     /// Applied only where the Prometheus Operator's CRD exists.
@@ -115,6 +122,8 @@ impl Children {
             service: service(gw),
             admin_service: admin_service(gw),
             network_policy: network_policy(gw, defaults.operator_namespace.as_deref()),
+            service_account: service_account(gw),
+            review_binding: review_binding(gw),
             autoscaler: autoscaler(gw),
             disruption_budget: disruption_budget(gw),
             service_monitor: service_monitor(gw),
@@ -126,7 +135,8 @@ impl Children {
         fn value<T: serde::Serialize>(o: &T) -> Value {
             serde_json::to_value(o).expect("Kubernetes objects serialize")
         }
-        let mut out = vec![value(&self.config_map)];
+        let mut out =
+            vec![value(&self.service_account), value(&self.review_binding), value(&self.config_map)];
         match &self.workload {
             Workload::StatefulSet(s) => out.push(value(s)),
             Workload::Deployment(d) => out.push(value(d)),
@@ -162,6 +172,48 @@ fn restart_hash(gw: &Gateway, secrets: &BTreeSet<String>) -> String {
     format!("{:016x}", h.finish())
 }
 
+/// The gateway pods' own identity: only for the admin API's reviews (its token is projected
+/// into the pods, not automounted).
+pub fn service_account_name(gw: &Gateway) -> String {
+    format!("{}-gateway", gw.name_any())
+}
+
+pub fn service_account(gw: &Gateway) -> ServiceAccount {
+    typed(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": meta(gw, service_account_name(gw)),
+        "automountServiceAccountToken": false,
+    }))
+}
+
+/// Labels of the review bindings: which Gateway a cluster-scoped binding belongs to.
+pub const BINDING_NAMESPACE_LABEL: &str = "postern.dev/gateway-namespace";
+pub const BINDING_GATEWAY_LABEL: &str = "postern.dev/gateway";
+pub const BINDING_COMPONENT: &str = "token-review";
+
+/// Lets the gateway pods create TokenReviews and SubjectAccessReviews (the built-in
+/// `system:auth-delegator` role, as aggregated API servers use), so the admin API asks the API
+/// server who a caller is and what RBAC grants them.
+pub fn review_binding(gw: &Gateway) -> ClusterRoleBinding {
+    let ns = gw.namespace().unwrap_or_default();
+    let mut labels = labels(gw);
+    labels["app.kubernetes.io/component"] = json!(BINDING_COMPONENT);
+    labels[BINDING_NAMESPACE_LABEL] = json!(ns);
+    labels[BINDING_GATEWAY_LABEL] = json!(gw.name_any());
+    typed(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("postern-gateway:{ns}:{}", gw.name_any()), "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": service_account_name(gw), "namespace": ns}],
+    }))
+}
+
+/// The Gateway (namespace, name) a review binding was made for.
+pub fn review_binding_owner(binding: &ClusterRoleBinding) -> Option<(String, String)> {
+    let labels = binding.metadata.labels.as_ref()?;
+    Some((labels.get(BINDING_NAMESPACE_LABEL)?.clone(), labels.get(BINDING_GATEWAY_LABEL)?.clone()))
+}
+
 /// The pod template of the gateway pods. `secrets` are the Secrets the rendered config refers
 /// to (TLS certificates under /etc/postern/tls, passwords under /etc/postern/secrets), mounted,
 /// never copied. The embedded store's volume comes from the StatefulSet's claim template.
@@ -169,8 +221,18 @@ fn pod_template(gw: &Gateway, secrets: &BTreeSet<String>, defaults: &Defaults) -
     let spec = &gw.spec;
     let tls_secrets: BTreeSet<&String> =
         spec.listeners.iter().filter_map(|l| l.tls_secret_name.as_ref()).collect();
-    let mut volumes = vec![json!({"name": "config", "configMap": {"name": config_map_name(gw)}})];
-    let mut mounts = vec![json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true})];
+    let mut volumes = vec![
+        json!({"name": "config", "configMap": {"name": config_map_name(gw)}}),
+        // The admin API's reviews: a short-lived token the kubelet rotates, and the cluster CA.
+        json!({"name": "kubernetes", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        ]}}),
+    ];
+    let mut mounts = vec![
+        json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true}),
+        json!({"name": "kubernetes", "mountPath": KUBE_API_DIR, "readOnly": true}),
+    ];
     if spec.store.kind == StoreType::Embedded {
         mounts.push(json!({"name": STORE_VOLUME, "mountPath": STORE_PATH}));
     }
@@ -218,7 +280,9 @@ fn pod_template(gw: &Gateway, secrets: &BTreeSet<String>, defaults: &Defaults) -
         "spec": {
             // SIGTERM drains: open sessions finish, queued mail stays in the store.
             "terminationGracePeriodSeconds": 60,
-            // The gateway never calls the Kubernetes API: no token in its pods.
+            // The token is projected (above) for the admin API's reviews only; the automounted
+            // one (a long-lived path every library picks up) stays out.
+            "serviceAccountName": service_account_name(gw),
             "automountServiceAccountToken": false,
             "enableServiceLinks": false,
             // The Pod Security Standard "restricted" profile.

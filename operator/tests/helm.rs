@@ -32,6 +32,7 @@ fn default_values_install_the_operator_with_least_privilege() {
     assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(find(&objs, "ServiceAccount").len(), 1);
     let role = find(&objs, "ClusterRole")[0];
+    assert_eq!(role["metadata"]["name"], "mail-postern", "the operator's own role");
     let rules = role["rules"].as_array().unwrap();
     assert!(
         rules.iter().all(|r| !r["resources"].as_array().unwrap().iter().any(|x| x == "secrets")),
@@ -49,6 +50,7 @@ fn default_values_install_the_operator_with_least_privilege() {
     assert_eq!(
         deletable,
         [
+            "clusterrolebindings",
             "deployments",
             "statefulsets",
             "horizontalpodautoscalers",
@@ -56,7 +58,48 @@ fn default_values_install_the_operator_with_least_privilege() {
             "networkpolicies"
         ]
     );
+    // The only role the operator may bind: the gateways' token and access reviews.
+    let binds: Vec<&Value> = rules.iter().filter(|r| has(r, "bind")).collect();
+    assert_eq!(binds.len(), 1);
+    assert_eq!(binds[0]["resourceNames"], serde_json::json!(["system:auth-delegator"]));
     assert_eq!(find(&objs, "ClusterRoleBinding")[0]["subjects"][0]["namespace"], "mail");
+    // The reviewers' role grants exactly what the gateways' admin API checks, and the
+    // example binds it by its name.
+    let reviewer = find(&objs, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "mail-postern-quarantine-reviewer")
+        .expect("the quarantine reviewer role");
+    let granted: Vec<(String, Vec<String>)> = reviewer["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["apiGroups"], serde_json::json!([postern_api::admin::RBAC_GROUP]));
+            let strings = |v: &Value| {
+                v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect::<Vec<_>>()
+            };
+            (strings(&r["resources"]).join(","), strings(&r["verbs"]))
+        })
+        .collect();
+    let documented: Vec<(String, Vec<String>)> = postern_api::admin::RBAC_RULES
+        .iter()
+        .map(|(r, verbs)| (r.to_string(), verbs.iter().map(|v| v.to_string()).collect()))
+        .collect();
+    assert_eq!(granted, documented);
+    assert_eq!(reviewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"], "true");
+    assert!(
+        reviewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"].is_null(),
+        "held mail is not view"
+    );
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/k8s/quarantine-reviewer.yaml"
+    ))
+    .unwrap();
+    assert!(
+        example.contains("name: postern-quarantine-reviewer"),
+        "the release named postern installs that name"
+    );
     assert!(find(&objs, "Gateway").is_empty(), "no sample unless asked");
     assert!(
         r["templates"]["postern/templates/NOTES.txt"].as_str().unwrap().contains("kubectl apply -n mail")

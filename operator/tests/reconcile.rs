@@ -662,3 +662,64 @@ spec: {}
     reconcile_gateway(&client, "backup").await;
     assert_eq!(serde_json::to_value(domains.get("example-com").await.unwrap().status).unwrap(), before);
 }
+
+/// The admin API asks the API server who a caller is: each Gateway's pods get a ServiceAccount
+/// (its token projected, not automounted) bound to system:auth-delegator, and the binding of a
+/// Gateway that is gone is swept (cluster-scoped, it cannot be owned by the Gateway).
+#[tokio::test]
+async fn gateway_pods_may_review_tokens_and_stale_bindings_are_swept() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    // A binding left by a Gateway deleted while the operator was away, and one of somebody else.
+    let stale = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "postern-gateway:mail:gone", "labels": {
+            "app.kubernetes.io/managed-by": "postern-operator", "app.kubernetes.io/component": "token-review",
+            "postern.dev/gateway-namespace": NS, "postern.dev/gateway": "gone"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "gone-gateway", "namespace": NS}],
+    });
+    let foreign = serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "someone-elses", "labels": {"postern.dev/gateway": "gone"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "Group", "name": "everyone", "apiGroup": "rbac.authorization.k8s.io"}],
+    });
+    let client = cluster_with(&manifests(), vec![stale, foreign]).await;
+    reconcile_gateway(&client, "edge").await;
+
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), NS).get("edge-gateway").await.unwrap();
+    assert_eq!(sa.automount_service_account_token, Some(false));
+    assert_eq!(sa.owner_references()[0].name, "edge", "deleted with its Gateway");
+    let bindings = Api::<ClusterRoleBinding>::all(client.clone());
+    let binding = bindings.get("postern-gateway:mail:edge").await.unwrap();
+    assert_eq!(binding.role_ref.name, "system:auth-delegator");
+    let subject = &binding.subjects.as_ref().unwrap()[0];
+    assert_eq!(
+        (subject.kind.as_str(), subject.name.as_str(), subject.namespace.as_deref()),
+        ("ServiceAccount", "edge-gateway", Some(NS))
+    );
+    assert!(bindings.get_opt("postern-gateway:mail:gone").await.unwrap().is_none(), "swept");
+    assert!(bindings.get_opt("someone-elses").await.unwrap().is_some(), "not the operator's");
+
+    // The pods run as that account, with the token projected for the reviews only, and the
+    // config tells the admin API where to find it and which namespace's RBAC decides.
+    let dep = Api::<Deployment>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    let pod = serde_json::to_value(dep.spec.unwrap().template.spec.unwrap()).unwrap();
+    assert_eq!(pod["serviceAccountName"], "edge-gateway");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let projected = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "kubernetes").unwrap();
+    assert_eq!(projected["projected"]["sources"][0]["serviceAccountToken"]["path"], "token");
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), NS).get("edge-config").await.unwrap();
+    let config: postern_api::GatewayConfig = serde_yaml::from_str(&cm.data.unwrap()["gateway.yaml"]).unwrap();
+    let kube = config.admin.kubernetes.expect("admin.kubernetes");
+    assert_eq!(kube.namespace, NS);
+    assert_eq!(kube.token_file, std::path::Path::new("/var/run/secrets/postern/kubernetes/token"));
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "kubernetes")
+        .unwrap();
+    assert_eq!(mount["mountPath"], "/var/run/secrets/postern/kubernetes");
+}

@@ -9,6 +9,7 @@ pub mod client;
 pub mod dkim;
 pub mod dns;
 pub mod gateway;
+pub mod kube_api;
 /// The one Redis harness, shared with the gateway's unit tests.
 pub use postern_test_support::redis;
 pub mod sink;

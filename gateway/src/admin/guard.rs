@@ -2,6 +2,9 @@
 //! bodies; release and delete; the queue; verification retries):
 //! - with `admin.tokenFile`, a request must carry `Authorization: Bearer <token>` with one of
 //!   the file's tokens (`auth::tokens`: re-read when it changes, compared in constant time);
+//! - with `admin.kubernetes`, any other bearer token is reviewed by the API server
+//!   (`auth::kubernetes`), and the request is allowed if RBAC grants its verb on its resource
+//!   (`attributes`) in the Gateway's namespace; every allowed change is logged with its actor;
 //! - the `Host` must be an IP address, `localhost` or one of `admin.hosts`: a browser tricked
 //!   by DNS rebinding sends the attacker's name;
 //! - a browser's cross-origin request that changes something (an `Origin` not naming this
@@ -18,7 +21,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use postern_api::admin::ApiError;
 
+use crate::auth::kubernetes::{API_GROUP, Attributes, Decision};
 use crate::context::Context;
+use crate::metrics::ReasonLabel;
 
 fn refuse(status: StatusCode, error: &str) -> Response {
     let mut r = (status, axum::Json(ApiError { error: error.into() })).into_response();
@@ -67,23 +72,108 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     scheme.eq_ignore_ascii_case(b"bearer ").then_some(token).filter(|t| !t.is_empty())
 }
 
+/// What an `/api/` request does, in RBAC's terms (resources of the `mail.postern.dev` group).
+/// A request not listed here is refused when Kubernetes decides.
+pub fn attributes(method: &Method, path: &str) -> Option<Attributes> {
+    let parts: Vec<&str> = path.strip_prefix("/api/v1/")?.split('/').collect();
+    let what =
+        |resource, verb, name: Option<&str>| Some(Attributes { resource, verb, name: name.map(Into::into) });
+    match (method.as_str(), parts.as_slice()) {
+        ("GET" | "HEAD", ["queue"]) => what("queue", "get", None),
+        ("GET" | "HEAD", ["verifications"]) => what("verifications", "list", None),
+        ("POST", ["verifications", domain, "retry"]) => what("verifications", "update", Some(domain)),
+        ("GET" | "HEAD", ["quarantine"]) => what("quarantine", "list", None),
+        ("GET" | "HEAD", ["quarantine", id] | ["quarantine", id, "raw"]) => {
+            what("quarantine", "get", Some(id))
+        }
+        ("DELETE", ["quarantine", id]) => what("quarantine", "delete", Some(id)),
+        ("POST", ["quarantine", id, "release"]) => what("quarantine", "release", Some(id)),
+        _ => None,
+    }
+}
+
+/// The user Kubernetes vouched for, put on the request for the handlers: it names who acted,
+/// whatever the request itself claims (`?by=`).
+#[derive(Clone, Debug)]
+pub struct ReviewedUser(pub String);
+
 /// The middleware on `/api/`.
-pub async fn guard(State(ctx): State<Arc<Context>>, request: Request, next: Next) -> Response {
+pub async fn guard(State(ctx): State<Arc<Context>>, mut request: Request, next: Next) -> Response {
     let headers = request.headers();
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let cfg = ctx.config();
+    let refused = |reason: &'static str, status, error: &str| {
+        ctx.metrics.admin_refused.get_or_create(&ReasonLabel { reason }).inc();
+        refuse(status, error)
+    };
     if !host_allowed(host_of(&host), &cfg.config.admin.hosts) {
-        return refuse(StatusCode::MISDIRECTED_REQUEST, "this Host is not the admin API's (admin.hosts)");
+        return refused(
+            "host",
+            StatusCode::MISDIRECTED_REQUEST,
+            "this Host is not the admin API's (admin.hosts)",
+        );
     }
     let changes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if changes && cross_site(headers, &host) {
-        return refuse(StatusCode::FORBIDDEN, "cross-origin requests may not change anything");
+        return refused(
+            "cross_origin",
+            StatusCode::FORBIDDEN,
+            "cross-origin requests may not change anything",
+        );
     }
-    match ctx.admin_tokens.check(bearer(headers)) {
-        None | Some(true) => next.run(request).await,
-        Some(false) => {
-            ctx.metrics.admin_unauthorized.inc();
-            refuse(StatusCode::UNAUTHORIZED, "a bearer token from admin.tokenFile is required")
+    let token = bearer(headers);
+    let Some(kube) = &cfg.config.admin.kubernetes else {
+        return match ctx.admin_tokens.check(token) {
+            None | Some(true) => next.run(request).await,
+            Some(false) => refused(
+                "unauthenticated",
+                StatusCode::UNAUTHORIZED,
+                "a bearer token from admin.tokenFile is required",
+            ),
+        };
+    };
+    // A token of the file is the gateway's own (full access); any other is Kubernetes's.
+    if ctx.admin_tokens.check(token) == Some(true) {
+        return next.run(request).await;
+    }
+    let Some(what) = attributes(request.method(), request.uri().path()) else {
+        return refused("forbidden", StatusCode::FORBIDDEN, "this request is granted by no RBAC verb");
+    };
+    match ctx.admin_reviews.decide(kube, token, &what).await {
+        Decision::Allowed(user) => {
+            if changes {
+                tracing::info!(
+                    actor = %user.username.escape_debug(), verb = what.verb, resource = what.resource,
+                    name = %what.name.as_deref().unwrap_or_default().escape_debug(),
+                    "admin request by a Kubernetes user"
+                );
+            }
+            request.extensions_mut().insert(ReviewedUser(user.username));
+            next.run(request).await
+        }
+        Decision::Unauthenticated => refused(
+            "unauthenticated",
+            StatusCode::UNAUTHORIZED,
+            "a bearer token the Kubernetes API server accepts is required",
+        ),
+        Decision::Forbidden { user, reason } => {
+            tracing::info!(actor = %user.escape_debug(), verb = what.verb, resource = what.resource, "admin request forbidden by RBAC");
+            let error = format!(
+                "{user} may not {} {}.{API_GROUP} in namespace {}{}{reason}",
+                what.verb,
+                what.resource,
+                kube.namespace,
+                if reason.is_empty() { "" } else { ": " },
+            );
+            refused("forbidden", StatusCode::FORBIDDEN, &error)
+        }
+        Decision::Unavailable(e) => {
+            tracing::warn!(error = %e, "admin request refused: the Kubernetes API server could not review it");
+            refused(
+                "review_failed",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the Kubernetes API server could not review this request",
+            )
         }
     }
 }
@@ -101,6 +191,52 @@ mod tests {
         for bad in ["evil.example:8025", "", "127.0.0.1.evil.example", "gw-admin.mail.svc.evil"] {
             assert!(!host_allowed(host_of(bad), &allowed), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_api_route_has_its_rbac_verb() {
+        let rbac = |m: Method, p: &str| attributes(&m, p).map(|a| (a.resource, a.verb, a.name));
+        assert_eq!(rbac(Method::GET, "/api/v1/quarantine"), Some(("quarantine", "list", None)));
+        assert_eq!(
+            rbac(Method::GET, "/api/v1/quarantine/ab12/raw"),
+            Some(("quarantine", "get", Some("ab12".into())))
+        );
+        assert_eq!(
+            rbac(Method::POST, "/api/v1/quarantine/ab12/release"),
+            Some(("quarantine", "release", Some("ab12".into())))
+        );
+        assert_eq!(
+            rbac(Method::DELETE, "/api/v1/quarantine/ab12"),
+            Some(("quarantine", "delete", Some("ab12".into())))
+        );
+        assert_eq!(rbac(Method::GET, "/api/v1/queue"), Some(("queue", "get", None)));
+        assert_eq!(
+            rbac(Method::POST, "/api/v1/verifications/a.example/retry"),
+            Some(("verifications", "update", Some("a.example".into())))
+        );
+        // Every verb checked is one the documented rules (and the chart's role) know.
+        let routes = [
+            (Method::GET, "/api/v1/quarantine"),
+            (Method::GET, "/api/v1/quarantine/x"),
+            (Method::POST, "/api/v1/quarantine/x/release"),
+            (Method::DELETE, "/api/v1/quarantine/x"),
+            (Method::GET, "/api/v1/queue"),
+            (Method::GET, "/api/v1/verifications"),
+            (Method::POST, "/api/v1/verifications/d/retry"),
+        ];
+        let mut checked: Vec<(&str, &str)> =
+            routes.iter().map(|(m, p)| attributes(m, p).map(|a| (a.resource, a.verb)).unwrap()).collect();
+        let mut documented: Vec<(&str, &str)> = postern_api::admin::RBAC_RULES
+            .iter()
+            .flat_map(|(r, verbs)| verbs.iter().map(move |v| (*r, *v)))
+            .collect();
+        checked.sort();
+        documented.sort();
+        assert_eq!(checked, documented);
+        // Unknown shapes are granted by no verb.
+        assert_eq!(rbac(Method::POST, "/api/v1/quarantine"), None);
+        assert_eq!(rbac(Method::GET, "/api/v1/quarantine/a/b/c"), None);
+        assert_eq!(rbac(Method::GET, "/api/v2/queue"), None);
     }
 
     #[test]

@@ -1,14 +1,17 @@
-//! The quarantine's admin endpoints (JSON). Who acts is named by `?by=` (the CLI sends the
-//! user's login) or an `X-Postern-Actor` header set by an authenticating proxy; it is logged.
+//! The quarantine's admin endpoints (JSON). Who acts is the Kubernetes user the guard
+//! reviewed; otherwise it is named by `?by=` (the CLI sends the user's login) or an
+//! `X-Postern-Actor` header set by an authenticating proxy. It is logged.
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use postern_api::admin::{ApiError, Deleted};
 use serde::Deserialize;
 
+use super::guard::ReviewedUser;
 use crate::context::Context;
 use crate::quarantine::{self as q, QuarantineError, Search};
 
@@ -18,7 +21,10 @@ pub struct Actor {
     by: Option<String>,
 }
 
-fn actor(query: &Actor, headers: &HeaderMap) -> String {
+fn actor(query: &Actor, headers: &HeaderMap, reviewed: Option<Extension<ReviewedUser>>) -> String {
+    if let Some(Extension(ReviewedUser(user))) = reviewed {
+        return user;
+    }
     query
         .by
         .clone()
@@ -63,9 +69,10 @@ pub async fn release(
     State(ctx): State<Arc<Context>>,
     Path(id): Path<String>,
     Query(who): Query<Actor>,
+    reviewed: Option<Extension<ReviewedUser>>,
     headers: HeaderMap,
 ) -> Response {
-    match q::release(&ctx, &id, &actor(&who, &headers)).await {
+    match q::release(&ctx, &id, &actor(&who, &headers, reviewed)).await {
         Ok(done) => (StatusCode::ACCEPTED, axum::Json(done)).into_response(),
         Err(e) => error(e),
     }
@@ -75,10 +82,28 @@ pub async fn delete(
     State(ctx): State<Arc<Context>>,
     Path(id): Path<String>,
     Query(who): Query<Actor>,
+    reviewed: Option<Extension<ReviewedUser>>,
     headers: HeaderMap,
 ) -> Response {
-    match q::delete(&ctx, &id, &actor(&who, &headers)).await {
+    match q::delete(&ctx, &id, &actor(&who, &headers, reviewed)).await {
         Ok(()) => axum::Json(Deleted { id, deleted: true }).into_response(),
         Err(e) => error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reviewed_user_is_the_actor_whatever_the_request_claims() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-postern-actor", "proxy-user".parse().unwrap());
+        let claims = Actor { by: Some("mallory".into()) };
+        let reviewed = Some(Extension(ReviewedUser("alice@example.com".into())));
+        assert_eq!(actor(&claims, &headers, reviewed), "alice@example.com");
+        assert_eq!(actor(&claims, &headers, None), "mallory");
+        assert_eq!(actor(&Actor::default(), &headers, None), "proxy-user");
+        assert_eq!(actor(&Actor::default(), &HeaderMap::new(), None), "anonymous");
     }
 }

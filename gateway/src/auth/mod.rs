@@ -3,6 +3,7 @@
 //! changes, and remembers recent good logins so that a client logging in for every message does
 //! not pay a password hash each time.
 
+pub mod kubernetes;
 pub mod password;
 pub mod tokens;
 pub mod users;

@@ -10,7 +10,7 @@ use postern_api::Admin;
 
 use super::{Stamp, stamp};
 
-type Digest = [u8; 32];
+pub(crate) type Digest = [u8; 32];
 
 /// The tokens of `admin.tokenFile` in force, and the file's identity when read.
 #[derive(Default)]
@@ -27,7 +27,7 @@ struct Loaded {
     digests: Vec<Digest>,
 }
 
-fn digest(token: &[u8]) -> Digest {
+pub(crate) fn digest(token: &[u8]) -> Digest {
     let d = ring::digest::digest(&ring::digest::SHA256, token);
     d.as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
