@@ -22,6 +22,12 @@ pub enum Action {
     Reject,
 }
 
+impl Action {
+    /// Every action, mildest first.
+    pub const ALL: [Action; 5] =
+        [Action::Allow, Action::MarkSpam, Action::Quarantine, Action::TempFail, Action::Reject];
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct SpamPolicyConfig {

@@ -19,6 +19,13 @@ if obj.status ~= nil and obj.status.conditions ~= nil then
       return { status = "Progressing", message = c.reason .. ": " .. c.message }
     end
   end
+  -- A listener's certificate or the DNS records need a project that is not installed.
+  local missing = { CertManagerNotInstalled = true, ExternalDnsNotInstalled = true }
+  for _, c in ipairs(obj.status.conditions) do
+    if c.status == "False" and missing[c.reason] then
+      return { status = "Degraded", message = c.reason .. ": " .. c.message }
+    end
+  end
   for _, c in ipairs(obj.status.conditions) do
     if c.type == "Ready" then
       if c.status == "True" then return { status = "Healthy", message = c.message } end

@@ -143,6 +143,9 @@ impl Metrics {
         for result in ["ok", "invalid"] {
             drop(m.config_reloads.get_or_create(&ResultLabel { result }));
         }
+        for action in postern_api::Action::ALL {
+            drop(m.spam_verdicts.get_or_create(&ActionLabel { action: spam_action(action) }));
+        }
         registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
         registry.register("smtp_connections_active", "SMTP sessions open now", m.connections_active.clone());
         registry.register(
@@ -259,6 +262,18 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         out
+    }
+}
+
+/// The `action` label of `postern_spam_verdicts_total`.
+pub fn spam_action(a: postern_api::Action) -> &'static str {
+    use postern_api::Action;
+    match a {
+        Action::Allow => "allow",
+        Action::MarkSpam => "mark_spam",
+        Action::Quarantine => "quarantine",
+        Action::TempFail => "temp_fail",
+        Action::Reject => "reject",
     }
 }
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::addons;
 use crate::crd::gateway::{GatewayStatus, StoreType};
 use crate::crd::{Gateway, MailDomain, RoutingPolicy, SpamPolicy, Status};
 use crate::manifests::Objects;
@@ -207,24 +208,6 @@ where
     }
 }
 
-/// A Prometheus Operator ServiceMonitor, only where its CRD is installed.
-async fn apply_service_monitor(client: &Client, ns: &str, monitor: &serde_json::Value) -> Result<(), Error> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    if crds.get_opt("servicemonitors.monitoring.coreos.com").await?.is_none() {
-        return Ok(());
-    }
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
-        "servicemonitors",
-    );
-    let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
-    let name = monitor["metadata"]["name"].as_str().unwrap_or_default();
-    api.patch(name, &apply_params(), &Patch::Apply(monitor)).await?;
-    Ok(())
-}
-
 /// Applies a cluster-scoped object (the pods' review binding).
 async fn apply_cluster<K>(client: &Client, obj: &K) -> Result<K, Error>
 where
@@ -282,6 +265,49 @@ where
         tracing::info!(kind = K::kind(&()).as_ref(), %name, "deleted: the Gateway no longer asks for it");
     }
     Ok(())
+}
+
+/// `CertificatesReady`: every Certificate the listeners asked for is issued.
+fn certificates_condition(applied: Option<&[DynamicObject]>, generation: Option<i64>) -> Condition {
+    let Some(applied) = applied else {
+        let message =
+            format!("a listener asks for a certificate, but {} is not installed", addons::CERTIFICATE.crd);
+        return condition("CertificatesReady", false, "CertManagerNotInstalled", message, generation);
+    };
+    let waiting: Vec<String> = applied
+        .iter()
+        .filter_map(|c| {
+            let (ready, message) = addons::ready(c);
+            (!ready).then(|| format!("{}: {message}", c.name_any()))
+        })
+        .collect();
+    if waiting.is_empty() {
+        let message = format!("{} issued by cert-manager", applied.len());
+        condition("CertificatesReady", true, "Issued", message, generation)
+    } else {
+        condition("CertificatesReady", false, "NotIssued", waiting.join("; "), generation)
+    }
+}
+
+/// `DnsPublished`: the DNSEndpoint is in place (external-dns publishes it from there).
+fn dns_condition(
+    gw: &Gateway,
+    endpoint: &serde_json::Value,
+    installed: bool,
+    observed: &resources::Observed,
+    generation: Option<i64>,
+) -> Condition {
+    if !installed {
+        let message = format!("spec.dnsRecords is set, but {} is not installed", addons::DNS_ENDPOINT.crd);
+        return condition("DnsPublished", false, "ExternalDnsNotInstalled", message, generation);
+    }
+    let records = endpoint["spec"]["endpoints"].as_array().map_or(0, Vec::len);
+    let mut message = format!("{records} records in DNSEndpoint {}", gw.name_any());
+    let wants_address = gw.spec.dns_records.as_ref().is_some_and(|r| r.address);
+    if wants_address && observed.load_balancer.is_empty() {
+        message.push_str("; the hostname's address waits for the SMTP Service's load balancer");
+    }
+    condition("DnsPublished", true, "EndpointApplied", message, generation)
 }
 
 /// `Ready`: every pod the workload wants is ready (a fleet at 1 of 6 is not).
@@ -373,9 +399,13 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
     let mut gw_conditions = Vec::new();
     // (pods wanted, pods ready) of the workload.
     let mut pods = (0, 0);
-    match rendered.yaml() {
-        Some(yaml) => {
-            let children = resources::Children::new(&gw, &yaml, &rendered.secrets, &ctx.defaults);
+    // What the cluster shows that the children depend on: the load balancer's address.
+    let smtp_service = Api::<Service>::namespaced(client.clone(), &ns).get_opt(&gw.name_any()).await?;
+    let observed = resources::Observed {
+        load_balancer: smtp_service.as_ref().map(resources::load_balancer_addresses).unwrap_or_default(),
+    };
+    match resources::Children::new(&gw, &rendered, &ctx.defaults, &observed) {
+        Some(children) => {
             apply(client, &ns, &children.service_account).await?;
             apply_cluster(client, &children.review_binding).await?;
             sweep_review_bindings(client).await?;
@@ -399,7 +429,17 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
             apply_or_delete(client, &ns, &gw, children.network_policy.as_ref()).await?;
             apply_or_delete(client, &ns, &gw, children.autoscaler.as_ref()).await?;
             apply_or_delete(client, &ns, &gw, children.disruption_budget.as_ref()).await?;
-            apply_service_monitor(client, &ns, &children.service_monitor).await?;
+            addons::SERVICE_MONITOR.reconcile(client, &ns, &gw, children.service_monitor.as_slice()).await?;
+            let certificates =
+                addons::CERTIFICATE.reconcile(client, &ns, &gw, &children.certificates).await?;
+            if !children.certificates.is_empty() {
+                gw_conditions.push(certificates_condition(certificates.as_deref(), generation));
+            }
+            let dns =
+                addons::DNS_ENDPOINT.reconcile(client, &ns, &gw, children.dns_endpoint.as_slice()).await?;
+            if let Some(endpoint) = &children.dns_endpoint {
+                gw_conditions.push(dns_condition(&gw, endpoint, dns.is_some(), &observed, generation));
+            }
             gw_conditions.push(condition(
                 "ConfigValid",
                 true,
@@ -660,6 +700,8 @@ pub async fn run(client: Client, ctx: Arc<Context>) -> anyhow::Result<()> {
         .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
         .owns(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
+        // A load balancer's new address goes into the DNSEndpoint.
+        .owns(Api::<Service>::all(client.clone()), watcher::Config::default())
         .watches(
             Api::<MailDomain>::all(client.clone()),
             watcher::Config::default(),

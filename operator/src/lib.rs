@@ -2,6 +2,7 @@
 //! `GatewayConfig` (`render`), and reading manifests from files for offline rendering
 //! (`manifests`).
 
+pub mod addons;
 pub mod controller;
 pub mod crd;
 pub mod http;

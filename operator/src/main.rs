@@ -149,8 +149,8 @@ fn render_objects(path: &std::path::Path, gateway: Option<&str>, namespace: &str
             eprintln!("Gateway {}: ConfigInvalid: {e}", gw.name_any());
         }
         clean &= r.problems.is_empty() && r.config_errors.is_empty();
-        if let Some(yaml) = r.yaml() {
-            let children = postern_operator::resources::Children::new(gw, &yaml, &r.secrets, &defaults);
+        let observed = postern_operator::resources::Observed::default();
+        if let Some(children) = postern_operator::resources::Children::new(gw, &r, &defaults, &observed) {
             for v in children.to_values() {
                 docs.push(serde_yaml::to_string(&v)?);
             }

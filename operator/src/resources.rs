@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::crd::Gateway;
 use crate::crd::gateway::{ServiceKind, StoreType};
 pub use crate::render::admin_service_name;
-use crate::render::{ADMIN_PORT, KUBE_API_DIR, STORE_PATH};
+use crate::render::{ADMIN_PORT, KUBE_API_DIR, Rendered, STORE_PATH};
 
 pub const MANAGER: &str = "postern-operator";
 const CONFIG_KEY: &str = "gateway.yaml";
@@ -86,8 +86,19 @@ pub struct Children {
     pub review_binding: ClusterRoleBinding,
     pub autoscaler: Option<HorizontalPodAutoscaler>,
     pub disruption_budget: Option<PodDisruptionBudget>,
-    /// Applied only where the Prometheus Operator's CRD exists.
-    pub service_monitor: Value,
+    /// Objects of other projects' kinds, applied only where their CRD is installed
+    /// (`addons.rs`): a ServiceMonitor (Prometheus Operator), cert-manager Certificates, an
+    /// external-dns DNSEndpoint.
+    pub service_monitor: Option<Value>,
+    pub certificates: Vec<Value>,
+    pub dns_endpoint: Option<Value>,
+}
+
+/// What the operator saw of the cluster that shapes the children (nothing offline).
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The SMTP Service's load balancer addresses.
+    pub load_balancer: Vec<String>,
 }
 
 /// What the operator knows about itself that shapes its children.
@@ -112,8 +123,14 @@ impl Defaults {
 }
 
 impl Children {
-    pub fn new(gw: &Gateway, config_yaml: &str, secrets: &BTreeSet<String>, defaults: &Defaults) -> Self {
-        Self {
+    /// The children for a Gateway whose config rendered; `None` when it did not (the last
+    /// good children stay).
+    pub fn new(gw: &Gateway, rendered: &Rendered, defaults: &Defaults, observed: &Observed) -> Option<Self> {
+        let config = rendered.config.as_ref()?;
+        let config_yaml = &rendered.yaml()?;
+        let secrets = &rendered.secrets;
+        let domains: Vec<String> = config.domains.iter().map(|d| d.name.clone()).collect();
+        Some(Self {
             config_map: config_map(gw, config_yaml),
             workload: match gw.spec.store.kind {
                 StoreType::Embedded => Workload::StatefulSet(stateful_set(gw, secrets, defaults)),
@@ -127,7 +144,9 @@ impl Children {
             autoscaler: autoscaler(gw),
             disruption_budget: disruption_budget(gw),
             service_monitor: service_monitor(gw),
-        }
+            certificates: certificates(gw),
+            dns_endpoint: dns_endpoint(gw, &domains, &observed.load_balancer),
+        })
     }
 
     /// Every object as JSON (k8s-openapi writes apiVersion and kind), in apply order.
@@ -146,7 +165,9 @@ impl Children {
         out.extend(self.network_policy.iter().map(value));
         out.extend(self.autoscaler.iter().map(value));
         out.extend(self.disruption_budget.iter().map(value));
-        out.push(self.service_monitor.clone());
+        out.extend(self.service_monitor.iter().cloned());
+        out.extend(self.certificates.iter().cloned());
+        out.extend(self.dns_endpoint.iter().cloned());
         out
     }
 }
@@ -484,16 +505,116 @@ pub fn disruption_budget(gw: &Gateway) -> Option<PodDisruptionBudget> {
     })
 }
 
-/// A Prometheus Operator ServiceMonitor (applied only when its CRD is installed).
-pub fn service_monitor(gw: &Gateway) -> Value {
-    json!({
+/// A Prometheus Operator ServiceMonitor, with the labels the Prometheus selects
+/// (`monitoring.serviceMonitor`).
+pub fn service_monitor(gw: &Gateway) -> Option<Value> {
+    let settings = &gw.spec.monitoring.service_monitor;
+    if !settings.enabled {
+        return None;
+    }
+    let mut metadata = meta(gw, gw.name_any());
+    merge_into(&mut metadata["labels"], json!(settings.labels));
+    let mut endpoint = json!({"port": "admin", "path": "/metrics"});
+    if let Some(interval) = &settings.interval {
+        endpoint["interval"] = json!(interval);
+    }
+    Some(json!({
         "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-        "metadata": meta(gw, gw.name_any()),
+        "metadata": metadata,
         "spec": {
             "selector": {"matchLabels": {"app.kubernetes.io/component": "admin",
                                          "app.kubernetes.io/name": "postern-gateway",
                                          "app.kubernetes.io/instance": gw.name_any()}},
-            "endpoints": [{"port": "admin", "path": "/metrics"}],
+            "endpoints": [endpoint],
         },
-    })
+    }))
+}
+
+/// cert-manager Certificates for the listeners that ask for one: one per TLS Secret (named
+/// like it, as cert-manager's own ingress support does), with the names of every listener
+/// sharing it.
+pub fn certificates(gw: &Gateway) -> Vec<Value> {
+    let mut by_secret: std::collections::BTreeMap<
+        &str,
+        (&crate::crd::gateway::ListenerCertificate, BTreeSet<String>),
+    > = Default::default();
+    for l in &gw.spec.listeners {
+        let (Some(cert), Some(secret)) = (&l.certificate, &l.tls_secret_name) else { continue };
+        let names: Vec<String> = match (cert.dns_names.is_empty(), &gw.spec.hostname) {
+            (false, _) => cert.dns_names.clone(),
+            (true, Some(h)) => vec![h.clone()],
+            (true, None) => Vec::new(),
+        };
+        by_secret.entry(secret).or_insert((cert, BTreeSet::new())).1.extend(names);
+    }
+    by_secret
+        .into_iter()
+        .map(|(secret, (cert, names))| {
+            json!({
+                "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                "metadata": meta(gw, secret.to_string()),
+                "spec": {
+                    "secretName": secret,
+                    "dnsNames": names,
+                    "issuerRef": cert.issuer_ref,
+                    "usages": ["digital signature", "key encipherment", "server auth"],
+                    "privateKey": {"rotationPolicy": "Always"},
+                },
+            })
+        })
+        .collect()
+}
+
+/// What a LoadBalancer Service was given: an IP address or a host name.
+pub fn load_balancer_addresses(service: &Service) -> Vec<String> {
+    let ingress =
+        service.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
+    ingress.into_iter().flatten().filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone())).collect()
+}
+
+/// An external-dns DNSEndpoint with the records mail needs (`spec.dnsRecords`): MX (and SPF,
+/// DMARC when given) for every served domain, and the hostname's address from the load
+/// balancer (`addresses`, empty until it has one).
+pub fn dns_endpoint(gw: &Gateway, domains: &[String], addresses: &[String]) -> Option<Value> {
+    let records = gw.spec.dns_records.as_ref()?;
+    let hostname = gw.spec.hostname.as_deref()?;
+    let record = |name: &str, kind: &str, targets: Vec<String>| json!({"dnsName": name, "recordType": kind, "recordTTL": records.ttl, "targets": targets});
+    let mut endpoints = Vec::new();
+    if records.address && !addresses.is_empty() {
+        let ips = |v6: bool| -> Vec<String> {
+            addresses
+                .iter()
+                .filter(|a| a.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_ipv6() == v6))
+                .cloned()
+                .collect()
+        };
+        let (v4, v6) = (ips(false), ips(true));
+        let names: Vec<String> =
+            addresses.iter().filter(|a| a.parse::<std::net::IpAddr>().is_err()).cloned().collect();
+        if v4.is_empty() && v6.is_empty() && !names.is_empty() {
+            endpoints.push(record(hostname, "CNAME", names[..1].to_vec()));
+        }
+        if !v4.is_empty() {
+            endpoints.push(record(hostname, "A", v4));
+        }
+        if !v6.is_empty() {
+            endpoints.push(record(hostname, "AAAA", v6));
+        }
+    }
+    for domain in domains {
+        if records.mx {
+            endpoints.push(record(domain, "MX", vec![format!("{} {hostname}", records.mx_preference)]));
+        }
+        if let Some(spf) = &records.spf {
+            endpoints.push(record(domain, "TXT", vec![spf.clone()]));
+        }
+        if let Some(dmarc) = &records.dmarc {
+            endpoints.push(record(&format!("_dmarc.{domain}"), "TXT", vec![dmarc.clone()]));
+        }
+    }
+    Some(json!({
+        "apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+        "metadata": meta(gw, gw.name_any()),
+        "spec": {"endpoints": endpoints},
+    }))
 }

@@ -34,6 +34,30 @@ struct ServiceMonitorSpec {
     endpoints: Vec<serde_json::Value>,
 }
 
+/// cert-manager's and external-dns's kinds, likewise.
+#[derive(
+    kube::CustomResource, Clone, Debug, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[kube(group = "cert-manager.io", version = "v1", kind = "Certificate", namespaced, derive = "Default")]
+struct CertificateSpec {
+    #[serde(flatten)]
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(
+    kube::CustomResource, Clone, Debug, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[kube(
+    group = "externaldns.k8s.io",
+    version = "v1alpha1",
+    kind = "DNSEndpoint",
+    namespaced,
+    derive = "Default"
+)]
+struct DnsEndpointSpec {
+    endpoints: Vec<serde_json::Value>,
+}
+
 async fn cluster(manifests: &str) -> kube::Client {
     cluster_with(manifests, Vec::new()).await
 }
@@ -65,6 +89,8 @@ fn builder(manifests: &str, extra: Vec<serde_json::Value>) -> ClientBuilder {
     extra.into_iter().for_each(push);
     ClientBuilder::new()
         .with_resource::<ServiceMonitor>()
+        .with_resource::<Certificate>()
+        .with_resource::<DNSEndpoint>()
         .with_resource::<Gateway>()
         .with_resource::<MailDomain>()
         .with_resource::<RoutingPolicy>()
@@ -549,7 +575,9 @@ async fn pod_settings_reach_the_pods_and_a_fleet_spreads_over_zones() {
     patch_spec(&client, "edge", serde_json::json!({"pod": {"topologySpreadConstraints": []}})).await;
     let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("edge").await.unwrap();
     let defaults = postern_operator::resources::Defaults::from_env();
-    let children = postern_operator::resources::Children::new(&gw, "", &Default::default(), &defaults);
+    let rendered = postern_operator::render::render(&gw, &Objects::default());
+    let children =
+        postern_operator::resources::Children::new(&gw, &rendered, &defaults, &Default::default()).unwrap();
     let postern_operator::resources::Workload::Deployment(dep) = children.workload else {
         panic!("Redis: a Deployment")
     };
@@ -587,6 +615,18 @@ async fn the_argo_cd_health_check_reads_the_conditions_the_operator_writes() {
     let gateways = Api::<Gateway>::namespaced(client.clone(), NS);
     let domains = Api::<MailDomain>::namespaced(client.clone(), NS);
     assert_eq!(argo_health(&gateways.get("edge").await.unwrap()).0, "Progressing", "no status yet");
+    reconcile_gateway(&client, "edge").await;
+    // The example asks cert-manager for its certificate, and this cluster has none.
+    let (status, message) = argo_health(&gateways.get("edge").await.unwrap());
+    assert_eq!(status, "Degraded");
+    assert!(message.starts_with("CertManagerNotInstalled: "), "{message}");
+    let listeners = serde_json::json!([{"name": "smtp", "port": 25, "tlsSecretName": "mx-example-com-tls"}]);
+    patch_spec(
+        &client,
+        "edge",
+        serde_json::json!({"listeners": listeners, "auth": null, "dnsRecords": null}),
+    )
+    .await;
     reconcile_gateway(&client, "edge").await;
     let (status, message) = argo_health(&gateways.get("edge").await.unwrap());
     assert_eq!((status.as_str(), message.as_str()), ("Progressing", "0 of 1 gateway pods ready"));
@@ -722,4 +762,111 @@ async fn gateway_pods_may_review_tokens_and_stale_bindings_are_swept() {
         .find(|m| m["name"] == "kubernetes")
         .unwrap();
     assert_eq!(mount["mountPath"], "/var/run/secrets/postern/kubernetes");
+}
+
+/// A CRD as a cluster with that project installed has it (schema-less: the fake API server
+/// only needs to know the kind).
+fn crd(group: &str, version: &str, kind: &str, plural: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "names": {"kind": kind, "plural": plural}, "scope": "Namespaced",
+                 "versions": [{"name": version, "served": true, "storage": true,
+                     "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
+    })
+}
+
+fn dynamic(
+    client: &kube::Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<kube::api::DynamicObject> {
+    use kube::api::{ApiResource, GroupVersionKind};
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::namespaced_with(client.clone(), NS, &ar)
+}
+
+/// cert-manager, external-dns and the Prometheus Operator, when installed: a Certificate for
+/// the listener's Secret, a DNSEndpoint with the records mail needs, a labelled ServiceMonitor;
+/// the conditions say what is missing where they are not; switched off, they are deleted.
+#[tokio::test]
+async fn certificates_dns_records_and_monitors_follow_the_spec_where_installed() {
+    // Nothing installed: the reconcile succeeds, and the conditions say what is missing.
+    let client = cluster(&manifests()).await;
+    reconcile_gateway(&client, "edge").await;
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    let (status, reason, _) = gateway_condition(&gw, "CertificatesReady");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "CertManagerNotInstalled"));
+    let (status, reason, _) = gateway_condition(&gw, "DnsPublished");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "ExternalDnsNotInstalled"));
+
+    // Installed, and the load balancer has an address.
+    let lb_service = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge", "namespace": NS},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 25}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.25"}, {"ip": "2001:db8::25"}]}},
+    });
+    let client = cluster_with(
+        &manifests(),
+        vec![
+            crd("cert-manager.io", "v1", "Certificate", "certificates"),
+            crd("externaldns.k8s.io", "v1alpha1", "DNSEndpoint", "dnsendpoints"),
+            crd("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),
+            lb_service,
+        ],
+    )
+    .await;
+    reconcile_gateway(&client, "edge").await;
+    let certs = dynamic(&client, "cert-manager.io", "v1", "Certificate", "certificates");
+    let cert = certs.get("mx-example-com-tls").await.expect("one Certificate for the shared Secret");
+    assert_eq!(cert.data["spec"]["secretName"], "mx-example-com-tls");
+    assert_eq!(cert.data["spec"]["dnsNames"], serde_json::json!(["mx.example.com"]));
+    assert_eq!(
+        cert.data["spec"]["issuerRef"],
+        serde_json::json!({"name": "letsencrypt", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+    );
+    let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    let (status, reason, message) = gateway_condition(&gw, "CertificatesReady");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "NotIssued"), "{message}");
+
+    let endpoints = dynamic(&client, "externaldns.k8s.io", "v1alpha1", "DNSEndpoint", "dnsendpoints");
+    let records = endpoints.get("edge").await.unwrap().data["spec"]["endpoints"].clone();
+    let has = |name: &str, kind: &str, target: &str| {
+        records.as_array().unwrap().iter().any(|r| {
+            r["dnsName"] == name
+                && r["recordType"] == kind
+                && r["targets"].as_array().unwrap().iter().any(|t| t == target)
+        })
+    };
+    assert!(has("mx.example.com", "A", "203.0.113.25"), "{records}");
+    assert!(has("mx.example.com", "AAAA", "2001:db8::25"), "{records}");
+    assert!(has("example.com", "MX", "10 mx.example.com"), "{records}");
+    assert!(has("example.com", "TXT", "v=spf1 mx -all"), "{records}");
+    assert!(
+        has("_dmarc.example.com", "TXT", "v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@example.com"),
+        "{records}"
+    );
+    let (status, reason, _) = gateway_condition(&gw, "DnsPublished");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "EndpointApplied"));
+
+    let monitors = dynamic(&client, "monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors");
+    let sm = monitors.get("edge").await.unwrap();
+    assert_eq!(sm.metadata.labels.as_ref().unwrap()["release"], "prometheus");
+    assert_eq!(sm.data["spec"]["endpoints"][0]["interval"], "30s");
+
+    // Switched off: the Certificate, the DNSEndpoint and the ServiceMonitor go.
+    patch_spec(
+        &client,
+        "edge",
+        serde_json::json!({"dnsRecords": null, "monitoring": {"serviceMonitor": {"enabled": false}},
+            "listeners": [{"name": "smtp", "port": 25, "proxyProtocol": true, "trustedProxies": ["10.0.0.0/16"],
+                           "tlsSecretName": "mx-example-com-tls"}]}),
+    )
+    .await;
+    reconcile_gateway(&client, "edge").await;
+    assert!(certs.get_opt("mx-example-com-tls").await.unwrap().is_none());
+    assert!(endpoints.get_opt("edge").await.unwrap().is_none());
+    assert!(monitors.get_opt("edge").await.unwrap().is_none());
 }

@@ -33,7 +33,12 @@ fn operator_objects(dir: &Path) -> PathBuf {
 }
 
 fn chart_objects(dir: &Path) -> PathBuf {
-    let rendered = common::helm(serde_json::json!({"sampleGateway": {"enabled": true}}));
+    let rendered = common::helm(serde_json::json!({
+        "sampleGateway": {"enabled": true},
+        "monitoring": {"prometheusRule": {"enabled": true}, "serviceMonitor": {"enabled": true},
+                       "grafanaDashboard": {"enabled": true}},
+    }));
+    assert_eq!(rendered["lint"]["messages"], serde_json::json!([]), "strict lint: {}", rendered["lint"]);
     let docs: Vec<String> =
         common::objects(&rendered).iter().map(|o| serde_yaml::to_string(o).unwrap()).collect();
     let path = dir.join("chart-objects.yaml");

@@ -19,16 +19,6 @@ use crate::store::{Message, NewMessage, RateDecision, TransportFlags, new_id};
 use crate::util::time::{ms, now_ms};
 use postern_api::Action;
 
-fn action_name(a: Action) -> &'static str {
-    match a {
-        Action::Allow => "allow",
-        Action::MarkSpam => "mark_spam",
-        Action::Quarantine => "quarantine",
-        Action::TempFail => "temp_fail",
-        Action::Reject => "reject",
-    }
-}
-
 impl Session {
     pub(super) async fn handle_data(&mut self) -> Flow {
         let Some(tx) = &self.tx else { return self.push_error(&reply::BAD_SEQUENCE_MAIL) };
@@ -326,7 +316,7 @@ impl Session {
         for &(method, result) in &judged.results {
             metrics.auth_results.get_or_create(&AuthLabels { method, result }).inc();
         }
-        let action = action_name(judged.verdict.action);
+        let action = crate::metrics::spam_action(judged.verdict.action);
         metrics.spam_verdicts.get_or_create(&ActionLabel { action }).inc();
         Some(judged)
     }

@@ -65,7 +65,11 @@ pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/postern/postern:", env!("CARGO_
     {"rule": "!has(self.autoscaling) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
      "message": "autoscaling.minReplicas must not exceed maxReplicas"},
     {"rule": "has(self.auth) || !self.listeners.exists(l, (has(l.auth) && l.auth) || (!has(l.auth) && has(l.role) && l.role != 'smtp'))",
-     "message": "a listener offers AUTH (role submission or submissions, or auth: true): set auth.usersSecretRef"}
+     "message": "a listener offers AUTH (role submission or submissions, or auth: true): set auth.usersSecretRef"},
+    {"rule": "!self.listeners.exists(l, has(l.certificate) && !has(l.certificate.dnsNames)) || has(self.hostname)",
+     "message": "a listener's certificate names no dnsNames: set hostname (its default) or certificate.dnsNames"},
+    {"rule": "!has(self.dnsRecords) || has(self.hostname)",
+     "message": "dnsRecords point MX and the address at hostname: set hostname"}
 ]))]
 pub struct GatewaySpec {
     /// Pods when autoscaling is off.
@@ -129,6 +133,120 @@ pub struct GatewaySpec {
     /// Scheduling and metadata of the gateway pods.
     #[serde(default)]
     pub pod: GatewayPod,
+    /// Prometheus Operator objects for the gateway pods' metrics.
+    #[serde(default)]
+    pub monitoring: GatewayMonitoring,
+    /// Publish the DNS records mail needs as an external-dns `DNSEndpoint` (external-dns with
+    /// its `crd` source must be running): MX of every served MailDomain, the hostname's
+    /// address from the LoadBalancer, and SPF and DMARC when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_records: Option<DnsRecords>,
+}
+
+/// How Prometheus finds the gateway pods.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayMonitoring {
+    /// The gateways' ServiceMonitor.
+    #[serde(default)]
+    pub service_monitor: ServiceMonitorSettings,
+}
+
+/// A ServiceMonitor for the admin Service's `/metrics` (applied where its CRD is installed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSettings {
+    /// Apply it (where the Prometheus Operator's CRD is installed).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Labels on the ServiceMonitor: what the Prometheus's `serviceMonitorSelector` looks for
+    /// (e.g. `release: prometheus`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Scrape interval, e.g. `30s`; default: the Prometheus's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))]
+    pub interval: Option<String>,
+}
+
+impl Default for ServiceMonitorSettings {
+    fn default() -> Self {
+        Self { enabled: true, labels: BTreeMap::new(), interval: None }
+    }
+}
+
+/// The records of a DNSEndpoint. Every record is for a served MailDomain or the hostname.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsRecords {
+    /// `MX <preference> <hostname>` for every MailDomain this Gateway serves.
+    #[serde(default = "yes")]
+    pub mx: bool,
+    /// The MX records' preference (lower is tried first).
+    #[serde(default = "ten")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub mx_preference: i32,
+    /// The hostname's A/AAAA (or CNAME) from the SMTP Service's LoadBalancer address, once it
+    /// has one.
+    #[serde(default = "yes")]
+    pub address: bool,
+    /// The SPF TXT record of every served domain, e.g. `v=spf1 mx -all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^v=spf1( .*)?$"))]
+    pub spf: Option<String>,
+    /// The DMARC TXT record (`_dmarc.<domain>`) of every served domain, e.g.
+    /// `v=DMARC1; p=quarantine; rua=mailto:dmarc@example.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^v=DMARC1;.*$"))]
+    pub dmarc: Option<String>,
+    /// The records' TTL in seconds.
+    #[serde(default = "hour")]
+    #[schemars(range(min = 60, max = 604800))]
+    pub ttl: i64,
+}
+
+fn ten() -> i32 {
+    10
+}
+
+fn hour() -> i64 {
+    3600
+}
+
+/// A cert-manager Certificate for a listener's TLS Secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerCertificate {
+    /// The Issuer or ClusterIssuer that signs it.
+    pub issuer_ref: IssuerRef,
+    /// Names in the certificate. Default: the Gateway's hostname.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+}
+
+/// The cert-manager issuer (as a Certificate's `issuerRef`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// The issuer's name.
+    pub name: String,
+    /// Issuer (in the Gateway's namespace) or ClusterIssuer.
+    #[serde(default)]
+    pub kind: IssuerKind,
+    /// The issuer's API group (cert-manager.io; external issuers have their own).
+    #[serde(default = "cert_manager_group")]
+    pub group: String,
+}
+
+fn cert_manager_group() -> String {
+    "cert-manager.io".into()
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum IssuerKind {
+    #[default]
+    Issuer,
+    ClusterIssuer,
 }
 
 /// Where and how the gateway pods are scheduled, and what they carry.
@@ -268,6 +386,7 @@ fn default_listeners() -> Vec<GatewayListener> {
         proxy_protocol: false,
         trusted_proxies: Vec::new(),
         tls_secret_name: None,
+        certificate: None,
         role: postern_api::ListenerRole::Smtp,
         auth: None,
     }]
@@ -302,7 +421,9 @@ fn default_cpu_target() -> i32 {
     {"rule": "!has(self.proxyProtocol) || !self.proxyProtocol || (has(self.trustedProxies) && size(self.trustedProxies) > 0)",
      "message": "proxyProtocol needs trustedProxies: the load balancers' networks (0.0.0.0/0 trusts every peer)"},
     {"rule": "!has(self.trustedProxies) || (has(self.proxyProtocol) && self.proxyProtocol)",
-     "message": "trustedProxies is set only with proxyProtocol: true"}
+     "message": "trustedProxies is set only with proxyProtocol: true"},
+    {"rule": "!has(self.certificate) || has(self.tlsSecretName)",
+     "message": "certificate needs tlsSecretName: the Secret cert-manager writes"}
 ]))]
 pub struct GatewayListener {
     /// A DNS label, also the Service port's name.
@@ -325,6 +446,10 @@ pub struct GatewayListener {
     /// `submissions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_secret_name: Option<String>,
+    /// Have cert-manager issue (and renew) `tlsSecretName`: the operator creates a Certificate
+    /// `<gateway>-<listener>` for it. The gateway re-reads the renewed files by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<ListenerCertificate>,
     /// smtp (MX traffic, port 25), submission (587: STARTTLS, then AUTH) or submissions (465:
     /// implicit TLS, then AUTH).
     #[serde(default)]
@@ -441,6 +566,8 @@ impl Default for GatewaySpec {
             service: GatewayService::default(),
             network_policy: GatewayNetworkPolicy::default(),
             pod: GatewayPod::default(),
+            monitoring: GatewayMonitoring::default(),
+            dns_records: None,
         }
     }
 }
