@@ -55,7 +55,10 @@ fn default_values_install_the_operator_with_least_privilege() {
             "statefulsets",
             "horizontalpodautoscalers",
             "poddisruptionbudgets",
-            "networkpolicies"
+            "networkpolicies",
+            "servicemonitors",
+            "certificates",
+            "dnsendpoints"
         ]
     );
     // The only role the operator may bind: the gateways' token and access reviews.
