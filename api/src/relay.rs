@@ -99,7 +99,8 @@ pub struct SenderPolicy {
     pub reject_served_domain_senders: bool,
 }
 
-/// What a connection check does with a client that fails it.
+/// What a connection check does with a client that fails it. (In Kubernetes manifests write
+/// `'Off'` quoted: kubectl reads YAML 1.1, where a plain Off is the boolean false.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum CheckAction {
     /// No check.

@@ -121,7 +121,7 @@ fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     for c in crd::all() {
         let file = dir.join(format!("{}.yaml", c.metadata.name.as_deref().unwrap_or("crd")));
-        std::fs::write(&file, serde_yaml::to_string(&c)?)?;
+        std::fs::write(&file, crd::to_yaml(&c))?;
     }
     Ok(())
 }

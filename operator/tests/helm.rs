@@ -135,12 +135,52 @@ fn the_sample_gateway_is_admitted_by_the_crds() {
 }
 
 #[test]
-fn the_chart_ships_the_generated_crds() {
-    for crd in postern_operator::crd::all() {
-        let name = crd.metadata.name.clone().unwrap();
-        let path = format!("{CHART}/crds/{name}.yaml");
-        assert!(std::path::Path::new(&path).exists(), "{path}");
+fn the_chart_installs_and_upgrades_the_generated_crds_and_keeps_them() {
+    // As templates (Helm upgrades those; it never touches files under crds/ again).
+    assert!(!std::path::Path::new(&format!("{CHART}/crds")).exists(), "crds/ would be installed twice");
+    let crds = |values: serde_json::Value| -> Vec<Value> {
+        let r = helm(values);
+        assert_eq!(r["lint"]["messages"], serde_json::json!([]), "{}", r["lint"]);
+        find(&objects(&r), "CustomResourceDefinition").into_iter().cloned().collect()
+    };
+    let installed = crds(serde_json::json!({}));
+    let mut names: Vec<String> =
+        installed.iter().map(|c| c["metadata"]["name"].as_str().unwrap().into()).collect();
+    let mut generated: Vec<String> =
+        postern_operator::crd::all().into_iter().map(|c| c.metadata.name.unwrap()).collect();
+    names.sort();
+    generated.sort();
+    assert_eq!(names, generated);
+    for crd in &installed {
+        assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep", "uninstall keeps them");
+        assert_eq!(crd["metadata"]["labels"]["app.kubernetes.io/managed-by"], "Helm");
     }
+    // The same schema as the generated CRD (the template only adds labels and annotations).
+    let gateway = installed.iter().find(|c| c["metadata"]["name"] == "gateways.mail.postern.dev").unwrap();
+    let generated = postern_operator::crd::all()
+        .into_iter()
+        .find(|c| c.metadata.name.as_deref() == Some("gateways.mail.postern.dev"))
+        .unwrap();
+    // (Helm reads numbers as floats: 0.0 and 0 are the same number to the API server.)
+    fn numbers_as_floats(v: &Value) -> Value {
+        match v {
+            Value::Number(n) => serde_json::json!(n.as_f64().unwrap()),
+            Value::Array(a) => Value::Array(a.iter().map(numbers_as_floats).collect()),
+            Value::Object(o) => {
+                Value::Object(o.iter().map(|(k, v)| (k.clone(), numbers_as_floats(v))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    // Helm reads YAML as Go does (YAML 1.1): this also proves a plain `Off` did not become false.
+    assert_eq!(
+        numbers_as_floats(&gateway["spec"]),
+        numbers_as_floats(&serde_json::to_value(&generated.spec).unwrap())
+    );
+
+    let unkept = crds(serde_json::json!({"crds": {"keep": false}}));
+    assert!(unkept.iter().all(|c| c["metadata"]["annotations"]["helm.sh/resource-policy"].is_null()));
+    assert!(crds(serde_json::json!({"crds": {"enabled": false}})).is_empty());
 }
 
 #[test]

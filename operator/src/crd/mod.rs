@@ -73,9 +73,63 @@ pub fn all() -> Vec<CustomResourceDefinition> {
 
 /// The CRDs as one multi-document YAML (what `postern-operator crdgen` prints and `crds/` holds).
 pub fn yaml() -> String {
-    all()
-        .iter()
-        .map(|crd| serde_yaml::to_string(crd).expect("CRDs serialize"))
-        .collect::<Vec<_>>()
-        .join("---\n")
+    all().iter().map(to_yaml).collect::<Vec<_>>().join("---\n")
+}
+
+/// A CRD as YAML that reads the same to YAML 1.1 parsers (kubectl, Helm and every Go tool read
+/// a plain `Off` as the boolean false, which would turn the enum value "Off" into a schema
+/// the API server refuses): such plain scalars are quoted.
+pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
+    quote_yaml11_booleans(&serde_yaml::to_string(crd).expect("CRDs serialize"))
+}
+
+/// YAML 1.1's boolean words that YAML 1.2 (serde_yaml) leaves plain.
+const YAML11_BOOLEANS: &[&str] =
+    &["y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"];
+
+fn quote_yaml11_booleans(yaml: &str) -> String {
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let mut out = String::with_capacity(yaml.len());
+    // Inside a block scalar (`key: |-` and its more-indented lines) text is text.
+    let mut block_at: Option<usize> = None;
+    for line in yaml.lines() {
+        if block_at.is_some_and(|at| line.trim().is_empty() || indent(line) > at) {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        block_at = None;
+        let value_at = line.rfind(": ").map(|i| i + 2).or_else(|| {
+            let body = line.trim_start();
+            body.starts_with("- ").then(|| indent(line) + 2)
+        });
+        match value_at {
+            Some(at) if YAML11_BOOLEANS.contains(&&line[at..]) => {
+                out.push_str(&line[..at]);
+                out.push('\'');
+                out.push_str(&line[at..]);
+                out.push('\'');
+            }
+            _ => out.push_str(line),
+        }
+        if ["|", "|-", "|+", ">", ">-", ">+"].iter().any(|b| line.ends_with(&format!(" {b}"))) {
+            block_at = Some(indent(line));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod yaml_tests {
+    use super::*;
+
+    #[test]
+    fn yaml11_booleans_are_quoted_outside_block_scalars() {
+        let text = "a:\n  default: Off\n  enum:\n  - Off\n  - Log\n  description: |-\n    keep: no\n    - On\n  b: 'Off: text'\n";
+        assert_eq!(
+            quote_yaml11_booleans(text),
+            "a:\n  default: 'Off'\n  enum:\n  - 'Off'\n  - Log\n  description: |-\n    keep: no\n    - On\n  b: 'Off: text'\n"
+        );
+    }
 }
