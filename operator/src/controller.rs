@@ -45,6 +45,8 @@ pub struct Context {
     /// Kubernetes Events about what the operator found (`kubectl describe` shows them).
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Where the operator works (every namespace, or the watched ones).
+    pub scope: Scope,
 }
 
 impl Context {
@@ -59,6 +61,7 @@ impl Context {
             metrics: Metrics::default(),
             gateway_admin: None,
             defaults: resources::Defaults::from_env(),
+            scope: Scope::parse(&std::env::var("POSTERN_WATCH_NAMESPACES").unwrap_or_default()),
         }
     }
 
@@ -223,7 +226,7 @@ where
 
 /// Deletes the review bindings (cluster-scoped, so the garbage collector cannot tie them to
 /// their Gateway) whose Gateway is gone. Runs with every reconcile and every few minutes.
-pub async fn sweep_review_bindings(client: &Client) -> Result<usize, Error> {
+pub async fn sweep_review_bindings(client: &Client, scope: &Scope) -> Result<usize, Error> {
     let bindings = Api::<ClusterRoleBinding>::all(client.clone());
     let selector = format!(
         "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/component={}",
@@ -232,6 +235,11 @@ pub async fn sweep_review_bindings(client: &Client) -> Result<usize, Error> {
     let mut deleted = 0;
     for binding in bindings.list(&ListParams::default().labels(&selector)).await?.items {
         let Some((ns, name)) = resources::review_binding_owner(&binding) else { continue };
+        // A namespaced install reads Gateways only where it works (another install, or a
+        // cluster-wide one, looks after the rest).
+        if !scope.contains(&ns) {
+            continue;
+        }
         if Api::<Gateway>::namespaced(client.clone(), &ns).get_opt(&name).await?.is_none() {
             bindings.delete(&binding.name_any(), &kube::api::DeleteParams::background()).await?;
             tracing::info!(binding = %binding.name_any(), gateway = %name, namespace = %ns, "deleted: its Gateway is gone");
@@ -408,7 +416,7 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
         Some(children) => {
             apply(client, &ns, &children.service_account).await?;
             apply_cluster(client, &children.review_binding).await?;
-            sweep_review_bindings(client).await?;
+            sweep_review_bindings(client, &ctx.scope).await?;
             apply(client, &ns, &children.config_map).await?;
             // One workload kind per store; the other one (after a store change) goes.
             let (wanted, ready) = match &children.workload {
@@ -659,27 +667,75 @@ pub fn error_policy(_gw: Arc<Gateway>, error: &Error, ctx: Arc<Context>) -> Acti
     Action::requeue(Duration::from_secs(15))
 }
 
-/// Runs the controller until the process is stopped: Gateways, their children, and every
-/// MailDomain, policy and ConfigMap (a change to one re-renders the Gateways of its namespace).
-pub async fn run(client: Client, ctx: Arc<Context>) -> anyhow::Result<()> {
-    use futures::StreamExt;
+/// Where the operator works: every namespace, or only the listed ones (namespaced install:
+/// `POSTERN_WATCH_NAMESPACES`, the chart's `watchNamespaces`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Scope {
+    #[default]
+    Cluster,
+    Namespaces(Vec<String>),
+}
+
+impl Scope {
+    /// From a comma-separated list; empty: the whole cluster.
+    pub fn parse(list: &str) -> Self {
+        let namespaces: Vec<String> =
+            list.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from).collect();
+        if namespaces.is_empty() { Self::Cluster } else { Self::Namespaces(namespaces) }
+    }
+
+    pub fn contains(&self, namespace: &str) -> bool {
+        match self {
+            Self::Cluster => true,
+            Self::Namespaces(list) => list.iter().any(|n| n == namespace),
+        }
+    }
+}
+
+/// Runs the controller until the process is stopped, over the whole cluster or one controller
+/// per watched namespace (each with its own watches, as namespaced RBAC requires).
+pub async fn run(client: Client, ctx: Arc<Context>, scope: Scope) -> anyhow::Result<()> {
     // A Gateway's review binding outlives it until a sweep: every reconcile sweeps, and this
     // covers the last Gateway of the cluster being deleted.
     let sweeper = {
         let client = client.clone();
+        let scope = scope.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(300));
             loop {
                 every.tick().await;
-                if let Err(error) = sweep_review_bindings(&client).await {
+                if let Err(error) = sweep_review_bindings(&client, &scope).await {
                     tracing::warn!(%error, "sweeping review bindings failed");
                 }
             }
         })
     };
+    match &scope {
+        Scope::Cluster => run_in(client, ctx, None).await,
+        Scope::Namespaces(list) => {
+            let runs = list.iter().map(|ns| run_in(client.clone(), ctx.clone(), Some(ns.clone())));
+            futures::future::join_all(runs).await;
+        }
+    }
+    sweeper.abort();
+    Ok(())
+}
+
+/// One controller: Gateways, their children, and every MailDomain, policy and ConfigMap (a
+/// change to one re-renders the Gateways of its namespace), in `namespace` or everywhere.
+async fn run_in(client: Client, ctx: Arc<Context>, namespace: Option<String>) {
+    use futures::StreamExt;
     use kube::runtime::{Controller, reflector::ObjectRef, watcher};
-    let gateways = Api::<Gateway>::all(client.clone());
-    let cache = Controller::new(gateways.clone(), watcher::Config::default());
+    fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let cache = Controller::new(api::<Gateway>(&client, &namespace), watcher::Config::default());
     let store = cache.store();
     let in_namespace = move |ns: Option<String>| {
         store
@@ -696,30 +752,21 @@ pub async fn run(client: Client, ctx: Arc<Context>) -> anyhow::Result<()> {
         in_namespace.clone(),
         in_namespace,
     );
+    let config = watcher::Config::default;
     cache
-        .owns(Api::<ConfigMap>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
+        .owns(api::<ConfigMap>(&client, &namespace), config())
+        .owns(api::<Deployment>(&client, &namespace), config())
+        .owns(api::<StatefulSet>(&client, &namespace), config())
         // A load balancer's new address goes into the DNSEndpoint.
-        .owns(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .watches(
-            Api::<MailDomain>::all(client.clone()),
-            watcher::Config::default(),
-            move |o| a(o.namespace()),
-        )
-        .watches(Api::<RoutingPolicy>::all(client.clone()), watcher::Config::default(), move |o| {
-            b(o.namespace())
-        })
-        .watches(
-            Api::<SpamPolicy>::all(client.clone()),
-            watcher::Config::default(),
-            move |o| c(o.namespace()),
-        )
-        .watches(Api::<ConfigMap>::all(client.clone()), watcher::Config::default(), move |o| d(o.namespace()))
+        .owns(api::<Service>(&client, &namespace), config())
+        .watches(api::<MailDomain>(&client, &namespace), config(), move |o| a(o.namespace()))
+        .watches(api::<RoutingPolicy>(&client, &namespace), config(), move |o| b(o.namespace()))
+        .watches(api::<SpamPolicy>(&client, &namespace), config(), move |o| c(o.namespace()))
+        .watches(api::<ConfigMap>(&client, &namespace), config(), move |o| d(o.namespace()))
         // A Gateway's selector decides what its neighbours report as served by whom.
-        .watches(Api::<Gateway>::all(client.clone()), watcher::Config::default(), move |o| e(o.namespace()))
+        .watches(api::<Gateway>(&client, &namespace), config(), move |o| e(o.namespace()))
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
+        .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             match r {
                 Ok((obj, _)) => tracing::info!(gateway = %obj.name, namespace = ?obj.namespace, "reconciled"),
@@ -727,6 +774,4 @@ pub async fn run(client: Client, ctx: Arc<Context>) -> anyhow::Result<()> {
             }
         })
         .await;
-    sweeper.abort();
-    Ok(())
 }

@@ -74,8 +74,12 @@ fn main() -> ExitCode {
                     lease_duration: std::time::Duration::from_secs(15),
                 };
                 election.acquire().await;
+                match &ctx.scope {
+                    postern_operator::controller::Scope::Cluster => tracing::info!("watching every namespace"),
+                    postern_operator::controller::Scope::Namespaces(list) => tracing::info!(namespaces = ?list, "watching only these namespaces (POSTERN_WATCH_NAMESPACES)"),
+                }
                 tokio::select! {
-                    r = postern_operator::controller::run(client, ctx) => r,
+                    r = postern_operator::controller::run(client, ctx.clone(), ctx.scope.clone()) => r,
                     () = election.keep() => Err(anyhow::anyhow!("lost the leader lease; exiting so another replica leads")),
                 }
             });

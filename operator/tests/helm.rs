@@ -221,3 +221,42 @@ print(json.dumps(helm_python.lint(sys.argv[1], json.loads(sys.argv[2]), strict=T
         assert!(errors.contains(expected), "{values}: {errors}");
     }
 }
+
+/// A namespaced install: the operator watches only the listed namespaces, with a Role in each;
+/// only the review bindings and the CRD lookups stay in its ClusterRole.
+#[test]
+fn a_namespaced_install_gets_roles_only_where_it_works() {
+    let r = helm(serde_json::json!({"watchNamespaces": ["mail", "tenants"]}));
+    assert_eq!(r["lint"]["messages"], serde_json::json!([]), "{}", r["lint"]);
+    let objs = objects(&r);
+    let cluster_role =
+        find(&objs, "ClusterRole").into_iter().find(|c| c["metadata"]["name"] == "mail-postern").unwrap();
+    let resources: Vec<&str> = cluster_role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["resources"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()))
+        .collect();
+    assert_eq!(resources, ["clusterrolebindings", "clusterroles", "customresourcedefinitions"]);
+    let roles: Vec<(&str, &str)> = find(&objs, "Role")
+        .iter()
+        .map(|r| (r["metadata"]["namespace"].as_str().unwrap(), r["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        roles,
+        [("mail", "mail-postern"), ("tenants", "mail-postern"), ("mail", "mail-postern-leader")]
+    );
+    let tenants = find(&objs, "Role").into_iter().find(|r| r["metadata"]["namespace"] == "tenants").unwrap();
+    assert!(tenants["rules"].as_array().unwrap().iter().any(|r| r["resources"][0] == "gateways"));
+    let bindings = find(&objs, "RoleBinding");
+    assert_eq!(bindings.len(), 3);
+    assert!(
+        bindings
+            .iter()
+            .all(|b| b["subjects"][0]["namespace"] == "mail" && b["subjects"][0]["name"] == "mail-postern")
+    );
+    let dep = find(&objs, "Deployment")[0];
+    let env = dep["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    let watch = env.iter().find(|e| e["name"] == "POSTERN_WATCH_NAMESPACES").expect("the operator is told");
+    assert_eq!(watch["value"], "mail,tenants");
+}

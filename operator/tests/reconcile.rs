@@ -742,6 +742,25 @@ async fn gateway_pods_may_review_tokens_and_stale_bindings_are_swept() {
     assert!(bindings.get_opt("postern-gateway:mail:gone").await.unwrap().is_none(), "swept");
     assert!(bindings.get_opt("someone-elses").await.unwrap().is_some(), "not the operator's");
 
+    // A namespaced install sweeps only the bindings of its namespaces (it may not read
+    // Gateways elsewhere); the cluster-wide one sweeps all.
+    use postern_operator::controller::{Scope, sweep_review_bindings};
+    let mut elsewhere: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "postern-gateway:other:gone", "labels": {
+            "app.kubernetes.io/managed-by": "postern-operator", "app.kubernetes.io/component": "token-review",
+            "postern.dev/gateway-namespace": "other", "postern.dev/gateway": "gone"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+    }))
+    .unwrap();
+    elsewhere = bindings.create(&Default::default(), &elsewhere).await.unwrap();
+    let scope = Scope::parse("mail, tenants");
+    assert_eq!(scope, Scope::Namespaces(vec!["mail".into(), "tenants".into()]));
+    assert_eq!(sweep_review_bindings(&client, &scope).await.unwrap(), 0);
+    assert!(bindings.get_opt(&elsewhere.name_any()).await.unwrap().is_some(), "not this install's namespace");
+    assert_eq!(Scope::parse(" "), Scope::Cluster);
+    assert_eq!(sweep_review_bindings(&client, &Scope::Cluster).await.unwrap(), 1);
+    assert!(bindings.get_opt("postern-gateway:mail:edge").await.unwrap().is_some(), "its Gateway exists");
+
     // The pods run as that account, with the token projected for the reviews only, and the
     // config tells the admin API where to find it and which namespace's RBAC decides.
     let dep = Api::<Deployment>::namespaced(client.clone(), NS).get("edge").await.unwrap();

@@ -32,15 +32,19 @@ fn operator_objects(dir: &Path) -> PathBuf {
     path
 }
 
+/// The chart with everything on, once cluster-wide and once namespaced.
 fn chart_objects(dir: &Path) -> PathBuf {
-    let rendered = common::helm(serde_json::json!({
-        "sampleGateway": {"enabled": true},
-        "monitoring": {"prometheusRule": {"enabled": true}, "serviceMonitor": {"enabled": true},
-                       "grafanaDashboard": {"enabled": true}},
-    }));
-    assert_eq!(rendered["lint"]["messages"], serde_json::json!([]), "strict lint: {}", rendered["lint"]);
-    let docs: Vec<String> =
-        common::objects(&rendered).iter().map(|o| serde_yaml::to_string(o).unwrap()).collect();
+    let mut docs = Vec::new();
+    for watch in [serde_json::json!([]), serde_json::json!(["mail", "tenants"])] {
+        let rendered = common::helm(serde_json::json!({
+            "sampleGateway": {"enabled": true},
+            "monitoring": {"prometheusRule": {"enabled": true}, "serviceMonitor": {"enabled": true},
+                           "grafanaDashboard": {"enabled": true}},
+            "watchNamespaces": watch,
+        }));
+        assert_eq!(rendered["lint"]["messages"], serde_json::json!([]), "strict lint: {}", rendered["lint"]);
+        docs.extend(common::objects(&rendered).iter().map(|o| serde_yaml::to_string(o).unwrap()));
+    }
     let path = dir.join("chart-objects.yaml");
     std::fs::write(&path, docs.join("---\n")).unwrap();
     path
