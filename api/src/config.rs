@@ -55,6 +55,10 @@ pub struct GatewayConfig {
     /// server (`primary`): the relay domains of other products.
     #[serde(default)]
     pub domains: Vec<MailDomainConfig>,
+    /// The MTA-STS policy of the served domains (RFC 8461), served on the admin port at
+    /// `/.well-known/mta-sts.txt` to requests for `mta-sts.<served domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mta_sts: Option<crate::MtaSts>,
     /// Outbound delivery: DNS, retries, concurrency, TLS.
     #[serde(default)]
     pub delivery: DeliveryConfig,

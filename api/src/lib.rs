@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod config;
 pub mod duration;
+pub mod mta_sts;
 pub mod relay;
 pub mod spam;
 pub mod submission;
@@ -11,6 +12,7 @@ pub mod validate;
 
 pub use config::*;
 pub use duration::HumanDuration;
+pub use mta_sts::{MtaSts, MtaStsMode};
 pub use relay::{
     CheckAction, ConnectionPolicy, ExternalPostmaster, RelayAction, RelayConfig, RelayRule, SenderPolicy,
 };

@@ -80,6 +80,16 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
     if c.listeners.is_empty() {
         errs.add("listeners", "at least one listener is required");
     }
+    if let Some(m) = &c.mta_sts {
+        if m.max_age.get().is_zero() {
+            errs.add("mtaSts.maxAge", "must be more than 0 (senders cache the policy this long)");
+        }
+        for (i, host) in m.mx.iter().enumerate() {
+            if !is_domain_name(host.strip_prefix("*.").unwrap_or(host)) {
+                errs.add(format!("mtaSts.mx[{i}]"), "a host name or *.domain pattern");
+            }
+        }
+    }
     if let Some(k) = &c.admin.kubernetes {
         let label = |s: &str| {
             !s.is_empty()

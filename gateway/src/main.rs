@@ -24,6 +24,9 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the JSON schema of GatewayConfig.
     Schema,
+    /// Print the MTA-STS TXT records (`_mta-sts.<domain>`, with the id of the policy this
+    /// config serves) of every served domain, in zone-file form.
+    MtaStsRecords { file: PathBuf },
     /// Read a password from standard input (its first line) and print its argon2id hash, for a
     /// users file line `name:HASH[:senders]`.
     HashPassword,
@@ -62,6 +65,25 @@ fn main() -> ExitCode {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("{}: {e:#}", file.display());
+                ExitCode::from(1)
+            }
+        },
+        Command::MtaStsRecords { file } => match postern_gateway::config::load_file(&file) {
+            Ok(config) => match &config.mta_sts {
+                Some(policy) => {
+                    let txt = policy.txt_record(&config.hostname);
+                    for d in &config.domains {
+                        println!("_mta-sts.{}. IN TXT \"{txt}\"", d.name.trim_end_matches('.'));
+                    }
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("{}: no mtaSts section", file.display());
+                    ExitCode::from(1)
+                }
+            },
             Err(e) => {
                 eprintln!("{}: {e:#}", file.display());
                 ExitCode::from(1)

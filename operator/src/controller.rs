@@ -435,6 +435,7 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
             apply(client, &ns, &children.service).await?;
             apply(client, &ns, &children.admin_service).await?;
             apply_or_delete(client, &ns, &gw, children.network_policy.as_ref()).await?;
+            apply_or_delete(client, &ns, &gw, children.mta_sts_ingress.as_ref()).await?;
             apply_or_delete(client, &ns, &gw, children.autoscaler.as_ref()).await?;
             apply_or_delete(client, &ns, &gw, children.disruption_budget.as_ref()).await?;
             addons::SERVICE_MONITOR.reconcile(client, &ns, &gw, children.service_monitor.as_slice()).await?;

@@ -256,6 +256,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         "senderPolicy": spec.sender_policy,
         "connectionPolicy": spec.connection_policy,
         "rateLimits": spec.rate_limits,
+        "mtaSts": spec.mta_sts.as_ref().map(|m| &m.policy),
         "delivery": delivery,
         "logging": {"format": "json", "level": "info"},
     });

@@ -16,7 +16,7 @@ use std::hash::{Hash, Hasher};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -80,6 +80,8 @@ pub struct Children {
     pub service: Service,
     pub admin_service: Service,
     pub network_policy: Option<NetworkPolicy>,
+    /// Publishes the MTA-STS policy (`spec.mtaSts`).
+    pub mta_sts_ingress: Option<Ingress>,
     pub service_account: ServiceAccount,
     /// Cluster-scoped, so it cannot be owned by the Gateway: the controller removes the
     /// bindings of Gateways that are gone (`review_binding_owner`).
@@ -139,6 +141,7 @@ impl Children {
             service: service(gw),
             admin_service: admin_service(gw),
             network_policy: network_policy(gw, defaults.operator_namespace.as_deref()),
+            mta_sts_ingress: mta_sts_ingress(gw, &domains),
             service_account: service_account(gw),
             review_binding: review_binding(gw),
             autoscaler: autoscaler(gw),
@@ -163,6 +166,7 @@ impl Children {
         out.push(value(&self.service));
         out.push(value(&self.admin_service));
         out.extend(self.network_policy.iter().map(value));
+        out.extend(self.mta_sts_ingress.iter().map(value));
         out.extend(self.autoscaler.iter().map(value));
         out.extend(self.disruption_budget.iter().map(value));
         out.extend(self.service_monitor.iter().cloned());
@@ -565,6 +569,39 @@ pub fn certificates(gw: &Gateway) -> Vec<Value> {
         .collect()
 }
 
+/// The Ingress that publishes the MTA-STS policy of every served domain at
+/// `https://mta-sts.<domain>/.well-known/mta-sts.txt` (the gateways' admin port serves it).
+pub fn mta_sts_ingress(gw: &Gateway, domains: &[String]) -> Option<Ingress> {
+    let mta_sts = gw.spec.mta_sts.as_ref()?;
+    if domains.is_empty() {
+        return None;
+    }
+    let hosts: Vec<String> = domains.iter().map(|d| format!("mta-sts.{d}")).collect();
+    let backend = json!({"service": {"name": admin_service_name(gw), "port": {"name": "admin"}}});
+    let rules: Vec<Value> = hosts
+        .iter()
+        .map(|h| {
+            json!({"host": h, "http": {"paths": [
+                {"path": "/.well-known/mta-sts.txt", "pathType": "Exact", "backend": backend},
+            ]}})
+        })
+        .collect();
+    let mut metadata = meta(gw, gw.name_any());
+    if !mta_sts.ingress.annotations.is_empty() {
+        metadata["annotations"] = json!(mta_sts.ingress.annotations);
+    }
+    let mut spec = json!({
+        "tls": [{"hosts": hosts, "secretName": format!("{}-mta-sts", gw.name_any())}],
+        "rules": rules,
+    });
+    if let Some(class) = &mta_sts.ingress.class_name {
+        spec["ingressClassName"] = json!(class);
+    }
+    Some(typed(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}),
+    ))
+}
+
 /// What a LoadBalancer Service was given: an IP address or a host name.
 pub fn load_balancer_addresses(service: &Service) -> Vec<String> {
     let ingress =
@@ -610,6 +647,20 @@ pub fn dns_endpoint(gw: &Gateway, domains: &[String], addresses: &[String]) -> O
         }
         if let Some(dmarc) = &records.dmarc {
             endpoints.push(record(&format!("_dmarc.{domain}"), "TXT", vec![dmarc.clone()]));
+        }
+        if let Some(mta_sts) = &gw.spec.mta_sts {
+            endpoints.push(record(
+                &format!("_mta-sts.{domain}"),
+                "TXT",
+                vec![mta_sts.policy.txt_record(hostname)],
+            ));
+        }
+        if let Some(rua) = &records.tls_rpt {
+            endpoints.push(record(
+                &format!("_smtp._tls.{domain}"),
+                "TXT",
+                vec![format!("v=TLSRPTv1; rua={rua}")],
+            ));
         }
     }
     Some(json!({

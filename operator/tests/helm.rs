@@ -56,6 +56,7 @@ fn default_values_install_the_operator_with_least_privilege() {
             "horizontalpodautoscalers",
             "poddisruptionbudgets",
             "networkpolicies",
+            "ingresses",
             "servicemonitors",
             "certificates",
             "dnsendpoints"

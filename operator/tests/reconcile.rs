@@ -867,6 +867,32 @@ async fn certificates_dns_records_and_monitors_follow_the_spec_where_installed()
         has("_dmarc.example.com", "TXT", "v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@example.com"),
         "{records}"
     );
+    assert!(
+        has("_smtp._tls.example.com", "TXT", "v=TLSRPTv1; rua=mailto:tls-reports@example.com"),
+        "{records}"
+    );
+    // MTA-STS: the TXT record names the id of the very policy the gateways serve, and an
+    // Ingress publishes it from the admin Service.
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), NS).get("edge-config").await.unwrap();
+    let config: postern_api::GatewayConfig = serde_yaml::from_str(&cm.data.unwrap()["gateway.yaml"]).unwrap();
+    let policy = config.mta_sts.clone().expect("mtaSts in the gateways' config");
+    assert_eq!(policy.mode, postern_api::MtaStsMode::Testing);
+    let txt = policy.txt_record(&config.hostname);
+    assert!(has("_mta-sts.example.com", "TXT", &txt), "{txt} in {records}");
+    let ingress = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), NS)
+        .get("edge")
+        .await
+        .unwrap();
+    let ingress = serde_json::to_value(&ingress).unwrap();
+    assert_eq!(ingress["spec"]["rules"][0]["host"], "mta-sts.example.com");
+    let path = &ingress["spec"]["rules"][0]["http"]["paths"][0];
+    assert_eq!(
+        (path["path"].as_str(), path["pathType"].as_str()),
+        (Some("/.well-known/mta-sts.txt"), Some("Exact"))
+    );
+    assert_eq!(path["backend"]["service"]["name"], "edge-admin");
+    assert_eq!(ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"], "letsencrypt");
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "edge-mta-sts");
     let (status, reason, _) = gateway_condition(&gw, "DnsPublished");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "EndpointApplied"));
 
@@ -879,7 +905,7 @@ async fn certificates_dns_records_and_monitors_follow_the_spec_where_installed()
     patch_spec(
         &client,
         "edge",
-        serde_json::json!({"dnsRecords": null, "monitoring": {"serviceMonitor": {"enabled": false}},
+        serde_json::json!({"dnsRecords": null, "mtaSts": null, "monitoring": {"serviceMonitor": {"enabled": false}},
             "listeners": [{"name": "smtp", "port": 25, "proxyProtocol": true, "trustedProxies": ["10.0.0.0/16"],
                            "tlsSecretName": "mx-example-com-tls"}]}),
     )
@@ -888,4 +914,6 @@ async fn certificates_dns_records_and_monitors_follow_the_spec_where_installed()
     assert!(certs.get_opt("mx-example-com-tls").await.unwrap().is_none());
     assert!(endpoints.get_opt("edge").await.unwrap().is_none());
     assert!(monitors.get_opt("edge").await.unwrap().is_none());
+    let ingresses = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), NS);
+    assert!(ingresses.get_opt("edge").await.unwrap().is_none(), "MTA-STS off: its Ingress goes");
 }

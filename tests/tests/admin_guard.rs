@@ -233,3 +233,44 @@ fn kubernetes_rbac_decides_who_may_use_the_admin_api() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && !text.contains("ERROR"), "{text}");
 }
+
+/// The MTA-STS policy file (RFC 8461) is public, for `mta-sts.<served domain>` only, and is
+/// the text whose id the operator publishes.
+#[test]
+fn the_mta_sts_policy_is_served_for_served_domains_only() {
+    let mut policy = None;
+    let mut txt = String::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "t0ken\n").unwrap();
+    let config = GatewayConfig::typed(|c| {
+        c.domains.push(postern_api::MailDomainConfig::new(
+            "example.com",
+            postern_api::Destination::hosts(&["127.0.0.1:9"], postern_api::TlsPolicy::NONE),
+        ));
+        c.mta_sts = Some(postern_api::MtaSts {
+            mode: postern_api::MtaStsMode::Enforce,
+            max_age: postern_api::HumanDuration::from_secs(86400),
+            mx: vec![],
+        });
+        // The API is closed; the policy is public all the same.
+        c.admin.token_file = Some(tokens.clone());
+        policy = c.mta_sts.clone().map(|p| p.policy(&c.hostname));
+        txt = c.mta_sts.as_ref().map(|p| p.txt_record(&c.hostname)).unwrap();
+    });
+    let gw = GatewayProcess::start(&config);
+    let admin = gw.admin_addr();
+    let get = |host: &str| request(admin, "GET", "/.well-known/mta-sts.txt", &[("Host", host)]);
+    let (status, answer) = get("MTA-STS.example.com:443");
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("content-type: text/plain"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body, policy.unwrap());
+    assert!(body.starts_with("version: STSv1\r\nmode: enforce\r\nmx: "), "{body}");
+    assert_eq!(get("mta-sts.other.example").0, 404, "not a served domain");
+    assert_eq!(get("example.com").0, 404);
+    // The record to publish by hand (standalone) names the id of the text served.
+    let out = Command::new(binary()).arg("mta-sts-records").arg(&gw.config_path).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("_mta-sts.example.com. IN TXT \"{txt}\"\n"));
+}

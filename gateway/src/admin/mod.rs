@@ -35,6 +35,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Public (an Ingress serves it to the world): the MTA-STS policy of a served domain.
+        .route("/.well-known/mta-sts.txt", get(mta_sts))
         .merge(api)
         .with_state(ctx)
 }
@@ -57,6 +59,27 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
         ctx.metrics.encode(),
     )
         .into_response()
+}
+
+/// The MTA-STS policy (RFC 8461 3.3), for a request to `mta-sts.<served domain>`; anything
+/// else is 404, so the file says nothing about domains the gateway does not serve.
+async fn mta_sts(State(ctx): State<Arc<Context>>, headers: axum::http::HeaderMap) -> Response {
+    let cfg = ctx.config();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let host = host
+        .rsplit_once(':')
+        .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let domain = host.strip_prefix("mta-sts.").unwrap_or_default();
+    let served = cfg.config.domains.iter().any(|d| d.name.eq_ignore_ascii_case(domain));
+    match &cfg.config.mta_sts {
+        Some(policy) if served => (
+            [(header::CONTENT_TYPE, "text/plain"), (header::CACHE_CONTROL, "max-age=300")],
+            policy.policy(&cfg.config.hostname),
+        )
+            .into_response(),
+        _ => (StatusCode::NOT_FOUND, "no MTA-STS policy for this host\n").into_response(),
+    }
 }
 
 async fn queue(State(ctx): State<Arc<Context>>) -> Response {

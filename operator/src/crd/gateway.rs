@@ -69,7 +69,9 @@ pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/postern/postern:", env!("CARGO_
     {"rule": "!self.listeners.exists(l, has(l.certificate) && !has(l.certificate.dnsNames)) || has(self.hostname)",
      "message": "a listener's certificate names no dnsNames: set hostname (its default) or certificate.dnsNames"},
     {"rule": "!has(self.dnsRecords) || has(self.hostname)",
-     "message": "dnsRecords point MX and the address at hostname: set hostname"}
+     "message": "dnsRecords point MX and the address at hostname: set hostname"},
+    {"rule": "!has(self.mtaSts) || has(self.hostname) || (has(self.mtaSts.policy.mx) && size(self.mtaSts.policy.mx) > 0)",
+     "message": "mtaSts lists the MX hosts: set hostname (the default) or mtaSts.policy.mx"}
 ]))]
 pub struct GatewaySpec {
     /// Pods when autoscaling is off.
@@ -141,6 +143,36 @@ pub struct GatewaySpec {
     /// address from the LoadBalancer, and SPF and DMARC when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_records: Option<DnsRecords>,
+    /// MTA-STS (RFC 8461) for every served domain: the gateways serve the policy, an Ingress
+    /// publishes it at `https://mta-sts.<domain>/.well-known/mta-sts.txt`, and with
+    /// `dnsRecords` the `_mta-sts` TXT record goes into the DNSEndpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mta_sts: Option<GatewayMtaSts>,
+}
+
+/// MTA-STS: the policy, and the Ingress that serves it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayMtaSts {
+    /// The policy every served domain publishes.
+    pub policy: postern_api::MtaSts,
+    /// The Ingress (HTTPS, so it needs a certificate for every `mta-sts.<domain>`, e.g.
+    /// through cert-manager's `cert-manager.io/cluster-issuer` annotation). Its controller must
+    /// reach the admin port: add its namespace to `networkPolicy.adminFrom`.
+    #[serde(default)]
+    pub ingress: MtaStsIngress,
+}
+
+/// The Ingress of the MTA-STS policy (named like the Gateway; TLS Secret `<gateway>-mta-sts`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MtaStsIngress {
+    /// The IngressClass; unset: the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Annotations, e.g. `cert-manager.io/cluster-issuer: letsencrypt`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// How Prometheus finds the gateway pods.
@@ -203,6 +235,11 @@ pub struct DnsRecords {
     #[serde(default = "hour")]
     #[schemars(range(min = 60, max = 604800))]
     pub ttl: i64,
+    /// Where senders send TLS reports (RFC 8460): the `rua` of `_smtp._tls.<domain>`, e.g.
+    /// `mailto:tls-reports@example.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(mailto:|https:)\S+$"))]
+    pub tls_rpt: Option<String>,
 }
 
 fn ten() -> i32 {
@@ -568,6 +605,7 @@ impl Default for GatewaySpec {
             pod: GatewayPod::default(),
             monitoring: GatewayMonitoring::default(),
             dns_records: None,
+            mta_sts: None,
         }
     }
 }
