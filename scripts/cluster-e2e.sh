@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End to end on a real cluster (kind, k3s, or any you point KUBECONFIG at): installs the chart
 # with the image you built and pushed, applies a Gateway + MailDomain, waits for their
-# conditions, sends one message through the gateway Service with swaks from a pod, then checks
-# that a message queued while the destination is down survives deleting the gateway pod.
+# conditions, sends one message through the gateway Service with swaks from a pod, checks that
+# the admin API follows RBAC, then that a message queued while the destination is down survives
+# deleting the gateway pod.
 #
 # Usage: KUBECONFIG=... IMAGE=registry/postern:tag scripts/cluster-e2e.sh
 # Skipped (exit 0) when KUBECONFIG is not set: the CI machines have no cluster.
@@ -56,6 +57,24 @@ kubectl -n "$NS" wait --for=condition=Ready gateway/e2e --timeout=300s
 kubectl -n "$NS" run swaks --rm -i --restart=Never --image=debian:bookworm-slim -- \
   sh -c "apt-get update -qq && apt-get install -y -qq swaks >/dev/null && swaks --server e2e.$NS.svc:2525 --to u@e2e.test --from a@sender.test"
 echo "delivered: $(kubectl -n "$NS" exec sink -- sh -c 'ls /tmp | wc -l') message(s) at the sink"
+
+# The admin API answers by RBAC (TokenReview, then SubjectAccessReview): a service account
+# bound to the chart's quarantine reviewer role may list held mail, another may not.
+kubectl -n "$NS" create serviceaccount reviewer --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n "$NS" create serviceaccount outsider --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n "$NS" create rolebinding reviewer --clusterrole=postern-quarantine-reviewer \
+  --serviceaccount="$NS:reviewer" --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n "$NS" port-forward svc/e2e-admin 18025:8025 >/dev/null &
+forward=$!
+trap 'kill $forward 2>/dev/null || true' EXIT
+for _ in $(seq 1 30); do curl -fs http://127.0.0.1:18025/healthz >/dev/null && break; sleep 1; done
+status_as() {
+  curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(kubectl -n "$NS" create token "$1")" \
+    http://127.0.0.1:18025/api/v1/quarantine
+}
+[[ $(status_as reviewer) == 200 ]] || { echo "the reviewer was refused the quarantine" >&2; exit 1; }
+[[ $(status_as outsider) == 403 ]] || { echo "an unbound account reached the quarantine" >&2; exit 1; }
+echo "the admin API follows RBAC"
 
 # Restart durability: with the sink gone the message waits in the queue (on the embedded store's
 # PersistentVolumeClaim); the gateway pod is deleted; the new pod finds the message and delivers
