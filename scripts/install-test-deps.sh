@@ -41,6 +41,12 @@ if ! python3 -c 'import checkov' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore checkov
 fi
 
+# aiosmtpd: a provider's submission server (AUTH, STARTTLS, implicit TLS) for the sending-account
+# tests (tests/peers/submission_server.py).
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd
+fi
+
 # lupa: a real Lua interpreter, to run the Argo CD health check (examples/argocd/health.lua).
 if ! python3 -c 'import lupa' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore lupa

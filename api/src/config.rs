@@ -55,6 +55,10 @@ pub struct GatewayConfig {
     /// server (`primary`): the relay domains of other products.
     #[serde(default)]
     pub domains: Vec<MailDomainConfig>,
+    /// Sending accounts: mail from trusted networks or authenticated users whose envelope
+    /// sender matches an account's `from` leaves through that account (see `accounts.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<crate::accounts::SendingAccount>,
     /// The MTA-STS policy of the served domains (RFC 8461), served on the admin port at
     /// `/.well-known/mta-sts.txt` to requests for `mta-sts.<served domain>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -515,7 +519,8 @@ impl Destination {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TlsPolicy {
     /// none: never STARTTLS; opportunistic: STARTTLS when offered; required: fail (and retry)
-    /// when the peer does not offer STARTTLS.
+    /// when the peer does not offer STARTTLS; implicit: TLS from the first byte (SMTPS, port
+    /// 465), before the greeting.
     #[serde(default)]
     pub mode: TlsMode,
     /// Verify the peer's certificate and name (against the system roots or `caFile`).
@@ -536,6 +541,7 @@ pub enum TlsMode {
     #[default]
     Opportunistic,
     Required,
+    Implicit,
 }
 
 /// Outbound delivery.

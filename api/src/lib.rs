@@ -1,6 +1,7 @@
 //! postern-api: the data Postern is configured with. Pure data and validation, no I/O, so the
 //! gateway, the operator and the tests share one definition of every field.
 
+pub mod accounts;
 pub mod admin;
 pub mod config;
 pub mod duration;
@@ -10,6 +11,7 @@ pub mod spam;
 pub mod submission;
 pub mod validate;
 
+pub use accounts::{AccountType, SendingAccount, SmtpAccount, SmtpSecurity};
 pub use config::*;
 pub use duration::HumanDuration;
 pub use mta_sts::{MtaSts, MtaStsMode};

@@ -306,7 +306,63 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
         errs.add("delivery.leaseTimeout", "must be at least 10s");
     }
 
+    check_accounts(&mut errs, c);
     errs.finish()
+}
+
+/// Accounts have unique names and senders, real addresses, and what their type needs; no
+/// password goes over a connection without TLS.
+fn check_accounts(errs: &mut Errors, c: &GatewayConfig) {
+    use crate::accounts::{AccountType, SmtpSecurity};
+    let is_address = |a: &str| a.rsplit_once('@').is_some_and(|(l, d)| !l.is_empty() && is_domain_name(d));
+    let mut names = HashSet::new();
+    let mut senders = HashSet::new();
+    for (i, a) in c.accounts.iter().enumerate() {
+        let f = |field: &str| format!("accounts[{i}].{field}");
+        let name_ok = !a.name.is_empty()
+            && a.name.len() <= 63
+            && a.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            errs.add(f("name"), "1-63 letters, digits, '-', '_' or '.'");
+        } else if !names.insert(a.name.as_str()) {
+            errs.add(f("name"), format!("{:?} is used twice", a.name));
+        }
+        let from_ok = match a.from.strip_prefix('@') {
+            Some(d) => is_domain_name(d),
+            None => is_address(&a.from),
+        };
+        if !from_ok {
+            errs.add(f("from"), "an address (alice@example.com) or a domain (@example.com)");
+        } else if !senders.insert(a.from.to_ascii_lowercase()) {
+            errs.add(f("from"), format!("{} has another account already", a.from));
+        }
+        if a.bcc.as_deref().is_some_and(|b| !is_address(b)) {
+            errs.add(f("bcc"), "an address");
+        }
+        if a.display_name.as_deref().is_some_and(|n| n.trim().is_empty() || n.chars().any(char::is_control)) {
+            errs.add(f("displayName"), "a name without line breaks or control characters");
+        }
+        match (a.kind, &a.smtp) {
+            (AccountType::Smtp, None) => errs.add(f("smtp"), "type Smtp needs the smtp block"),
+            (AccountType::Smtp, Some(s)) => {
+                let host = s.host.trim_matches(['[', ']']);
+                if !is_domain_name(host) && host.parse::<std::net::IpAddr>().is_err() {
+                    errs.add(f("smtp.host"), "a host name or IP address");
+                }
+                if s.port == Some(0) {
+                    errs.add(f("smtp.port"), "must be greater than 0");
+                }
+                match (&s.username, &s.password_file) {
+                    (Some(_), None) => errs.add(f("smtp.passwordFile"), "a username needs its password"),
+                    (None, Some(_)) => errs.add(f("smtp.username"), "a password needs its username"),
+                    (Some(_), Some(_)) if s.security == SmtpSecurity::None => {
+                        errs.add(f("smtp.security"), "a login is never sent without TLS: use StartTls or Tls")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 /// Relay rules name real addresses, domains and HELO names; the external postmaster is an
@@ -593,5 +649,31 @@ mod tests {
         assert_eq!(parse_host_port("::1", 25).unwrap(), ("::1".into(), 25));
         assert!(parse_host_port("bad host", 25).is_err());
         assert!(parse_host_port("host:99999", 25).is_err());
+    }
+
+    #[test]
+    fn accounts_are_named_once_send_for_real_addresses_and_never_log_in_without_tls() {
+        let text = format!(
+            "{MINIMAL}accounts:\n  - {{name: a, from: '@example.com', type: Smtp, smtp: {{host: smtp.example.com, username: u, passwordFile: /p}}}}\n  - {{name: a, from: 'not an address', type: Smtp}}\n  - {{name: 'b c', from: '@EXAMPLE.com', bcc: nobody, type: Smtp, smtp: {{host: 'bad host', security: None, username: u, passwordFile: /p}}}}\n  - {{name: d, from: d@example.com, type: Smtp, smtp: {{host: 192.0.2.1, port: 0, username: u}}}}\nmtaSts: {{mode: Enforce, maxAge: 0s, mx: ['*.example.com', 'bad host']}}\n"
+        );
+        let problems = load_gateway_config(&text).unwrap_err().problems();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "mtaSts.maxAge",
+                "mtaSts.mx[1]",
+                "accounts[1].name",
+                "accounts[1].from",
+                "accounts[1].smtp",
+                "accounts[2].name",
+                "accounts[2].from",
+                "accounts[2].bcc",
+                "accounts[2].smtp.host",
+                "accounts[2].smtp.security",
+                "accounts[3].smtp.port",
+                "accounts[3].smtp.passwordFile"
+            ]
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! health, readiness, metrics and the admin API; `server` wires it all together. DESIGN.md has
 //! the layout; tests/layout.rs checks that no module imports one above it.
 
+pub mod accounts;
 pub mod address;
 pub mod admin;
 pub mod auth;

@@ -13,6 +13,11 @@ pub struct ListenerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabel {
+    pub account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
 }
@@ -73,6 +78,8 @@ pub struct Metrics {
     pub connections: Family<ListenerLabel, Counter>,
     pub connections_active: Gauge,
     pub connections_refused: Family<ReasonLabel, Counter>,
+    /// Messages accepted to leave through a sending account, by account.
+    pub account_messages: Family<AccountLabel, Counter>,
     /// Admin API requests refused, by reason.
     pub admin_refused: Family<ReasonLabel, Counter>,
     pub messages: Family<OutcomeLabels, Counter>,
@@ -112,6 +119,7 @@ impl Metrics {
             connections_active: Gauge::default(),
             connections_refused: Family::default(),
             admin_refused: Family::default(),
+            account_messages: Family::default(),
             messages: Family::default(),
             recipients_refused: Family::default(),
             accept_latency: latency_histogram(),
@@ -148,6 +156,11 @@ impl Metrics {
         }
         registry.register("smtp_connections", "SMTP connections accepted", m.connections.clone());
         registry.register("smtp_connections_active", "SMTP sessions open now", m.connections_active.clone());
+        registry.register(
+            "account_messages",
+            "Messages accepted to leave through a sending account, by account",
+            m.account_messages.clone(),
+        );
         registry.register(
             "admin_refused",
             "Admin API requests refused: host, cross_origin, unauthenticated, forbidden, review_failed",

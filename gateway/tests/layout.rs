@@ -18,6 +18,7 @@ const ORDER: &[&str] = &[
     "outbound",
     "policy",
     "routing",
+    "accounts",
     "spam",
     "context",
     "quarantine",

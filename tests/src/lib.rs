@@ -13,6 +13,7 @@ pub mod kube_api;
 /// The one Redis harness, shared with the gateway's unit tests.
 pub use postern_test_support::redis;
 pub mod sink;
+pub mod submission;
 pub mod tls;
 
 pub use postern_test_support::{reserve_port, wait_for};

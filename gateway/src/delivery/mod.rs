@@ -239,7 +239,7 @@ impl Delivery {
         };
         if let Some(why) = why {
             for (rcpt, f) in bounced {
-                tracing::warn!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, status = "dropped", error = %f.diagnostic, reason = why, "failed permanently; no DSN sent");
+                tracing::warn!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, route = %job.next_hop.key(), status = "dropped", error = %f.diagnostic, reason = why, "failed permanently; no DSN sent");
             }
             return None;
         }
@@ -248,7 +248,7 @@ impl Delivery {
         let dsn = Message::generated(String::new(), dsn::build(&cfg.hostname, message, &job.sender, &failed));
         let next_hop = routing::next_hop_for_own_mail(cfg, &job.sender)?;
         for (rcpt, f) in bounced {
-            tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, status = "bounced", dsn_queue_id = %dsn.id, error = %f.diagnostic, "failed permanently; DSN queued to the sender");
+            tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, route = %job.next_hop.key(), status = "bounced", dsn_queue_id = %dsn.id, error = %f.diagnostic, "failed permanently; DSN queued to the sender");
         }
         self.ctx.metrics.dsns.inc();
         // A DSN never bounces (RFC 3461 section 6.2: no DSN about a DSN).

@@ -195,12 +195,15 @@ impl Connection {
             timeouts,
             last_used: Instant::now(),
         };
+        if policy.mode == TlsMode::Implicit {
+            conn = conn.start_tls(host, policy.verify, tls).await?;
+        }
         let greeting = conn.read_reply().await?;
         if greeting.code != 220 {
             return Err(failure_from(host, &greeting));
         }
         conn.hello(helo).await?;
-        if policy.mode == TlsMode::None {
+        if matches!(policy.mode, TlsMode::None | TlsMode::Implicit) {
             return Ok(conn);
         }
         if !conn.caps.starttls {

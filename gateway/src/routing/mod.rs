@@ -313,7 +313,12 @@ mod tests {
 
     #[test]
     fn plan_groups_by_next_hop_and_bounce() {
-        let hop = |h: &str| NextHop { via: Via::Hosts(vec![h.into()]), tls: Default::default(), auth: None };
+        let hop = |h: &str| NextHop {
+            via: Via::Hosts(vec![h.into()]),
+            tls: Default::default(),
+            auth: None,
+            account: None,
+        };
         let t = |h: &str, a: &str, bounce| RoutedRecipient {
             next_hop: hop(h),
             address: a.into(),

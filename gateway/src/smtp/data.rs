@@ -196,10 +196,18 @@ impl Session {
             tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, decision, reasons = %verdict.reasons_text(), "message refused by spam checks");
             return self.push_error(&reply);
         }
+        // Submitted mail whose sender has a sending account leaves through it, named as the
+        // account says when the sender gave no name.
+        let submitted = self.user.is_some() || self.cfg.is_trusted(self.client_ip());
+        let account = crate::accounts::select(&self.cfg.accounts, &tx.sender, submitted);
+        let named = account
+            .as_ref()
+            .and_then(|(a, _)| a.display_name.as_deref())
+            .and_then(|name| crate::accounts::with_display_name(&checked.content, name));
         let mut body = Vec::with_capacity(header.len() + content.len() + 512);
         body.extend_from_slice(header.as_bytes());
         body.extend_from_slice(checked.added_headers.as_bytes());
-        body.extend_from_slice(&checked.content);
+        body.extend_from_slice(named.as_deref().unwrap_or(&checked.content));
         let size = body.len();
 
         if verdict.action == Action::Quarantine {
@@ -227,7 +235,11 @@ impl Session {
             body,
         };
         let lifetime = ms(self.cfg.delivery.lifetime.get());
-        let new = NewMessage::new(message, routing::plan(&tx.targets), lifetime);
+        let plan = match &account {
+            Some((a, hop)) => routing::plan(&crate::accounts::targets(&tx.recipients, a, hop)),
+            None => routing::plan(&tx.targets),
+        };
+        let new = NewMessage::new(message, plan, lifetime);
         let job_count = new.jobs.len();
         let original_client = original_client.map(|ip| ip.to_string());
         let spam = verdict.action == Action::MarkSpam;
@@ -247,6 +259,12 @@ impl Session {
             Ok(()) => {
                 metrics.accept_latency.observe(started.elapsed().as_secs_f64());
                 metrics.message("queued", "accepted");
+                if let Some((a, _)) = &account {
+                    metrics
+                        .account_messages
+                        .get_or_create(&crate::metrics::AccountLabel { account: a.name.clone() })
+                        .inc();
+                }
                 self.junk = 0;
                 self.ctx.queue_wakeup.notify_one();
                 tracing::info!(
@@ -257,6 +275,7 @@ impl Session {
                     rcpts = tx.recipients.len(),
                     discarded = tx.discarded.len(),
                     jobs = job_count,
+                    account = account.as_ref().map(|(a, _)| a.name.as_str()),
                     size,
                     tls = self.tls.is_some(),
                     spam,

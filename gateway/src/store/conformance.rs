@@ -31,6 +31,7 @@ pub fn sample_message(jobs: usize, due: u64) -> NewMessage {
                 via: Via::Hosts(vec![format!("h{i}:25")]),
                 tls: TlsPolicy::default(),
                 auth: None,
+                account: None,
             },
             attempts: 0,
             created_at: due,

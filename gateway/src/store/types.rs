@@ -1,7 +1,7 @@
 //! What the store keeps: messages (envelope and body, stored once), delivery jobs (one per
 //! message and next hop, each with its own retry state) and quarantine entries.
 
-use postern_api::{Destination, OutboundGateway, SmtpAuth, TlsPolicy};
+use postern_api::{Destination, OutboundGateway, SendingAccount, SmtpAuth, SmtpSecurity, TlsMode, TlsPolicy};
 use serde::{Deserialize, Serialize};
 
 /// Stored as the admin API shows them (the same fields, one definition).
@@ -139,9 +139,12 @@ pub struct NextHop {
     #[serde(rename = "target")]
     pub via: Via,
     pub tls: TlsPolicy,
-    /// SMTP AUTH towards this next hop (a smarthost).
+    /// SMTP AUTH towards this next hop (a smarthost, a sending account).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<SmtpAuth>,
+    /// The sending account this next hop is (logs, metrics, its own connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// How a next hop's hosts are found.
@@ -156,7 +159,7 @@ pub enum Via {
 
 impl NextHop {
     pub fn mx(domain: &str, tls: TlsPolicy) -> Self {
-        Self { via: Via::Mx(domain.to_ascii_lowercase()), tls, auth: None }
+        Self { via: Via::Mx(domain.to_ascii_lowercase()), tls, auth: None, account: None }
     }
 
     pub fn from_destination(d: &Destination) -> Self {
@@ -164,18 +167,59 @@ impl NextHop {
             Some(mx) => Via::Mx(mx.to_ascii_lowercase()),
             None => Via::Hosts(d.hosts.clone()),
         };
-        Self { via, tls: d.tls.clone(), auth: None }
+        Self { via, tls: d.tls.clone(), auth: None, account: None }
     }
 
     pub fn smarthost(gw: &OutboundGateway) -> Self {
-        Self { via: Via::Hosts(vec![gw.host.clone()]), tls: gw.tls.clone(), auth: gw.auth.clone() }
+        Self {
+            via: Via::Hosts(vec![gw.host.clone()]),
+            tls: gw.tls.clone(),
+            auth: gw.auth.clone(),
+            account: None,
+        }
     }
 
-    /// A short stable name for logs, metrics and per-destination limits.
+    /// A sending account's server, its certificate always verified.
+    pub fn account(a: &SendingAccount) -> Option<Self> {
+        let s = a.smtp.as_ref()?;
+        let mode = match s.security {
+            SmtpSecurity::StartTls => TlsMode::Required,
+            SmtpSecurity::Tls => TlsMode::Implicit,
+            SmtpSecurity::None => TlsMode::None,
+        };
+        let host = if s.host.parse::<std::net::Ipv6Addr>().is_ok() {
+            format!("[{}]", s.host)
+        } else {
+            s.host.clone()
+        };
+        let auth = match (&s.username, &s.password_file) {
+            (Some(username), Some(password_file)) => {
+                Some(SmtpAuth { username: username.clone(), password_file: password_file.clone() })
+            }
+            _ => None,
+        };
+        Some(Self {
+            via: Via::Hosts(vec![format!("{host}:{}", s.port())]),
+            tls: TlsPolicy { mode, verify: mode != TlsMode::None },
+            auth,
+            account: Some(a.name.clone()),
+        })
+    }
+
+    /// A short stable name for logs, metrics, per-destination limits and connection reuse
+    /// (so an account's connection, logged in as it, serves only that account).
     pub fn key(&self) -> String {
-        match &self.via {
+        if let Some(account) = &self.account {
+            return format!("account:{account}");
+        }
+        let base = match &self.via {
             Via::Mx(d) => format!("mx:{d}"),
             Via::Hosts(h) => format!("hosts:{}", h.join(",")),
+        };
+        match &self.auth {
+            // Two smarthosts on one server with different logins are two destinations.
+            Some(auth) => format!("{base}|{}", auth.username),
+            None => base,
         }
     }
 }

@@ -1,0 +1,178 @@
+//! Sending accounts, end to end: the real gateway hands submitted mail to a provider's
+//! submission server (aiosmtpd with AUTH, on loopback) as the account, in each security mode
+//! (STARTTLS, implicit TLS, plain); a wrong password defers the mail with the reason in the log;
+//! the account's BCC copy and display name arrive at the provider; mail from outside clients
+//! never uses an account.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use postern_api::{
+    AccountType, Destination, GatewayConfig as Config, MailDomainConfig, SendingAccount, SmtpAccount,
+    SmtpSecurity, TlsPolicy,
+};
+use postern_tests::client::{Client, message};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess};
+use postern_tests::sink::{Behavior, Sink};
+use postern_tests::submission::SubmissionServer;
+use postern_tests::tls::TestCa;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn account(
+    name: &str,
+    from: &str,
+    server: &SubmissionServer,
+    security: SmtpSecurity,
+    login: Option<(&str, &std::path::Path)>,
+) -> SendingAccount {
+    SendingAccount {
+        name: name.into(),
+        from: from.into(),
+        display_name: None,
+        bcc: None,
+        kind: AccountType::Smtp,
+        smtp: Some(SmtpAccount {
+            host: server.host(),
+            port: Some(server.port),
+            security,
+            username: login.map(|(u, _)| u.to_string()),
+            password_file: login.map(|(_, p)| p.to_path_buf()),
+        }),
+    }
+}
+
+#[test]
+fn submitted_mail_leaves_through_the_senders_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let ca_file = ca.write_ca(dir.path());
+    let leaf = ca.leaf(dir.path(), "provider", &["127.0.0.1"]);
+    let starttls = SubmissionServer::start("starttls", &leaf, "sales@example.com", "s3cret");
+    let implicit = SubmissionServer::start("tls", &leaf, "alice@example.com", "al1ce");
+    let plain = SubmissionServer::start("plain", &leaf, "-", "-");
+    let served = Sink::start(Behavior::default());
+    let password = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{text}\n")).unwrap();
+        p
+    };
+    let (sales_pw, alice_pw, wrong_pw) =
+        (password("sales", "s3cret"), password("alice", "al1ce"), password("bob", "guess"));
+    let served_host = served.host();
+    let config = GatewayConfig::typed(|c: &mut Config| {
+        // 127.0.0.1 is the application network; 127.0.0.2 is an outside client.
+        c.relay.trusted_networks = vec!["127.0.0.1/32".parse().unwrap()];
+        c.delivery.ca_file = Some(ca_file.clone());
+        c.domains
+            .push(MailDomainConfig::new("example.com", Destination::hosts(&[&served_host], TlsPolicy::NONE)));
+        let mut sales = account(
+            "sales",
+            "@example.com",
+            &starttls,
+            SmtpSecurity::StartTls,
+            Some(("sales@example.com", &sales_pw)),
+        );
+        sales.display_name = Some("Example Sales".into());
+        sales.bcc = Some("archive@example.com".into());
+        c.accounts = vec![
+            sales,
+            account(
+                "alice",
+                "alice@example.com",
+                &implicit,
+                SmtpSecurity::Tls,
+                Some(("alice@example.com", &alice_pw)),
+            ),
+            account(
+                "bob",
+                "bob@example.com",
+                &starttls,
+                SmtpSecurity::StartTls,
+                Some(("bob@example.com", &wrong_pw)),
+            ),
+            account("relay", "@relay.example", &plain, SmtpSecurity::None, None),
+        ];
+    });
+    let gw = GatewayProcess::start(&config);
+    let send = |from_ip: &str, from: &str, to: &str, text: &str| {
+        let mut c = Client::connect_from(gw.smtp(), from_ip.parse::<IpAddr>().unwrap());
+        c.cmd("EHLO app.example");
+        c.send_message(from, &[to], text).code
+    };
+
+    // A domain account over STARTTLS: logged in as the account, the BCC copy in the envelope,
+    // the display name on a From that had none.
+    let text = "From: carol@example.com\r\nTo: x@remote.example\r\nSubject: quote\r\n\r\nHello\r\n";
+    assert_eq!(send("127.0.0.1", "carol@example.com", "x@remote.example", text), 250);
+    let got = starttls.wait_for(1, WAIT);
+    assert_eq!(got[0]["login"], "sales@example.com");
+    assert_eq!(got[0]["tls"], true);
+    assert_eq!(got[0]["mail_from"], "carol@example.com");
+    assert_eq!(got[0]["rcpt_tos"], serde_json::json!(["x@remote.example", "archive@example.com"]));
+    let data = got[0]["data"].as_str().unwrap();
+    assert!(data.contains("From: \"Example Sales\" <carol@example.com>\r\n"), "{data}");
+    assert!(!data.contains("archive@example.com"), "a BCC is no header");
+    let accepted = gw.wait_log("message accepted", WAIT);
+    assert_eq!(accepted["account"], "sales", "{accepted}");
+    let delivered = gw.wait_log("delivered", WAIT);
+    assert_eq!(delivered["route"], "account:sales", "{delivered}");
+
+    // An address's own account wins over its domain's: implicit TLS, its own login; a From
+    // with a name keeps it.
+    let named = "From: Alice A <alice@example.com>\r\nTo: y@remote.example\r\nSubject: mine\r\n\r\nx\r\n";
+    assert_eq!(send("127.0.0.1", "alice@example.com", "y@remote.example", named), 250);
+    let got = implicit.wait_for(1, WAIT);
+    assert_eq!((got[0]["login"].as_str(), got[0]["tls"].as_bool()), (Some("alice@example.com"), Some(true)));
+    assert!(
+        got[0]["data"].as_str().unwrap().contains("From: Alice A <alice@example.com>"),
+        "{}",
+        got[0]["data"]
+    );
+
+    // Plain, without a login (a relay on a private network).
+    assert_eq!(
+        send(
+            "127.0.0.1",
+            "ops@relay.example",
+            "z@remote.example",
+            &message("ops@relay.example", "z@remote.example", "p", "x")
+        ),
+        250
+    );
+    let got = plain.wait_for(1, WAIT);
+    assert_eq!((got[0]["login"].is_null(), got[0]["tls"].as_bool()), (true, Some(false)));
+
+    // A wrong password: nothing is delivered, the mail waits, and the log says why.
+    assert_eq!(
+        send(
+            "127.0.0.1",
+            "bob@example.com",
+            "w@remote.example",
+            &message("bob@example.com", "w@remote.example", "w", "x")
+        ),
+        250
+    );
+    let deferred = gw.wait_log("deferred", WAIT);
+    assert_eq!(deferred["route"], "account:bob", "{deferred}");
+    assert!(
+        deferred["error"].as_str().unwrap().contains("SMTP AUTH as bob@example.com failed"),
+        "{deferred}"
+    );
+    assert_eq!(starttls.received().len(), 1, "nothing more at the provider");
+
+    // An outside client's mail to a served domain never leaves through an account, even with a
+    // sender that has one.
+    assert_eq!(
+        send(
+            "127.0.0.2",
+            "carol@example.com",
+            "u@example.com",
+            &message("carol@example.com", "u@example.com", "in", "x")
+        ),
+        250
+    );
+    served.wait_for(1, WAIT);
+    assert_eq!(starttls.received().len(), 1);
+    assert_eq!(gw.metric("postern_account_messages_total{account=\"sales\"}"), Some(1.0));
+}
