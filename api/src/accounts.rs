@@ -36,9 +36,10 @@ pub struct SendingAccount {
     pub smtp: Option<SmtpAccount>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum AccountType {
     /// The provider's SMTP submission server, with the account's login.
+    #[default]
     Smtp,
 }
 

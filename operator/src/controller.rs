@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::addons;
 use crate::crd::gateway::{GatewayStatus, StoreType};
-use crate::crd::{Gateway, MailDomain, RoutingPolicy, SpamPolicy, Status};
+use crate::crd::{Gateway, MailDomain, RoutingPolicy, SendingAccount, SpamPolicy, Status};
 use crate::manifests::Objects;
 use crate::render::{self, Problem};
 use crate::resources::{self, MANAGER, Workload};
@@ -397,6 +397,7 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
         domains: list(client, &ns).await?,
         routing_policies: list(client, &ns).await?,
         spam_policies: list(client, &ns).await?,
+        accounts: list(client, &ns).await?,
         config_maps: list(client, &ns).await?,
     };
     let rendered = render::render(&gw, &objs);
@@ -603,6 +604,36 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
             vec![condition("Ready", true, "Valid", "accepted".into(), generation), in_use(&by, generation)];
         set_status::<SpamPolicy>(client, p, p.status.as_ref(), conditions).await?;
     }
+    // A SendingAccount is used by the Gateways whose accountSelector matches it.
+    for a in &objs.accounts {
+        let mut by: Vec<String> = gateways
+            .iter()
+            .filter(|g| render::selects(&g.spec.account_selector, a.labels()))
+            .map(|g| g.name_any())
+            .collect();
+        by.sort();
+        if !writes(&by) {
+            continue;
+        }
+        let generation = a.meta().generation;
+        let c = match (by.is_empty(), problems.get(&("SendingAccount", a.name_any().as_str()))) {
+            (true, _) => condition(
+                "Ready",
+                false,
+                "NotSelected",
+                format!("no Gateway in {ns} selects this SendingAccount (spec.accountSelector)"),
+                generation,
+            ),
+            (false, Some(p)) => {
+                ctx.warn(a, p.reason, p.message.clone()).await;
+                condition("Ready", false, p.reason, p.message.clone(), generation)
+            }
+            (false, None) => {
+                condition("Ready", true, "InUse", format!("used by Gateway {}", by.join(", ")), generation)
+            }
+        };
+        set_status::<SendingAccount>(client, a, a.status.as_ref(), vec![c]).await?;
+    }
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
@@ -746,7 +777,8 @@ async fn run_in(client: Client, ctx: Arc<Context>, namespace: Option<String>) {
             .map(|g| ObjectRef::from_obj(&*g))
             .collect::<Vec<_>>()
     };
-    let (a, b, c, d, e) = (
+    let (a, b, c, d, e, f) = (
+        in_namespace.clone(),
         in_namespace.clone(),
         in_namespace.clone(),
         in_namespace.clone(),
@@ -763,6 +795,7 @@ async fn run_in(client: Client, ctx: Arc<Context>, namespace: Option<String>) {
         .watches(api::<MailDomain>(&client, &namespace), config(), move |o| a(o.namespace()))
         .watches(api::<RoutingPolicy>(&client, &namespace), config(), move |o| b(o.namespace()))
         .watches(api::<SpamPolicy>(&client, &namespace), config(), move |o| c(o.namespace()))
+        .watches(api::<SendingAccount>(&client, &namespace), config(), move |o| f(o.namespace()))
         .watches(api::<ConfigMap>(&client, &namespace), config(), move |o| d(o.namespace()))
         // A Gateway's selector decides what its neighbours report as served by whom.
         .watches(api::<Gateway>(&client, &namespace), config(), move |o| e(o.namespace()))

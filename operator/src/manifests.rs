@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 
-use crate::crd::{Gateway, MailDomain, RoutingPolicy, SpamPolicy};
+use crate::crd::{Gateway, MailDomain, RoutingPolicy, SendingAccount, SpamPolicy};
 
 /// The objects rendering looks at, as read from the cluster or from files.
 #[derive(Clone, Debug, Default)]
@@ -17,6 +17,7 @@ pub struct Objects {
     pub domains: Vec<MailDomain>,
     pub routing_policies: Vec<RoutingPolicy>,
     pub spam_policies: Vec<SpamPolicy>,
+    pub accounts: Vec<SendingAccount>,
     pub config_maps: Vec<ConfigMap>,
 }
 
@@ -57,6 +58,7 @@ impl Objects {
                 (crate::crd::API_VERSION, "MailDomain") => push!(self.domains),
                 (crate::crd::API_VERSION, "RoutingPolicy") => push!(self.routing_policies),
                 (crate::crd::API_VERSION, "SpamPolicy") => push!(self.spam_policies),
+                (crate::crd::API_VERSION, "SendingAccount") => push!(self.accounts),
                 ("v1", "ConfigMap") => push!(self.config_maps),
                 (v, k) if v.starts_with("mail.postern.dev/") => bail!("{}: unknown kind {k} in {v}", what()),
                 _ => {}

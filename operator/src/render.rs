@@ -238,6 +238,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         }
         None => json!({}),
     };
+    let accounts = render_accounts(gw, objs, &mut secrets, &mut problems);
     let config = json!({
         "hostname": hostname,
         "listeners": listeners,
@@ -257,6 +258,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         "connectionPolicy": spec.connection_policy,
         "rateLimits": spec.rate_limits,
         "mtaSts": spec.mta_sts.as_ref().map(|m| &m.policy),
+        "accounts": accounts,
         "delivery": delivery,
         "logging": {"format": "json", "level": "info"},
     });
@@ -276,6 +278,60 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         Err(e) => (None, vec![format!("{}: {}", e.path(), e.inner())]),
     };
     Rendered { config, config_errors, problems, served, secrets }
+}
+
+/// The SendingAccounts the Gateway selects, as the gateway's config has them (passwords as
+/// files of mounted Secrets). Of two accounts for the same `from`, the first by name is used
+/// and the other is a problem (`FromConflict`).
+fn render_accounts(
+    gw: &Gateway,
+    objs: &Objects,
+    secrets: &mut BTreeSet<String>,
+    problems: &mut Vec<Problem>,
+) -> Vec<postern_api::SendingAccount> {
+    let ns = gw.namespace().unwrap_or_default();
+    let mut selected: Vec<&crate::crd::SendingAccount> = objs
+        .accounts
+        .iter()
+        .filter(|a| {
+            a.namespace().as_deref() == Some(ns.as_str()) && selects(&gw.spec.account_selector, a.labels())
+        })
+        .collect();
+    selected.sort_by_key(|a| a.name_any());
+    let mut out: Vec<postern_api::SendingAccount> = Vec::new();
+    for a in selected {
+        let spec = &a.spec;
+        if let Some(first) = out.iter().find(|o| o.from.eq_ignore_ascii_case(&spec.from)) {
+            problems.push(Problem {
+                kind: "SendingAccount",
+                name: a.name_any(),
+                reason: "FromConflict",
+                message: format!("SendingAccount {} already sends for {}", first.name, first.from),
+            });
+            continue;
+        }
+        let smtp = spec.smtp.as_ref().map(|s| {
+            if let Some(r) = &s.password_secret_ref {
+                secrets.insert(r.name.clone());
+            }
+            postern_api::SmtpAccount {
+                host: s.host.clone(),
+                port: s.port,
+                security: s.security,
+                username: s.username.clone(),
+                password_file: s.password_secret_ref.as_ref().map(|r| secret_path(r).into()),
+            }
+        });
+        out.push(postern_api::SendingAccount {
+            name: a.name_any(),
+            from: spec.from.clone(),
+            display_name: spec.display_name.clone(),
+            bcc: spec.bcc.clone(),
+            kind: spec.kind,
+            smtp,
+        });
+    }
+    out
 }
 
 /// The admin port's own Service (never the SMTP one a load balancer exposes).

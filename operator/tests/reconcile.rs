@@ -12,7 +12,7 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use kube_fake_client::ClientBuilder;
 use postern_operator::controller::{Context, reconcile};
-use postern_operator::crd::{Gateway, MailDomain, RoutingPolicy, SpamPolicy};
+use postern_operator::crd::{Gateway, MailDomain, RoutingPolicy, SendingAccount, SpamPolicy};
 use postern_operator::manifests::Objects;
 
 const NS: &str = "mail";
@@ -85,6 +85,7 @@ fn builder(manifests: &str, extra: Vec<serde_json::Value>) -> ClientBuilder {
     objs.domains.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
     objs.routing_policies.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
     objs.spam_policies.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
+    objs.accounts.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
     objs.config_maps.iter().for_each(|o| push(serde_json::to_value(o).unwrap()));
     extra.into_iter().for_each(push);
     ClientBuilder::new()
@@ -95,10 +96,12 @@ fn builder(manifests: &str, extra: Vec<serde_json::Value>) -> ClientBuilder {
         .with_resource::<MailDomain>()
         .with_resource::<RoutingPolicy>()
         .with_resource::<SpamPolicy>()
+        .with_resource::<SendingAccount>()
         .with_status_subresource::<Gateway>()
         .with_status_subresource::<MailDomain>()
         .with_status_subresource::<RoutingPolicy>()
         .with_status_subresource::<SpamPolicy>()
+        .with_status_subresource::<SendingAccount>()
         .with_runtime_objects(values)
 }
 
@@ -916,4 +919,41 @@ async fn certificates_dns_records_and_monitors_follow_the_spec_where_installed()
     assert!(monitors.get_opt("edge").await.unwrap().is_none());
     let ingresses = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), NS);
     assert!(ingresses.get_opt("edge").await.unwrap().is_none(), "MTA-STS off: its Ingress goes");
+}
+
+/// SendingAccounts reach the config of the Gateways that select them, with their passwords as
+/// files of mounted Secrets; two accounts for one sender: the first by name is used, the other
+/// says why it is not.
+#[tokio::test]
+async fn sending_accounts_reach_the_config_and_conflicts_are_reported() {
+    let dup = "apiVersion: mail.postern.dev/v1alpha1\nkind: SendingAccount\nmetadata: {name: sales-dup, namespace: mail}\nspec: {from: '@EXAMPLE.com', type: Smtp, smtp: {host: other.example}}\n";
+    let client = cluster(&format!("{}\n---\n{dup}", manifests())).await;
+    reconcile_gateway(&client, "edge").await;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), NS).get("edge-config").await.unwrap();
+    let config: postern_api::GatewayConfig = serde_yaml::from_str(&cm.data.unwrap()["gateway.yaml"]).unwrap();
+    let names: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["alice", "sales"]);
+    let sales = config.accounts.iter().find(|a| a.name == "sales").unwrap();
+    assert_eq!(sales.bcc.as_deref(), Some("archive@example.com"));
+    let smtp = sales.smtp.as_ref().unwrap();
+    assert_eq!(
+        smtp.password_file.as_deref(),
+        Some(std::path::Path::new("/etc/postern/secrets/sales-smtp/password"))
+    );
+    let dep = Api::<Deployment>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    let pod = serde_json::to_value(dep.spec.unwrap().template.spec.unwrap()).unwrap();
+    assert!(
+        pod["volumes"].as_array().unwrap().iter().any(|v| v["secret"]["secretName"] == "sales-smtp"),
+        "the password Secret is mounted"
+    );
+    let accounts = Api::<SendingAccount>::namespaced(client.clone(), NS);
+    let ready = |a: &SendingAccount| {
+        let c = a.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Ready").unwrap().clone();
+        (c.status, c.reason, c.message)
+    };
+    let (status, reason, message) = ready(&accounts.get("sales").await.unwrap());
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "InUse"), "{message}");
+    let (status, reason, message) = ready(&accounts.get("sales-dup").await.unwrap());
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "FromConflict"));
+    assert!(message.contains("SendingAccount sales already sends for @example.com"), "{message}");
 }

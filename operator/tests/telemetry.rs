@@ -43,6 +43,7 @@ async fn reconcile_spans_reach_an_otlp_receiver() {
         .with_resource::<postern_operator::crd::MailDomain>()
         .with_resource::<postern_operator::crd::RoutingPolicy>()
         .with_resource::<postern_operator::crd::SpamPolicy>()
+        .with_resource::<postern_operator::crd::SendingAccount>()
         .with_status_subresource::<postern_operator::crd::Gateway>()
         .with_object(objs.gateways[0].clone())
         .build()

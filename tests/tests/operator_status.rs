@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::api::Api;
 use kube_fake_client::ClientBuilder;
 use postern_operator::controller::{Context, reconcile};
-use postern_operator::crd::{Gateway, MailDomain, RoutingPolicy, SpamPolicy};
+use postern_operator::crd::{Gateway, MailDomain, RoutingPolicy, SendingAccount, SpamPolicy};
 use postern_operator::manifests::Objects;
 use postern_tests::gateway::{GatewayConfig, GatewayProcess};
 use postern_tests::sink::{Behavior, Sink};
@@ -50,6 +50,7 @@ async fn verified_condition(manifests: &str, admin: std::net::SocketAddr) -> (St
         .with_resource::<MailDomain>()
         .with_resource::<RoutingPolicy>()
         .with_resource::<SpamPolicy>()
+        .with_resource::<SendingAccount>()
         .with_status_subresource::<Gateway>()
         .with_status_subresource::<MailDomain>()
         .with_status_subresource::<RoutingPolicy>()

@@ -106,6 +106,10 @@ pub struct GatewaySpec {
     /// The MailDomains (same namespace) this gateway serves, by label; empty matches all.
     #[serde(default)]
     pub domain_selector: LabelSelector,
+    /// The SendingAccounts (same namespace) this gateway sends through, by label; empty
+    /// matches all.
+    #[serde(default)]
+    pub account_selector: LabelSelector,
     /// SMTP AUTH for listeners that offer it: the users (a Secret holding an htpasswd-style
     /// file) and what failed logins cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -595,6 +599,7 @@ impl Default for GatewaySpec {
             resources: None,
             dns: GatewayDns::default(),
             domain_selector: LabelSelector::default(),
+            account_selector: LabelSelector::default(),
             auth: None,
             relay: postern_api::RelayConfig::default(),
             sender_policy: postern_api::SenderPolicy::default(),

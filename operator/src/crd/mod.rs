@@ -15,6 +15,8 @@ pub mod mail_domain;
 #[allow(clippy::duplicated_attributes)]
 pub mod routing_policy;
 #[allow(clippy::duplicated_attributes)]
+pub mod sending_account;
+#[allow(clippy::duplicated_attributes)]
 pub mod spam_policy;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use gateway::{Gateway, GatewaySpec};
 pub use mail_domain::{MailDomain, MailDomainSpec};
 pub use routing_policy::{RoutingPolicy, RoutingPolicySpec};
+pub use sending_account::{SendingAccount, SendingAccountSpec};
 pub use spam_policy::{SpamPolicy, SpamPolicySpec};
 
 pub const GROUP: &str = "mail.postern.dev";
@@ -68,7 +71,7 @@ pub fn secret_path(r: &SecretKeyRef) -> String {
 
 /// Every CRD, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![Gateway::crd(), MailDomain::crd(), RoutingPolicy::crd(), SpamPolicy::crd()]
+    vec![Gateway::crd(), MailDomain::crd(), RoutingPolicy::crd(), SpamPolicy::crd(), SendingAccount::crd()]
 }
 
 /// The CRDs as one multi-document YAML (what `postern-operator crdgen` prints and `crds/` holds).
