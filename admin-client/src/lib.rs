@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use postern_api::admin::{
-    ApiError, Deleted, HeldMessage, HeldMessageDetail, QuarantineSearch, QueueStats, Released,
-    VerificationRetry, VerificationState,
+    AccountState, AccountTest, ApiError, Deleted, HeldMessage, HeldMessageDetail, QuarantineSearch,
+    QueueStats, Released, VerificationRetry, VerificationState,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -147,6 +147,16 @@ impl AdminClient {
     /// Verify `domain`'s destination again now.
     pub async fn retry_verification(&self, domain: &str) -> Result<VerificationRetry, AdminError> {
         self.call(Method::POST, &format!("/api/v1/verifications/{}/retry", segment(domain)), NO_QUERY).await
+    }
+
+    /// The sending accounts and their last connection test.
+    pub async fn accounts(&self) -> Result<Vec<AccountState>, AdminError> {
+        self.call(Method::GET, "/api/v1/accounts", NO_QUERY).await
+    }
+
+    /// Tests an account's connection now (connect, TLS, login, QUIT).
+    pub async fn test_account(&self, name: &str) -> Result<AccountTest, AdminError> {
+        self.call(Method::POST, &format!("/api/v1/accounts/{}/test", segment(name)), NO_QUERY).await
     }
 
     pub async fn quarantine_search(&self, search: &QuarantineSearch) -> Result<Vec<HeldMessage>, AdminError> {

@@ -15,7 +15,32 @@ pub const RBAC_RULES: &[(&str, &[&str])] = &[
     ("quarantine", &["list", "get", "release", "delete"]),
     ("queue", &["get"]),
     ("verifications", &["list", "update"]),
+    ("accounts", &["list", "test"]),
 ];
+
+/// `GET /api/v1/accounts`: the sending accounts and their last connection test (this pod's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountState {
+    pub name: String,
+    pub from: String,
+    /// The account's server and its security, for people reading it.
+    pub server: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tested: Option<AccountTest>,
+}
+
+/// `POST /api/v1/accounts/NAME/test`: connect, TLS, login, QUIT.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountTest {
+    pub account: String,
+    pub ok: bool,
+    /// What the server showed (host, TLS version, logged in), or why the test failed.
+    pub detail: String,
+    /// ms since the epoch.
+    pub tested_at: u64,
+}
 
 /// `GET /api/v1/queue`: how much is queued.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,15 @@ enum Command {
     /// Read a password from standard input (its first line) and print its argon2id hash, for a
     /// users file line `name:HASH[:senders]`.
     HashPassword,
+    /// Sending accounts (through a running gateway's admin API): list them with their last
+    /// connection test, or test one now (connect, TLS, login, QUIT).
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsAction,
+        /// The gateway's admin address.
+        #[arg(long, global = true, default_value = "127.0.0.1:8025")]
+        admin: SocketAddr,
+    },
     /// Destination verification of routing policies (through a running gateway's admin API).
     Verification {
         #[command(subcommand)]
@@ -47,6 +56,14 @@ enum Command {
         #[arg(long, global = true, default_value = "127.0.0.1:8025")]
         admin: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum AccountsAction {
+    /// Each account, its server and its last connection test.
+    List,
+    /// Test an account's connection now; exits 1 when it fails.
+    Test { name: String },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +131,17 @@ fn main() -> ExitCode {
             match action {
                 VerificationAction::List => to_json(&client.verifications().await?),
                 VerificationAction::Retry { domain } => to_json(&client.retry_verification(&domain).await?),
+            }
+        }),
+        Command::Accounts { action, admin } => admin_command(admin, async move |client| {
+            use postern_gateway::admin::cli::to_json;
+            match action {
+                AccountsAction::List => to_json(&client.accounts().await?),
+                AccountsAction::Test { name } => {
+                    let result = client.test_account(&name).await?;
+                    anyhow::ensure!(result.ok, "account {name}: {}", result.detail);
+                    to_json(&result)
+                }
             }
         }),
         Command::Quarantine { action, admin } => {

@@ -632,7 +632,28 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
                 condition("Ready", true, "InUse", format!("used by Gateway {}", by.join(", ")), generation)
             }
         };
-        set_status::<SendingAccount>(client, a, a.status.as_ref(), vec![c]).await?;
+        let mut conditions = vec![c];
+        // Tested once per generation, by the Gateway that writes its status (when it serves it).
+        let old_test = a.status.iter().flat_map(|s| &s.conditions).find(|c| c.type_ == "ConnectionTested");
+        let served_here = by.contains(&me)
+            && rendered
+                .config
+                .as_ref()
+                .is_some_and(|cfg| cfg.accounts.iter().any(|x| x.name == a.name_any()));
+        match old_test {
+            Some(t) if t.observed_generation == generation && t.status != "Unknown" => {
+                conditions.push(t.clone())
+            }
+            _ if served_here => {
+                let addr = ctx.gateway_admin.map_or_else(
+                    || format!("{}.{ns}.svc:{}", resources::admin_service_name(&gw), render::ADMIN_PORT),
+                    |a| a.to_string(),
+                );
+                conditions.push(connection_tested(&addr, &a.name_any(), generation).await);
+            }
+            _ => {}
+        }
+        set_status::<SendingAccount>(client, a, a.status.as_ref(), conditions).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
 }
@@ -641,12 +662,36 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
 /// The operator shows its own service-account token: the gateway reviews it, and the chart's
 /// ClusterRole grants `list` on `verifications`.
 async fn fetch_verifications(addr: &str) -> Result<Vec<VerificationState>, String> {
-    let mut client = AdminClient::with_timeout(addr, Duration::from_secs(3));
+    admin_client(addr, Duration::from_secs(3)).verifications().await.map_err(|e| e.to_string())
+}
+
+/// A client of a Gateway's admin API showing the operator's own service-account token.
+fn admin_client(addr: &str, timeout: Duration) -> AdminClient {
+    let client = AdminClient::with_timeout(addr, timeout);
     let token_file = std::path::Path::new(postern_api::KUBE_SERVICE_ACCOUNT_DIR).join("token");
-    if let Ok(token) = std::fs::read_to_string(token_file) {
-        client = client.with_token(token.trim());
+    match std::fs::read_to_string(token_file) {
+        Ok(token) => client.with_token(token.trim()),
+        Err(_) => client,
     }
-    client.verifications().await.map_err(|e| e.to_string())
+}
+
+/// `ConnectionTested` of a SendingAccount: a gateway of the Gateway connects, starts TLS, logs
+/// in and quits (`POST /api/v1/accounts/NAME/test`); once per generation of the account.
+async fn connection_tested(addr: &str, name: &str, generation: Option<i64>) -> Condition {
+    match admin_client(addr, Duration::from_secs(60)).test_account(name).await {
+        Ok(t) if t.ok => condition("ConnectionTested", true, "Connected", t.detail, generation),
+        Ok(t) => condition("ConnectionTested", false, "ConnectionFailed", t.detail, generation),
+        Err(e) => Condition {
+            status: "Unknown".into(),
+            ..condition(
+                "ConnectionTested",
+                false,
+                "NotTested",
+                format!("the gateways' admin API did not answer: {e}"),
+                generation,
+            )
+        },
+    }
 }
 
 /// `DestinationVerified` of a RoutingPolicy from the states of the domains that use it: True

@@ -12,7 +12,7 @@ use postern_api::{
     SmtpSecurity, TlsPolicy,
 };
 use postern_tests::client::{Client, message};
-use postern_tests::gateway::{GatewayConfig, GatewayProcess};
+use postern_tests::gateway::{GatewayConfig, GatewayProcess, binary};
 use postern_tests::sink::{Behavior, Sink};
 use postern_tests::submission::SubmissionServer;
 use postern_tests::tls::TestCa;
@@ -175,4 +175,42 @@ fn submitted_mail_leaves_through_the_senders_account() {
     served.wait_for(1, WAIT);
     assert_eq!(starttls.received().len(), 1);
     assert_eq!(gw.metric("postern_account_messages_total{account=\"sales\"}"), Some(1.0));
+
+    // "Test connection" from the CLI (through the admin API): connect, TLS, login, QUIT.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .arg("accounts")
+            .args(args)
+            .args(["--admin", &gw.admin_addr().to_string()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&["test", "sales"]);
+    assert!(ok, "{err}");
+    let tested: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(tested["ok"], true);
+    assert!(
+        tested["detail"].as_str().unwrap().contains("TLS")
+            && tested["detail"].as_str().unwrap().ends_with("logged in"),
+        "{tested}"
+    );
+    let (ok, _, err) = cli(&["test", "bob"]);
+    assert!(!ok);
+    assert!(err.contains("SMTP AUTH as bob@example.com failed"), "{err}");
+    let (ok, _, err) = cli(&["test", "nobody"]);
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, out, _) = cli(&["list"]);
+    assert!(ok);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["sales", "alice", "bob", "relay"]);
+    assert_eq!(list[0]["tested"]["ok"], true);
+    assert_eq!(list[2]["tested"]["ok"], false);
+    assert!(list[1]["tested"].is_null(), "never tested");
+    assert!(!out.contains("s3cret") && !out.contains("passwordFile"), "no credentials in the API");
 }

@@ -108,3 +108,88 @@ fn destination_verified_follows_the_gateways_verification() {
         rt.block_on(verified_condition(&manifests(&primary.host(), &accepting.host()), nobody));
     assert_eq!((status.as_str(), reason.as_str()), ("Unknown", "NotReported"));
 }
+
+/// `ConnectionTested` on a SendingAccount comes from a gateway's connection test (connect,
+/// STARTTLS, login, QUIT against a real submission server), once per generation.
+#[test]
+fn connection_tested_comes_from_the_gateways_test() {
+    use postern_tests::submission::SubmissionServer;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = postern_tests::tls::TestCa::new();
+    let ca_file = ca.write_ca(dir.path());
+    let server = SubmissionServer::start(
+        "starttls",
+        &ca.leaf(dir.path(), "provider", &["127.0.0.1"]),
+        "sales@example.com",
+        "s3cret",
+    );
+    let account = |name: &str, from: &str, user: &str| {
+        format!(
+            "apiVersion: mail.postern.dev/v1alpha1\nkind: SendingAccount\nmetadata: {{name: {name}, namespace: mail, uid: 00000000-0000-0000-0000-00000000001{}, generation: 1}}\nspec:\n  from: '{from}'\n  type: Smtp\n  smtp: {{host: 127.0.0.1, port: {}, username: {user}, passwordSecretRef: {{name: {name}-smtp}}}}\n",
+            name.len(),
+            server.port
+        )
+    };
+    let text = format!(
+        "apiVersion: mail.postern.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: edge, namespace: mail, uid: 00000000-0000-0000-0000-000000000001}}\nspec: {{hostname: gw.test}}\n---\n{}---\n{}",
+        account("sales", "@example.com", "sales@example.com"),
+        account("bad", "bad@example.org", "bad@example.org"),
+    );
+    let mut objs = Objects::default();
+    objs.add_yaml(&text, "mail").unwrap();
+    // The gateway runs the accounts the operator renders, with the Secrets' files here.
+    let rendered = postern_operator::render::render(&objs.gateways[0], &objs);
+    let mut accounts = rendered.config.unwrap().accounts;
+    for a in &mut accounts {
+        let file = dir.path().join(&a.name);
+        std::fs::write(&file, if a.name == "sales" { "s3cret\n" } else { "wrong\n" }).unwrap();
+        a.smtp.as_mut().unwrap().password_file = Some(file);
+    }
+    let gw = GatewayProcess::start(&GatewayConfig::typed(|c| {
+        c.accounts = accounts;
+        c.delivery.ca_file = Some(ca_file.clone());
+    }));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tested = rt.block_on(async {
+        let client = ClientBuilder::new()
+            .with_resource::<Gateway>()
+            .with_resource::<MailDomain>()
+            .with_resource::<RoutingPolicy>()
+            .with_resource::<SpamPolicy>()
+            .with_resource::<SendingAccount>()
+            .with_status_subresource::<Gateway>()
+            .with_status_subresource::<SendingAccount>()
+            .with_object(objs.gateways[0].clone())
+            .with_object(objs.accounts[0].clone())
+            .with_object(objs.accounts[1].clone())
+            .build()
+            .await
+            .unwrap();
+        let mut ctx = Context::new(client.clone());
+        ctx.gateway_admin = Some(gw.admin_addr());
+        let ctx = Arc::new(ctx);
+        // Twice: the second reconcile keeps the result of this generation.
+        for _ in 0..2 {
+            let gateway = Api::<Gateway>::namespaced(client.clone(), "mail").get("edge").await.unwrap();
+            reconcile(Arc::new(gateway), ctx.clone()).await.unwrap();
+        }
+        let api = Api::<SendingAccount>::namespaced(client, "mail");
+        let mut out = Vec::new();
+        for name in ["sales", "bad"] {
+            let a = api.get(name).await.unwrap();
+            let c = a.status.unwrap().conditions.into_iter().find(|c| c.type_ == "ConnectionTested").unwrap();
+            out.push((c.status, c.reason, c.message));
+        }
+        out
+    });
+    assert_eq!((tested[0].0.as_str(), tested[0].1.as_str()), ("True", "Connected"), "{}", tested[0].2);
+    assert!(tested[0].2.ends_with("logged in"), "{}", tested[0].2);
+    assert_eq!((tested[1].0.as_str(), tested[1].1.as_str()), ("False", "ConnectionFailed"));
+    assert!(tested[1].2.contains("SMTP AUTH as bad@example.org failed"), "{}", tested[1].2);
+    assert_eq!(
+        gw.logs_matching("sending account connection tested").len(),
+        2,
+        "once per account and generation"
+    );
+}

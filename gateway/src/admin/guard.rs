@@ -82,6 +82,8 @@ pub fn attributes(method: &Method, path: &str) -> Option<Attributes> {
         ("GET" | "HEAD", ["queue"]) => what("queue", "get", None),
         ("GET" | "HEAD", ["verifications"]) => what("verifications", "list", None),
         ("POST", ["verifications", domain, "retry"]) => what("verifications", "update", Some(domain)),
+        ("GET" | "HEAD", ["accounts"]) => what("accounts", "list", None),
+        ("POST", ["accounts", name, "test"]) => what("accounts", "test", Some(name)),
         ("GET" | "HEAD", ["quarantine"]) => what("quarantine", "list", None),
         ("GET" | "HEAD", ["quarantine", id] | ["quarantine", id, "raw"]) => {
             what("quarantine", "get", Some(id))
@@ -223,6 +225,8 @@ mod tests {
             (Method::GET, "/api/v1/queue"),
             (Method::GET, "/api/v1/verifications"),
             (Method::POST, "/api/v1/verifications/d/retry"),
+            (Method::GET, "/api/v1/accounts"),
+            (Method::POST, "/api/v1/accounts/a/test"),
         ];
         let mut checked: Vec<(&str, &str)> =
             routes.iter().map(|(m, p)| attributes(m, p).map(|a| (a.resource, a.verb)).unwrap()).collect();

@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use postern_api::admin::{ApiError, VerificationRetry, VerificationStatus};
+use postern_api::admin::{AccountState, AccountTest, ApiError, VerificationRetry, VerificationStatus};
 
 use crate::context::Context;
 
@@ -26,6 +26,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/queue", get(queue))
         .route("/api/v1/verifications", get(verifications))
         .route("/api/v1/verifications/{domain}/retry", post(retry_verification))
+        .route("/api/v1/accounts", get(accounts))
+        .route("/api/v1/accounts/{name}/test", post(test_account))
         .route("/api/v1/quarantine", get(quarantine::list))
         .route("/api/v1/quarantine/{id}", get(quarantine::show).delete(quarantine::delete))
         .route("/api/v1/quarantine/{id}/raw", get(quarantine::raw))
@@ -80,6 +82,47 @@ async fn mta_sts(State(ctx): State<Arc<Context>>, headers: axum::http::HeaderMap
             .into_response(),
         _ => (StatusCode::NOT_FOUND, "no MTA-STS policy for this host\n").into_response(),
     }
+}
+
+/// The sending accounts (no credentials) and their last connection test on this pod.
+async fn accounts(State(ctx): State<Arc<Context>>) -> Response {
+    let cfg = ctx.config();
+    let tests = ctx.account_tests.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let list: Vec<AccountState> = cfg
+        .config
+        .accounts
+        .iter()
+        .map(|a| AccountState {
+            name: a.name.clone(),
+            from: a.from.clone(),
+            server: a
+                .smtp
+                .as_ref()
+                .map(|s| format!("{}:{} ({:?})", s.host, s.port(), s.security))
+                .unwrap_or_default(),
+            tested: tests.get(&a.name).cloned(),
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
+
+/// "Test connection": connect, TLS, login, QUIT, now; the result is kept for `accounts`.
+async fn test_account(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
+    let cfg = ctx.config();
+    let Some(hop) =
+        cfg.config.accounts.iter().find(|a| a.name == name).and_then(crate::store::NextHop::account)
+    else {
+        let error = format!("no sending account {:?}", name.escape_debug().to_string());
+        return (StatusCode::NOT_FOUND, axum::Json(ApiError { error })).into_response();
+    };
+    let (ok, detail) = match ctx.outbound.test(&cfg, &hop).await {
+        Ok(found) => (true, found),
+        Err(f) => (false, f.diagnostic),
+    };
+    tracing::info!(account = %name, ok, detail = %detail, "sending account connection tested");
+    let result = AccountTest { account: name.clone(), ok, detail, tested_at: crate::util::time::now_ms() };
+    ctx.account_tests.lock().unwrap_or_else(|p| p.into_inner()).insert(name, result.clone());
+    axum::Json(result).into_response()
 }
 
 async fn queue(State(ctx): State<Arc<Context>>) -> Response {

@@ -129,6 +129,26 @@ impl OutboundClient {
         vec![Err(last); n]
     }
 
+    /// "Test connection": connects to the next hop's first answering host, with its TLS and
+    /// login, then QUIT. What it found (the host, TLS version, whether it logged in), or why not.
+    pub async fn test(&self, cfg: &ConfigSnapshot, next_hop: &NextHop) -> Result<String, OutboundError> {
+        let mut last =
+            OutboundError::temporary("4.4.1", format!("no host of {} could be reached", next_hop.key()));
+        for candidate in self.connections(cfg, next_hop).await? {
+            match candidate.await {
+                Ok(conn) => {
+                    let tls = conn.tls.as_ref().map_or("no TLS", |t| t.version);
+                    let login = if next_hop.auth.is_some() { ", logged in" } else { "" };
+                    let found = format!("{} ({}): {tls}{login}", conn.host, conn.addr);
+                    conn.quit().await;
+                    return Ok(found);
+                }
+                Err(f) => last = f,
+            }
+        }
+        Err(last)
+    }
+
     /// Asks the next_hop's first answering host whether `rcpt` exists (MAIL FROM:<> + RCPT).
     pub async fn probe(
         &self,
