@@ -22,9 +22,14 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# dkimpy: an independent DKIM signer for the spam tests (signatures not made by our own code).
+# dkimpy: an independent DKIM signer for the spam tests (signatures not made by our own code)
+# and verifier for the Direct sending accounts' signatures; PyNaCl lets it do Ed25519, and
+# dnspython lets it ask the tests' DNS server.
 if ! python3 -c 'import dkim' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore dkimpy
+fi
+if ! python3 -c 'import nacl, dns.resolver' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pynacl dnspython
 fi
 
 # helm-python-sdk: the real Helm v4 engine, to render and lint charts/postern in the tests.

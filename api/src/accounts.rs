@@ -5,8 +5,8 @@
 //! together for users), an exact address before an `@domain` account.
 //!
 //! Built so far: `Smtp` (a provider's submission server: STARTTLS on 587, implicit TLS on 465,
-//! or plain on a private network, with AUTH). The other types of the design (Microsoft365,
-//! Gmail, Exchange, Direct) are not built yet.
+//! or plain on a private network, with AUTH) and `Direct` (our own delivery, DKIM-signed, once
+//! the domain's key is in DNS). Microsoft365, Gmail and Exchange are not built yet.
 
 use std::path::PathBuf;
 
@@ -34,6 +34,32 @@ pub struct SendingAccount {
     /// With `type: Smtp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<SmtpAccount>,
+    /// With `type: Direct`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectAccount>,
+}
+
+/// Postern delivers the account's mail itself (MX), DKIM-signed (RFC 6376) for the sender's
+/// domain. Usable only once verified: the domain publishes the key at
+/// `<selector>._domainkey.<domain>` (checked in DNS); until then its mail is refused at
+/// submission (550 5.7.1 sender not verified).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DirectAccount {
+    /// The DKIM selector (`s=`).
+    pub selector: String,
+    /// The private key, PEM (PKCS#8, or PKCS#1 for RSA); re-read when it changes.
+    pub private_key_file: PathBuf,
+    /// RsaSha256 (RSA-2048 or larger) or Ed25519Sha256.
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum DkimAlgorithm {
+    #[default]
+    RsaSha256,
+    Ed25519Sha256,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -41,6 +67,8 @@ pub enum AccountType {
     /// The provider's SMTP submission server, with the account's login.
     #[default]
     Smtp,
+    /// Postern delivers itself (MX), DKIM-signed, once the sender's domain is verified.
+    Direct,
 }
 
 /// A provider's submission server and the account's login there.
@@ -115,6 +143,7 @@ mod tests {
             bcc: None,
             kind: AccountType::Smtp,
             smtp: None,
+            direct: None,
         }
     }
 

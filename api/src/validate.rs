@@ -343,6 +343,17 @@ fn check_accounts(errs: &mut Errors, c: &GatewayConfig) {
             errs.add(f("displayName"), "a name without line breaks or control characters");
         }
         match (a.kind, &a.smtp) {
+            (AccountType::Direct, _) => match &a.direct {
+                None => errs.add(f("direct"), "type Direct needs the direct block"),
+                Some(d) => {
+                    let label = !d.selector.is_empty()
+                        && d.selector.split('.').all(|l| !l.is_empty() && l.len() <= 63)
+                        && is_domain_name(&d.selector);
+                    if !label {
+                        errs.add(f("direct.selector"), "a DNS label (or dotted labels)");
+                    }
+                }
+            },
             (AccountType::Smtp, None) => errs.add(f("smtp"), "type Smtp needs the smtp block"),
             (AccountType::Smtp, Some(s)) => {
                 let host = s.host.trim_matches(['[', ']']);

@@ -6,25 +6,49 @@
 use mail_builder::headers::Header;
 use mail_builder::headers::address::Address;
 use mail_parser::{HeaderName, MessageParser};
-use postern_api::SendingAccount;
 use postern_api::accounts::account_for;
+use postern_api::{AccountType, SendingAccount};
 
+use crate::config::ConfigSnapshot;
 use crate::routing::RoutedRecipient;
 use crate::store::NextHop;
 
 /// The account `sender`'s mail leaves through, with its next hop. Only for clients that may
 /// send as anyone they claim within their rights: trusted networks and authenticated users
 /// (whose senders `auth.restrictSenders` checked). The null sender never matches.
+/// The next hop is the provider's server (Smtp), or `None` for a Direct account: its mail is
+/// routed as ours always is (served domains to their destinations, the rest by MX or the
+/// outbound gateway), DKIM-signed.
 pub fn select<'a>(
     accounts: &'a [SendingAccount],
     sender: &str,
     submitted: bool,
-) -> Option<(&'a SendingAccount, NextHop)> {
+) -> Option<(&'a SendingAccount, Option<NextHop>)> {
     if !submitted {
         return None;
     }
     let account = account_for(accounts, sender)?;
-    Some((account, NextHop::account(account)?))
+    match account.kind {
+        AccountType::Smtp => Some((account, Some(NextHop::account(account)?))),
+        AccountType::Direct => Some((account, None)),
+    }
+}
+
+/// A Direct account's recipients: as routed, plus the BCC copy on the way our own mail to
+/// that address goes.
+pub fn direct_targets(
+    routed: &[RoutedRecipient],
+    account: &SendingAccount,
+    cfg: &ConfigSnapshot,
+) -> Vec<RoutedRecipient> {
+    let mut out = routed.to_vec();
+    if let Some(bcc) = &account.bcc
+        && !out.iter().any(|t| t.address.eq_ignore_ascii_case(bcc))
+        && let Some(next_hop) = crate::routing::next_hop_for_own_mail(cfg, bcc)
+    {
+        out.push(RoutedRecipient { next_hop, address: bcc.clone(), original: bcc.clone(), bounce: true });
+    }
+    out
 }
 
 /// Every recipient through the account's next hop, as the client addressed them (the
@@ -97,6 +121,7 @@ mod tests {
                 username: Some("sales@example.com".into()),
                 password_file: Some("/run/pw".into()),
             }),
+            direct: None,
         }
     }
 
@@ -104,6 +129,7 @@ mod tests {
     fn only_submitted_mail_leaves_through_an_account() {
         let accounts = [account()];
         let (a, hop) = select(&accounts, "alice@example.com", true).unwrap();
+        let hop = hop.unwrap();
         assert_eq!(a.name, "sales");
         assert_eq!(hop.key(), "account:sales");
         assert_eq!(hop.tls.mode, postern_api::TlsMode::Required);

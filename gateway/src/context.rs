@@ -27,6 +27,8 @@ pub struct Context {
     pub users: crate::auth::Directory,
     /// The admin API's bearer tokens (`admin.tokenFile`, re-read when it changes).
     pub admin_tokens: crate::auth::tokens::Tokens,
+    /// DKIM keys and domain verification of Direct sending accounts.
+    pub signing: crate::signing::Signing,
     /// The last connection test of each sending account (`POST /api/v1/accounts/NAME/test`).
     pub account_tests: std::sync::Mutex<std::collections::HashMap<String, postern_api::admin::AccountTest>>,
     /// TokenReview and SubjectAccessReview answers (`admin.kubernetes`).
@@ -71,6 +73,7 @@ impl Context {
             admin_tokens,
             admin_reviews: Default::default(),
             account_tests: Default::default(),
+            signing: Default::default(),
             dns,
             outbound: outbound.clone(),
             probes: RecipientProbes::default(),

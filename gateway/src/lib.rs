@@ -25,6 +25,7 @@ pub mod policy;
 pub mod quarantine;
 pub mod routing;
 pub mod server;
+pub mod signing;
 pub mod smtp;
 pub mod spam;
 pub mod store;

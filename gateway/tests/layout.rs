@@ -16,6 +16,7 @@ const ORDER: &[&str] = &[
     "metrics",
     "dns",
     "outbound",
+    "signing",
     "policy",
     "routing",
     "accounts",

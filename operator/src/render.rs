@@ -329,6 +329,7 @@ fn render_accounts(
             bcc: spec.bcc.clone(),
             kind: spec.kind,
             smtp,
+            direct: None,
         });
     }
     out

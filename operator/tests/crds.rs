@@ -128,6 +128,20 @@ fn broken_manifests_are_refused_with_a_reason() {
             "rewriteEnvelope needs an mx destination",
         ),
         ("kind: SpamPolicy\nspec: {spf: {fail: Bounce}}", "\"Bounce\" is not one of"),
+        ("kind: SendingAccount\nspec: {from: '@example.com', type: Smtp}", "type Smtp needs smtp"),
+        ("kind: SendingAccount\nspec: {from: '@example.com', type: Direct}", "type Direct is not available"),
+        (
+            "kind: SendingAccount\nspec: {from: '@example.com', type: Smtp, smtp: {host: h, security: None, username: u, passwordSecretRef: {name: s}}}",
+            "a login is never sent without TLS",
+        ),
+        (
+            "kind: SendingAccount\nspec: {from: '@example.com', type: Smtp, smtp: {host: h, username: u}}",
+            "username and passwordSecretRef go together",
+        ),
+        (
+            "kind: SendingAccount\nspec: {from: 'not an address', type: Smtp, smtp: {host: h}}",
+            "does not match",
+        ),
         (
             "kind: Gateway\nspec: {listeners: [{name: sub, port: 587, role: submission}]}",
             "roles submission and submissions need tlsSecretName",

@@ -42,3 +42,25 @@ sys.stdout.buffer.write(sig + msg)
     assert!(out.status.success(), "dkimpy failed (scripts/install-test-deps.sh installs it)");
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Verifies the DKIM signature of `message` with dkimpy (an independent verifier), fetching the
+/// key from the DNS server at `dns` (dnspython). Returns dkimpy's verdict.
+pub fn verify_with_dns(message: &str, dns: std::net::SocketAddr) -> bool {
+    let script = r#"
+import sys, dkim, dns.resolver
+resolver = dns.resolver.Resolver(configure=False)
+resolver.nameservers = [sys.argv[1]]
+resolver.port = int(sys.argv[2])
+def dnsfunc(name, timeout=5):
+    answer = resolver.resolve(name.decode().rstrip('.'), 'TXT', lifetime=timeout)
+    return b''.join(b''.join(r.strings) for r in answer)
+sys.exit(0 if dkim.verify(sys.stdin.buffer.read(), dnsfunc=dnsfunc) else 1)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, &dns.ip().to_string(), &dns.port().to_string()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+    child.wait().unwrap().success()
+}

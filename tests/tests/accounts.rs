@@ -39,6 +39,7 @@ fn account(
             username: login.map(|(u, _)| u.to_string()),
             password_file: login.map(|(_, p)| p.to_path_buf()),
         }),
+        direct: None,
     }
 }
 
@@ -213,4 +214,102 @@ fn submitted_mail_leaves_through_the_senders_account() {
     assert_eq!(list[2]["tested"]["ok"], false);
     assert!(list[1]["tested"].is_null(), "never tested");
     assert!(!out.contains("s3cret") && !out.contains("passwordFile"), "no credentials in the API");
+}
+
+/// Ed25519 key made with openssl: (the PKCS#8 PEM file, the raw public key in base64).
+fn ed25519_key(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let pem = dir.join("ed25519.pem");
+    let ok = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&pem)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let der = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(der.status.success());
+    use base64::Engine;
+    let raw = &der.stdout[der.stdout.len() - 32..];
+    (pem, base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+/// Direct accounts: Postern delivers by MX itself, DKIM-signed (RSA-2048 and Ed25519) so that
+/// an independent verifier (dkimpy) accepts the signature with the key from DNS; a domain that
+/// does not publish the key is refused at submission.
+#[test]
+fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
+    use postern_api::{DirectAccount, DkimAlgorithm, HumanDuration};
+    use postern_tests::dkim;
+    use postern_tests::dns::{self, DnsServer};
+    let dir = tempfile::tempdir().unwrap();
+    let (ed_pem, ed_public) = ed25519_key(dir.path());
+    let port = postern_tests::reserve_port();
+    let remote =
+        Sink::start_at(std::net::SocketAddr::new("127.0.0.2".parse().unwrap(), port), Behavior::default());
+    let dns_server = DnsServer::start(vec![
+        dns::mx("remote.example", 10, "mx.remote.example"),
+        dns::a("mx.remote.example", "127.0.0.2"),
+        dns::txt(&dkim::key_name("rsa.example"), &dkim::key_record()),
+        dns::txt("ed._domainkey.ed.example", &format!("v=DKIM1; k=ed25519; p={ed_public}")),
+    ]);
+    let direct =
+        |name: &str, from: &str, selector: &str, key: std::path::PathBuf, algorithm| SendingAccount {
+            name: name.into(),
+            from: from.into(),
+            display_name: None,
+            bcc: None,
+            kind: AccountType::Direct,
+            smtp: None,
+            direct: Some(DirectAccount { selector: selector.into(), private_key_file: key, algorithm }),
+        };
+    let rsa_key =
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dkim-test-key.pem"));
+    let config = GatewayConfig::typed(|c: &mut Config| {
+        c.relay.trusted_networks = vec!["127.0.0.1/32".parse().unwrap()];
+        c.delivery.nameservers = vec![dns_server.addr];
+        c.delivery.mx_port = port;
+        c.delivery.tls = TlsPolicy::NONE;
+        c.delivery.retry_initial = HumanDuration::from_secs(1);
+        c.accounts = vec![
+            direct("rsa", "@rsa.example", dkim::SELECTOR, rsa_key.clone(), DkimAlgorithm::RsaSha256),
+            direct("ed", "@ed.example", "ed", ed_pem.clone(), DkimAlgorithm::Ed25519Sha256),
+            direct(
+                "unverified",
+                "@unverified.example",
+                dkim::SELECTOR,
+                rsa_key.clone(),
+                DkimAlgorithm::RsaSha256,
+            ),
+        ];
+    });
+    let gw = GatewayProcess::start(&config);
+    let send = |from: &str| {
+        let mut c = Client::connect(gw.smtp());
+        c.cmd("EHLO app.example");
+        let text = format!(
+            "From: {from}\r\nTo: u@remote.example\r\nSubject: signed by Postern\r\nMessage-ID: <{from}>\r\n\r\nA body.\r\n"
+        );
+        c.send_message(from, &["u@remote.example"], &text)
+    };
+    assert_eq!(send("a@rsa.example").code, 250);
+    assert_eq!(send("b@ed.example").code, 250);
+    let got = remote.wait_for(2, WAIT);
+    for m in &got {
+        let text = m.text();
+        assert!(text.starts_with("DKIM-Signature: "), "{text}");
+        assert!(dkim::verify_with_dns(&text, dns_server.addr), "dkimpy rejects: {text}");
+    }
+    let algorithms: Vec<bool> = got.iter().map(|m| m.text().contains("a=ed25519-sha256")).collect();
+    assert!(algorithms.contains(&true) && algorithms.contains(&false), "one of each");
+    // A body changed on the way fails the verifier: the signature covers it.
+    let tampered = got[0].text().replace("A body.", "A changed body.");
+    assert!(!dkim::verify_with_dns(&tampered, dns_server.addr));
+
+    // No key in DNS: refused at submission, nothing queued.
+    let refused = send("c@unverified.example");
+    assert_eq!(refused.code, 550, "{refused:?}");
+    assert!(refused.text.contains("5.7.1 Sender not verified"), "{refused:?}");
 }

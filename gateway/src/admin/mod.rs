@@ -95,11 +95,11 @@ async fn accounts(State(ctx): State<Arc<Context>>) -> Response {
         .map(|a| AccountState {
             name: a.name.clone(),
             from: a.from.clone(),
-            server: a
-                .smtp
-                .as_ref()
-                .map(|s| format!("{}:{} ({:?})", s.host, s.port(), s.security))
-                .unwrap_or_default(),
+            server: match (&a.smtp, &a.direct) {
+                (Some(s), _) => format!("{}:{} ({:?})", s.host, s.port(), s.security),
+                (None, Some(d)) => format!("direct, DKIM selector {} ({:?})", d.selector, d.algorithm),
+                (None, None) => String::new(),
+            },
             tested: tests.get(&a.name).cloned(),
         })
         .collect();
@@ -109,15 +109,28 @@ async fn accounts(State(ctx): State<Arc<Context>>) -> Response {
 /// "Test connection": connect, TLS, login, QUIT, now; the result is kept for `accounts`.
 async fn test_account(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
     let cfg = ctx.config();
-    let Some(hop) =
-        cfg.config.accounts.iter().find(|a| a.name == name).and_then(crate::store::NextHop::account)
-    else {
+    let Some(account) = cfg.config.accounts.iter().find(|a| a.name == name) else {
         let error = format!("no sending account {:?}", name.escape_debug().to_string());
         return (StatusCode::NOT_FOUND, axum::Json(ApiError { error })).into_response();
     };
-    let (ok, detail) = match ctx.outbound.test(&cfg, &hop).await {
-        Ok(found) => (true, found),
-        Err(f) => (false, f.diagnostic),
+    // A Direct account's test: its domain publishes its DKIM key (what lets it send).
+    let (ok, detail) = match (crate::store::NextHop::account(account), &account.direct) {
+        (Some(hop), _) => match ctx.outbound.test(&cfg, &hop).await {
+            Ok(found) => (true, found),
+            Err(f) => (false, f.diagnostic),
+        },
+        (None, Some(d)) => {
+            let domain = account.from.rsplit_once('@').map_or("", |(_, d)| d);
+            let record = format!("{}._domainkey.{domain}", d.selector);
+            match ctx.signing.verified(&ctx.dns, d, domain).await {
+                true => (true, format!("{record} publishes the account's DKIM key")),
+                false => (
+                    false,
+                    format!("{record} does not publish the account's DKIM key (or the key cannot be read)"),
+                ),
+            }
+        }
+        (None, None) => (false, "the account has nothing to test".into()),
     };
     tracing::info!(account = %name, ok, detail = %detail, "sending account connection tested");
     let result = AccountTest { account: name.clone(), ok, detail, tested_at: crate::util::time::now_ms() };

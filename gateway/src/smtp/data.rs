@@ -200,6 +200,22 @@ impl Session {
         // account says when the sender gave no name.
         let submitted = self.user.is_some() || self.cfg.is_trusted(self.client_ip());
         let account = crate::accounts::select(&self.cfg.accounts, &tx.sender, submitted);
+        // A Direct account sends for its domain only once the domain publishes its DKIM key.
+        let direct = account.as_ref().and_then(|(a, _)| a.direct.as_ref().map(|d| (a, d)));
+        let sender_domain = crate::address::domain_of(&tx.sender).unwrap_or_default();
+        if let Some((a, d)) = direct
+            && !self.ctx.signing.verified(&self.ctx.dns, d, &sender_domain).await
+        {
+            self.ctx.metrics.message("rejected", "sender_not_verified");
+            tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, account = %a.name, decision = "rejected", "message refused: the Direct account's domain does not publish its DKIM key yet");
+            return self.push_error(&Reply::new(
+                550,
+                format!(
+                    "5.7.1 Sender not verified: publish the DKIM key at {}._domainkey.{sender_domain}",
+                    d.selector
+                ),
+            ));
+        }
         let named = account
             .as_ref()
             .and_then(|(a, _)| a.display_name.as_deref())
@@ -208,6 +224,21 @@ impl Session {
         body.extend_from_slice(header.as_bytes());
         body.extend_from_slice(checked.added_headers.as_bytes());
         body.extend_from_slice(named.as_deref().unwrap_or(&checked.content));
+        if let Some((a, d)) = direct {
+            match self.ctx.signing.sign(d, &sender_domain, &body) {
+                Ok(signature) => {
+                    body.splice(0..0, signature.into_bytes());
+                }
+                Err(e) => {
+                    self.ctx.metrics.message("tempfailed", "signing");
+                    tracing::error!(queue_id = %id, account = %a.name, error = %e, decision = "tempfail", "message not accepted: DKIM signing failed");
+                    return self.push_error(&Reply::new(
+                        451,
+                        "4.7.0 Cannot sign the message now; try again later".to_string(),
+                    ));
+                }
+            }
+        }
         let size = body.len();
 
         if verdict.action == Action::Quarantine {
@@ -236,7 +267,8 @@ impl Session {
         };
         let lifetime = ms(self.cfg.delivery.lifetime.get());
         let plan = match &account {
-            Some((a, hop)) => routing::plan(&crate::accounts::targets(&tx.recipients, a, hop)),
+            Some((a, Some(hop))) => routing::plan(&crate::accounts::targets(&tx.recipients, a, hop)),
+            Some((a, None)) => routing::plan(&crate::accounts::direct_targets(&tx.targets, a, &self.cfg)),
             None => routing::plan(&tx.targets),
         };
         let new = NewMessage::new(message, plan, lifetime);

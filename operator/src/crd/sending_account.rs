@@ -32,7 +32,9 @@ use super::{SecretKeyRef, Status};
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.type != 'Smtp' || has(self.smtp)", "message": "type Smtp needs smtp"}
+    {"rule": "self.type != 'Smtp' || has(self.smtp)", "message": "type Smtp needs smtp"},
+    {"rule": "self.type != 'Direct'",
+     "message": "type Direct is not available as a SendingAccount yet (its key Secret and DNS record are not built): use the gateway's config file"}
 ]))]
 pub struct SendingAccountSpec {
     /// Whose mail: an address (`alice@example.com`) or a whole domain (`@example.com`). An
