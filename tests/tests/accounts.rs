@@ -274,7 +274,11 @@ fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
         c.delivery.tls = TlsPolicy::NONE;
         c.delivery.retry_initial = HumanDuration::from_secs(1);
         c.accounts = vec![
-            direct("rsa", "@rsa.example", dkim::SELECTOR, rsa_key.clone(), DkimAlgorithm::RsaSha256),
+            SendingAccount {
+                bcc: Some("archive@remote.example".into()),
+                display_name: Some("RSA Example".into()),
+                ..direct("rsa", "@rsa.example", dkim::SELECTOR, rsa_key.clone(), DkimAlgorithm::RsaSha256)
+            },
             direct("ed", "@ed.example", "ed", ed_pem.clone(), DkimAlgorithm::Ed25519Sha256),
             direct(
                 "unverified",
@@ -302,6 +306,10 @@ fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
         assert!(text.starts_with("DKIM-Signature: "), "{text}");
         assert!(dkim::verify_with_dns(&text, dns_server.addr), "dkimpy rejects: {text}");
     }
+    // The BCC copy rides in the same transaction (same MX), and the display name is signed.
+    let rsa = got.iter().find(|m| m.text().contains("d=rsa.example")).unwrap();
+    assert_eq!(rsa.rcpts, ["u@remote.example", "archive@remote.example"]);
+    assert!(rsa.text().contains("From: \"RSA Example\" <a@rsa.example>\r\n"), "{}", rsa.text());
     let algorithms: Vec<bool> = got.iter().map(|m| m.text().contains("a=ed25519-sha256")).collect();
     assert!(algorithms.contains(&true) && algorithms.contains(&false), "one of each");
     // A body changed on the way fails the verifier: the signature covers it.
