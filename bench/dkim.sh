@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Direct sending with DKIM: postern-gateway with a Direct sending account (RSA-2048, the tests'
-# key) next to Postfix + OpenDKIM (Debian's opendkim as a milter, same key, relaxed/relaxed),
+# Direct sending with DKIM: postern-gateway with a Direct sending account (RSA-2048 or Ed25519)
+# next to Postfix + OpenDKIM (Debian's opendkim as a milter, same key, relaxed/relaxed),
 # in the same run, both relaying to smtp-sink; smtp-source is the client (a trusted network,
 # sender@bench.test). Postern verifies the account's domain through a local dnsmasq holding
 # the key record. Trials interleave Postfix+OpenDKIM and Postern.
 #
 # Usage: bench/dkim.sh [multi|single ...]   (default: multi)
-# Env:   MSGS SESSIONS SIZE REPS (lib.sh), BASE_PORT (2560), DNS_PORT (2563), MILTER_PORT (2564)
+# Env:   MSGS SESSIONS SIZE REPS (lib.sh), BASE_PORT (2560), DNS_PORT (2563), MILTER_PORT (2564),
+#        ALG (rsa: the tests' RSA-2048 key, or ed25519: a key made by openssl for the run)
 # Reports e2e msgs/s of each, their ratio per trial, Postern's CPU per message and
-# OpenDKIM's (Postfix's own CPU is in bench/run.sh). Ed25519 is not in this script yet.
+# OpenDKIM's (Postfix's own CPU is in bench/run.sh).
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${PEERS:-$REPO/../shared/bench/peers}
@@ -20,7 +21,7 @@ BASE_PORT=${BASE_PORT:-2560}
 DNS_PORT=${DNS_PORT:-2563}
 MILTER_PORT=${MILTER_PORT:-2564}
 DIR=$BENCH_ROOT/postern-dkim
-KEY=$REPO/tests/fixtures/dkim-test-key.pem
+ALG=${ALG:-rsa}
 modes=("$@"); [[ ${#modes[@]} -gt 0 ]] || modes=(multi)
 
 "$REPO/scripts/install-test-deps.sh" || exit 1
@@ -31,13 +32,29 @@ done
 (cd "$REPO" && cargo build --release -q -p postern-gateway) || die "build failed"
 rm -rf "$DIR"; mkdir -p "$DIR"
 
-# The key record, for Postern's verification of its account's domain.
-key=$(tr -d '\n' <"$REPO/tests/fixtures/dkim-test-key.pub.b64")
-parts=$(python3 -c 'import sys; r=sys.argv[1]; print(",".join(r[i:i+255] for i in range(0,len(r),255)))' "v=DKIM1; k=rsa; p=$key")
+# The key and its record (for Postern's verification of its account's domain).
+case $ALG in
+  rsa)
+    KEY=$REPO/tests/fixtures/dkim-test-key.pem
+    record="v=DKIM1; k=rsa; p=$(tr -d '\n' <"$REPO/tests/fixtures/dkim-test-key.pub.b64")"
+    PG_ALG=RsaSha256; ODK_ALG=rsa-sha256 ;;
+  ed25519)
+    KEY=$DIR/ed25519.pem
+    openssl genpkey -algorithm ed25519 -out "$KEY" || die "openssl genpkey failed"
+    record="v=DKIM1; k=ed25519; p=$(openssl pkey -in "$KEY" -pubout -outform DER | tail -c 32 | base64 -w0)"
+    PG_ALG=Ed25519Sha256; ODK_ALG=ed25519-sha256 ;;
+  *) die "ALG is rsa or ed25519" ;;
+esac
+parts=$(python3 -c 'import sys; r=sys.argv[1]; print(",".join(r[i:i+255] for i in range(0,len(r),255)))' "$record")
+port_in_use "$DNS_PORT" && die "port $DNS_PORT already in use (a dnsmasq left over?)"
 dnsmasq --keep-in-foreground --no-resolv --no-hosts --port="$DNS_PORT" --listen-address=127.0.0.1 \
   --bind-interfaces --local-ttl=300 --neg-ttl=300 --local=/test/ --pid-file="$DIR/dnsmasq.pid" \
   --txt-record="test2026._domainkey.bench.test,$parts" >"$DIR/dnsmasq.log" 2>&1 &
 DNS_PID=$!
+DKIM_PID=; GW_PID=
+# Whatever was started goes, however the script ends (die included).
+trap 'stop_pid "$GW_PID" 10; "$PEERS/postfix-relay.sh" stop >/dev/null 2>&1; stop_pid "$DKIM_PID" 5; stop_pid $DNS_PID 2' EXIT
+wait_port "$DNS_PORT" 10 && kill -0 $DNS_PID 2>/dev/null || die "dnsmasq did not start: $(cat "$DIR/dnsmasq.log")"
 
 # OpenDKIM signing everything from 127.0.0.0/8 for bench.test with the same key. It refuses
 # files under a directory others may write (/var/tmp), so its own stay under /run.
@@ -51,7 +68,7 @@ Domain bench.test
 Selector test2026
 KeyFile $ODK/opendkim.key
 Canonicalization relaxed/relaxed
-SignatureAlgorithm rsa-sha256
+SignatureAlgorithm $ODK_ALG
 InternalHosts 127.0.0.0/8
 Socket inet:$MILTER_PORT@127.0.0.1
 UserID opendkim
@@ -82,7 +99,7 @@ delivery: {concurrencyPerDestination: 20, nameservers: ["127.0.0.1:$DNS_PORT"]}
 logging: {format: text, level: info}
 accounts:
   - {name: bench, from: "@bench.test", type: Direct,
-     direct: {selector: test2026, privateKeyFile: "$KEY", algorithm: RsaSha256}}
+     direct: {selector: test2026, privateKeyFile: "$KEY", algorithm: $PG_ALG}}
 domains:
   - name: $RCPT_DOMAIN
     primary: {hosts: ["127.0.0.1:$SINK_PORT"], tls: {mode: none}}
@@ -90,7 +107,6 @@ YAML
 port_in_use "$GW_PORT" && die "port $GW_PORT already in use"
 "$REPO/target/release/postern-gateway" run --config "$DIR/gateway.yaml" >"$DIR/gateway.log" 2>&1 &
 GW_PID=$!
-trap 'stop_pid $GW_PID 10; "$PEERS/postfix-relay.sh" stop >/dev/null 2>&1; stop_pid $DKIM_PID 5; stop_pid $DNS_PID 2' EXIT
 wait_port "$GW_PORT" 15 || die "gateway did not listen"
 
 # Both sign: one message through each to a dumping smtp-sink, and a DKIM-Signature in each.
@@ -105,6 +121,7 @@ done
 for _ in $(seq 100); do [[ $(grep -l 'DKIM-Signature' "$DIR"/dump/* 2>/dev/null | wc -l) -ge 2 ]] && break; sleep 0.1; done
 signed=$(grep -l 'DKIM-Signature' "$DIR"/dump/* 2>/dev/null | wc -l)
 stop_pid $SINK_PID 2
+for _ in $(seq 50); do port_in_use "$SINK_PORT" || break; sleep 0.1; done
 [[ $signed -ge 2 ]] || die "only $signed of the 2 check messages arrived signed (see $DIR/dump)"
 echo "check: both paths deliver DKIM-signed mail ($signed signed messages in $DIR/dump)"
 
