@@ -10,7 +10,9 @@ use postern_api::accounts::account_for;
 use postern_api::{AccountType, SendingAccount};
 
 use crate::config::ConfigSnapshot;
+use crate::dns::Dns;
 use crate::routing::RoutedRecipient;
+use crate::signing::Signing;
 use crate::store::NextHop;
 
 /// The account `sender`'s mail leaves through, with its next hop. Only for clients that may
@@ -32,6 +34,26 @@ pub fn select<'a>(
         AccountType::Smtp => Some((account, Some(NextHop::account(account)?))),
         AccountType::Direct => Some((account, None)),
     }
+}
+
+/// When `account` is Direct and the sender's domain does not publish its key yet: the text of
+/// the 550 that refuses the mail (at MAIL FROM, and again at the end of DATA in case the
+/// config changed in between).
+pub async fn unverified(
+    signing: &Signing,
+    dns: &Dns,
+    account: &SendingAccount,
+    sender: &str,
+) -> Option<String> {
+    let direct = account.direct.as_ref()?;
+    let domain = crate::address::domain_of(sender).unwrap_or_default();
+    if signing.verified(dns, direct, &domain).await {
+        return None;
+    }
+    Some(format!(
+        "5.7.1 Sender not verified: publish the DKIM key at {}._domainkey.{domain}",
+        direct.selector
+    ))
 }
 
 /// A Direct account's recipients: as routed, plus the BCC copy on the way our own mail to

@@ -316,8 +316,12 @@ fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
     let tampered = got[0].text().replace("A body.", "A changed body.");
     assert!(!dkim::verify_with_dns(&tampered, dns_server.addr));
 
-    // No key in DNS: refused at submission, nothing queued.
-    let refused = send("c@unverified.example");
+    // No key in DNS: refused at submission, at MAIL FROM (before any data), nothing queued.
+    let mut c = Client::connect(gw.smtp());
+    c.cmd("EHLO app.example");
+    let refused = c.cmd("MAIL FROM:<c@unverified.example>");
     assert_eq!(refused.code, 550, "{refused:?}");
     assert!(refused.text.contains("5.7.1 Sender not verified"), "{refused:?}");
+    assert!(refused.text.contains("test2026._domainkey.unverified.example"), "{refused:?}");
+    assert_eq!(send("c@unverified.example").code, 550);
 }

@@ -200,21 +200,17 @@ impl Session {
         // account says when the sender gave no name.
         let submitted = self.user.is_some() || self.cfg.is_trusted(self.client_ip());
         let account = crate::accounts::select(&self.cfg.accounts, &tx.sender, submitted);
-        // A Direct account sends for its domain only once the domain publishes its DKIM key.
+        // A Direct account sends for its domain only once the domain publishes its DKIM key
+        // (checked at MAIL FROM already; again here, the config may have changed since).
         let direct = account.as_ref().and_then(|(a, _)| a.direct.as_ref().map(|d| (a, d)));
         let sender_domain = crate::address::domain_of(&tx.sender).unwrap_or_default();
-        if let Some((a, d)) = direct
-            && !self.ctx.signing.verified(&self.ctx.dns, d, &sender_domain).await
+        if let Some((a, _)) = direct
+            && let Some(text) =
+                crate::accounts::unverified(&self.ctx.signing, &self.ctx.dns, a, &tx.sender).await
         {
             self.ctx.metrics.message("rejected", "sender_not_verified");
             tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, account = %a.name, decision = "rejected", "message refused: the Direct account's domain does not publish its DKIM key yet");
-            return self.push_error(&Reply::new(
-                550,
-                format!(
-                    "5.7.1 Sender not verified: publish the DKIM key at {}._domainkey.{sender_domain}",
-                    d.selector
-                ),
-            ));
+            return self.push_error(&Reply::new(550, text));
         }
         let named = account
             .as_ref()

@@ -71,6 +71,17 @@ impl Session {
                 return self.push_error(&Reply::new(code, text));
             }
         }
+        // A Direct sending account's mail waits for its domain's DKIM key in DNS: refused
+        // before any data is sent.
+        let submitted = self.user.is_some() || self.cfg.is_trusted(self.client_ip());
+        if let Some((account, None)) = crate::accounts::select(&self.cfg.accounts, &from.address, submitted)
+            && let Some(text) =
+                crate::accounts::unverified(&self.ctx.signing, &self.ctx.dns, account, &from.address).await
+        {
+            self.ctx.metrics.message("rejected", "sender_not_verified");
+            tracing::info!(client = %self.client, from = %from.address, account = %account.name, "sender refused: the Direct account's domain does not publish its DKIM key yet");
+            return self.push_error(&Reply::new(550, text));
+        }
         self.tx = Some(Transaction {
             sender: from.address,
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
