@@ -26,6 +26,10 @@ pub struct AccountState {
     pub from: String,
     /// The account's server and its security, for people reading it.
     pub server: String,
+    /// A Direct account's DKIM key record, to publish at `<selector>._domainkey.<domain>`
+    /// (for an `@domain` account; absent when the key cannot be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim_record: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tested: Option<AccountTest>,
 }

@@ -86,6 +86,32 @@ fn read_key(d: &DirectAccount) -> Result<(Key, Vec<u8>), String> {
     })
 }
 
+/// A DER length.
+fn der_len(n: usize) -> Vec<u8> {
+    match n {
+        0..=0x7f => vec![n as u8],
+        0x80..=0xff => vec![0x81, n as u8],
+        _ => vec![0x82, (n >> 8) as u8, n as u8],
+    }
+}
+
+/// An RSAPublicKey (PKCS#1) inside a SubjectPublicKeyInfo, the form DKIM key records carry
+/// (what `openssl rsa -pubout` prints).
+fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
+    // AlgorithmIdentifier: rsaEncryption (1.2.840.113549.1.1.1), NULL parameters.
+    const ALGORITHM: &[u8] =
+        &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
+    let mut bits = vec![0x03];
+    bits.extend(der_len(pkcs1.len() + 1));
+    bits.push(0x00);
+    bits.extend_from_slice(pkcs1);
+    let mut out = vec![0x30];
+    out.extend(der_len(ALGORITHM.len() + bits.len()));
+    out.extend_from_slice(ALGORITHM);
+    out.extend(bits);
+    out
+}
+
 /// The `p=` tag of a DKIM key record, decoded.
 fn record_key(record: &str) -> Option<Vec<u8>> {
     use base64::Engine;
@@ -133,6 +159,17 @@ impl Signing {
         signature.map(|s| s.to_header()).map_err(|e| format!("DKIM signing for {domain}: {e}"))
     }
 
+    /// The TXT record to publish at `<selector>._domainkey.<domain>` for the account's key.
+    pub fn record(&self, d: &DirectAccount, domain: &str) -> Result<String, String> {
+        use base64::Engine;
+        let (_, public) = self.signer(d, domain)?;
+        let (kind, key) = match d.algorithm {
+            DkimAlgorithm::RsaSha256 => ("rsa", rsa_spki(&public)),
+            DkimAlgorithm::Ed25519Sha256 => ("ed25519", public.to_vec()),
+        };
+        Ok(format!("v=DKIM1; k={kind}; p={}", base64::engine::general_purpose::STANDARD.encode(key)))
+    }
+
     /// Whether `domain` publishes the account's key at `<selector>._domainkey.<domain>`
     /// (remembered for five minutes). A key that cannot be read is never verified.
     pub async fn verified(&self, dns: &Dns, d: &DirectAccount, domain: &str) -> bool {
@@ -166,5 +203,27 @@ mod tests {
         assert!(!same_key(&[], &[]));
         assert_eq!(record_key("v=DKIM1; k=rsa; p=AQID BA=="), Some(vec![1, 2, 3, 4]));
         assert_eq!(record_key("v=DKIM1; k=rsa"), None);
+    }
+
+    #[test]
+    fn an_rsa_key_is_published_as_a_subject_public_key_info() {
+        // The tests' key: its SubjectPublicKeyInfo as openssl printed it (tests/fixtures).
+        use base64::Engine;
+        let spki = base64::engine::general_purpose::STANDARD
+            .decode(include_str!("../../tests/fixtures/dkim-test-key.pub.b64").trim())
+            .unwrap();
+        let d = DirectAccount {
+            selector: "s".into(),
+            private_key_file: concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/dkim-test-key.pem")
+                .into(),
+            algorithm: DkimAlgorithm::RsaSha256,
+        };
+        let (key, public) = read_key(&d).unwrap();
+        assert!(matches!(key, Key::Rsa(_)));
+        assert_eq!(rsa_spki(&public), spki);
+        assert!(same_key(&spki, &public));
+        assert_eq!(der_len(5), [5]);
+        assert_eq!(der_len(200), [0x81, 200]);
+        assert_eq!(der_len(270), [0x82, 1, 14]);
     }
 }

@@ -316,6 +316,15 @@ fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
     let tampered = got[0].text().replace("A body.", "A changed body.");
     assert!(!dkim::verify_with_dns(&tampered, dns_server.addr));
 
+    // The record to publish is shown by `accounts list` (here: the very one in DNS).
+    let out = std::process::Command::new(binary())
+        .args(["accounts", "list", "--admin", &gw.admin_addr().to_string()])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["dkimRecord"], dkim::key_record(), "{list}");
+    assert_eq!(list[1]["dkimRecord"], format!("v=DKIM1; k=ed25519; p={ed_public}"), "{list}");
+
     // No key in DNS: refused at submission, at MAIL FROM (before any data), nothing queued.
     let mut c = Client::connect(gw.smtp());
     c.cmd("EHLO app.example");

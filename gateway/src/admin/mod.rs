@@ -100,6 +100,10 @@ async fn accounts(State(ctx): State<Arc<Context>>) -> Response {
                 (None, Some(d)) => format!("direct, DKIM selector {} ({:?})", d.selector, d.algorithm),
                 (None, None) => String::new(),
             },
+            dkim_record: a.direct.as_ref().and_then(|d| {
+                let domain = a.from.rsplit_once('@').map_or("", |(_, d)| d);
+                ctx.signing.record(d, domain).ok()
+            }),
             tested: tests.get(&a.name).cloned(),
         })
         .collect();
