@@ -127,8 +127,15 @@ impl SendingAccount {
 
 /// The account for `sender`: an exact address first, then the domain's (first listed wins).
 pub fn account_for<'a>(accounts: &'a [SendingAccount], sender: &str) -> Option<&'a SendingAccount> {
-    let best = accounts.iter().map(|a| a.matches(sender)).max()?;
-    (best > 0).then(|| accounts.iter().find(|a| a.matches(sender) == best)).flatten()
+    // One pass (every submitted message asks): the first account of the best match.
+    let mut best: Option<(&SendingAccount, u8)> = None;
+    for a in accounts {
+        let m = a.matches(sender);
+        if m > best.map_or(0, |(_, b)| b) {
+            best = Some((a, m));
+        }
+    }
+    best.map(|(a, _)| a)
 }
 
 #[cfg(test)]

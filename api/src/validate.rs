@@ -310,11 +310,15 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
     errs.finish()
 }
 
+/// `local@domain` with a non-empty local part and a DNS domain.
+fn is_address(a: &str) -> bool {
+    a.rsplit_once('@').is_some_and(|(l, d)| !l.is_empty() && is_domain_name(d))
+}
+
 /// Accounts have unique names and senders, real addresses, and what their type needs; no
 /// password goes over a connection without TLS.
 fn check_accounts(errs: &mut Errors, c: &GatewayConfig) {
     use crate::accounts::{AccountType, SmtpSecurity};
-    let is_address = |a: &str| a.rsplit_once('@').is_some_and(|(l, d)| !l.is_empty() && is_domain_name(d));
     let mut names = HashSet::new();
     let mut senders = HashSet::new();
     for (i, a) in c.accounts.iter().enumerate() {
@@ -379,7 +383,6 @@ fn check_accounts(errs: &mut Errors, c: &GatewayConfig) {
 /// Relay rules name real addresses, domains and HELO names; the external postmaster is an
 /// address; an early-talker check has a delay to talk in.
 fn check_relay(errs: &mut Errors, c: &GatewayConfig) {
-    let is_address = |a: &str| a.rsplit_once('@').is_some_and(|(l, d)| !l.is_empty() && is_domain_name(d));
     let is_address_or_domain = |a: &str| match a.strip_prefix('@') {
         Some(d) => is_domain_name(d),
         None => is_address(a),

@@ -42,10 +42,9 @@ spec:
     )
 }
 
-async fn verified_condition(manifests: &str, admin: std::net::SocketAddr) -> (String, String, String) {
-    let mut objs = Objects::default();
-    objs.add_yaml(manifests, "mail").unwrap();
-    let client = ClientBuilder::new()
+/// The fake API server with every kind the controller reads and the status it writes.
+fn fake_cluster() -> ClientBuilder {
+    ClientBuilder::new()
         .with_resource::<Gateway>()
         .with_resource::<MailDomain>()
         .with_resource::<RoutingPolicy>()
@@ -54,6 +53,13 @@ async fn verified_condition(manifests: &str, admin: std::net::SocketAddr) -> (St
         .with_status_subresource::<Gateway>()
         .with_status_subresource::<MailDomain>()
         .with_status_subresource::<RoutingPolicy>()
+        .with_status_subresource::<SendingAccount>()
+}
+
+async fn verified_condition(manifests: &str, admin: std::net::SocketAddr) -> (String, String, String) {
+    let mut objs = Objects::default();
+    objs.add_yaml(manifests, "mail").unwrap();
+    let client = fake_cluster()
         .with_object(objs.gateways[0].clone())
         .with_object(objs.domains[0].clone())
         .with_object(objs.routing_policies[0].clone())
@@ -152,14 +158,7 @@ fn connection_tested_comes_from_the_gateways_test() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let tested = rt.block_on(async {
-        let client = ClientBuilder::new()
-            .with_resource::<Gateway>()
-            .with_resource::<MailDomain>()
-            .with_resource::<RoutingPolicy>()
-            .with_resource::<SpamPolicy>()
-            .with_resource::<SendingAccount>()
-            .with_status_subresource::<Gateway>()
-            .with_status_subresource::<SendingAccount>()
+        let client = fake_cluster()
             .with_object(objs.gateways[0].clone())
             .with_object(objs.accounts[0].clone())
             .with_object(objs.accounts[1].clone())
