@@ -26,12 +26,28 @@ pub struct AccountState {
     pub from: String,
     /// The account's server and its security, for people reading it.
     pub server: String,
-    /// A Direct account's DKIM key record, to publish at `<selector>._domainkey.<domain>`
-    /// (for an `@domain` account; absent when the key cannot be read).
+    /// A Direct account's DKIM key record (the TXT value; absent when the key cannot be read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dkim_record: Option<String>,
+    /// Where a Direct account's record goes: `<selector>._domainkey.<domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim_name: Option<String>,
+    /// Whether a Direct account may send now, and why (absent for other types).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<AccountVerification>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tested: Option<AccountTest>,
+}
+
+/// A Direct account's verification: its mail is refused until `verified`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountVerification {
+    pub verified: bool,
+    /// `KeyPublished`, `KeyNotPublished` or `KeyUnreadable` (a Kubernetes condition reason).
+    pub reason: String,
+    /// What was found, or what to do.
+    pub detail: String,
 }
 
 /// `POST /api/v1/accounts/NAME/test`: connect, TLS, login, QUIT.

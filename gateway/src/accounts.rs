@@ -47,9 +47,11 @@ pub async fn unverified(
 ) -> Option<String> {
     let direct = account.direct.as_ref()?;
     let domain = crate::address::domain_of(sender).unwrap_or_default();
-    if signing.verified(dns, direct, &domain).await {
+    let v = signing.verification(dns, direct, &domain, false).await;
+    if v.verified {
         return None;
     }
+    tracing::info!(account = %account.name, reason = %v.reason, detail = %v.detail, "direct sending account not verified");
     Some(format!(
         "5.7.1 Sender not verified: publish the DKIM key at {}._domainkey.{domain}",
         direct.selector

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{DkimSigner, Done};
+use postern_api::admin::AccountVerification;
 use postern_api::{DirectAccount, DkimAlgorithm};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
@@ -34,8 +35,10 @@ const SIGNED: &[&str] = &[
     "Content-Transfer-Encoding",
 ];
 
-/// How long a domain's DNS verification stands (either way).
+/// How long a domain's DNS verification stands: found, five minutes; not found, one (the
+/// admin who just published the record should not wait long).
 const VERIFIED_FOR: Duration = Duration::from_secs(300);
+const UNVERIFIED_FOR: Duration = Duration::from_secs(60);
 
 /// A signer for one domain and selector (mail-auth's signer owns its key).
 enum Signer {
@@ -61,7 +64,7 @@ type SignerId = (PathBuf, DkimAlgorithm, String, String);
 #[derive(Default)]
 pub struct Signing {
     signers: Mutex<HashMap<SignerId, Loaded>>,
-    verified: Mutex<HashMap<(String, String), (Instant, bool)>>,
+    verified: Mutex<HashMap<(String, String), (Instant, AccountVerification)>>,
 }
 
 fn read_key(d: &DirectAccount) -> Result<(Key, Vec<u8>), String> {
@@ -171,22 +174,51 @@ impl Signing {
     }
 
     /// Whether `domain` publishes the account's key at `<selector>._domainkey.<domain>`
-    /// (remembered for five minutes). A key that cannot be read is never verified.
-    pub async fn verified(&self, dns: &Dns, d: &DirectAccount, domain: &str) -> bool {
+    /// (remembered a while, see `VERIFIED_FOR`; `fresh` asks DNS now, as an admin's listing
+    /// does, and what it finds counts for acceptance too). A key that cannot be read is never
+    /// verified.
+    pub async fn verification(
+        &self,
+        dns: &Dns,
+        d: &DirectAccount,
+        domain: &str,
+        fresh: bool,
+    ) -> AccountVerification {
         let id = (domain.to_ascii_lowercase(), d.selector.clone());
-        if let Some((at, ok)) = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&id)
-            && at.elapsed() < VERIFIED_FOR
+        if !fresh
+            && let Some((at, v)) = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&id)
+            && at.elapsed() < if v.verified { VERIFIED_FOR } else { UNVERIFIED_FOR }
         {
-            return *ok;
+            return v.clone();
         }
-        let Ok((_, public)) = self.signer(d, domain) else { return false };
-        let name = format!("{}._domainkey.{domain}.", d.selector);
-        let ok = match dns.authenticator().txt_raw_lookup(name.as_str()).await {
-            Ok(txt) => record_key(&String::from_utf8_lossy(&txt)).is_some_and(|p| same_key(&p, &public)),
-            Err(_) => false,
+        let name = format!("{}._domainkey.{domain}", d.selector);
+        let answer = |verified: bool, reason: &str, detail: String| AccountVerification {
+            verified,
+            reason: reason.into(),
+            detail,
         };
-        self.verified.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (Instant::now(), ok));
-        ok
+        let public = match self.signer(d, domain) {
+            Ok((_, public)) => public,
+            Err(e) => return answer(false, "KeyUnreadable", e),
+        };
+        let v = match dns.authenticator().txt_raw_lookup(format!("{name}.").as_str()).await {
+            Ok(txt) => match record_key(&String::from_utf8_lossy(&txt)) {
+                Some(p) if same_key(&p, &public) => {
+                    answer(true, "KeyPublished", format!("{name} publishes the account's DKIM key"))
+                }
+                Some(_) => answer(
+                    false,
+                    "KeyNotPublished",
+                    format!("{name} publishes another key than the account's: publish the account's record"),
+                ),
+                None => {
+                    answer(false, "KeyNotPublished", format!("{name} has no DKIM key record: publish it"))
+                }
+            },
+            Err(e) => answer(false, "KeyNotPublished", format!("{name}: no DKIM key record found ({e})")),
+        };
+        self.verified.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (Instant::now(), v.clone()));
+        v
     }
 }
 

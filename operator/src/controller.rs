@@ -3,7 +3,7 @@
 //! MailDomains and policies it serves. A broken reference is a condition, not an error: the
 //! reconcile succeeds and the rest of the fleet keeps being served.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,16 +16,18 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use postern_admin_client::AdminClient;
-use postern_api::admin::{VerificationState, VerificationStatus};
+use postern_api::admin::{AccountState, VerificationState, VerificationStatus};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::addons;
 use crate::crd::gateway::{GatewayStatus, StoreType};
+use crate::crd::sending_account::{DkimRecord, SendingAccountStatus};
 use crate::crd::{Gateway, MailDomain, RoutingPolicy, SendingAccount, SpamPolicy, Status};
+use crate::dkim_keys;
 use crate::manifests::Objects;
-use crate::render::{self, Problem};
+use crate::render::{self, Problem, Rendered};
 use crate::resources::{self, MANAGER, Workload};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// Where the operator works (every namespace, or the watched ones).
     pub scope: Scope,
+    /// The (namespace, Secret) of generated DKIM keys known to exist: generated (or found,
+    /// 409) once per operator run, never read back.
+    pub dkim_keys: std::sync::Mutex<BTreeSet<(String, String)>>,
 }
 
 impl Context {
@@ -62,6 +67,7 @@ impl Context {
             gateway_admin: None,
             defaults: resources::Defaults::from_env(),
             scope: Scope::parse(&std::env::var("POSTERN_WATCH_NAMESPACES").unwrap_or_default()),
+            dkim_keys: Default::default(),
         }
     }
 
@@ -410,8 +416,22 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
     let mut pods = (0, 0);
     // What the cluster shows that the children depend on: the load balancer's address.
     let smtp_service = Api::<Service>::namespaced(client.clone(), &ns).get_opt(&gw.name_any()).await?;
+    let admin_addr = ctx.gateway_admin.map_or_else(
+        || format!("{}.{ns}.svc:{}", resources::admin_service_name(&gw), render::ADMIN_PORT),
+        |a| a.to_string(),
+    );
+    ensure_dkim_keys(&ctx, &ns, &rendered).await?;
+    // Direct accounts' DKIM records and verification, as the gateways read the keys.
+    let direct = rendered.config.as_ref().is_some_and(|c| c.accounts.iter().any(|a| a.direct.is_some()));
+    let account_states = match direct {
+        true => Some(
+            admin_client(&admin_addr, Duration::from_secs(10)).accounts().await.map_err(|e| e.to_string()),
+        ),
+        false => None,
+    };
     let observed = resources::Observed {
         load_balancer: smtp_service.as_ref().map(resources::load_balancer_addresses).unwrap_or_default(),
+        dkim_records: dkim_records(&rendered, &objs.accounts, account_states.as_ref()),
     };
     match resources::Children::new(&gw, &rendered, &ctx.defaults, &observed) {
         Some(children) => {
@@ -564,6 +584,7 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
         _ => condition("InUse", true, "InUse", format!("used by Gateway {}", by.join(", ")), generation),
     };
     let mut verifications = None;
+    let admin = admin_addr.as_str();
     for p in &objs.routing_policies {
         let name = p.name_any();
         let (by, domains) = users_of(&|d| d.spec.routing_policy_ref.as_deref() == Some(name.as_str()));
@@ -576,13 +597,7 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
         if p.spec.routing.verification_address.is_some() {
             let states = match &verifications {
                 Some(v) => v,
-                None => {
-                    let addr = ctx.gateway_admin.map_or_else(
-                        || format!("{}.{ns}.svc:{}", resources::admin_service_name(&gw), render::ADMIN_PORT),
-                        |a| a.to_string(),
-                    );
-                    verifications.insert(fetch_verifications(&addr).await)
-                }
+                None => verifications.insert(fetch_verifications(admin).await),
             };
             let served: Vec<String> = domains
                 .iter()
@@ -634,7 +649,8 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
         };
         let mut conditions = vec![c];
         // Tested once per generation, by the Gateway that writes its status (when it serves it).
-        let old_test = a.status.iter().flat_map(|s| &s.conditions).find(|c| c.type_ == "ConnectionTested");
+        let old_test =
+            a.status.iter().flat_map(|s| &s.base.conditions).find(|c| c.type_ == "ConnectionTested");
         let served_here = by.contains(&me)
             && rendered
                 .config
@@ -644,18 +660,100 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
             Some(t) if t.observed_generation == generation && t.status != "Unknown" => {
                 conditions.push(t.clone())
             }
-            _ if served_here => {
-                let addr = ctx.gateway_admin.map_or_else(
-                    || format!("{}.{ns}.svc:{}", resources::admin_service_name(&gw), render::ADMIN_PORT),
-                    |a| a.to_string(),
-                );
-                conditions.push(connection_tested(&addr, &a.name_any(), generation).await);
+            _ if served_here && a.spec.direct.is_none() => {
+                conditions.push(connection_tested(admin, &a.name_any(), generation).await);
             }
             _ => {}
         }
-        set_status::<SendingAccount>(client, a, a.status.as_ref(), conditions).await?;
+        // A Direct account: its DKIM record and whether its domain publishes it.
+        let old_dkim = a.status.as_ref().and_then(|s| s.dkim.clone());
+        let mut dkim = None;
+        if a.spec.direct.is_some() && served_here {
+            let reported = account_states
+                .as_ref()
+                .map(|r| r.as_ref().map(|l| l.iter().find(|s| s.name == a.name_any())));
+            dkim = reported_dkim(reported.as_ref().and_then(|r| r.as_ref().ok()).copied().flatten())
+                .or(old_dkim);
+            conditions.push(verified_condition(reported, generation));
+        }
+        let old = a.status.as_ref();
+        let status = SendingAccountStatus {
+            base: Status {
+                conditions: merge(old.map(|s| &s.base), conditions),
+                observed_generation: generation,
+            },
+            dkim,
+        };
+        write_status(client, a, old, status).await?;
     }
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Generates the DKIM keys of Direct accounts that name none into their Secrets (create only:
+/// an existing Secret is kept), once per operator run.
+async fn ensure_dkim_keys(ctx: &Context, ns: &str, rendered: &Rendered) -> Result<(), Error> {
+    for key in &rendered.generated_keys {
+        let id = (ns.to_string(), key.secret.name.clone());
+        if ctx.dkim_keys.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+            continue;
+        }
+        if dkim_keys::create_if_absent(&ctx.client, ns, key).await? {
+            tracing::info!(account = %key.account, secret = %key.secret.name, "DKIM key generated");
+        }
+        ctx.dkim_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+    }
+    Ok(())
+}
+
+/// The DKIM records the Gateway's DNSEndpoint publishes: each Direct account's, as a gateway
+/// reports it, else as its status last showed it (a gateway not answering for a moment must
+/// not withdraw a published key).
+fn dkim_records(
+    rendered: &Rendered,
+    accounts: &[SendingAccount],
+    reported: Option<&Result<Vec<AccountState>, String>>,
+) -> Vec<(String, String)> {
+    let Some(config) = &rendered.config else { return Vec::new() };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for a in config.accounts.iter().filter(|a| a.direct.is_some()) {
+        let now = reported.and_then(|r| r.as_ref().ok()).and_then(|l| l.iter().find(|s| s.name == a.name));
+        let record = reported_dkim(now).or_else(|| {
+            accounts.iter().find(|x| x.name_any() == a.name).and_then(|x| x.status.as_ref()?.dkim.clone())
+        });
+        if let Some(r) = record
+            && !out.iter().any(|(name, _)| name.eq_ignore_ascii_case(&r.name))
+        {
+            out.push((r.name, r.value));
+        }
+    }
+    out
+}
+
+/// The record a gateway reports for a Direct account (when it could read the key).
+fn reported_dkim(state: Option<&AccountState>) -> Option<DkimRecord> {
+    let s = state?;
+    Some(DkimRecord { name: s.dkim_name.clone()?, value: s.dkim_record.clone()? })
+}
+
+/// `Verified` of a Direct SendingAccount from the gateways' report: True once its domain
+/// publishes the key the gateways sign with.
+fn verified_condition(
+    reported: Option<Result<Option<&AccountState>, &String>>,
+    generation: Option<i64>,
+) -> Condition {
+    let unknown = |reason: &str, message: String| Condition {
+        status: "Unknown".into(),
+        ..condition("Verified", false, reason, message, generation)
+    };
+    match reported {
+        None => unknown("NotReported", "the gateways were not asked".into()),
+        Some(Err(e)) => unknown("NotReported", format!("the gateways' admin API did not answer: {e}")),
+        Some(Ok(None)) => unknown("NotReported", "the gateways do not serve this account yet".into()),
+        Some(Ok(Some(s))) => match &s.verification {
+            Some(v) => condition("Verified", v.verified, &v.reason, v.detail.clone(), generation),
+            None => unknown("NotReported", "the gateways report no verification for it".into()),
+        },
+    }
 }
 
 /// The gateways' destination verification states (their admin API, `/api/v1/verifications`).

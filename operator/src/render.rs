@@ -47,6 +47,8 @@ pub struct Rendered {
     pub served: Vec<String>,
     /// The Secrets the pods must mount (never copied into the config).
     pub secrets: BTreeSet<String>,
+    /// The DKIM keys the operator generates into Secrets (Direct accounts that name none).
+    pub generated_keys: Vec<crate::dkim_keys::GeneratedKey>,
 }
 
 impl Rendered {
@@ -238,7 +240,8 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         }
         None => json!({}),
     };
-    let accounts = render_accounts(gw, objs, &mut secrets, &mut problems);
+    let mut generated_keys = Vec::new();
+    let accounts = render_accounts(gw, objs, &mut secrets, &mut generated_keys, &mut problems);
     let config = json!({
         "hostname": hostname,
         "listeners": listeners,
@@ -277,7 +280,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         },
         Err(e) => (None, vec![format!("{}: {}", e.path(), e.inner())]),
     };
-    Rendered { config, config_errors, problems, served, secrets }
+    Rendered { config, config_errors, problems, served, secrets, generated_keys }
 }
 
 /// The SendingAccounts the Gateway selects, as the gateway's config has them (passwords as
@@ -287,6 +290,7 @@ fn render_accounts(
     gw: &Gateway,
     objs: &Objects,
     secrets: &mut BTreeSet<String>,
+    generated_keys: &mut Vec<crate::dkim_keys::GeneratedKey>,
     problems: &mut Vec<Problem>,
 ) -> Vec<postern_api::SendingAccount> {
     let ns = gw.namespace().unwrap_or_default();
@@ -322,6 +326,23 @@ fn render_accounts(
                 password_file: s.password_secret_ref.as_ref().map(|r| secret_path(r).into()),
             }
         });
+        let direct = spec.direct.as_ref().map(|d| {
+            let key = d.private_key_secret_ref.clone().unwrap_or_else(|| {
+                let secret = crate::dkim_keys::generated_ref(&a.name_any());
+                generated_keys.push(crate::dkim_keys::GeneratedKey {
+                    account: a.name_any(),
+                    algorithm: d.algorithm,
+                    secret: secret.clone(),
+                });
+                secret
+            });
+            secrets.insert(key.name.clone());
+            postern_api::DirectAccount {
+                selector: d.selector.clone(),
+                private_key_file: secret_path(&key).into(),
+                algorithm: d.algorithm,
+            }
+        });
         out.push(postern_api::SendingAccount {
             name: a.name_any(),
             from: spec.from.clone(),
@@ -329,7 +350,7 @@ fn render_accounts(
             bcc: spec.bcc.clone(),
             kind: spec.kind,
             smtp,
-            direct: None,
+            direct,
         });
     }
     out

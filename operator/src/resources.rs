@@ -101,6 +101,9 @@ pub struct Children {
 pub struct Observed {
     /// The SMTP Service's load balancer addresses.
     pub load_balancer: Vec<String>,
+    /// (name, TXT value) of the Direct sending accounts' DKIM keys, as the gateways report
+    /// them (none offline: `render --objects` cannot read keys).
+    pub dkim_records: Vec<(String, String)>,
 }
 
 /// What the operator knows about itself that shapes its children.
@@ -148,7 +151,7 @@ impl Children {
             disruption_budget: disruption_budget(gw),
             service_monitor: service_monitor(gw),
             certificates: certificates(gw),
-            dns_endpoint: dns_endpoint(gw, &domains, &observed.load_balancer),
+            dns_endpoint: dns_endpoint(gw, &domains, observed),
         })
     }
 
@@ -602,6 +605,18 @@ pub fn mta_sts_ingress(gw: &Gateway, domains: &[String]) -> Option<Ingress> {
     ))
 }
 
+/// A TXT value longer than one DNS character-string (255 bytes, RFC 1035 3.3; an RSA-2048
+/// DKIM key is about 400) as the zone-file form of several quoted strings, which resolvers
+/// join: what Route 53, Cloud DNS and RFC 2136 take (external-dns passes it through).
+fn txt_strings(value: &str) -> String {
+    if value.len() <= 255 {
+        return value.to_string();
+    }
+    let chunks: Vec<String> =
+        value.as_bytes().chunks(255).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
+    chunks.join(" ")
+}
+
 /// What a LoadBalancer Service was given: an IP address or a host name.
 pub fn load_balancer_addresses(service: &Service) -> Vec<String> {
     let ingress =
@@ -610,9 +625,10 @@ pub fn load_balancer_addresses(service: &Service) -> Vec<String> {
 }
 
 /// An external-dns DNSEndpoint with the records mail needs (`spec.dnsRecords`): MX (and SPF,
-/// DMARC when given) for every served domain, and the hostname's address from the load
-/// balancer (`addresses`, empty until it has one).
-pub fn dns_endpoint(gw: &Gateway, domains: &[String], addresses: &[String]) -> Option<Value> {
+/// DMARC when given) for every served domain, the hostname's address from the load balancer
+/// (empty until it has one), and the DKIM keys of the Direct sending accounts.
+pub fn dns_endpoint(gw: &Gateway, domains: &[String], observed: &Observed) -> Option<Value> {
+    let addresses = &observed.load_balancer;
     let records = gw.spec.dns_records.as_ref()?;
     let hostname = gw.spec.hostname.as_deref()?;
     let record = |name: &str, kind: &str, targets: Vec<String>| json!({"dnsName": name, "recordType": kind, "recordTTL": records.ttl, "targets": targets});
@@ -661,6 +677,11 @@ pub fn dns_endpoint(gw: &Gateway, domains: &[String], addresses: &[String]) -> O
                 "TXT",
                 vec![format!("v=TLSRPTv1; rua={rua}")],
             ));
+        }
+    }
+    if records.dkim {
+        for (name, value) in &observed.dkim_records {
+            endpoints.push(record(name, "TXT", vec![txt_strings(value)]));
         }
     }
     Some(json!({

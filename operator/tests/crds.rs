@@ -129,7 +129,15 @@ fn broken_manifests_are_refused_with_a_reason() {
         ),
         ("kind: SpamPolicy\nspec: {spf: {fail: Bounce}}", "\"Bounce\" is not one of"),
         ("kind: SendingAccount\nspec: {from: '@example.com', type: Smtp}", "type Smtp needs smtp"),
-        ("kind: SendingAccount\nspec: {from: '@example.com', type: Direct}", "type Direct is not available"),
+        ("kind: SendingAccount\nspec: {from: '@example.com', type: Direct}", "type Direct needs direct"),
+        (
+            "kind: SendingAccount\nspec: {from: 'a@example.com', type: Direct, direct: {selector: s1}}",
+            "a Direct SendingAccount is for a whole domain",
+        ),
+        (
+            "kind: SendingAccount\nspec: {from: '@example.com', type: Direct, direct: {selector: 'not a label'}}",
+            "selector",
+        ),
         (
             "kind: SendingAccount\nspec: {from: '@example.com', type: Smtp, smtp: {host: h, security: None, username: u, passwordSecretRef: {name: s}}}",
             "a login is never sent without TLS",

@@ -355,6 +355,11 @@ async fn every_write_is_a_server_side_apply_by_the_operator() {
     let writes = recorded.lock().unwrap().clone();
     assert!(writes.len() >= 9, "config, workload, statuses: {writes:?}");
     for w in &writes {
+        // The one create: a generated DKIM key's Secret, created only if absent (never applied:
+        // the operator must not overwrite a key whose record is published).
+        if w == "create \"notifications-dkim\"" {
+            continue;
+        }
         assert!(w.ends_with("manager=postern-operator force=true apply=true"), "{w} (all: {writes:?})");
     }
     for object in ["edge-config", "edge"] {
@@ -932,7 +937,7 @@ async fn sending_accounts_reach_the_config_and_conflicts_are_reported() {
     let cm = Api::<ConfigMap>::namespaced(client.clone(), NS).get("edge-config").await.unwrap();
     let config: postern_api::GatewayConfig = serde_yaml::from_str(&cm.data.unwrap()["gateway.yaml"]).unwrap();
     let names: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(names, ["alice", "sales"]);
+    assert_eq!(names, ["alice", "notifications", "sales"]);
     let sales = config.accounts.iter().find(|a| a.name == "sales").unwrap();
     assert_eq!(sales.bcc.as_deref(), Some("archive@example.com"));
     let smtp = sales.smtp.as_ref().unwrap();
@@ -948,7 +953,8 @@ async fn sending_accounts_reach_the_config_and_conflicts_are_reported() {
     );
     let accounts = Api::<SendingAccount>::namespaced(client.clone(), NS);
     let ready = |a: &SendingAccount| {
-        let c = a.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Ready").unwrap().clone();
+        let c =
+            a.status.as_ref().unwrap().base.conditions.iter().find(|c| c.type_ == "Ready").unwrap().clone();
         (c.status, c.reason, c.message)
     };
     let (status, reason, message) = ready(&accounts.get("sales").await.unwrap());
@@ -956,4 +962,85 @@ async fn sending_accounts_reach_the_config_and_conflicts_are_reported() {
     let (status, reason, message) = ready(&accounts.get("sales-dup").await.unwrap());
     assert_eq!((status.as_str(), reason.as_str()), ("False", "FromConflict"));
     assert!(message.contains("SendingAccount sales already sends for @example.com"), "{message}");
+}
+
+/// A Direct SendingAccount without a key: the operator generates one into a new Secret (create
+/// only; an existing one is kept), the gateways mount it and sign with it, and the Gateway's
+/// DNSEndpoint publishes its record (here as the account's status last showed it: no gateway
+/// answers in this test), split into DNS character-strings.
+#[tokio::test]
+async fn direct_accounts_get_a_generated_key_and_their_record_published() {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = cluster_with(
+        &manifests(),
+        vec![crd("externaldns.k8s.io", "v1alpha1", "DNSEndpoint", "dnsendpoints")],
+    )
+    .await;
+    // The record a gateway reported before (status.dkim), longer than one DNS string.
+    let value = format!("v=DKIM1; k=rsa; p={}", "A".repeat(392));
+    let accounts = Api::<SendingAccount>::namespaced(client.clone(), NS);
+    let status = serde_json::json!({
+        "apiVersion": "mail.postern.dev/v1alpha1", "kind": "SendingAccount",
+        "status": {"dkim": {"name": "postern2026._domainkey.notify.example.com", "value": value}},
+    });
+    accounts
+        .patch_status(
+            "notifications",
+            &kube::api::PatchParams::apply("test"),
+            &kube::api::Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    reconcile_gateway(&client, "edge").await;
+
+    let secrets = Api::<Secret>::namespaced(client.clone(), NS);
+    let secret = secrets.get("notifications-dkim").await.expect("a key Secret is generated");
+    assert_eq!(secret.labels()["mail.postern.dev/sending-account"], "notifications");
+    assert!(
+        secret.owner_references().is_empty(),
+        "the key outlives the account (its record may be published)"
+    );
+    let pem = String::from_utf8(secret.data.as_ref().unwrap()["dkim.pem"].0.clone()).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), NS).get("edge-config").await.unwrap();
+    let config: postern_api::GatewayConfig = serde_yaml::from_str(&cm.data.unwrap()["gateway.yaml"]).unwrap();
+    let direct = config.accounts.iter().find(|a| a.name == "notifications").unwrap().direct.clone().unwrap();
+    assert_eq!(direct.selector, "postern2026");
+    assert_eq!(
+        direct.private_key_file,
+        std::path::Path::new("/etc/postern/secrets/notifications-dkim/dkim.pem")
+    );
+    assert_eq!(direct.algorithm, postern_api::DkimAlgorithm::RsaSha256);
+    let dep = Api::<Deployment>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    let pod = serde_json::to_value(dep.spec.unwrap().template.spec.unwrap()).unwrap();
+    assert!(
+        pod["volumes"].as_array().unwrap().iter().any(|v| v["secret"]["secretName"] == "notifications-dkim"),
+        "the key Secret is mounted: {pod}"
+    );
+
+    let endpoints = dynamic(&client, "externaldns.k8s.io", "v1alpha1", "DNSEndpoint", "dnsendpoints");
+    let records = endpoints.get("edge").await.unwrap().data["spec"]["endpoints"].clone();
+    let dkim = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["dnsName"] == "postern2026._domainkey.notify.example.com")
+        .unwrap_or_else(|| panic!("the DKIM record is published: {records}"));
+    assert_eq!(dkim["recordType"], "TXT");
+    let target = dkim["targets"][0].as_str().unwrap();
+    let strings: Vec<&str> = target.split("\" \"").map(|s| s.trim_matches('"')).collect();
+    assert_eq!(strings.len(), 2, "{target}");
+    assert!(strings.iter().all(|s| s.len() <= 255), "{target}");
+    assert_eq!(strings.concat(), value);
+    // Not reported by a gateway (none answers here): Verified is Unknown, and says why.
+    let a = accounts.get("notifications").await.unwrap();
+    let verified = a.status.as_ref().unwrap().base.conditions.iter().find(|c| c.type_ == "Verified").unwrap();
+    assert_eq!((verified.status.as_str(), verified.reason.as_str()), ("Unknown", "NotReported"));
+    assert_eq!(a.status.unwrap().dkim.unwrap().value, value, "the last record stays");
+
+    // A Secret of that name is never replaced: the next operator run keeps the key.
+    reconcile_gateway(&client, "edge").await;
+    let again = secrets.get("notifications-dkim").await.unwrap();
+    assert_eq!(again.data.unwrap()["dkim.pem"].0, pem.as_bytes());
 }

@@ -324,6 +324,12 @@ fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["dkimRecord"], dkim::key_record(), "{list}");
     assert_eq!(list[1]["dkimRecord"], format!("v=DKIM1; k=ed25519; p={ed_public}"), "{list}");
+    assert_eq!(list[0]["dkimName"], dkim::key_name("rsa.example"), "{list}");
+    assert_eq!(list[0]["verification"]["verified"], true, "{list}");
+    assert_eq!(list[0]["verification"]["reason"], "KeyPublished", "{list}");
+    let unverified = list.as_array().unwrap().iter().find(|a| a["from"] == "@unverified.example").unwrap();
+    assert_eq!(unverified["verification"]["verified"], false, "{list}");
+    assert_eq!(unverified["verification"]["reason"], "KeyNotPublished", "{list}");
 
     // No key in DNS: refused at submission, at MAIL FROM (before any data), nothing queued.
     let mut c = Client::connect(gw.smtp());

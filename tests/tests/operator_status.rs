@@ -177,7 +177,14 @@ fn connection_tested_comes_from_the_gateways_test() {
         let mut out = Vec::new();
         for name in ["sales", "bad"] {
             let a = api.get(name).await.unwrap();
-            let c = a.status.unwrap().conditions.into_iter().find(|c| c.type_ == "ConnectionTested").unwrap();
+            let c = a
+                .status
+                .unwrap()
+                .base
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "ConnectionTested")
+                .unwrap();
             out.push((c.status, c.reason, c.message));
         }
         out
@@ -190,5 +197,144 @@ fn connection_tested_comes_from_the_gateways_test() {
         gw.logs_matching("sending account connection tested").len(),
         2,
         "once per account and generation"
+    );
+}
+
+/// A Direct SendingAccount end to end: the operator generates its key into a Secret, a real
+/// gateway signs with that key and reports the record, the operator shows it in the status and
+/// sets `Verified` from the DNS the gateway sees; a message signed with the generated key passes
+/// an independent verifier (dkimpy).
+#[test]
+fn direct_accounts_sign_with_a_generated_key_and_report_their_record() {
+    use k8s_openapi::api::core::v1::Secret;
+    use postern_api::{HumanDuration, TlsPolicy};
+    use postern_operator::crd::sending_account::SendingAccountStatus;
+    use postern_tests::dns::{self, DnsServer};
+    let dir = tempfile::tempdir().unwrap();
+    let account = |name: &str, domain: &str, algorithm: &str, uid: u8| {
+        format!(
+            "apiVersion: mail.postern.dev/v1alpha1\nkind: SendingAccount\nmetadata: {{name: {name}, namespace: mail, uid: 00000000-0000-0000-0000-0000000000{uid}, generation: 1}}\nspec:\n  from: '@{domain}'\n  type: Direct\n  direct: {{selector: s2026, algorithm: {algorithm}}}\n"
+        )
+    };
+    let text = format!(
+        "apiVersion: mail.postern.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: edge, namespace: mail, uid: 00000000-0000-0000-0000-000000000001}}\nspec: {{hostname: gw.test}}\n---\n{}---\n{}",
+        account("signed", "direct.example", "RsaSha256", 11),
+        account("pending", "pending.example", "Ed25519Sha256", 12),
+    );
+    let mut objs = Objects::default();
+    objs.add_yaml(&text, "mail").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(async {
+        fake_cluster()
+            .with_object(objs.gateways[0].clone())
+            .with_object(objs.accounts[0].clone())
+            .with_object(objs.accounts[1].clone())
+            .build()
+            .await
+            .unwrap()
+    });
+    let reconcile_with = |admin: std::net::SocketAddr| {
+        let mut ctx = Context::new(client.clone());
+        ctx.gateway_admin = Some(admin);
+        rt.block_on(async {
+            let gateway = Api::<Gateway>::namespaced(client.clone(), "mail").get("edge").await.unwrap();
+            reconcile(Arc::new(gateway), Arc::new(ctx)).await.unwrap();
+        })
+    };
+    let status = |name: &str| -> SendingAccountStatus {
+        rt.block_on(Api::<SendingAccount>::namespaced(client.clone(), "mail").get(name))
+            .unwrap()
+            .status
+            .unwrap()
+    };
+    let verified = |s: &SendingAccountStatus| {
+        let c = s.base.conditions.iter().find(|c| c.type_ == "Verified").unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    };
+
+    // No gateway yet: the keys are generated; Verified is Unknown until a gateway reports.
+    let nobody: std::net::SocketAddr = ([127, 0, 0, 1], postern_tests::reserve_port()).into();
+    reconcile_with(nobody);
+    assert_eq!(verified(&status("signed")).1, "NotReported");
+    let secrets = Api::<Secret>::namespaced(client.clone(), "mail");
+    let mut keys = std::collections::HashMap::new();
+    for name in ["signed", "pending"] {
+        let secret = rt.block_on(secrets.get(&format!("{name}-dkim"))).unwrap();
+        let file = dir.path().join(format!("{name}.pem"));
+        std::fs::write(&file, &secret.data.unwrap()["dkim.pem"].0).unwrap();
+        keys.insert(name, file);
+    }
+    // The records, computed independently of Postern (openssl), and the RSA one put in DNS.
+    let public = |file: &std::path::Path| {
+        let out = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl reads the generated key");
+        out.stdout
+    };
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let rsa_record = format!("v=DKIM1; k=rsa; p={}", b64(&public(&keys["signed"])));
+    let ed_der = public(&keys["pending"]);
+    let ed_record = format!("v=DKIM1; k=ed25519; p={}", b64(&ed_der[ed_der.len() - 32..]));
+    let port = postern_tests::reserve_port();
+    let remote =
+        Sink::start_at(std::net::SocketAddr::new("127.0.0.2".parse().unwrap(), port), Behavior::default());
+    let dns_server = DnsServer::start(vec![
+        dns::mx("remote.example", 10, "mx.remote.example"),
+        dns::a("mx.remote.example", "127.0.0.2"),
+        dns::txt("s2026._domainkey.direct.example", &rsa_record),
+    ]);
+
+    // The gateway runs the accounts the operator rendered, with the Secrets' files here.
+    let rendered = postern_operator::render::render(&objs.gateways[0], &objs);
+    let mut accounts = rendered.config.unwrap().accounts;
+    for a in &mut accounts {
+        a.direct.as_mut().unwrap().private_key_file = keys[a.name.as_str()].clone();
+    }
+    let gw = GatewayProcess::start(&GatewayConfig::typed(|c| {
+        c.accounts = accounts;
+        c.relay.trusted_networks = vec!["127.0.0.1/32".parse().unwrap()];
+        c.delivery.nameservers = vec![dns_server.addr];
+        c.delivery.mx_port = port;
+        c.delivery.tls = TlsPolicy::NONE;
+        c.delivery.retry_initial = HumanDuration::from_secs(1);
+    }));
+    reconcile_with(gw.admin_addr());
+    let signed = status("signed");
+    let dkim = signed.dkim.clone().expect("the record is in the status");
+    assert_eq!(
+        (dkim.name.as_str(), dkim.value.as_str()),
+        ("s2026._domainkey.direct.example", rsa_record.as_str())
+    );
+    let (s, reason, message) = verified(&signed);
+    assert_eq!((s.as_str(), reason.as_str()), ("True", "KeyPublished"), "{message}");
+    let pending = status("pending");
+    assert_eq!(pending.dkim.as_ref().unwrap().value, ed_record);
+    let (s, reason, message) = verified(&pending);
+    assert_eq!((s.as_str(), reason.as_str()), ("False", "KeyNotPublished"), "{message}");
+    assert!(message.contains("s2026._domainkey.pending.example"), "{message}");
+    // The keys were generated once: the second operator run found the Secrets and kept them.
+    let again = rt.block_on(secrets.get("signed-dkim")).unwrap();
+    assert_eq!(again.data.unwrap()["dkim.pem"].0, std::fs::read(&keys["signed"]).unwrap());
+
+    // Mail of the verified domain leaves signed with the generated key; the other is refused.
+    let send = |from: &str| {
+        let mut c = postern_tests::client::Client::connect(gw.smtp());
+        c.cmd("EHLO app.example");
+        let text = format!(
+            "From: {from}\r\nTo: u@remote.example\r\nSubject: generated key\r\nMessage-ID: <{from}>\r\n\r\nA body.\r\n"
+        );
+        c.send_message(from, &["u@remote.example"], &text)
+    };
+    assert_eq!(send("app@direct.example").code, 250);
+    assert_eq!(send("app@pending.example").code, 550);
+    let got = remote.wait_for(1, WAIT);
+    assert!(
+        postern_tests::dkim::verify_with_dns(&got[0].text(), dns_server.addr),
+        "dkimpy: {}",
+        got[0].text()
     );
 }

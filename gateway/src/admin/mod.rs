@@ -84,15 +84,22 @@ async fn mta_sts(State(ctx): State<Arc<Context>>, headers: axum::http::HeaderMap
     }
 }
 
-/// The sending accounts (no credentials) and their last connection test on this pod.
+/// The sending accounts (no credentials), their last connection test on this pod, and for a
+/// Direct account its DKIM record and verification (the operator copies both into the
+/// SendingAccount's status and the Gateway's DNSEndpoint).
 async fn accounts(State(ctx): State<Arc<Context>>) -> Response {
     let cfg = ctx.config();
     let tests = ctx.account_tests.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let list: Vec<AccountState> = cfg
-        .config
-        .accounts
-        .iter()
-        .map(|a| AccountState {
+    let mut list = Vec::with_capacity(cfg.config.accounts.len());
+    for a in &cfg.config.accounts {
+        let domain = domain_of_from(&a.from);
+        let (mut dkim_record, mut dkim_name, mut verification) = (None, None, None);
+        if let Some(d) = &a.direct {
+            dkim_record = ctx.signing.record(d, domain).ok();
+            dkim_name = Some(format!("{}._domainkey.{domain}", d.selector));
+            verification = Some(ctx.signing.verification(&ctx.dns, d, domain, true).await);
+        }
+        list.push(AccountState {
             name: a.name.clone(),
             from: a.from.clone(),
             server: match (&a.smtp, &a.direct) {
@@ -100,14 +107,18 @@ async fn accounts(State(ctx): State<Arc<Context>>) -> Response {
                 (None, Some(d)) => format!("direct, DKIM selector {} ({:?})", d.selector, d.algorithm),
                 (None, None) => String::new(),
             },
-            dkim_record: a.direct.as_ref().and_then(|d| {
-                let domain = a.from.rsplit_once('@').map_or("", |(_, d)| d);
-                ctx.signing.record(d, domain).ok()
-            }),
+            dkim_record,
+            dkim_name,
+            verification,
             tested: tests.get(&a.name).cloned(),
-        })
-        .collect();
+        });
+    }
     axum::Json(list).into_response()
+}
+
+/// The domain of an account's `from` (`alice@example.com` or `@example.com`).
+fn domain_of_from(from: &str) -> &str {
+    from.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
 /// "Test connection": connect, TLS, login, QUIT, now; the result is kept for `accounts`.
@@ -124,15 +135,8 @@ async fn test_account(State(ctx): State<Arc<Context>>, Path(name): Path<String>)
             Err(f) => (false, f.diagnostic),
         },
         (None, Some(d)) => {
-            let domain = account.from.rsplit_once('@').map_or("", |(_, d)| d);
-            let record = format!("{}._domainkey.{domain}", d.selector);
-            match ctx.signing.verified(&ctx.dns, d, domain).await {
-                true => (true, format!("{record} publishes the account's DKIM key")),
-                false => (
-                    false,
-                    format!("{record} does not publish the account's DKIM key (or the key cannot be read)"),
-                ),
-            }
+            let v = ctx.signing.verification(&ctx.dns, d, domain_of_from(&account.from), true).await;
+            (v.verified, v.detail)
         }
         (None, None) => (false, "the account has nothing to test".into()),
     };

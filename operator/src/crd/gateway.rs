@@ -244,6 +244,10 @@ pub struct DnsRecords {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(mailto:|https:)\S+$"))]
     pub tls_rpt: Option<String>,
+    /// The DKIM key record (`<selector>._domainkey.<domain>`) of every Direct SendingAccount
+    /// the Gateway sends for, as its gateways read the key.
+    #[serde(default = "yes")]
+    pub dkim: bool,
 }
 
 fn ten() -> i32 {

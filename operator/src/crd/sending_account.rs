@@ -3,14 +3,14 @@
 //! `postern_api::SendingAccount`, with credentials from Secrets).
 
 use kube::CustomResource;
-use postern_api::{AccountType, SmtpSecurity};
+use postern_api::{AccountType, DkimAlgorithm, SmtpSecurity};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{SecretKeyRef, Status};
 
-/// A sending account of the Gateways whose `accountSelector` matches it. Built so far: type
-/// Smtp (a provider's submission server with a login).
+/// A sending account of the Gateways whose `accountSelector` matches it. Built so far: types
+/// Smtp (a provider's submission server with a login) and Direct (Postern delivers, DKIM-signed).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "mail.postern.dev",
@@ -18,8 +18,8 @@ use super::{SecretKeyRef, Status};
     kind = "SendingAccount",
     namespaced,
     derive = "Default",
-    doc = "A sending account: submitted mail whose envelope sender matches `from` leaves through it, as that user or mailbox (type Smtp: the provider's submission server with the account's login).",
-    status = "Status",
+    doc = "A sending account: submitted mail whose envelope sender matches `from` leaves through it, as that user or mailbox (type Smtp: the provider's submission server with the account's login; type Direct: Postern delivers by MX, DKIM-signed, once the domain publishes the key shown in status.dkim).",
+    status = "SendingAccountStatus",
     category = "postern",
     printcolumn(name = "From", type_ = "string", json_path = ".spec.from"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
@@ -33,8 +33,9 @@ use super::{SecretKeyRef, Status};
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.type != 'Smtp' || has(self.smtp)", "message": "type Smtp needs smtp"},
-    {"rule": "self.type != 'Direct'",
-     "message": "type Direct is not available as a SendingAccount yet (its key Secret and DNS record are not built): use the gateway's config file"}
+    {"rule": "self.type != 'Direct' || has(self.direct)", "message": "type Direct needs direct"},
+    {"rule": "self.type != 'Direct' || self.from.startsWith('@')",
+     "message": "a Direct SendingAccount is for a whole domain (from: '@example.com'), verified by its DKIM key in DNS"}
 ]))]
 pub struct SendingAccountSpec {
     /// Whose mail: an address (`alice@example.com`) or a whole domain (`@example.com`). An
@@ -55,6 +56,56 @@ pub struct SendingAccountSpec {
     /// With type Smtp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<SmtpAccountSpec>,
+    /// With type Direct.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectAccountSpec>,
+}
+
+/// Postern delivers the domain's mail itself (MX), DKIM-signed (RFC 6376). Usable once the
+/// domain publishes the key at `<selector>._domainkey.<domain>` (status.dkim shows the record;
+/// a Gateway's `dnsRecords` publishes it through external-dns); until then its mail is refused
+/// at submission (550 5.7.1 sender not verified) and `Verified` is False.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectAccountSpec {
+    /// The DKIM selector (`s=`), a DNS label.
+    #[serde(default = "default_selector")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$"))]
+    pub selector: String,
+    /// RsaSha256 (RSA-2048, what every receiver verifies; default) or Ed25519Sha256 (RFC 8463).
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
+    /// The private key (PEM: PKCS#8, or PKCS#1 for RSA). Without it the operator generates one
+    /// into the Secret `<account>-dkim` (key `dkim.pem`) and never reads it back; that Secret
+    /// outlives the account (its DNS record may still be published).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_selector() -> String {
+    "postern".into()
+}
+
+/// What a SendingAccount reports: its conditions (`Ready`, `ConnectionTested`, `Verified`) and,
+/// for a Direct account, the DKIM record to publish.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendingAccountStatus {
+    #[serde(flatten)]
+    pub base: Status,
+    /// A Direct account's DKIM key record, as the gateways read the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<DkimRecord>,
+}
+
+/// A DNS TXT record to publish.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DkimRecord {
+    /// Where: `<selector>._domainkey.<domain>`.
+    pub name: String,
+    /// The TXT value (`v=DKIM1; k=...; p=...`).
+    pub value: String,
 }
 
 /// The provider's submission server and the account's login there.

@@ -1,0 +1,120 @@
+//! DKIM keys of Direct SendingAccounts that name none: generated here into a Secret
+//! `<account>-dkim` (key `dkim.pem`, PKCS#8 PEM) that the gateway pods mount. The operator may
+//! only *create* Secrets: it never reads a key back (the gateways report the public record), and
+//! an existing Secret of that name is left as it is (409), so a key is generated once and kept
+//! until someone deletes the Secret.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use postern_api::DkimAlgorithm;
+
+use crate::crd::SecretKeyRef;
+use crate::resources::MANAGER;
+
+/// The Secret key holding a generated private key.
+pub const KEY: &str = "dkim.pem";
+
+/// A key the operator generates: the account and where its Secret goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratedKey {
+    pub account: String,
+    pub algorithm: DkimAlgorithm,
+    pub secret: SecretKeyRef,
+}
+
+/// Where a generated key of `account` lives.
+pub fn generated_ref(account: &str) -> SecretKeyRef {
+    SecretKeyRef { name: format!("{account}-dkim"), key: KEY.into() }
+}
+
+/// `SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } }`
+/// up to the 32 bytes of the seed.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+
+/// A new private key, PKCS#8 PEM: RSA-2048 (what RFC 8301 asks signers for, and what every
+/// verifier takes) or Ed25519.
+pub fn generate(algorithm: DkimAlgorithm) -> Result<String, String> {
+    use rsa::pkcs8::der::pem::LineEnding;
+    use rsa::pkcs8::{EncodePrivateKey, der::pem};
+    match algorithm {
+        DkimAlgorithm::RsaSha256 => {
+            let key = rsa::PrivateKey::new(&mut getrandom::SysRng, 2048).map_err(|e| e.to_string())?;
+            Ok(key.to_pkcs8_pem(LineEnding::LF).map_err(|e| e.to_string())?.to_string())
+        }
+        DkimAlgorithm::Ed25519Sha256 => {
+            // RFC 8410's PKCS#8 v1 (the seed alone), as openssl writes it: ring's own
+            // generate_pkcs8 writes v2 (with the public key), which openssl 3 does not read.
+            use ring::rand::SecureRandom;
+            let mut der = ED25519_PKCS8_V1_PREFIX.to_vec();
+            let mut seed = [0u8; 32];
+            ring::rand::SystemRandom::new().fill(&mut seed).map_err(|e| e.to_string())?;
+            der.extend_from_slice(&seed);
+            pem::encode_string("PRIVATE KEY", LineEnding::LF, &der).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The Secret holding `pem` for `key` (not owned by the account: deleting the account must not
+/// rotate a key whose record is still published).
+pub fn secret(ns: &str, key: &GeneratedKey, pem: String) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(key.secret.name.clone()),
+            namespace: Some(ns.into()),
+            labels: Some(
+                [
+                    ("app.kubernetes.io/managed-by".to_string(), MANAGER.to_string()),
+                    ("mail.postern.dev/sending-account".to_string(), key.account.clone()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some([(key.secret.key.clone(), ByteString(pem.into_bytes()))].into()),
+        ..Default::default()
+    }
+}
+
+/// Creates the key's Secret unless one of that name exists. True when it was created now.
+pub async fn create_if_absent(client: &Client, ns: &str, key: &GeneratedKey) -> Result<bool, kube::Error> {
+    let algorithm = key.algorithm;
+    // RSA key generation takes a while: off the async workers.
+    let pem = tokio::task::spawn_blocking(move || generate(algorithm))
+        .await
+        .map_err(|e| kube::Error::Service(e.into()))?
+        .map_err(|e| kube::Error::Service(e.into()))?;
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    match api
+        .create(
+            &PostParams { field_manager: Some(MANAGER.into()), ..Default::default() },
+            &secret(ns, key, pem),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_pkcs8_of_the_asked_algorithm() {
+        use rsa::pkcs8::DecodePrivateKey;
+        let pem = generate(DkimAlgorithm::Ed25519Sha256).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        let (_, der) = rsa::pkcs8::der::pem::decode_vec(pem.as_bytes()).unwrap();
+        ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).expect("ring reads it back");
+
+        let pem = generate(DkimAlgorithm::RsaSha256).unwrap();
+        let key = rsa::PrivateKey::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(rsa::traits::PublicKeyParts::n(&key).bit_width(), 2048);
+    }
+}
