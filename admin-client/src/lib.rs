@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use postern_api::admin::{
-    AccountState, AccountTest, ApiError, Deleted, HeldMessage, HeldMessageDetail, QuarantineSearch,
-    QueueStats, Released, VerificationRetry, VerificationState,
+    AccountState, AccountTest, ApiError, ConfirmCode, ConfirmationAnswer, Deleted, HeldMessage,
+    HeldMessageDetail, QuarantineSearch, QueueStats, Released, VerificationRetry, VerificationState,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -115,13 +115,23 @@ impl AdminClient {
         path: &str,
         query: &(impl serde::Serialize + ?Sized),
     ) -> Result<T, AdminError> {
+        self.call_with(method, path, query, None::<&()>).await
+    }
+
+    /// `call` with a JSON body.
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &(impl serde::Serialize + ?Sized),
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T, AdminError> {
         let unreachable = |source| AdminError::Unreachable { base: self.base.clone(), source };
-        let resp = self
-            .request(method.clone(), format!("{}{path}", self.base))
-            .query(query)
-            .send()
-            .await
-            .map_err(unreachable)?;
+        let mut request = self.request(method.clone(), format!("{}{path}", self.base)).query(query);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let resp = request.send().await.map_err(unreachable)?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(unreachable)?;
         if !status.is_success() {
@@ -159,6 +169,17 @@ impl AdminClient {
         self.call(Method::POST, &format!("/api/v1/accounts/{}/test", segment(name)), NO_QUERY).await
     }
 
+    /// Confirms a Direct account's address with the code its confirmation mail carried.
+    pub async fn confirm_account(&self, name: &str, code: &str) -> Result<ConfirmationAnswer, AdminError> {
+        let path = format!("/api/v1/accounts/{}/confirm", segment(name));
+        self.call_with(Method::POST, &path, NO_QUERY, Some(&ConfirmCode { code: code.into() })).await
+    }
+
+    /// Mails a new confirmation request to a Direct account's address.
+    pub async fn send_confirmation(&self, name: &str) -> Result<ConfirmationAnswer, AdminError> {
+        self.call(Method::POST, &format!("/api/v1/accounts/{}/confirmation", segment(name)), NO_QUERY).await
+    }
+
     pub async fn quarantine_search(&self, search: &QuarantineSearch) -> Result<Vec<HeldMessage>, AdminError> {
         self.call(Method::GET, "/api/v1/quarantine", search).await
     }
@@ -192,6 +213,7 @@ impl AdminClient {
 fn error_text(body: &[u8]) -> String {
     serde_json::from_slice::<ApiError>(body)
         .map(|e| e.error)
+        .or_else(|_| serde_json::from_slice::<ConfirmationAnswer>(body).map(|a| a.detail))
         .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_string())
 }
 

@@ -15,7 +15,7 @@ pub const RBAC_RULES: &[(&str, &[&str])] = &[
     ("quarantine", &["list", "get", "release", "delete"]),
     ("queue", &["get"]),
     ("verifications", &["list", "update"]),
-    ("accounts", &["list", "test"]),
+    ("accounts", &["list", "test", "confirm"]),
 ];
 
 /// `GET /api/v1/accounts`: the sending accounts and their last connection test (this pod's).
@@ -44,9 +44,27 @@ pub struct AccountState {
 #[serde(rename_all = "camelCase")]
 pub struct AccountVerification {
     pub verified: bool,
-    /// `KeyPublished`, `KeyNotPublished` or `KeyUnreadable` (a Kubernetes condition reason).
+    /// An `@domain` account: `KeyPublished`, `KeyNotPublished` or `KeyUnreadable`; an address:
+    /// `AddressConfirmed`, `AwaitingConfirmation`, `ConfirmationExpired` or
+    /// `ConfirmationNotSent` (Kubernetes condition reasons).
     pub reason: String,
     /// What was found, or what to do.
+    pub detail: String,
+}
+
+/// `POST /api/v1/accounts/NAME/confirm`: the code a confirmation mail carried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmCode {
+    pub code: String,
+}
+
+/// The answer to `POST /api/v1/accounts/NAME/confirm` (a code) and
+/// `POST /api/v1/accounts/NAME/confirmation` (send a new request).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmationAnswer {
+    pub account: String,
+    pub ok: bool,
     pub detail: String,
 }
 

@@ -166,11 +166,23 @@ pub struct Admin {
     /// `verifications`: list, update). The operator sets it for every Gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesAuth>,
+    /// Where people reach this admin port from their browser (`https://postern.example.com`,
+    /// e.g. through an Ingress): the base of the one-time links in the confirmation mails of
+    /// Direct accounts for single addresses (`<publicUrl>/confirm?...`). Without it those
+    /// mails carry only a code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { address: default_admin_address(), token_file: None, hosts: Vec::new(), kubernetes: None }
+        Self {
+            address: default_admin_address(),
+            token_file: None,
+            hosts: Vec::new(),
+            kubernetes: None,
+            public_url: None,
+        }
     }
 }
 

@@ -105,6 +105,16 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
             errs.add("admin.kubernetes.apiServer", "an https:// URL (tokens are sent to it)");
         }
     }
+    if let Some(u) = &c.admin.public_url {
+        let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://")).unwrap_or_default();
+        let host = rest.split('/').next().unwrap_or_default();
+        if host.is_empty()
+            || u.contains(['?', '#'])
+            || u.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            errs.add("admin.publicUrl", "an https:// (or http://) URL without query or fragment");
+        }
+    }
     let mut addrs = HashSet::new();
     let mut names = HashSet::new();
     for (i, l) in c.listeners.iter().enumerate() {
@@ -591,6 +601,25 @@ mod tests {
         let text = format!("{MINIMAL}limits:\n  maxRecipients: lots\n");
         let err = load_gateway_config(&text).unwrap_err();
         assert!(err.to_string().starts_with("limits.maxRecipients: invalid type"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_public_url_is_a_plain_http_url() {
+        for (url, ok) in [
+            ("https://postern.example.com", true),
+            ("https://postern.example.com/mail-admin/", true),
+            ("ftp://postern.example.com", false),
+            ("https://", false),
+            ("https://postern.example.com/?a=b", false),
+            ("https://postern.example.com/a b", false),
+        ] {
+            let text = format!("{MINIMAL}admin: {{publicUrl: '{url}'}}\n");
+            match (load_gateway_config(&text), ok) {
+                (Ok(_), true) => {}
+                (Err(e), false) => assert!(e.to_string().contains("admin.publicUrl"), "{url}: {e}"),
+                (result, _) => panic!("{url}: {result:?}"),
+            }
+        }
     }
 
     #[test]

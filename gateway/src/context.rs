@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use crate::accounts::confirmation::Confirmations;
 use crate::config::ConfigSnapshot;
 use crate::dns::Dns;
 use crate::metrics::Metrics;
@@ -41,10 +42,12 @@ pub struct Context {
     pub probes: RecipientProbes,
     /// Destination verification state of routing policies.
     pub verifications: Arc<Verifications>,
+    /// Direct accounts' single addresses: confirmation requests and their answers.
+    pub confirmations: Arc<Confirmations>,
     /// SPF, DKIM, DMARC (mail-auth) and blocklist checks.
     pub spam: crate::spam::SpamEngine,
     /// Wakes the delivery scheduler when new jobs were queued.
-    pub queue_wakeup: Notify,
+    pub queue_wakeup: Arc<Notify>,
     /// Listeners are bound (readiness also needs the store to answer).
     pub listening: AtomicBool,
 }
@@ -59,6 +62,7 @@ impl Context {
         let snapshot = ConfigSnapshot::new(config);
         let dns = Arc::new(Dns::new(&snapshot.delivery.nameservers)?);
         let outbound = Arc::new(OutboundClient::new(&snapshot, dns.clone())?);
+        let queue_wakeup = Arc::new(Notify::new());
         let spam = crate::spam::SpamEngine::new(dns.clone());
         let users = crate::auth::Directory::load(&snapshot.auth)?;
         let admin_tokens = crate::auth::tokens::Tokens::default();
@@ -78,8 +82,9 @@ impl Context {
             outbound: outbound.clone(),
             probes: RecipientProbes::default(),
             verifications: Arc::new(Verifications::new(store.clone(), outbound.clone())),
+            confirmations: Arc::new(Confirmations::new(store.clone(), queue_wakeup.clone())),
             spam,
-            queue_wakeup: Notify::new(),
+            queue_wakeup: queue_wakeup.clone(),
             listening: false.into(),
         })
     }

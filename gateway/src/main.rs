@@ -64,6 +64,10 @@ enum AccountsAction {
     List,
     /// Test an account's connection now; exits 1 when it fails.
     Test { name: String },
+    /// Confirm a Direct account's address with the code its confirmation mail carried.
+    Confirm { name: String, code: String },
+    /// Mail a new confirmation request to a Direct account's address (the old one stops working).
+    SendConfirmation { name: String },
 }
 
 #[derive(Subcommand)]
@@ -142,6 +146,10 @@ fn main() -> ExitCode {
                     anyhow::ensure!(result.ok, "account {name}: {}", result.detail);
                     to_json(&result)
                 }
+                AccountsAction::Confirm { name, code } => {
+                    to_json(&client.confirm_account(&name, &code).await?)
+                }
+                AccountsAction::SendConfirmation { name } => to_json(&client.send_confirmation(&name).await?),
             }
         }),
         Command::Quarantine { action, admin } => {

@@ -91,6 +91,8 @@ async fn serve(config_path: PathBuf, config: GatewayConfig) -> anyhow::Result<()
     let delivery_task = tokio::spawn(Delivery::new(ctx.clone()).run(stop_rx.clone()));
     let shared = ctx.clone();
     tokio::spawn(ctx.verifications.clone().run(move || shared.config(), stop_rx.clone()));
+    let shared = ctx.clone();
+    tokio::spawn(ctx.confirmations.clone().run(move || shared.config(), stop_rx.clone()));
     let mut accept_tasks = Vec::new();
     for (listener, sock) in bound {
         accept_tasks.push(tokio::spawn(accept_loop(ctx.clone(), listener, sock, stop_rx.clone())));
@@ -211,6 +213,7 @@ fn reload(ctx: &Context, path: &Path) {
     }
     ctx.config.store(Arc::new(ConfigSnapshot::new(new)));
     ctx.verifications.wake();
+    ctx.confirmations.wake();
     ctx.metrics.config_reloads.get_or_create(&ResultLabel { result: "ok" }).inc();
     tracing::info!("config reloaded; new sessions use it");
 }

@@ -253,6 +253,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
             "address": format!("0.0.0.0:{ADMIN_PORT}"), "hosts": admin_hosts(gw, &ns),
             "kubernetes": {"namespace": ns, "tokenFile": format!("{KUBE_API_DIR}/token"),
                            "caFile": format!("{KUBE_API_DIR}/ca.crt")},
+            "publicUrl": spec.admin_public_url,
         },
         "store": store,
         "relay": relay,

@@ -340,3 +340,149 @@ fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
     assert!(refused.text.contains("test2026._domainkey.unverified.example"), "{refused:?}");
     assert_eq!(send("c@unverified.example").code, 550);
 }
+
+/// A Direct account for a single address is usable only once its mailbox confirms: the gateway
+/// mails a one-time link and a code to the address; the link's page confirms only on its
+/// button (a scanner's GET does not), cross-site posts and wrong tokens are refused, the link
+/// works once; a second account is confirmed with its code through the CLI (wrong codes are
+/// counted). Then the address's mail leaves, DKIM-signed.
+#[test]
+fn a_direct_account_for_an_address_sends_once_its_mailbox_confirms() {
+    use postern_api::{DirectAccount, DkimAlgorithm, HumanDuration};
+    use postern_tests::dkim;
+    use postern_tests::dns::{self, DnsServer};
+    let port = postern_tests::reserve_port();
+    let remote =
+        Sink::start_at(std::net::SocketAddr::new("127.0.0.2".parse().unwrap(), port), Behavior::default());
+    let dns_server = DnsServer::start(vec![
+        dns::mx("remote.example", 10, "mx.remote.example"),
+        dns::a("mx.remote.example", "127.0.0.2"),
+        dns::txt(&dkim::key_name("remote.example"), &dkim::key_record()),
+    ]);
+    let key = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dkim-test-key.pem"));
+    let direct = |name: &str, from: &str| SendingAccount {
+        name: name.into(),
+        from: from.into(),
+        display_name: None,
+        bcc: None,
+        kind: AccountType::Direct,
+        smtp: None,
+        direct: Some(DirectAccount {
+            selector: dkim::SELECTOR.into(),
+            private_key_file: key.clone(),
+            algorithm: DkimAlgorithm::RsaSha256,
+        }),
+    };
+    let config = GatewayConfig::typed(|c: &mut Config| {
+        c.relay.trusted_networks = vec!["127.0.0.1/32".parse().unwrap()];
+        c.delivery.nameservers = vec![dns_server.addr];
+        c.delivery.mx_port = port;
+        c.delivery.tls = TlsPolicy::NONE;
+        c.delivery.retry_initial = HumanDuration::from_secs(1);
+        c.admin.public_url = Some("https://postern.example/mail-admin/".into());
+        c.accounts = vec![direct("app", "app@remote.example"), direct("ops", "ops@remote.example")];
+    });
+    let gw = GatewayProcess::start(&config);
+    let admin = gw.admin_addr();
+    let send = |from: &str| {
+        let mut c = Client::connect(gw.smtp());
+        c.cmd("EHLO app.example");
+        let text = format!(
+            "From: {from}\r\nTo: u@remote.example\r\nSubject: confirmed\r\nMessage-ID: <{from}>\r\n\r\nA body.\r\n"
+        );
+        c.send_message(from, &["u@remote.example"], &text)
+    };
+    let refused = send("app@remote.example");
+    assert_eq!(refused.code, 550, "{refused:?}");
+    assert!(refused.text.contains("5.7.1 Sender not verified"), "{refused:?}");
+
+    // One request per address, mailed by the gateway (one pod sends: the store decides).
+    let requests = remote.wait_for(2, WAIT);
+    // As a mail client shows it (the body is quoted-printable: its link is a long line).
+    let request_to = |to: &str| {
+        let raw = requests.iter().find(|m| m.rcpts == [to]).unwrap().text();
+        let parsed = mail_parser::MessageParser::default().parse(raw.as_bytes()).unwrap();
+        format!("Subject: {}\n{}", parsed.subject().unwrap_or_default(), parsed.body_text(0).unwrap())
+    };
+    let app_mail = request_to("app@remote.example");
+    assert!(app_mail.contains("Subject: Confirm that mail may be sent as app@remote.example"), "{app_mail}");
+    let link = app_mail
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("https://postern.example/mail-admin/confirm?"))
+        .unwrap_or_else(|| panic!("a link under admin.publicUrl: {app_mail}"))
+        .to_string();
+    let code_of = |mail: &str| {
+        let lines: Vec<&str> = mail.lines().map(str::trim).collect();
+        let at = lines.iter().position(|l| l.contains("give your mail administrator this code")).unwrap();
+        lines[at + 2].to_string()
+    };
+    let (app_code, ops_code) = (code_of(&app_mail), code_of(&request_to("ops@remote.example")));
+    assert_eq!(app_code.len(), 9, "{app_code}");
+
+    // The link reaches the admin port (as an Ingress would forward it).
+    let query = link.split_once('?').unwrap().1.to_string();
+    let base = format!("http://{admin}/confirm");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let get = postern_tests::admin::block_on(http.get(format!("{base}?{query}")).send()).unwrap();
+    assert_eq!(get.status(), 200);
+    let csp = get.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert_eq!(get.headers()["referrer-policy"], "no-referrer");
+    let page = postern_tests::admin::block_on(get.text()).unwrap();
+    assert!(page.contains("<form method=\"post\">") && page.contains("app@remote.example"), "{page}");
+    assert_eq!(send("app@remote.example").code, 550, "opening the link does not confirm");
+
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let post = |params: &[(String, String)], origin: Option<&str>| {
+        let mut r = http.post(&base).form(params);
+        if let Some(o) = origin {
+            r = r.header("Origin", o);
+        }
+        let resp = postern_tests::admin::block_on(r.send()).unwrap();
+        (resp.status().as_u16(), postern_tests::admin::block_on(resp.text()).unwrap())
+    };
+    assert_eq!(post(&params, Some("https://evil.example")).0, 403, "a cross-site post");
+    let mut tampered = params.clone();
+    tampered[1].1 = tampered[1].1.replace(|c: char| c.is_ascii_alphabetic(), "A");
+    assert_eq!(post(&tampered, None).0, 404, "another token");
+    let mut other = params.clone();
+    other[0].1 = "ops@remote.example".into();
+    assert_eq!(post(&other, None).0, 404, "app's token does not confirm ops");
+    let (status, page) = post(&params, None);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Mail may now be sent as <strong>app@remote.example</strong>"), "{page}");
+    let (status, page) = post(&params, None);
+    assert_eq!((status, page.contains("was confirmed before")), (200, true), "{page}");
+    gw.wait_log("account address confirmed", WAIT);
+
+    // ops: a wrong code is refused (and counted), the right one confirms.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(binary())
+            .args(args)
+            .args(["--admin", &admin.to_string()])
+            .output()
+            .unwrap()
+    };
+    let wrong = cli(&["accounts", "confirm", "ops", "0000-0000"]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not the code"), "{wrong:?}");
+    let right = cli(&["accounts", "confirm", "ops", &ops_code]);
+    assert!(right.status.success(), "{right:?}");
+    let list: serde_json::Value = serde_json::from_slice(&cli(&["accounts", "list"]).stdout).unwrap();
+    for account in list.as_array().unwrap() {
+        assert_eq!(account["verification"]["reason"], "AddressConfirmed", "{list}");
+    }
+    let again = cli(&["accounts", "send-confirmation", "app"]);
+    assert!(!again.status.success(), "a confirmed address gets no new request");
+
+    // Confirmed: the address's mail leaves, signed.
+    assert_eq!(send("app@remote.example").code, 250);
+    assert_eq!(send("ops@remote.example").code, 250);
+    let got = remote.wait_for(4, WAIT);
+    for m in got.iter().filter(|m| m.rcpts == ["u@remote.example"]) {
+        assert!(dkim::verify_with_dns(&m.text(), dns_server.addr), "dkimpy: {}", m.text());
+    }
+    assert_eq!(gw.logs_matching("account address confirmation sent").len(), 2, "one request each");
+}

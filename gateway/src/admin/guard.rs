@@ -52,7 +52,7 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
 
 /// A browser's request from another site: an `Origin` whose authority is not the Host, or
 /// `Sec-Fetch-Site: cross-site`.
-fn cross_site(headers: &HeaderMap, host: &str) -> bool {
+pub fn cross_site(headers: &HeaderMap, host: &str) -> bool {
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     if text("sec-fetch-site").is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
         return true;
@@ -84,6 +84,7 @@ pub fn attributes(method: &Method, path: &str) -> Option<Attributes> {
         ("POST", ["verifications", domain, "retry"]) => what("verifications", "update", Some(domain)),
         ("GET" | "HEAD", ["accounts"]) => what("accounts", "list", None),
         ("POST", ["accounts", name, "test"]) => what("accounts", "test", Some(name)),
+        ("POST", ["accounts", name, "confirm" | "confirmation"]) => what("accounts", "confirm", Some(name)),
         ("GET" | "HEAD", ["quarantine"]) => what("quarantine", "list", None),
         ("GET" | "HEAD", ["quarantine", id] | ["quarantine", id, "raw"]) => {
             what("quarantine", "get", Some(id))
@@ -227,6 +228,8 @@ mod tests {
             (Method::POST, "/api/v1/verifications/d/retry"),
             (Method::GET, "/api/v1/accounts"),
             (Method::POST, "/api/v1/accounts/a/test"),
+            (Method::POST, "/api/v1/accounts/a/confirm"),
+            (Method::POST, "/api/v1/accounts/a/confirmation"),
         ];
         let mut checked: Vec<(&str, &str)> =
             routes.iter().map(|(m, p)| attributes(m, p).map(|a| (a.resource, a.verb)).unwrap()).collect();
@@ -235,6 +238,7 @@ mod tests {
             .flat_map(|(r, verbs)| verbs.iter().map(move |v| (*r, *v)))
             .collect();
         checked.sort();
+        checked.dedup();
         documented.sort();
         assert_eq!(checked, documented);
         // Unknown shapes are granted by no verb.

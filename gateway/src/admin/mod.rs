@@ -3,6 +3,7 @@
 //! `postern-admin-client`).
 
 pub mod cli;
+mod confirm;
 mod guard;
 mod quarantine;
 
@@ -28,6 +29,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/verifications/{domain}/retry", post(retry_verification))
         .route("/api/v1/accounts", get(accounts))
         .route("/api/v1/accounts/{name}/test", post(test_account))
+        .route("/api/v1/accounts/{name}/confirm", post(confirm::code))
+        .route("/api/v1/accounts/{name}/confirmation", post(confirm::send_again))
         .route("/api/v1/quarantine", get(quarantine::list))
         .route("/api/v1/quarantine/{id}", get(quarantine::show).delete(quarantine::delete))
         .route("/api/v1/quarantine/{id}/raw", get(quarantine::raw))
@@ -39,6 +42,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/metrics", get(metrics))
         // Public (an Ingress serves it to the world): the MTA-STS policy of a served domain.
         .route("/.well-known/mta-sts.txt", get(mta_sts))
+        // Public: the one-time link of an account address's confirmation mail.
+        .route("/confirm", get(confirm::link_page).post(confirm::link_confirm))
         .merge(api)
         .with_state(ctx)
 }
@@ -97,7 +102,10 @@ async fn accounts(State(ctx): State<Arc<Context>>) -> Response {
         if let Some(d) = &a.direct {
             dkim_record = ctx.signing.record(d, domain).ok();
             dkim_name = Some(format!("{}._domainkey.{domain}", d.selector));
-            verification = Some(ctx.signing.verification(&ctx.dns, d, domain, true).await);
+            verification = Some(match crate::accounts::confirmation::needs_confirmation(a) {
+                true => ctx.confirmations.verification(&a.from).await,
+                false => ctx.signing.verification(&ctx.dns, d, domain, true).await,
+            });
         }
         list.push(AccountState {
             name: a.name.clone(),

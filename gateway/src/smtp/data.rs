@@ -205,8 +205,14 @@ impl Session {
         let direct = account.as_ref().and_then(|(a, _)| a.direct.as_ref().map(|d| (a, d)));
         let sender_domain = crate::address::domain_of(&tx.sender).unwrap_or_default();
         if let Some((a, _)) = direct
-            && let Some(text) =
-                crate::accounts::unverified(&self.ctx.signing, &self.ctx.dns, a, &tx.sender).await
+            && let Some(text) = crate::accounts::unverified(
+                &self.ctx.signing,
+                &self.ctx.dns,
+                &self.ctx.confirmations,
+                a,
+                &tx.sender,
+            )
+            .await
         {
             self.ctx.metrics.message("rejected", "sender_not_verified");
             tracing::info!(queue_id = %id, client = %self.client, from = %tx.sender, account = %a.name, decision = "rejected", "message refused: the Direct account's domain does not publish its DKIM key yet");

@@ -75,8 +75,14 @@ impl Session {
         // before any data is sent.
         let submitted = self.user.is_some() || self.cfg.is_trusted(self.client_ip());
         if let Some((account, None)) = crate::accounts::select(&self.cfg.accounts, &from.address, submitted)
-            && let Some(text) =
-                crate::accounts::unverified(&self.ctx.signing, &self.ctx.dns, account, &from.address).await
+            && let Some(text) = crate::accounts::unverified(
+                &self.ctx.signing,
+                &self.ctx.dns,
+                &self.ctx.confirmations,
+                account,
+                &from.address,
+            )
+            .await
         {
             self.ctx.metrics.message("rejected", "sender_not_verified");
             tracing::info!(client = %self.client, from = %from.address, account = %account.name, "sender refused: the Direct account's domain does not publish its DKIM key yet");

@@ -152,6 +152,13 @@ pub struct GatewaySpec {
     /// `dnsRecords` the `_mta-sts` TXT record goes into the DNSEndpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mta_sts: Option<GatewayMtaSts>,
+    /// Where people's browsers reach the gateways' admin port (e.g. an Ingress to the
+    /// `<gateway>-admin` Service forwarding `/confirm`): the base of the one-time links that
+    /// confirm a Direct SendingAccount's address. Without it the confirmation mail carries only
+    /// a code (`postern-gateway accounts confirm NAME CODE` through the admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"))]
+    pub admin_public_url: Option<String>,
 }
 
 /// MTA-STS: the policy, and the Ingress that serves it.
@@ -615,6 +622,7 @@ impl Default for GatewaySpec {
             monitoring: GatewayMonitoring::default(),
             dns_records: None,
             mta_sts: None,
+            admin_public_url: None,
         }
     }
 }

@@ -33,9 +33,7 @@ use super::{SecretKeyRef, Status};
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.type != 'Smtp' || has(self.smtp)", "message": "type Smtp needs smtp"},
-    {"rule": "self.type != 'Direct' || has(self.direct)", "message": "type Direct needs direct"},
-    {"rule": "self.type != 'Direct' || self.from.startsWith('@')",
-     "message": "a Direct SendingAccount is for a whole domain (from: '@example.com'), verified by its DKIM key in DNS"}
+    {"rule": "self.type != 'Direct' || has(self.direct)", "message": "type Direct needs direct"}
 ]))]
 pub struct SendingAccountSpec {
     /// Whose mail: an address (`alice@example.com`) or a whole domain (`@example.com`). An
@@ -61,10 +59,12 @@ pub struct SendingAccountSpec {
     pub direct: Option<DirectAccountSpec>,
 }
 
-/// Postern delivers the domain's mail itself (MX), DKIM-signed (RFC 6376). Usable once the
-/// domain publishes the key at `<selector>._domainkey.<domain>` (status.dkim shows the record;
-/// a Gateway's `dnsRecords` publishes it through external-dns); until then its mail is refused
-/// at submission (550 5.7.1 sender not verified) and `Verified` is False.
+/// Postern delivers the account's mail itself (MX), DKIM-signed (RFC 6376). Usable once
+/// verified (`Verified`): an `@domain` account when the domain publishes the key at
+/// `<selector>._domainkey.<domain>` (status.dkim shows the record; a Gateway's `dnsRecords`
+/// publishes it through external-dns); an address when its mailbox confirmed the request the
+/// gateways mail to it (a one-time link under the Gateway's `adminPublicUrl`, or a code).
+/// Until then its mail is refused at submission (550 5.7.1 sender not verified).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DirectAccountSpec {

@@ -3,6 +3,8 @@
 //! BCC), and the display name on a From header that has none. Delivery itself is the outbound
 //! client's, over the account's next hop.
 
+pub mod confirmation;
+
 use mail_builder::headers::Header;
 use mail_builder::headers::address::Address;
 use mail_parser::{HeaderName, MessageParser};
@@ -36,16 +38,28 @@ pub fn select<'a>(
     }
 }
 
-/// When `account` is Direct and the sender's domain does not publish its key yet: the text of
-/// the 550 that refuses the mail (at MAIL FROM, and again at the end of DATA in case the
-/// config changed in between).
+/// When `account` is Direct and not verified yet (an `@domain` account: its domain does not
+/// publish the key; an address: its mailbox has not confirmed): the text of the 550 that
+/// refuses the mail (at MAIL FROM, and again at the end of DATA in case the config changed in
+/// between).
 pub async fn unverified(
     signing: &Signing,
     dns: &Dns,
+    confirmations: &confirmation::Confirmations,
     account: &SendingAccount,
     sender: &str,
 ) -> Option<String> {
     let direct = account.direct.as_ref()?;
+    if confirmation::needs_confirmation(account) {
+        if confirmations.is_confirmed(&account.from).await {
+            return None;
+        }
+        tracing::info!(account = %account.name, "direct sending account's address not confirmed");
+        return Some(format!(
+            "5.7.1 Sender not verified: {} must confirm the request mailed to it",
+            account.from
+        ));
+    }
     let domain = crate::address::domain_of(sender).unwrap_or_default();
     let v = signing.verification(dns, direct, &domain, false).await;
     if v.verified {
