@@ -14,14 +14,13 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use mail_builder::headers::text::Text;
 use postern_api::SendingAccount;
 use postern_api::admin::AccountVerification;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use crate::config::ConfigSnapshot;
-use crate::generated::{generated_message, to_bytes};
+use crate::generated::notice;
 use crate::routing;
 use crate::store::{DeliveryPlan, Message, NewMessage, Recipient, Store};
 use crate::util::time::{now_ms, rfc5322};
@@ -272,14 +271,8 @@ impl Confirmations {
             if link.is_some() { "link and the code are" } else { "code is" },
             rfc5322(r.stored.expires_at),
         ));
-        let body = to_bytes(
-            generated_message(&cfg.hostname, now_ms())
-                .from(("Postern".to_string(), from.clone()))
-                .to(address.clone())
-                .subject(format!("Confirm that mail may be sent as {address}"))
-                .header("Auto-Submitted", Text::new("auto-generated"))
-                .text_body(text),
-        );
+        let subject = format!("Confirm that mail may be sent as {address}");
+        let body = notice(&cfg.hostname, &from, address, subject, text);
         let next_hop = routing::next_hop_for_own_mail(cfg, address)
             .ok_or_else(|| format!("no route to {address} for its confirmation request"))?;
         let mut plan = DeliveryPlan::default();

@@ -16,9 +16,8 @@ use tokio::sync::{Notify, watch};
 use super::PolicyState;
 use crate::config::ConfigSnapshot;
 use crate::outbound::{Envelope, OutboundClient};
-use mail_builder::headers::text::Text;
 
-use crate::generated::{generated_message, to_bytes};
+use crate::generated::notice;
 use crate::store::{NextHop, Store};
 use crate::util::time::now_ms;
 
@@ -187,14 +186,8 @@ impl Verifications {
             "This message checks that {} accepts mail that Postern routes for {domain}.\r\nNo action is needed.\r\n",
             route.key(),
         );
-        let body = to_bytes(
-            generated_message(&cfg.hostname, now_ms())
-                .from(("Postern".to_string(), sender.clone()))
-                .to(address.clone())
-                .subject(format!("Postern destination verification for {domain}"))
-                .header("Auto-Submitted", Text::new("auto-generated"))
-                .text_body(text),
-        );
+        let subject = format!("Postern destination verification for {domain}");
+        let body = notice(&cfg.hostname, &sender, &address, subject, text);
         let env = Envelope {
             sender: &sender,
             recipients: vec![address.as_str()],
