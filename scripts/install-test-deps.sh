@@ -9,6 +9,9 @@ command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 command -v swaks >/dev/null || need+=(swaks)
 # swaks speaks TLS (STARTTLS, implicit TLS) through Net::SSLeay.
 perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl)
+# Node.js runs the OAuth tests' authorization server (oidc-provider).
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
@@ -55,4 +58,16 @@ fi
 # lupa: a real Lua interpreter, to run the Argo CD health check (examples/argocd/health.lua).
 if ! python3 -c 'import lupa' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore lupa
+fi
+
+# requests: the consent step of the OAuth sending-account tests is driven like a browser by
+# tests/peers/oauth/consent.py.
+if ! python3 -c 'import requests' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore requests
+fi
+
+# oidc-provider (npm): the real OAuth 2.0 authorization server of those tests, at the version
+# tests/peers/oauth/package-lock.json pins.
+if [ ! -d "$(dirname "$0")/../tests/peers/oauth/node_modules/oidc-provider" ]; then
+  (cd "$(dirname "$0")/../tests/peers/oauth" && npm ci --no-audit --no-fund --silent)
 fi

@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use postern_api::admin::{
-    AccountState, AccountTest, ApiError, ConfirmCode, ConfirmationAnswer, Deleted, HeldMessage,
-    HeldMessageDetail, QuarantineSearch, QueueStats, Released, VerificationRetry, VerificationState,
+    AccountState, AccountTest, ApiError, AuthorizeAnswer, ConfirmCode, ConfirmationAnswer, Deleted,
+    HeldMessage, HeldMessageDetail, QuarantineSearch, QueueStats, Released, VerificationRetry,
+    VerificationState,
 };
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -173,6 +174,11 @@ impl AdminClient {
     pub async fn confirm_account(&self, name: &str, code: &str) -> Result<ConfirmationAnswer, AdminError> {
         let path = format!("/api/v1/accounts/{}/confirm", segment(name));
         self.call_with(Method::POST, &path, NO_QUERY, Some(&ConfirmCode { code: code.into() })).await
+    }
+
+    /// The consent link of an OAuth account (Microsoft365, Gmail).
+    pub async fn authorize_account(&self, name: &str) -> Result<AuthorizeAnswer, AdminError> {
+        self.call(Method::POST, &format!("/api/v1/accounts/{}/authorize", segment(name)), NO_QUERY).await
     }
 
     /// Mails a new confirmation request to a Direct account's address.

@@ -5,8 +5,10 @@
 //! together for users), an exact address before an `@domain` account.
 //!
 //! Built so far: `Smtp` (a provider's submission server: STARTTLS on 587, implicit TLS on 465,
-//! or plain on a private network, with AUTH) and `Direct` (our own delivery, DKIM-signed, once
-//! the domain's key is in DNS). Microsoft365, Gmail and Exchange are not built yet.
+//! or plain on a private network, with AUTH), `Direct` (our own delivery, DKIM-signed, once
+//! verified), and `Microsoft365` / `Gmail` (the provider's mail API with an OAuth 2.0 grant
+//! the mailbox's owner gave; the mail shows in the mailbox's sent items). Exchange is not
+//! built yet.
 
 use std::path::PathBuf;
 
@@ -37,6 +39,79 @@ pub struct SendingAccount {
     /// With `type: Direct`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct: Option<DirectAccount>,
+    /// With `type: Microsoft365` or `Gmail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthAccount>,
+}
+
+/// The OAuth 2.0 app (client) an account's grant belongs to, and the provider's endpoints.
+/// The mailbox's owner grants it once (`accounts authorize NAME`: authorization code with
+/// PKCE); the gateways keep the refresh token, encrypted, in the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OAuthAccount {
+    /// The app's client id (Microsoft Entra "Application (client) ID"; Google "Client ID").
+    pub client_id: String,
+    /// File holding the client secret (a mounted Secret; trailing newline ignored). Without
+    /// it the app is a public client (PKCE only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Microsoft365: the directory (tenant) id or domain. Default `organizations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The authorization endpoint (default: the provider's; set for sovereign clouds or tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_url: Option<String>,
+    /// The token endpoint (default: the provider's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// The mail API's base URL (default `https://graph.microsoft.com` or
+    /// `https://gmail.googleapis.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// The scopes asked for (default: Microsoft365 `offline_access
+    /// https://graph.microsoft.com/Mail.Send`; Gmail `https://www.googleapis.com/auth/gmail.send`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+impl OAuthAccount {
+    /// The authorization and token endpoints, the API base and the scopes for `kind`.
+    pub fn endpoints(&self, kind: AccountType) -> OAuthEndpoints {
+        let tenant = self.tenant.as_deref().unwrap_or("organizations");
+        let (authorize, token, api, scopes): (String, String, &str, &[&str]) = match kind {
+            AccountType::Gmail => (
+                "https://accounts.google.com/o/oauth2/v2/auth".into(),
+                "https://oauth2.googleapis.com/token".into(),
+                "https://gmail.googleapis.com",
+                &["https://www.googleapis.com/auth/gmail.send"],
+            ),
+            _ => (
+                format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize"),
+                format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"),
+                "https://graph.microsoft.com",
+                &["offline_access", "https://graph.microsoft.com/Mail.Send"],
+            ),
+        };
+        OAuthEndpoints {
+            authorization_url: self.authorization_url.clone().unwrap_or(authorize),
+            token_url: self.token_url.clone().unwrap_or(token),
+            api_url: self.api_url.clone().unwrap_or_else(|| api.into()).trim_end_matches('/').to_string(),
+            scopes: match self.scopes.is_empty() {
+                true => scopes.iter().map(|s| s.to_string()).collect(),
+                false => self.scopes.clone(),
+            },
+        }
+    }
+}
+
+/// Where an OAuth account's grant and mail go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthEndpoints {
+    pub authorization_url: String,
+    pub token_url: String,
+    pub api_url: String,
+    pub scopes: Vec<String>,
 }
 
 /// Postern delivers the account's mail itself (MX), DKIM-signed (RFC 6376) for the sender's
@@ -69,6 +144,10 @@ pub enum AccountType {
     Smtp,
     /// Postern delivers itself (MX), DKIM-signed, once the sender's domain is verified.
     Direct,
+    /// Microsoft Graph `sendMail` (the MIME message) with an OAuth 2.0 grant.
+    Microsoft365,
+    /// The Gmail API `users.messages.send` (raw) with an OAuth 2.0 grant.
+    Gmail,
 }
 
 /// A provider's submission server and the account's login there.
@@ -151,6 +230,7 @@ mod tests {
             kind: AccountType::Smtp,
             smtp: None,
             direct: None,
+            oauth: None,
         }
     }
 

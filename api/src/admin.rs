@@ -15,7 +15,7 @@ pub const RBAC_RULES: &[(&str, &[&str])] = &[
     ("quarantine", &["list", "get", "release", "delete"]),
     ("queue", &["get"]),
     ("verifications", &["list", "update"]),
-    ("accounts", &["list", "test", "confirm"]),
+    ("accounts", &["list", "test", "confirm", "authorize"]),
 ];
 
 /// `GET /api/v1/accounts`: the sending accounts and their last connection test (this pod's).
@@ -35,6 +35,9 @@ pub struct AccountState {
     /// Whether a Direct account may send now, and why (absent for other types).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<AccountVerification>,
+    /// Whether an OAuth account (Microsoft365, Gmail) holds a grant (absent for other types).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AccountAuthorization>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tested: Option<AccountTest>,
 }
@@ -50,6 +53,24 @@ pub struct AccountVerification {
     pub reason: String,
     /// What was found, or what to do.
     pub detail: String,
+}
+
+/// An OAuth account's grant: its mail waits (deferred) until `authorized`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountAuthorization {
+    pub authorized: bool,
+    /// `Authorized`, `NotAuthorized`, `ConsentDenied` or `GrantRevoked` (condition reasons).
+    pub reason: String,
+    pub detail: String,
+}
+
+/// `POST /api/v1/accounts/NAME/authorize`: the provider's consent page to open in a browser.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizeAnswer {
+    pub account: String,
+    pub authorize_url: String,
 }
 
 /// `POST /api/v1/accounts/NAME/confirm`: the code a confirmation mail carried.

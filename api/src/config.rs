@@ -59,6 +59,9 @@ pub struct GatewayConfig {
     /// sender matches an account's `from` leaves through that account (see `accounts.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accounts: Vec<crate::accounts::SendingAccount>,
+    /// What OAuth sending accounts (Microsoft365, Gmail) need beyond their own blocks.
+    #[serde(default, skip_serializing_if = "OAuthSettings::is_default")]
+    pub oauth: OAuthSettings,
     /// The MTA-STS policy of the served domains (RFC 8461), served on the admin port at
     /// `/.well-known/mta-sts.txt` to requests for `mta-sts.<served domain>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -660,4 +663,21 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// Settings shared by the OAuth sending accounts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OAuthSettings {
+    /// File holding the key that encrypts the accounts' tokens in the store (AES-256-GCM): 32
+    /// bytes, base64 (`openssl rand -base64 32`; a mounted Secret). Every gateway sharing the
+    /// store needs the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_key_file: Option<std::path::PathBuf>,
+}
+
+impl OAuthSettings {
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }

@@ -11,7 +11,10 @@ pub mod spam;
 pub mod submission;
 pub mod validate;
 
-pub use accounts::{AccountType, DirectAccount, DkimAlgorithm, SendingAccount, SmtpAccount, SmtpSecurity};
+pub use accounts::{
+    AccountType, DirectAccount, DkimAlgorithm, OAuthAccount, OAuthEndpoints, SendingAccount, SmtpAccount,
+    SmtpSecurity,
+};
 pub use config::*;
 pub use duration::HumanDuration;
 pub use mta_sts::{MtaSts, MtaStsMode};

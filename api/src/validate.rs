@@ -325,6 +325,24 @@ fn is_address(a: &str) -> bool {
     a.rsplit_once('@').is_some_and(|(l, d)| !l.is_empty() && is_domain_name(d))
 }
 
+/// An https:// URL, or http:// to a loopback address (a test's stand-in): tokens and mail
+/// travel on it.
+fn is_secure_url(url: &str) -> bool {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    if let Some(rest) = url.strip_prefix("https://") {
+        return !rest.is_empty() && !rest.starts_with('/');
+    }
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Accounts have unique names and senders, real addresses, and what their type needs; no
 /// password goes over a connection without TLS.
 fn check_accounts(errs: &mut Errors, c: &GatewayConfig) {
@@ -365,6 +383,36 @@ fn check_accounts(errs: &mut Errors, c: &GatewayConfig) {
                         && is_domain_name(&d.selector);
                     if !label {
                         errs.add(f("direct.selector"), "a DNS label (or dotted labels)");
+                    }
+                }
+            },
+            (AccountType::Microsoft365 | AccountType::Gmail, _) => match &a.oauth {
+                None => errs.add(f("oauth"), "types Microsoft365 and Gmail need the oauth block"),
+                Some(o) => {
+                    if o.client_id.trim().is_empty() {
+                        errs.add(f("oauth.clientId"), "the app's client id");
+                    }
+                    let e = o.endpoints(a.kind);
+                    for (field, url) in [
+                        ("oauth.authorizationUrl", &e.authorization_url),
+                        ("oauth.tokenUrl", &e.token_url),
+                        ("oauth.apiUrl", &e.api_url),
+                    ] {
+                        if !is_secure_url(url) {
+                            errs.add(f(field), "an https:// URL (http:// only to a loopback address)");
+                        }
+                    }
+                    if c.oauth.token_key_file.is_none() {
+                        errs.add(
+                            "oauth.tokenKeyFile",
+                            "OAuth accounts need the key that encrypts their tokens",
+                        );
+                    }
+                    if c.admin.public_url.is_none() {
+                        errs.add(
+                            "admin.publicUrl",
+                            "OAuth accounts need it: the provider sends the grant back to <publicUrl>/oauth/callback",
+                        );
                     }
                 }
             },

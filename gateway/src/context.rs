@@ -11,6 +11,8 @@ use crate::config::ConfigSnapshot;
 use crate::dns::Dns;
 use crate::metrics::Metrics;
 use crate::outbound::OutboundClient;
+use crate::outbound::mailbox_api::MailboxApi;
+use crate::outbound::oauth::OAuthTokens;
 use crate::policy::connections::ConnectionLimiter;
 use crate::routing::probe::RecipientProbes;
 use crate::routing::verification::Verifications;
@@ -42,6 +44,9 @@ pub struct Context {
     pub probes: RecipientProbes,
     /// Destination verification state of routing policies.
     pub verifications: Arc<Verifications>,
+    /// The OAuth sending accounts' grants (consent, tokens) and their mail APIs.
+    pub oauth: Arc<OAuthTokens>,
+    pub mailbox_api: MailboxApi,
     /// Direct accounts' single addresses: confirmation requests and their answers.
     pub confirmations: Arc<Confirmations>,
     /// SPF, DKIM, DMARC (mail-auth) and blocklist checks.
@@ -63,6 +68,8 @@ impl Context {
         let dns = Arc::new(Dns::new(&snapshot.delivery.nameservers)?);
         let outbound = Arc::new(OutboundClient::new(&snapshot, dns.clone())?);
         let queue_wakeup = Arc::new(Notify::new());
+        let https = crate::tls::client::ClientTls::new(snapshot.delivery.ca_file.as_deref())?;
+        let oauth = Arc::new(OAuthTokens::new(store.clone(), (*https.verifying.config()).as_ref().clone())?);
         let spam = crate::spam::SpamEngine::new(dns.clone());
         let users = crate::auth::Directory::load(&snapshot.auth)?;
         let admin_tokens = crate::auth::tokens::Tokens::default();
@@ -80,6 +87,8 @@ impl Context {
             signing: Default::default(),
             dns,
             outbound: outbound.clone(),
+            mailbox_api: MailboxApi::new(oauth.clone()),
+            oauth,
             probes: RecipientProbes::default(),
             verifications: Arc::new(Verifications::new(store.clone(), outbound.clone())),
             confirmations: Arc::new(Confirmations::new(store.clone(), queue_wakeup.clone())),

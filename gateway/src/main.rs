@@ -68,6 +68,9 @@ enum AccountsAction {
     Confirm { name: String, code: String },
     /// Mail a new confirmation request to a Direct account's address (the old one stops working).
     SendConfirmation { name: String },
+    /// Print the consent link of an OAuth account (Microsoft365, Gmail): the mailbox's owner
+    /// opens it and grants Postern the right to send.
+    Authorize { name: String },
 }
 
 #[derive(Subcommand)]
@@ -150,6 +153,7 @@ fn main() -> ExitCode {
                     to_json(&client.confirm_account(&name, &code).await?)
                 }
                 AccountsAction::SendConfirmation { name } => to_json(&client.send_confirmation(&name).await?),
+                AccountsAction::Authorize { name } => to_json(&client.authorize_account(&name).await?),
             }
         }),
         Command::Quarantine { action, admin } => {

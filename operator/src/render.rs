@@ -352,6 +352,7 @@ fn render_accounts(
             kind: spec.kind,
             smtp,
             direct,
+            oauth: None,
         });
     }
     out

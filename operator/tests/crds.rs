@@ -131,6 +131,10 @@ fn broken_manifests_are_refused_with_a_reason() {
         ("kind: SendingAccount\nspec: {from: '@example.com', type: Smtp}", "type Smtp needs smtp"),
         ("kind: SendingAccount\nspec: {from: '@example.com', type: Direct}", "type Direct needs direct"),
         (
+            "kind: SendingAccount\nspec: {from: '@example.com', type: Microsoft365}",
+            "types Microsoft365 and Gmail are not available as a SendingAccount yet",
+        ),
+        (
             "kind: SendingAccount\nspec: {from: '@example.com', type: Direct, direct: {selector: 'not a label'}}",
             "selector",
         ),

@@ -10,6 +10,8 @@ pub mod dkim;
 pub mod dns;
 pub mod gateway;
 pub mod kube_api;
+pub mod mailbox_api;
+pub mod oauth;
 /// The one Redis harness, shared with the gateway's unit tests.
 pub use postern_test_support::redis;
 pub mod sink;

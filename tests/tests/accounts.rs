@@ -32,6 +32,7 @@ fn account(
         display_name: None,
         bcc: None,
         kind: AccountType::Smtp,
+        oauth: None,
         smtp: Some(SmtpAccount {
             host: server.host(),
             port: Some(server.port),
@@ -262,6 +263,7 @@ fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
             display_name: None,
             bcc: None,
             kind: AccountType::Direct,
+            oauth: None,
             smtp: None,
             direct: Some(DirectAccount { selector: selector.into(), private_key_file: key, algorithm }),
         };
@@ -366,6 +368,7 @@ fn a_direct_account_for_an_address_sends_once_its_mailbox_confirms() {
         display_name: None,
         bcc: None,
         kind: AccountType::Direct,
+        oauth: None,
         smtp: None,
         direct: Some(DirectAccount {
             selector: dkim::SELECTOR.into(),

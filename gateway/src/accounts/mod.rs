@@ -33,7 +33,9 @@ pub fn select<'a>(
     }
     let account = account_for(accounts, sender)?;
     match account.kind {
-        AccountType::Smtp => Some((account, Some(NextHop::account(account)?))),
+        AccountType::Smtp | AccountType::Microsoft365 | AccountType::Gmail => {
+            Some((account, Some(NextHop::account(account)?)))
+        }
         AccountType::Direct => Some((account, None)),
     }
 }
@@ -160,6 +162,7 @@ mod tests {
                 password_file: Some("/run/pw".into()),
             }),
             direct: None,
+            oauth: None,
         }
     }
 

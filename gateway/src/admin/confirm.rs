@@ -28,7 +28,7 @@ pub struct LinkParams {
 }
 
 /// Text for HTML: `&`, `<`, `>`, `"` and `'` escaped.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -43,7 +43,7 @@ fn escape(text: &str) -> String {
     out
 }
 
-fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
+pub(super) fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

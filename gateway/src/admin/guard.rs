@@ -85,6 +85,7 @@ pub fn attributes(method: &Method, path: &str) -> Option<Attributes> {
         ("GET" | "HEAD", ["accounts"]) => what("accounts", "list", None),
         ("POST", ["accounts", name, "test"]) => what("accounts", "test", Some(name)),
         ("POST", ["accounts", name, "confirm" | "confirmation"]) => what("accounts", "confirm", Some(name)),
+        ("POST", ["accounts", name, "authorize"]) => what("accounts", "authorize", Some(name)),
         ("GET" | "HEAD", ["quarantine"]) => what("quarantine", "list", None),
         ("GET" | "HEAD", ["quarantine", id] | ["quarantine", id, "raw"]) => {
             what("quarantine", "get", Some(id))
@@ -230,6 +231,7 @@ mod tests {
             (Method::POST, "/api/v1/accounts/a/test"),
             (Method::POST, "/api/v1/accounts/a/confirm"),
             (Method::POST, "/api/v1/accounts/a/confirmation"),
+            (Method::POST, "/api/v1/accounts/a/authorize"),
         ];
         let mut checked: Vec<(&str, &str)> =
             routes.iter().map(|(m, p)| attributes(m, p).map(|a| (a.resource, a.verb)).unwrap()).collect();

@@ -5,6 +5,7 @@
 pub mod cli;
 mod confirm;
 mod guard;
+mod oauth;
 mod quarantine;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/api/v1/accounts/{name}/test", post(test_account))
         .route("/api/v1/accounts/{name}/confirm", post(confirm::code))
         .route("/api/v1/accounts/{name}/confirmation", post(confirm::send_again))
+        .route("/api/v1/accounts/{name}/authorize", post(oauth::authorize))
         .route("/api/v1/quarantine", get(quarantine::list))
         .route("/api/v1/quarantine/{id}", get(quarantine::show).delete(quarantine::delete))
         .route("/api/v1/quarantine/{id}/raw", get(quarantine::raw))
@@ -44,6 +46,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/.well-known/mta-sts.txt", get(mta_sts))
         // Public: the one-time link of an account address's confirmation mail.
         .route("/confirm", get(confirm::link_page).post(confirm::link_confirm))
+        // Public: where the OAuth provider sends the account owner back with the grant.
+        .route("/oauth/callback", get(oauth::callback))
         .merge(api)
         .with_state(ctx)
 }
@@ -118,6 +122,10 @@ async fn accounts(State(ctx): State<Arc<Context>>) -> Response {
             dkim_record,
             dkim_name,
             verification,
+            authorization: match a.oauth.is_some() {
+                true => Some(ctx.oauth.authorization(&a.name).await),
+                false => None,
+            },
             tested: tests.get(&a.name).cloned(),
         });
     }
@@ -136,8 +144,13 @@ async fn test_account(State(ctx): State<Arc<Context>>, Path(name): Path<String>)
         let error = format!("no sending account {:?}", name.escape_debug().to_string());
         return (StatusCode::NOT_FOUND, axum::Json(ApiError { error })).into_response();
     };
-    // A Direct account's test: its domain publishes its DKIM key (what lets it send).
+    // A Direct account's test: its domain publishes its DKIM key (what lets it send); an
+    // OAuth account's: a token refresh.
     let (ok, detail) = match (crate::store::NextHop::account(account), &account.direct) {
+        (Some(_), _) if account.oauth.is_some() => match ctx.mailbox_api.test(&cfg, account).await {
+            Ok(found) => (true, found),
+            Err(why) => (false, why),
+        },
         (Some(hop), _) => match ctx.outbound.test(&cfg, &hop).await {
             Ok(found) => (true, found),
             Err(f) => (false, f.diagnostic),

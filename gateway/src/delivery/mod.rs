@@ -16,7 +16,7 @@ use crate::context::Context;
 use crate::metrics::ResultLabel;
 use crate::outbound::{Envelope, OutboundError};
 use crate::routing;
-use crate::store::{DeliveryPlan, Job, Message, NewMessage, Recipient};
+use crate::store::{DeliveryPlan, Job, Message, NewMessage, Recipient, Via};
 use crate::util::time::{ms, now_ms};
 
 pub struct Delivery {
@@ -142,7 +142,10 @@ impl Delivery {
             smtputf8: message.smtputf8,
             eight_bit: message.eight_bit,
         };
-        self.ctx.outbound.send(cfg, &job.next_hop, &env, &message.body).await
+        match &job.next_hop.via {
+            Via::MailboxApi(account) => self.ctx.mailbox_api.send(cfg, account, &env, &message.body).await,
+            _ => self.ctx.outbound.send(cfg, &job.next_hop, &env, &message.body).await,
+        }
     }
 
     async fn settle(

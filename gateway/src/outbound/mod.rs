@@ -1,9 +1,12 @@
 //! The outbound SMTP client: everything that talks SMTP to other servers (next-hop hosts
 //! from DNS, TLS by policy, connection reuse). Used by the delivery engine, recipient probes
-//! and destination verification alike; sending-account transports will sit beside it.
+//! and destination verification alike. Beside it: the OAuth sending accounts' grants
+//! (`oauth`) and mail APIs (`mailbox_api`).
 
 pub mod connection;
 pub mod error;
+pub mod mailbox_api;
+pub mod oauth;
 pub mod pool;
 
 use std::sync::Arc;
@@ -49,6 +52,10 @@ impl OutboundClient {
                     OutboundError::temporary(status, e.to_string())
                 }
             }),
+            Via::MailboxApi(account) => Err(OutboundError::permanent(
+                "5.3.5",
+                format!("account {account} sends through its mail API, not SMTP"),
+            )),
             Via::Hosts(list) => {
                 let mut out = Vec::new();
                 let mut last_err = None;

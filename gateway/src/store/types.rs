@@ -155,6 +155,8 @@ pub enum Via {
     Mx(String),
     /// Explicit "host[:port]" entries, tried in order.
     Hosts(Vec<String>),
+    /// A sending account's mail API (Microsoft Graph, Gmail), by the account's name.
+    MailboxApi(String),
 }
 
 impl NextHop {
@@ -179,8 +181,16 @@ impl NextHop {
         }
     }
 
-    /// A sending account's server, its certificate always verified.
+    /// A sending account's server (its certificate always verified), or its mail API.
     pub fn account(a: &SendingAccount) -> Option<Self> {
+        if a.oauth.is_some() {
+            return Some(Self {
+                via: Via::MailboxApi(a.name.clone()),
+                tls: TlsPolicy { mode: TlsMode::Required, verify: true },
+                auth: None,
+                account: Some(a.name.clone()),
+            });
+        }
         let s = a.smtp.as_ref()?;
         let mode = match s.security {
             SmtpSecurity::StartTls => TlsMode::Required,
@@ -215,6 +225,7 @@ impl NextHop {
         let base = match &self.via {
             Via::Mx(d) => format!("mx:{d}"),
             Via::Hosts(h) => format!("hosts:{}", h.join(",")),
+            Via::MailboxApi(a) => format!("account:{a}"),
         };
         match &self.auth {
             // Two smarthosts on one server with different logins are two destinations.

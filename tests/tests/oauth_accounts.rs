@@ -1,0 +1,199 @@
+//! Microsoft365 and Gmail sending accounts end to end: the consent (authorization code with
+//! PKCE) against a real OAuth 2.0 server (oidc-provider) on loopback, driven like a person's
+//! browser; the grant kept encrypted in the store; mail sent through stand-ins of Microsoft
+//! Graph and the Gmail API that check every request against the documented format and vouch
+//! for tokens with the real server; throttling (429 with Retry-After, 503) deferred and retried;
+//! a forced refresh; a grant the server no longer knows (Authorized false, mail deferred with
+//! a clear line); a declined consent.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use postern_api::{AccountType, GatewayConfig as Config, HumanDuration, OAuthAccount, SendingAccount};
+use postern_tests::client::Client;
+use postern_tests::gateway::{GatewayConfig, GatewayProcess, binary};
+use postern_tests::mailbox_api::MailboxApis;
+use postern_tests::oauth::{self, OAuthServer};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn cli(gw: &GatewayProcess, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out =
+        Command::new(binary()).args(args).args(["--admin", &gw.admin_addr().to_string()]).output().unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), json, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn account_state(gw: &GatewayProcess, name: &str) -> serde_json::Value {
+    let (_, list, _) = cli(gw, &["accounts", "list"]);
+    list.as_array().unwrap().iter().find(|a| a["name"] == name).unwrap().clone()
+}
+
+/// A deferral of the mail through `route` whose error says `what`.
+fn wait_deferred(gw: &GatewayProcess, route: &str, what: &str) -> serde_json::Value {
+    postern_tests::wait_for(&format!("a deferral saying {what:?}"), WAIT, || {
+        gw.logs_matching("deferred")
+            .into_iter()
+            .find(|l| l["route"] == route && l["error"].as_str().is_some_and(|e| e.contains(what)))
+    })
+}
+
+#[test]
+fn oauth_accounts_send_through_the_providers_apis_once_authorized() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = postern_tests::reserve_port();
+    let public = format!("http://127.0.0.1:{admin_port}");
+    let server = Arc::new(OAuthServer::start(&format!("{public}/oauth/callback"), 5));
+    let apis = MailboxApis::start(server.clone());
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, format!("{}\n", oauth::CLIENT_SECRET)).unwrap();
+    let key = dir.path().join("token-key");
+    std::fs::write(&key, base64::engine::general_purpose::STANDARD.encode([7u8; 32])).unwrap();
+    let account = |name: &str, from: &str, kind: AccountType, bcc: Option<&str>| SendingAccount {
+        name: name.into(),
+        from: from.into(),
+        display_name: None,
+        bcc: bcc.map(Into::into),
+        kind,
+        smtp: None,
+        direct: None,
+        oauth: Some(OAuthAccount {
+            client_id: oauth::CLIENT_ID.into(),
+            client_secret_file: Some(secret.clone()),
+            tenant: None,
+            authorization_url: Some(server.authorization_url()),
+            token_url: Some(server.token_url()),
+            api_url: Some(apis.url.clone()),
+            scopes: match kind {
+                AccountType::Microsoft365 => vec!["offline_access".into(), "Mail.Send".into()],
+                _ => vec!["offline_access".into(), "https://www.googleapis.com/auth/gmail.send".into()],
+            },
+        }),
+    };
+    let config = GatewayConfig::typed(|c: &mut Config| {
+        c.relay.trusted_networks = vec!["127.0.0.1/32".parse().unwrap()];
+        c.admin.address = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        c.admin.public_url = Some(public.clone());
+        c.oauth.token_key_file = Some(key.clone());
+        c.delivery.retry_initial = HumanDuration::from_secs(1);
+        c.accounts = vec![
+            account("ms", "@ms.example", AccountType::Microsoft365, Some("archive@ms.example")),
+            account("gm", "@gm.example", AccountType::Gmail, None),
+        ];
+    });
+    let gw = GatewayProcess::start(&config);
+    let send = |from: &str, rcpts: &[&str], subject: &str| {
+        let mut c = Client::connect(gw.smtp());
+        c.cmd("EHLO app.example");
+        let text = format!(
+            "From: {from}\r\nTo: u@remote.example\r\nSubject: {subject}\r\nMessage-ID: <{subject}@app.example>\r\n\r\nA body.\r\n"
+        );
+        c.send_message(from, rcpts, &text)
+    };
+
+    // Not authorized yet: the mail is accepted and waits, and the log says what to do.
+    assert_eq!(account_state(&gw, "ms")["authorization"]["reason"], "NotAuthorized");
+    assert_eq!(send("a@ms.example", &["u@remote.example", "hidden@remote.example"], "first").code, 250);
+    wait_deferred(&gw, "account:ms", "postern-gateway accounts authorize ms");
+
+    // The consent: the link the CLI prints, opened by the mailbox's owner.
+    let (ok, answer, err) = cli(&gw, &["accounts", "authorize", "ms"]);
+    assert!(ok, "{err}");
+    let url = answer["authorizeUrl"].as_str().unwrap().to_string();
+    let pairs: Vec<(String, String)> =
+        url::Url::parse(&url).unwrap().query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let param = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert!(url.starts_with(&server.authorization_url()), "{url}");
+    assert_eq!(param("code_challenge_method"), "S256");
+    assert_eq!(param("code_challenge").len(), 43);
+    assert_eq!(param("redirect_uri"), format!("{public}/oauth/callback"));
+    let (status, page) = oauth::consent(&url, "alice", false);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("may now send"), "{page}");
+    assert_eq!(oauth::consent(&url, "alice", false).0, 400, "a consent link is used once");
+    let state = account_state(&gw, "ms");
+    assert_eq!(state["authorization"]["authorized"], true, "{state}");
+
+    // The waiting mail leaves through Graph as alice, every envelope recipient named.
+    let sent = apis.wait_for(1, WAIT);
+    assert_eq!((sent[0].api, sent[0].user.as_str()), ("graph", "alice"));
+    let text = String::from_utf8_lossy(&sent[0].message).into_owned();
+    assert!(text.starts_with("Bcc: hidden@remote.example,\r\n archive@ms.example\r\n"), "{text}");
+    assert!(text.contains("Subject: first\r\n"), "{text}");
+    gw.wait_log("delivered", WAIT);
+
+    // Gmail, granted by bob.
+    let (_, answer, _) = cli(&gw, &["accounts", "authorize", "gm"]);
+    let gm_url = answer["authorizeUrl"].as_str().unwrap().to_string();
+    assert!(gm_url.contains("access_type=offline"), "{gm_url}");
+    assert_eq!(oauth::consent(&gm_url, "bob", false).0, 200);
+    assert_eq!(send("b@gm.example", &["u@remote.example"], "gmail").code, 250);
+    let sent = apis.wait_for(2, WAIT);
+    assert_eq!((sent[1].api, sent[1].user.as_str()), ("gmail", "bob"));
+    assert!(String::from_utf8_lossy(&sent[1].message).contains("Subject: gmail\r\n"));
+
+    // Throttled, then unavailable: deferred (the Retry-After in the log), then delivered.
+    apis.script(&[(429, Some(1)), (503, None)]);
+    assert_eq!(send("a@ms.example", &["u@remote.example"], "throttled").code, 250);
+    let throttled = wait_deferred(&gw, "account:ms", "HTTP 429");
+    assert!(throttled["error"].as_str().unwrap().contains("Retry-After: 1"), "{throttled}");
+    wait_deferred(&gw, "account:ms", "HTTP 503");
+    let sent = apis.wait_for(3, WAIT);
+    assert!(String::from_utf8_lossy(&sent[2].message).contains("Subject: throttled\r\n"));
+
+    // "Test connection" refreshes the token; the next mail carries the new one.
+    let before = apis.tokens().last().cloned().unwrap();
+    let (ok, test, err) = cli(&gw, &["accounts", "test", "ms"]);
+    assert!(ok && test["detail"] == "token refreshed", "{test} {err}");
+    assert_eq!(send("a@ms.example", &["u@remote.example"], "refreshed").code, 250);
+    apis.wait_for(4, WAIT);
+    assert_ne!(apis.tokens().last().unwrap(), &before, "a new access token after the refresh");
+
+    // The server no longer knows the grant: the next refresh fails, Authorized turns false,
+    // and mail waits with a line saying to authorize again.
+    server.restart_forgetting_grants();
+    let (ok, test, _) = cli(&gw, &["accounts", "test", "ms"]);
+    assert!(!ok, "{test}");
+    let state = account_state(&gw, "ms");
+    assert_eq!(state["authorization"]["reason"], "GrantRevoked", "{state}");
+    assert_eq!(send("a@ms.example", &["u@remote.example"], "revoked").code, 250);
+    wait_deferred(&gw, "account:ms", "authorize it again");
+
+    // A declined consent is recorded as such.
+    let (_, answer, _) = cli(&gw, &["accounts", "authorize", "gm"]);
+    let (status, page) = oauth::consent(answer["authorizeUrl"].as_str().unwrap(), "bob", true);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("was not authorized"), "{page}");
+    assert_eq!(account_state(&gw, "gm")["authorization"]["reason"], "ConsentDenied");
+
+    assert!(apis.violations().is_empty(), "{:?}", apis.violations());
+    // No token in the store in the clear (the embedded store's file).
+    let store_bytes: Vec<u8> = walk(&dir_of_store(&gw));
+    for t in apis.tokens() {
+        assert!(!contains(&store_bytes, t.as_bytes()), "an access token is stored in the clear");
+    }
+}
+
+fn dir_of_store(gw: &GatewayProcess) -> std::path::PathBuf {
+    gw.config_path.parent().unwrap().join("store")
+}
+
+/// Every byte of the files under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.extend(b);
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
