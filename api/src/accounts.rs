@@ -7,8 +7,8 @@
 //! Built so far: `Smtp` (a provider's submission server: STARTTLS on 587, implicit TLS on 465,
 //! or plain on a private network, with AUTH), `Direct` (our own delivery, DKIM-signed, once
 //! verified), and `Microsoft365` / `Gmail` (the provider's mail API with an OAuth 2.0 grant
-//! the mailbox's owner gave; the mail shows in the mailbox's sent items). Exchange is not
-//! built yet.
+//! the mailbox's owner gave; the mail shows in the mailbox's sent items), and `Exchange` (an
+//! on-premises server's EWS with the mailbox's login).
 
 use std::path::PathBuf;
 
@@ -42,6 +42,23 @@ pub struct SendingAccount {
     /// With `type: Microsoft365` or `Gmail`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth: Option<OAuthAccount>,
+    /// With `type: Exchange`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<ExchangeAccount>,
+}
+
+/// An on-premises Exchange server's EWS endpoint and the mailbox's login there (HTTP Basic
+/// over TLS; NTLM and Kerberos are not built). The message is sent with `CreateItem`
+/// (`SendAndSaveCopy`, so it shows in the mailbox's Sent Items).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExchangeAccount {
+    /// The EWS URL, e.g. `https://mail.example.com/ews/exchange.asmx`.
+    pub url: String,
+    /// The login in `user@domain` form.
+    pub username: String,
+    /// File holding the password (a mounted Secret; trailing newline ignored).
+    pub password_file: PathBuf,
 }
 
 /// The OAuth 2.0 app (client) an account's grant belongs to, and the provider's endpoints.
@@ -148,6 +165,8 @@ pub enum AccountType {
     Microsoft365,
     /// The Gmail API `users.messages.send` (raw) with an OAuth 2.0 grant.
     Gmail,
+    /// An on-premises Exchange server's EWS (`CreateItem`, `SendAndSaveCopy`).
+    Exchange,
 }
 
 /// A provider's submission server and the account's login there.
@@ -231,6 +250,7 @@ mod tests {
             smtp: None,
             direct: None,
             oauth: None,
+            exchange: None,
         }
     }
 

@@ -416,6 +416,17 @@ fn check_accounts(errs: &mut Errors, c: &GatewayConfig) {
                     }
                 }
             },
+            (AccountType::Exchange, _) => match &a.exchange {
+                None => errs.add(f("exchange"), "type Exchange needs the exchange block"),
+                Some(x) => {
+                    if !is_secure_url(&x.url) {
+                        errs.add(f("exchange.url"), "an https:// URL (http:// only to a loopback address)");
+                    }
+                    if !is_address(&x.username) {
+                        errs.add(f("exchange.username"), "the login in user@domain form");
+                    }
+                }
+            },
             (AccountType::Smtp, None) => errs.add(f("smtp"), "type Smtp needs the smtp block"),
             (AccountType::Smtp, Some(s)) => {
                 let host = s.host.trim_matches(['[', ']']);

@@ -353,6 +353,7 @@ fn render_accounts(
             smtp,
             direct,
             oauth: None,
+            exchange: None,
         });
     }
     out

@@ -132,7 +132,7 @@ fn broken_manifests_are_refused_with_a_reason() {
         ("kind: SendingAccount\nspec: {from: '@example.com', type: Direct}", "type Direct needs direct"),
         (
             "kind: SendingAccount\nspec: {from: '@example.com', type: Microsoft365}",
-            "types Microsoft365 and Gmail are not available as a SendingAccount yet",
+            "types Microsoft365, Gmail and Exchange are not available as a SendingAccount yet",
         ),
         (
             "kind: SendingAccount\nspec: {from: '@example.com', type: Direct, direct: {selector: 'not a label'}}",

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod client;
 pub mod dkim;
 pub mod dns;
+pub mod ews;
 pub mod gateway;
 pub mod kube_api;
 pub mod mailbox_api;

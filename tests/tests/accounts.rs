@@ -33,6 +33,7 @@ fn account(
         bcc: None,
         kind: AccountType::Smtp,
         oauth: None,
+        exchange: None,
         smtp: Some(SmtpAccount {
             host: server.host(),
             port: Some(server.port),
@@ -264,6 +265,7 @@ fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
             bcc: None,
             kind: AccountType::Direct,
             oauth: None,
+            exchange: None,
             smtp: None,
             direct: Some(DirectAccount { selector: selector.into(), private_key_file: key, algorithm }),
         };
@@ -369,6 +371,7 @@ fn a_direct_account_for_an_address_sends_once_its_mailbox_confirms() {
         bcc: None,
         kind: AccountType::Direct,
         oauth: None,
+        exchange: None,
         smtp: None,
         direct: Some(DirectAccount {
             selector: dkim::SELECTOR.into(),
@@ -488,4 +491,74 @@ fn a_direct_account_for_an_address_sends_once_its_mailbox_confirms() {
         assert!(dkim::verify_with_dns(&m.text(), dns_server.addr), "dkimpy: {}", m.text());
     }
     assert_eq!(gw.logs_matching("account address confirmation sent").len(), 2, "one request each");
+}
+
+/// An Exchange account sends through EWS (`CreateItem`, `SendAndSaveCopy`, the message as
+/// `MimeContent`) as the mailbox's login, against a stand-in that checks each request against
+/// the documented format: envelope-only recipients ride in a Bcc header, `ErrorServerBusy`
+/// defers (the back-off in the log), "test connection" is an authenticated `GetFolder`, and a
+/// wrong password fails the test.
+#[test]
+fn exchange_accounts_send_through_ews() {
+    use postern_api::{ExchangeAccount, HumanDuration};
+    use postern_tests::ews::Ews;
+    let ews = Ews::start("alice@example.com", "s3cret");
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("good"), dir.path().join("bad"));
+    std::fs::write(&good, "s3cret\n").unwrap();
+    std::fs::write(&bad, "wrong\n").unwrap();
+    let exchange = |name: &str, from: &str, password_file: &std::path::Path| SendingAccount {
+        name: name.into(),
+        from: from.into(),
+        display_name: None,
+        bcc: None,
+        kind: AccountType::Exchange,
+        smtp: None,
+        direct: None,
+        oauth: None,
+        exchange: Some(ExchangeAccount {
+            url: ews.url.clone(),
+            username: "alice@example.com".into(),
+            password_file: password_file.to_path_buf(),
+        }),
+    };
+    let config = GatewayConfig::typed(|c: &mut Config| {
+        c.relay.trusted_networks = vec!["127.0.0.1/32".parse().unwrap()];
+        c.delivery.retry_initial = HumanDuration::from_secs(1);
+        c.accounts =
+            vec![exchange("alice", "alice@example.com", &good), exchange("wrong", "@wrong.example", &bad)];
+    });
+    let gw = GatewayProcess::start(&config);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(binary())
+            .args(args)
+            .args(["--admin", &gw.admin_addr().to_string()])
+            .output()
+            .unwrap()
+    };
+    let test = cli(&["accounts", "test", "alice"]);
+    assert!(test.status.success(), "{test:?}");
+    assert_eq!(ews.folder_calls(), 1, "the test is one authenticated GetFolder");
+    let wrong = cli(&["accounts", "test", "wrong"]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("EWS refused the login"), "{wrong:?}");
+
+    ews.busy_for(1);
+    let mut c = Client::connect(gw.smtp());
+    c.cmd("EHLO app.example");
+    let text = "From: alice@example.com\r\nTo: u@remote.example\r\nSubject: via EWS\r\n\r\nA body.\r\n";
+    assert_eq!(
+        c.send_message("alice@example.com", &["u@remote.example", "hidden@remote.example"], text).code,
+        250
+    );
+    let busy = postern_tests::wait_for("a deferral for ErrorServerBusy", WAIT, || {
+        gw.logs_matching("deferred").into_iter().find(|l| l["route"] == "account:alice")
+    });
+    assert!(busy["error"].as_str().unwrap().contains("ErrorServerBusy"), "{busy}");
+    assert!(busy["error"].as_str().unwrap().contains("back off 1000 ms"), "{busy}");
+    let sent = ews.wait_for(1, WAIT);
+    let mime = String::from_utf8_lossy(&sent[0]).into_owned();
+    assert!(mime.starts_with("Bcc: hidden@remote.example\r\nReceived: "), "{mime}");
+    assert!(mime.contains("\r\nSubject: via EWS\r\n"), "{mime}");
+    assert!(ews.violations().is_empty(), "{:?}", ews.violations());
 }

@@ -59,6 +59,7 @@ fn oauth_accounts_send_through_the_providers_apis_once_authorized() {
         kind,
         smtp: None,
         direct: None,
+        exchange: None,
         oauth: Some(OAuthAccount {
             client_id: oauth::CLIENT_ID.into(),
             client_secret_file: Some(secret.clone()),

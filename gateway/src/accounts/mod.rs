@@ -33,7 +33,7 @@ pub fn select<'a>(
     }
     let account = account_for(accounts, sender)?;
     match account.kind {
-        AccountType::Smtp | AccountType::Microsoft365 | AccountType::Gmail => {
+        AccountType::Smtp | AccountType::Microsoft365 | AccountType::Gmail | AccountType::Exchange => {
             Some((account, Some(NextHop::account(account)?)))
         }
         AccountType::Direct => Some((account, None)),
@@ -163,6 +163,7 @@ mod tests {
             }),
             direct: None,
             oauth: None,
+            exchange: None,
         }
     }
 

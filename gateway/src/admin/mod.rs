@@ -147,10 +147,12 @@ async fn test_account(State(ctx): State<Arc<Context>>, Path(name): Path<String>)
     // A Direct account's test: its domain publishes its DKIM key (what lets it send); an
     // OAuth account's: a token refresh.
     let (ok, detail) = match (crate::store::NextHop::account(account), &account.direct) {
-        (Some(_), _) if account.oauth.is_some() => match ctx.mailbox_api.test(&cfg, account).await {
-            Ok(found) => (true, found),
-            Err(why) => (false, why),
-        },
+        (Some(_), _) if account.oauth.is_some() || account.exchange.is_some() => {
+            match ctx.mailbox_api.test(&cfg, account).await {
+                Ok(found) => (true, found),
+                Err(why) => (false, why),
+            }
+        }
         (Some(hop), _) => match ctx.outbound.test(&cfg, &hop).await {
             Ok(found) => (true, found),
             Err(f) => (false, f.diagnostic),

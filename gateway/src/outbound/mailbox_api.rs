@@ -1,6 +1,7 @@
-//! The mail APIs of the OAuth sending accounts: Microsoft Graph `POST /v1.0/me/sendMail` with
-//! the MIME message (base64, `Content-Type: text/plain`; saved to Sent Items) and the Gmail API
-//! `POST /gmail/v1/users/me/messages/send` with `{"raw": base64url}` (shown in Sent).
+//! The mail APIs of the sending accounts that do not speak SMTP: Microsoft Graph
+//! `POST /v1.0/me/sendMail` with the MIME message (base64, `Content-Type: text/plain`; saved to
+//! Sent Items) and the Gmail API `POST /gmail/v1/users/me/messages/send` with
+//! `{"raw": base64url}` (shown in Sent), both with OAuth tokens; and Exchange's EWS (`ews`).
 //!
 //! Both take the recipients from the message's headers, so envelope recipients the headers do
 //! not name (Bcc, the account's BCC copy) are added as a `Bcc:` header, which the provider
@@ -80,8 +81,21 @@ impl MailboxApi {
         body: &[u8],
     ) -> Vec<Result<(), OutboundError>> {
         let n = env.recipients.len();
-        let result = match cfg.config.accounts.iter().find(|a| a.name == account && a.oauth.is_some()) {
-            Some(a) => self.send_once_refreshed(cfg, a, &with_envelope_bcc(body, &env.recipients)).await,
+        let found = cfg
+            .config
+            .accounts
+            .iter()
+            .find(|a| a.name == account && (a.oauth.is_some() || a.exchange.is_some()));
+        let result = match found {
+            Some(a) => {
+                let message = with_envelope_bcc(body, &env.recipients);
+                match &a.exchange {
+                    Some(x) => {
+                        super::ews::call(self.tokens.http(), x, super::ews::create_item(&message)).await
+                    }
+                    None => self.send_once_refreshed(cfg, a, &message).await,
+                }
+            }
             // Retried: the config may bring it back; past the lifetime it bounces.
             None => {
                 Err(OutboundError::temporary("4.3.5", format!("sending account {account} is not configured")))
@@ -148,8 +162,15 @@ impl MailboxApi {
         Err(refused(api, status.as_u16(), retry_after.as_deref(), &body))
     }
 
-    /// "Test connection" of an OAuth account: a token refresh now.
+    /// "Test connection": an OAuth account's token refresh now; an Exchange account's
+    /// authenticated EWS call (GetFolder of Sent Items).
     pub async fn test(&self, cfg: &ConfigSnapshot, account: &SendingAccount) -> Result<String, String> {
+        if let Some(x) = &account.exchange {
+            return super::ews::call(self.tokens.http(), x, super::ews::get_folder())
+                .await
+                .map(|()| format!("EWS at {} answered for {}", x.url, x.username))
+                .map_err(|e| e.diagnostic);
+        }
         self.tokens
             .refresh(cfg, account, true)
             .await

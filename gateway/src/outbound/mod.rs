@@ -5,6 +5,7 @@
 
 pub mod connection;
 pub mod error;
+pub mod ews;
 pub mod mailbox_api;
 pub mod oauth;
 pub mod pool;

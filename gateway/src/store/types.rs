@@ -183,7 +183,7 @@ impl NextHop {
 
     /// A sending account's server (its certificate always verified), or its mail API.
     pub fn account(a: &SendingAccount) -> Option<Self> {
-        if a.oauth.is_some() {
+        if a.oauth.is_some() || a.exchange.is_some() {
             return Some(Self {
                 via: Via::MailboxApi(a.name.clone()),
                 tls: TlsPolicy { mode: TlsMode::Required, verify: true },

@@ -34,8 +34,8 @@ use super::{SecretKeyRef, Status};
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.type != 'Smtp' || has(self.smtp)", "message": "type Smtp needs smtp"},
     {"rule": "self.type != 'Direct' || has(self.direct)", "message": "type Direct needs direct"},
-    {"rule": "self.type != 'Microsoft365' && self.type != 'Gmail'",
-     "message": "types Microsoft365 and Gmail are not available as a SendingAccount yet (their client secret and token key Secrets are not wired): use the gateway's config file"}
+    {"rule": "self.type != 'Microsoft365' && self.type != 'Gmail' && self.type != 'Exchange'",
+     "message": "types Microsoft365, Gmail and Exchange are not available as a SendingAccount yet (their Secrets are not wired): use the gateway's config file"}
 ]))]
 pub struct SendingAccountSpec {
     /// Whose mail: an address (`alice@example.com`) or a whole domain (`@example.com`). An
