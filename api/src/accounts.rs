@@ -87,12 +87,53 @@ pub struct OAuthAccount {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
     /// The scopes asked for (default: Microsoft365 `offline_access
-    /// https://graph.microsoft.com/Mail.Send`; Gmail `https://www.googleapis.com/auth/gmail.send`).
+    /// https://graph.microsoft.com/Mail.Send`, or `https://graph.microsoft.com/.default` with
+    /// client credentials; Gmail `https://www.googleapis.com/auth/gmail.send`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// `AuthorizationCode` (default: the mailbox's owner consents once) or, Microsoft365 only,
+    /// `ClientCredentials` (app-only: the app's own `Mail.Send` application permission, no
+    /// consent step; mail goes out as the envelope sender's mailbox through
+    /// `/users/{sender}/sendMail`).
+    #[serde(default)]
+    pub grant: OAuthGrant,
+    /// `Api` (default: Graph or the Gmail API) or `Smtp` (the provider's submission server
+    /// with SMTP AUTH XOAUTH2 and the same token; the token needs the SMTP scope, e.g.
+    /// `https://outlook.office.com/SMTP.Send` or `https://mail.google.com/`).
+    #[serde(default)]
+    pub send: OAuthSend,
+    /// With `send: Smtp`: the server, `host:port` (default `smtp.office365.com:587` or
+    /// `smtp.gmail.com:587`), always STARTTLS with a verified certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_host: Option<String>,
+    /// With `send: Smtp`: the mailbox XOAUTH2 names (default: the account's `from` address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_username: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OAuthSend {
+    #[default]
+    Api,
+    Smtp,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OAuthGrant {
+    #[default]
+    AuthorizationCode,
+    ClientCredentials,
 }
 
 impl OAuthAccount {
+    /// With `send: Smtp`: the submission server, `host:port`.
+    pub fn smtp_server(&self, kind: AccountType) -> String {
+        self.smtp_host.clone().unwrap_or_else(|| match kind {
+            AccountType::Gmail => "smtp.gmail.com:587".into(),
+            _ => "smtp.office365.com:587".into(),
+        })
+    }
+
     /// The authorization and token endpoints, the API base and the scopes for `kind`.
     pub fn endpoints(&self, kind: AccountType) -> OAuthEndpoints {
         let tenant = self.tenant.as_deref().unwrap_or("organizations");
@@ -107,7 +148,12 @@ impl OAuthAccount {
                 format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize"),
                 format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"),
                 "https://graph.microsoft.com",
-                &["offline_access", "https://graph.microsoft.com/Mail.Send"],
+                match self.grant {
+                    OAuthGrant::AuthorizationCode => {
+                        &["offline_access", "https://graph.microsoft.com/Mail.Send"]
+                    }
+                    OAuthGrant::ClientCredentials => &["https://graph.microsoft.com/.default"],
+                },
             ),
         };
         OAuthEndpoints {

@@ -12,8 +12,8 @@ pub mod submission;
 pub mod validate;
 
 pub use accounts::{
-    AccountType, DirectAccount, DkimAlgorithm, ExchangeAccount, OAuthAccount, OAuthEndpoints, SendingAccount,
-    SmtpAccount, SmtpSecurity,
+    AccountType, DirectAccount, DkimAlgorithm, ExchangeAccount, OAuthAccount, OAuthEndpoints, OAuthGrant,
+    OAuthSend, SendingAccount, SmtpAccount, SmtpSecurity,
 };
 pub use config::*;
 pub use duration::HumanDuration;

@@ -392,6 +392,17 @@ fn check_accounts(errs: &mut Errors, c: &GatewayConfig) {
                     if o.client_id.trim().is_empty() {
                         errs.add(f("oauth.clientId"), "the app's client id");
                     }
+                    if o.grant == crate::accounts::OAuthGrant::ClientCredentials {
+                        if a.kind != AccountType::Microsoft365 {
+                            errs.add(f("oauth.grant"), "ClientCredentials is for Microsoft365 only");
+                        }
+                        if o.client_secret_file.is_none() {
+                            errs.add(
+                                f("oauth.clientSecretFile"),
+                                "ClientCredentials needs the client secret",
+                            );
+                        }
+                    }
                     let e = o.endpoints(a.kind);
                     for (field, url) in [
                         ("oauth.authorizationUrl", &e.authorization_url),
@@ -402,13 +413,31 @@ fn check_accounts(errs: &mut Errors, c: &GatewayConfig) {
                             errs.add(f(field), "an https:// URL (http:// only to a loopback address)");
                         }
                     }
-                    if c.oauth.token_key_file.is_none() {
+                    if o.send == crate::accounts::OAuthSend::Smtp {
+                        if o.grant == crate::accounts::OAuthGrant::ClientCredentials {
+                            errs.add(
+                                f("oauth.send"),
+                                "SMTP XOAUTH2 needs a user's grant (AuthorizationCode)",
+                            );
+                        }
+                        if o.smtp_username.as_deref().map_or(a.from.starts_with('@'), |u| !is_address(u)) {
+                            errs.add(
+                                f("oauth.smtpUsername"),
+                                "the mailbox's address (an @domain account has none of its own)",
+                            );
+                        }
+                        if o.smtp_host.as_deref().is_some_and(|h| parse_host_port(h, 587).is_err()) {
+                            errs.add(f("oauth.smtpHost"), "host:port");
+                        }
+                    }
+                    let consent = o.grant == crate::accounts::OAuthGrant::AuthorizationCode;
+                    if consent && c.oauth.token_key_file.is_none() {
                         errs.add(
                             "oauth.tokenKeyFile",
                             "OAuth accounts need the key that encrypts their tokens",
                         );
                     }
-                    if c.admin.public_url.is_none() {
+                    if consent && c.admin.public_url.is_none() {
                         errs.add(
                             "admin.publicUrl",
                             "OAuth accounts need it: the provider sends the grant back to <publicUrl>/oauth/callback",

@@ -66,10 +66,10 @@ impl Context {
     ) -> anyhow::Result<Self> {
         let snapshot = ConfigSnapshot::new(config);
         let dns = Arc::new(Dns::new(&snapshot.delivery.nameservers)?);
-        let outbound = Arc::new(OutboundClient::new(&snapshot, dns.clone())?);
         let queue_wakeup = Arc::new(Notify::new());
         let https = crate::tls::client::ClientTls::new(snapshot.delivery.ca_file.as_deref())?;
         let oauth = Arc::new(OAuthTokens::new(store.clone(), (*https.verifying.config()).as_ref().clone())?);
+        let outbound = Arc::new(OutboundClient::new(&snapshot, dns.clone())?.with_oauth(oauth.clone()));
         let spam = crate::spam::SpamEngine::new(dns.clone());
         let users = crate::auth::Directory::load(&snapshot.auth)?;
         let admin_tokens = crate::auth::tokens::Tokens::default();

@@ -25,7 +25,7 @@ use crate::addons;
 use crate::crd::gateway::{GatewayStatus, StoreType};
 use crate::crd::sending_account::{DkimRecord, SendingAccountStatus};
 use crate::crd::{Gateway, MailDomain, RoutingPolicy, SendingAccount, SpamPolicy, Status};
-use crate::dkim_keys;
+use crate::generated_secrets;
 use crate::manifests::Objects;
 use crate::render::{self, Problem, Rendered};
 use crate::resources::{self, MANAGER, Workload};
@@ -51,7 +51,7 @@ pub struct Context {
     pub scope: Scope,
     /// The (namespace, Secret) of generated DKIM keys known to exist: generated (or found,
     /// 409) once per operator run, never read back.
-    pub dkim_keys: std::sync::Mutex<BTreeSet<(String, String)>>,
+    pub generated_secrets: std::sync::Mutex<BTreeSet<(String, String)>>,
 }
 
 impl Context {
@@ -67,7 +67,7 @@ impl Context {
             gateway_admin: None,
             defaults: resources::Defaults::from_env(),
             scope: Scope::parse(&std::env::var("POSTERN_WATCH_NAMESPACES").unwrap_or_default()),
-            dkim_keys: Default::default(),
+            generated_secrets: Default::default(),
         }
     }
 
@@ -420,10 +420,14 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
         || format!("{}.{ns}.svc:{}", resources::admin_service_name(&gw), render::ADMIN_PORT),
         |a| a.to_string(),
     );
-    ensure_dkim_keys(&ctx, &ns, &rendered).await?;
-    // Direct accounts' DKIM records and verification, as the gateways read the keys.
-    let direct = rendered.config.as_ref().is_some_and(|c| c.accounts.iter().any(|a| a.direct.is_some()));
-    let account_states = match direct {
+    ensure_generated_secrets(&ctx, &ns, &rendered).await?;
+    // Direct accounts' DKIM records and verification (as the gateways read the keys), OAuth
+    // accounts' grants: what the gateways report.
+    let reported = rendered
+        .config
+        .as_ref()
+        .is_some_and(|c| c.accounts.iter().any(|a| a.direct.is_some() || a.oauth.is_some()));
+    let account_states = match reported {
         true => Some(
             admin_client(&admin_addr, Duration::from_secs(10)).accounts().await.map_err(|e| e.to_string()),
         ),
@@ -660,7 +664,9 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
             Some(t) if t.observed_generation == generation && t.status != "Unknown" => {
                 conditions.push(t.clone())
             }
-            _ if served_here && a.spec.direct.is_none() => {
+            // Smtp and Exchange: a login; Direct and OAuth accounts say more in Verified and
+            // Authorized.
+            _ if served_here && a.spec.direct.is_none() && a.spec.oauth.is_none() => {
                 conditions.push(connection_tested(admin, &a.name_any(), generation).await);
             }
             _ => {}
@@ -676,6 +682,12 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
                 .or(old_dkim);
             conditions.push(verified_condition(reported, generation));
         }
+        if a.spec.oauth.is_some() && served_here {
+            let reported = account_states
+                .as_ref()
+                .map(|r| r.as_ref().map(|l| l.iter().find(|s| s.name == a.name_any())));
+            conditions.push(authorized_condition(reported, generation));
+        }
         let old = a.status.as_ref();
         let status = SendingAccountStatus {
             base: Status {
@@ -689,18 +701,19 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Generates the DKIM keys of Direct accounts that name none into their Secrets (create only:
-/// an existing Secret is kept), once per operator run.
-async fn ensure_dkim_keys(ctx: &Context, ns: &str, rendered: &Rendered) -> Result<(), Error> {
+/// Generates the keys the user named none of (DKIM keys of Direct accounts, a Gateway's OAuth
+/// token key) into their Secrets (create only: an existing Secret is kept), once per operator
+/// run.
+async fn ensure_generated_secrets(ctx: &Context, ns: &str, rendered: &Rendered) -> Result<(), Error> {
     for key in &rendered.generated_keys {
         let id = (ns.to_string(), key.secret.name.clone());
-        if ctx.dkim_keys.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
+        if ctx.generated_secrets.lock().unwrap_or_else(|p| p.into_inner()).contains(&id) {
             continue;
         }
-        if dkim_keys::create_if_absent(&ctx.client, ns, key).await? {
-            tracing::info!(account = %key.account, secret = %key.secret.name, "DKIM key generated");
+        if generated_secrets::create_if_absent(&ctx.client, ns, key).await? {
+            tracing::info!(owner = %key.owner.1, secret = %key.secret.name, "key generated into a Secret");
         }
-        ctx.dkim_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        ctx.generated_secrets.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
     }
     Ok(())
 }
@@ -752,6 +765,27 @@ fn verified_condition(
         Some(Ok(Some(s))) => match &s.verification {
             Some(v) => condition("Verified", v.verified, &v.reason, v.detail.clone(), generation),
             None => unknown("NotReported", "the gateways report no verification for it".into()),
+        },
+    }
+}
+
+/// `Authorized` of an OAuth SendingAccount from the gateways' report: True while they hold a
+/// grant the provider accepts.
+fn authorized_condition(
+    reported: Option<Result<Option<&AccountState>, &String>>,
+    generation: Option<i64>,
+) -> Condition {
+    let unknown = |message: String| Condition {
+        status: "Unknown".into(),
+        ..condition("Authorized", false, "NotReported", message, generation)
+    };
+    match reported {
+        None => unknown("the gateways were not asked".into()),
+        Some(Err(e)) => unknown(format!("the gateways' admin API did not answer: {e}")),
+        Some(Ok(None)) => unknown("the gateways do not serve this account yet".into()),
+        Some(Ok(Some(s))) => match &s.authorization {
+            Some(a) => condition("Authorized", a.authorized, &a.reason, a.detail.clone(), generation),
+            None => unknown("the gateways report no authorization for it".into()),
         },
     }
 }

@@ -5,7 +5,7 @@
 pub mod addons;
 pub mod controller;
 pub mod crd;
-pub mod dkim_keys;
+pub mod generated_secrets;
 pub mod http;
 pub mod leader;
 pub mod manifests;

@@ -48,7 +48,7 @@ pub struct Rendered {
     /// The Secrets the pods must mount (never copied into the config).
     pub secrets: BTreeSet<String>,
     /// The DKIM keys the operator generates into Secrets (Direct accounts that name none).
-    pub generated_keys: Vec<crate::dkim_keys::GeneratedKey>,
+    pub generated_keys: Vec<crate::generated_secrets::GeneratedKey>,
 }
 
 impl Rendered {
@@ -242,6 +242,16 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
     };
     let mut generated_keys = Vec::new();
     let accounts = render_accounts(gw, objs, &mut secrets, &mut generated_keys, &mut problems);
+    // The OAuth accounts' tokens are sealed with the Gateway's key: given, or generated.
+    let token_key = accounts.iter().any(|a| a.oauth.is_some()).then(|| {
+        let key = spec.oauth_token_key_secret_ref.clone().unwrap_or_else(|| {
+            let key = crate::generated_secrets::token_key(&gw.name_any());
+            generated_keys.push(key.clone());
+            key.secret
+        });
+        secrets.insert(key.name.clone());
+        secret_path(&key)
+    });
     let config = json!({
         "hostname": hostname,
         "listeners": listeners,
@@ -255,6 +265,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
                            "caFile": format!("{KUBE_API_DIR}/ca.crt")},
             "publicUrl": spec.admin_public_url,
         },
+        "oauth": {"tokenKeyFile": token_key},
         "store": store,
         "relay": relay,
         "auth": auth,
@@ -291,7 +302,7 @@ fn render_accounts(
     gw: &Gateway,
     objs: &Objects,
     secrets: &mut BTreeSet<String>,
-    generated_keys: &mut Vec<crate::dkim_keys::GeneratedKey>,
+    generated_keys: &mut Vec<crate::generated_secrets::GeneratedKey>,
     problems: &mut Vec<Problem>,
 ) -> Vec<postern_api::SendingAccount> {
     let ns = gw.namespace().unwrap_or_default();
@@ -329,13 +340,9 @@ fn render_accounts(
         });
         let direct = spec.direct.as_ref().map(|d| {
             let key = d.private_key_secret_ref.clone().unwrap_or_else(|| {
-                let secret = crate::dkim_keys::generated_ref(&a.name_any());
-                generated_keys.push(crate::dkim_keys::GeneratedKey {
-                    account: a.name_any(),
-                    algorithm: d.algorithm,
-                    secret: secret.clone(),
-                });
-                secret
+                let key = crate::generated_secrets::dkim(&a.name_any(), d.algorithm);
+                generated_keys.push(key.clone());
+                key.secret
             });
             secrets.insert(key.name.clone());
             postern_api::DirectAccount {
@@ -352,8 +359,32 @@ fn render_accounts(
             kind: spec.kind,
             smtp,
             direct,
-            oauth: None,
-            exchange: None,
+            oauth: spec.oauth.as_ref().map(|o| {
+                if let Some(r) = &o.client_secret_secret_ref {
+                    secrets.insert(r.name.clone());
+                }
+                postern_api::OAuthAccount {
+                    client_id: o.client_id.clone(),
+                    client_secret_file: o.client_secret_secret_ref.as_ref().map(|r| secret_path(r).into()),
+                    tenant: o.tenant.clone(),
+                    authorization_url: o.authorization_url.clone(),
+                    token_url: o.token_url.clone(),
+                    api_url: o.api_url.clone(),
+                    scopes: o.scopes.clone(),
+                    grant: o.grant,
+                    send: o.send,
+                    smtp_host: o.smtp_host.clone(),
+                    smtp_username: o.smtp_username.clone(),
+                }
+            }),
+            exchange: spec.exchange.as_ref().map(|x| {
+                secrets.insert(x.password_secret_ref.name.clone());
+                postern_api::ExchangeAccount {
+                    url: x.url.clone(),
+                    username: x.username.clone(),
+                    password_file: secret_path(&x.password_secret_ref).into(),
+                }
+            }),
         });
     }
     out

@@ -132,7 +132,15 @@ fn broken_manifests_are_refused_with_a_reason() {
         ("kind: SendingAccount\nspec: {from: '@example.com', type: Direct}", "type Direct needs direct"),
         (
             "kind: SendingAccount\nspec: {from: '@example.com', type: Microsoft365}",
-            "types Microsoft365, Gmail and Exchange are not available as a SendingAccount yet",
+            "types Microsoft365 and Gmail need oauth",
+        ),
+        (
+            "kind: SendingAccount\nspec: {from: '@example.com', type: Exchange}",
+            "type Exchange needs exchange",
+        ),
+        (
+            "kind: SendingAccount\nspec: {from: '@example.com', type: Gmail, oauth: {clientId: c, tokenUrl: 'http://x'}}",
+            "tokenUrl",
         ),
         (
             "kind: SendingAccount\nspec: {from: '@example.com', type: Direct, direct: {selector: 'not a label'}}",

@@ -1044,3 +1044,47 @@ async fn direct_accounts_get_a_generated_key_and_their_record_published() {
     let again = secrets.get("notifications-dkim").await.unwrap();
     assert_eq!(again.data.unwrap()["dkim.pem"].0, pem.as_bytes());
 }
+
+/// Microsoft365 and Exchange SendingAccounts reach the config with their Secrets as mounted
+/// files; the Gateway's OAuth token key is generated into a Secret when it names none; until a
+/// gateway reports, `Authorized` is Unknown and says why.
+#[tokio::test]
+async fn oauth_and_exchange_accounts_reach_the_config_with_a_generated_token_key() {
+    use k8s_openapi::api::core::v1::Secret;
+    let extra = "apiVersion: mail.postern.dev/v1alpha1\nkind: SendingAccount\nmetadata: {name: support, namespace: mail}\nspec:\n  from: support@example.com\n  type: Microsoft365\n  oauth: {clientId: app-1, clientSecretSecretRef: {name: entra-app, key: secret}, tenant: example.onmicrosoft.com}\n---\napiVersion: mail.postern.dev/v1alpha1\nkind: SendingAccount\nmetadata: {name: onprem, namespace: mail}\nspec:\n  from: '@onprem.example.com'\n  type: Exchange\n  exchange: {url: 'https://mail.onprem.example.com/ews/exchange.asmx', username: svc@onprem.example.com, passwordSecretRef: {name: ews, key: password}}\n";
+    let client = cluster(&format!("{}\n---\n{extra}", manifests())).await;
+    patch_spec(&client, "edge", serde_json::json!({"adminPublicUrl": "https://postern.example.com"})).await;
+    reconcile_gateway(&client, "edge").await;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), NS).get("edge-config").await.unwrap();
+    let config: postern_api::GatewayConfig = serde_yaml::from_str(&cm.data.unwrap()["gateway.yaml"]).unwrap();
+    let support = config.accounts.iter().find(|a| a.name == "support").expect("rendered");
+    let oauth = support.oauth.as_ref().unwrap();
+    assert_eq!(
+        oauth.client_secret_file.as_deref(),
+        Some(std::path::Path::new("/etc/postern/secrets/entra-app/secret"))
+    );
+    assert_eq!(oauth.tenant.as_deref(), Some("example.onmicrosoft.com"));
+    let onprem = config.accounts.iter().find(|a| a.name == "onprem").unwrap().exchange.clone().unwrap();
+    assert_eq!(onprem.password_file, std::path::Path::new("/etc/postern/secrets/ews/password"));
+    assert_eq!(config.admin.public_url.as_deref(), Some("https://postern.example.com"));
+    assert_eq!(
+        config.oauth.token_key_file.as_deref(),
+        Some(std::path::Path::new("/etc/postern/secrets/edge-oauth-token-key/key"))
+    );
+    let key = Api::<Secret>::namespaced(client.clone(), NS).get("edge-oauth-token-key").await.unwrap();
+    assert_eq!(key.labels()["mail.postern.dev/gateway"], "edge");
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(&key.data.unwrap()["key"].0).unwrap();
+    assert_eq!(raw.len(), 32, "an AES-256 key");
+    let dep = Api::<Deployment>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+    let pod = serde_json::to_value(dep.spec.unwrap().template.spec.unwrap()).unwrap();
+    for secret in ["entra-app", "ews", "edge-oauth-token-key"] {
+        assert!(
+            pod["volumes"].as_array().unwrap().iter().any(|v| v["secret"]["secretName"] == secret),
+            "{secret} is mounted"
+        );
+    }
+    let a = Api::<SendingAccount>::namespaced(client.clone(), NS).get("support").await.unwrap();
+    let c = a.status.unwrap().base.conditions.into_iter().find(|c| c.type_ == "Authorized").unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "NotReported"));
+}

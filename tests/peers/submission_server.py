@@ -1,7 +1,10 @@
 """A provider's submission server for the sending-account tests: aiosmtpd (PyPI) on loopback,
 with AUTH (PLAIN, LOGIN) for one user, allowed only under TLS, and TLS as the mode says:
 "starttls" (STARTTLS required before anything else), "tls" (implicit TLS from the first byte)
-or "plain" (no TLS, no AUTH: a relay on a private network).
+or "plain" (no TLS, no AUTH: a relay on a private network). Mode "xoauth2" is "starttls" with
+AUTH XOAUTH2 only (Google's and Microsoft's SASL mechanism): USER is then the authorization
+server's token introspection URL and PASSWORD "client_id:client_secret"; a login succeeds when
+the server says the bearer token is active and was granted by the user the login names.
 
 Each accepted message is written to OUT_DIR as one JSON file: envelope, the login used (or
 null), whether the session was under TLS, and the data. Prints "ready" once listening and
@@ -9,10 +12,13 @@ stops when its standard input closes.
 
 Usage: submission_server.py MODE PORT CERT KEY USER PASSWORD OUT_DIR
 """
+import base64
 import json
 import os
 import ssl
 import sys
+import urllib.parse
+import urllib.request
 import uuid
 
 from aiosmtpd.controller import Controller
@@ -50,14 +56,41 @@ class Recorder:
         return "250 2.0.0 OK: queued"
 
 
+def introspect(token):
+    client_id, client_secret = password.split(":", 1)
+    body = urllib.parse.urlencode({"token": token, "client_id": client_id, "client_secret": client_secret})
+    with urllib.request.urlopen(user, data=body.encode()) as response:
+        return json.load(response)
+
+
+class XOAuth2Recorder(Recorder):
+    async def auth_XOAUTH2(self, server, args):
+        # RFC-less but documented by Google and Microsoft: base64 of
+        # "user=<mailbox>^Aauth=Bearer <token>^A^A" as the initial response.
+        try:
+            fields = base64.b64decode(args[1]).decode().split("\x01")
+            login = next(f[5:] for f in fields if f.startswith("user="))
+            token = next(f[12:] for f in fields if f.startswith("auth=Bearer "))
+        except Exception:
+            return AuthResult(success=False, handled=False)
+        info = introspect(token)
+        ok = info.get("active") is True and info.get("sub") == login
+        return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
+
+
 kwargs = {"authenticator": authenticator, "auth_require_tls": True}
-if mode == "starttls":
+handler = Recorder()
+if mode == "xoauth2":
+    handler = XOAuth2Recorder()
+    kwargs = {"auth_require_tls": True, "tls_context": context, "require_starttls": True, "auth_required": True,
+              "auth_exclude_mechanism": ["PLAIN", "LOGIN"]}
+elif mode == "starttls":
     kwargs.update(tls_context=context, require_starttls=True, auth_required=True)
 elif mode == "tls":
     # Implicit TLS: every byte is encrypted, but aiosmtpd's auth_require_tls only knows
     # STARTTLS, so it would refuse AUTH here.
     kwargs.update(ssl_context=context, auth_required=True, auth_require_tls=False)
-controller = Controller(Recorder(), hostname="127.0.0.1", port=int(port), **kwargs)
+controller = Controller(handler, hostname="127.0.0.1", port=int(port), **kwargs)
 controller.start()
 print("ready", flush=True)
 sys.stdin.read()

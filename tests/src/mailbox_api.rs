@@ -60,6 +60,7 @@ impl MailboxApis {
         let ctx = Arc::new(Ctx { shared: Mutex::default(), oauth });
         let app = Router::new()
             .route("/v1.0/me/sendMail", post(graph))
+            .route("/v1.0/users/{user}/sendMail", post(graph_app))
             .route("/gmail/v1/users/me/messages/send", post(gmail))
             .with_state(ctx.clone());
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -154,9 +155,32 @@ fn content_type(headers: &HeaderMap) -> String {
 /// Graph `POST /v1.0/me/sendMail` with a MIME body: `Content-Type: text/plain`, the message in
 /// base64; 202 Accepted.
 async fn graph(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (token, user) = match admit(&ctx, "graph", &headers, "Mail.Send").await {
+    graph_send(ctx, None, headers, body).await
+}
+
+/// Graph `POST /v1.0/users/{user}/sendMail` with an app-only token (no user in the token: the
+/// mailbox is the path's).
+async fn graph_app(
+    State(ctx): State<Arc<Ctx>>,
+    axum::extract::Path(user): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    graph_send(ctx, Some(user), headers, body).await
+}
+
+async fn graph_send(ctx: Arc<Ctx>, mailbox: Option<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let (token, subject) = match admit(&ctx, "graph", &headers, "Mail.Send").await {
         Ok(t) => t,
         Err(r) => return r,
+    };
+    let user = match mailbox {
+        Some(m) if subject.is_empty() => m,
+        Some(_) => {
+            ctx.shared.lock().unwrap().violations.push("graph: /users/{id} with a delegated token".into());
+            subject
+        }
+        None => subject,
     };
     if !content_type(&headers).starts_with("text/plain") {
         ctx.shared

@@ -54,7 +54,10 @@ impl OAuthServer {
             .spawn()
             .expect("node with oidc-provider (scripts/install-test-deps.sh)");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        // Its later notices are read and dropped, so it never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         let issuer =
             line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("oidc-provider: {line:?}"));
         (child, issuer.to_string())

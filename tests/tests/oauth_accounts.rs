@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use postern_api::{AccountType, GatewayConfig as Config, HumanDuration, OAuthAccount, SendingAccount};
+use postern_api::{
+    AccountType, GatewayConfig as Config, HumanDuration, OAuthAccount, OAuthGrant, OAuthSend, SendingAccount,
+};
 use postern_tests::client::Client;
 use postern_tests::gateway::{GatewayConfig, GatewayProcess, binary};
 use postern_tests::mailbox_api::MailboxApis;
@@ -24,6 +26,54 @@ fn cli(gw: &GatewayProcess, args: &[&str]) -> (bool, serde_json::Value, String) 
         Command::new(binary()).args(args).args(["--admin", &gw.admin_addr().to_string()]).output().unwrap();
     let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     (out.status.success(), json, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The operator's `Authorized` of SendingAccounts ms and gm (Microsoft365, Gmail), reconciled
+/// on kube-fake-client against this gateway's admin API: (status, reason) of each.
+fn operator_authorized(gw: &GatewayProcess, public: &str) -> Vec<(String, String)> {
+    use kube::api::Api;
+    use postern_operator::controller::{Context, reconcile};
+    use postern_operator::crd::{Gateway, MailDomain, RoutingPolicy, SendingAccount as Crd, SpamPolicy};
+    use postern_operator::manifests::Objects;
+    let account = |name: &str, from: &str, kind: &str, uid: u8| {
+        format!(
+            "apiVersion: mail.postern.dev/v1alpha1\nkind: SendingAccount\nmetadata: {{name: {name}, namespace: mail, uid: 00000000-0000-0000-0000-0000000000{uid}, generation: 1}}\nspec: {{from: '{from}', type: {kind}, oauth: {{clientId: {}}}}}\n",
+            oauth::CLIENT_ID
+        )
+    };
+    let text = format!(
+        "apiVersion: mail.postern.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: edge, namespace: mail, uid: 00000000-0000-0000-0000-000000000001}}\nspec: {{hostname: gw.test, adminPublicUrl: '{public}'}}\n---\n{}---\n{}",
+        account("ms", "@ms.example", "Microsoft365", 11),
+        account("gm", "@gm.example", "Gmail", 12),
+    );
+    let mut objs = Objects::default();
+    objs.add_yaml(&text, "mail").unwrap();
+    postern_tests::admin::block_on(async {
+        let client = kube_fake_client::ClientBuilder::new()
+            .with_resource::<Gateway>()
+            .with_resource::<MailDomain>()
+            .with_resource::<RoutingPolicy>()
+            .with_resource::<SpamPolicy>()
+            .with_resource::<Crd>()
+            .with_status_subresource::<Gateway>()
+            .with_status_subresource::<Crd>()
+            .with_object(objs.gateways[0].clone())
+            .with_object(objs.accounts[0].clone())
+            .with_object(objs.accounts[1].clone())
+            .build()
+            .await
+            .unwrap();
+        let mut ctx = Context::new(client.clone());
+        ctx.gateway_admin = Some(gw.admin_addr());
+        reconcile(Arc::new(objs.gateways[0].clone()), Arc::new(ctx)).await.unwrap();
+        let mut out = Vec::new();
+        for name in ["ms", "gm"] {
+            let a = Api::<Crd>::namespaced(client.clone(), "mail").get(name).await.unwrap();
+            let c = a.status.unwrap().base.conditions.into_iter().find(|c| c.type_ == "Authorized").unwrap();
+            out.push((c.status, c.reason));
+        }
+        out
+    })
 }
 
 fn account_state(gw: &GatewayProcess, name: &str) -> serde_json::Value {
@@ -49,6 +99,15 @@ fn oauth_accounts_send_through_the_providers_apis_once_authorized() {
     let apis = MailboxApis::start(server.clone());
     let secret = dir.path().join("client-secret");
     std::fs::write(&secret, format!("{}\n", oauth::CLIENT_SECRET)).unwrap();
+    // A provider's submission server taking XOAUTH2 (aiosmtpd; tokens checked with the server).
+    let ca = postern_tests::tls::TestCa::new();
+    let ca_file = ca.write_ca(dir.path());
+    let submission = postern_tests::submission::SubmissionServer::start(
+        "xoauth2",
+        &ca.leaf(dir.path(), "provider", &["127.0.0.1"]),
+        &format!("{}/token/introspection", server.issuer),
+        &format!("{}:{}", oauth::CLIENT_ID, oauth::CLIENT_SECRET),
+    );
     let key = dir.path().join("token-key");
     std::fs::write(&key, base64::engine::general_purpose::STANDARD.encode([7u8; 32])).unwrap();
     let account = |name: &str, from: &str, kind: AccountType, bcc: Option<&str>| SendingAccount {
@@ -71,6 +130,10 @@ fn oauth_accounts_send_through_the_providers_apis_once_authorized() {
                 AccountType::Microsoft365 => vec!["offline_access".into(), "Mail.Send".into()],
                 _ => vec!["offline_access".into(), "https://www.googleapis.com/auth/gmail.send".into()],
             },
+            grant: OAuthGrant::AuthorizationCode,
+            send: OAuthSend::Api,
+            smtp_host: None,
+            smtp_username: None,
         }),
     };
     let config = GatewayConfig::typed(|c: &mut Config| {
@@ -79,9 +142,23 @@ fn oauth_accounts_send_through_the_providers_apis_once_authorized() {
         c.admin.public_url = Some(public.clone());
         c.oauth.token_key_file = Some(key.clone());
         c.delivery.retry_initial = HumanDuration::from_secs(1);
+        let mut app = account("app", "@app.example", AccountType::Microsoft365, None);
+        if let Some(o) = app.oauth.as_mut() {
+            o.grant = OAuthGrant::ClientCredentials;
+            o.scopes = vec!["Mail.Send".into()];
+        }
+        let mut xo = account("xo", "@smtp.example", AccountType::Microsoft365, None);
+        if let Some(o) = xo.oauth.as_mut() {
+            o.send = OAuthSend::Smtp;
+            o.smtp_host = Some(format!("127.0.0.1:{}", submission.port));
+            o.smtp_username = Some("carol@smtp.example".into());
+        }
+        c.delivery.ca_file = Some(ca_file.clone());
         c.accounts = vec![
             account("ms", "@ms.example", AccountType::Microsoft365, Some("archive@ms.example")),
             account("gm", "@gm.example", AccountType::Gmail, None),
+            app,
+            xo,
         ];
     });
     let gw = GatewayProcess::start(&config);
@@ -133,7 +210,30 @@ fn oauth_accounts_send_through_the_providers_apis_once_authorized() {
     assert_eq!(send("b@gm.example", &["u@remote.example"], "gmail").code, 250);
     let sent = apis.wait_for(2, WAIT);
     assert_eq!((sent[1].api, sent[1].user.as_str()), ("gmail", "bob"));
+    let authorized = |s: &str, r: &str| (s.to_string(), r.to_string());
+    assert_eq!(
+        operator_authorized(&gw, &public),
+        [authorized("True", "Authorized"), authorized("True", "Authorized")],
+        "the operator's Authorized follows the gateways' grants"
+    );
     assert!(String::from_utf8_lossy(&sent[1].message).contains("Subject: gmail\r\n"));
+
+    // SMTP with XOAUTH2: the same consent, then the provider's submission server (STARTTLS,
+    // its certificate verified) takes the token as the login of the mailbox that granted it.
+    let (_, answer, _) = cli(&gw, &["accounts", "authorize", "xo"]);
+    assert_eq!(oauth::consent(answer["authorizeUrl"].as_str().unwrap(), "carol@smtp.example", false).0, 200);
+    assert_eq!(send("x@smtp.example", &["u@remote.example", "hidden@remote.example"], "xoauth2").code, 250);
+    let got = submission.wait_for(1, WAIT);
+    assert_eq!(got[0]["login"], "carol@smtp.example", "{}", got[0]);
+    assert_eq!(got[0]["tls"], true);
+    assert_eq!(got[0]["rcpt_tos"], serde_json::json!(["u@remote.example", "hidden@remote.example"]));
+
+    // App-only (client credentials): no consent; the mail goes to the sender's own mailbox.
+    assert_eq!(account_state(&gw, "app")["authorization"]["reason"], "NotAuthorized");
+    assert_eq!(send("notices@app.example", &["u@remote.example"], "app-only").code, 250);
+    let sent = apis.wait_for(3, WAIT);
+    assert_eq!((sent[2].api, sent[2].user.as_str()), ("graph", "notices@app.example"));
+    assert_eq!(account_state(&gw, "app")["authorization"]["authorized"], true);
 
     // Throttled, then unavailable: deferred (the Retry-After in the log), then delivered.
     apis.script(&[(429, Some(1)), (503, None)]);
@@ -141,15 +241,15 @@ fn oauth_accounts_send_through_the_providers_apis_once_authorized() {
     let throttled = wait_deferred(&gw, "account:ms", "HTTP 429");
     assert!(throttled["error"].as_str().unwrap().contains("Retry-After: 1"), "{throttled}");
     wait_deferred(&gw, "account:ms", "HTTP 503");
-    let sent = apis.wait_for(3, WAIT);
-    assert!(String::from_utf8_lossy(&sent[2].message).contains("Subject: throttled\r\n"));
+    let sent = apis.wait_for(4, WAIT);
+    assert!(String::from_utf8_lossy(&sent[3].message).contains("Subject: throttled\r\n"));
 
     // "Test connection" refreshes the token; the next mail carries the new one.
     let before = apis.tokens().last().cloned().unwrap();
     let (ok, test, err) = cli(&gw, &["accounts", "test", "ms"]);
     assert!(ok && test["detail"] == "token refreshed", "{test} {err}");
     assert_eq!(send("a@ms.example", &["u@remote.example"], "refreshed").code, 250);
-    apis.wait_for(4, WAIT);
+    apis.wait_for(5, WAIT);
     assert_ne!(apis.tokens().last().unwrap(), &before, "a new access token after the refresh");
 
     // The server no longer knows the grant: the next refresh fails, Authorized turns false,
@@ -168,6 +268,10 @@ fn oauth_accounts_send_through_the_providers_apis_once_authorized() {
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("was not authorized"), "{page}");
     assert_eq!(account_state(&gw, "gm")["authorization"]["reason"], "ConsentDenied");
+    assert_eq!(
+        operator_authorized(&gw, &public),
+        [authorized("False", "GrantRevoked"), authorized("False", "ConsentDenied")]
+    );
 
     assert!(apis.violations().is_empty(), "{:?}", apis.violations());
     // No token in the store in the clear (the embedded store's file).

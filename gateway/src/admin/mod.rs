@@ -123,7 +123,7 @@ async fn accounts(State(ctx): State<Arc<Context>>) -> Response {
             dkim_name,
             verification,
             authorization: match a.oauth.is_some() {
-                true => Some(ctx.oauth.authorization(&a.name).await),
+                true => Some(ctx.oauth.authorization(a).await),
                 false => None,
             },
             tested: tests.get(&a.name).cloned(),

@@ -151,6 +151,15 @@ fn failure_from(host: &str, r: &Response<String>) -> OutboundError {
     f
 }
 
+/// How a connection logs in.
+#[derive(Clone)]
+pub enum Credentials {
+    /// AUTH PLAIN with a password.
+    Plain { user: String, password: String },
+    /// AUTH XOAUTH2 (Google's and Microsoft's SASL mechanism) with an OAuth access token.
+    XOAuth2 { user: String, token: String },
+}
+
 impl Connection {
     /// Connects, reads the greeting, says EHLO and starts TLS as the policy says.
     pub async fn open(
@@ -160,11 +169,11 @@ impl Connection {
         policy: &TlsPolicy,
         tls: &ClientTls,
         timeouts: Timeouts,
-        credentials: Option<&(String, String)>,
+        credentials: Option<&Credentials>,
     ) -> Result<Self, OutboundError> {
         let mut conn = Self::open_tls(host, addr, helo, policy, tls, timeouts).await?;
-        if let Some((user, password)) = credentials {
-            conn.authenticate(user, password).await?;
+        if let Some(credentials) = credentials {
+            conn.authenticate(credentials).await?;
         }
         Ok(conn)
     }
@@ -254,8 +263,9 @@ impl Connection {
         })
     }
 
-    /// AUTH PLAIN (RFC 4616), only inside TLS: credentials never cross the wire in clear.
-    async fn authenticate(&mut self, user: &str, password: &str) -> Result<(), OutboundError> {
+    /// AUTH PLAIN (RFC 4616) or XOAUTH2, only inside TLS: credentials never cross the wire in
+    /// clear.
+    async fn authenticate(&mut self, credentials: &Credentials) -> Result<(), OutboundError> {
         if self.tls.is_none() {
             return Err(OutboundError::network(
                 &self.host,
@@ -263,14 +273,30 @@ impl Connection {
             ));
         }
         use base64::Engine;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-        self.send_line(&format!("AUTH PLAIN {token}\r\n")).await?;
-        let reply = self.read_reply().await?;
+        let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+        let (mechanism, user) = match credentials {
+            Credentials::Plain { user, password } => {
+                self.send_line(&format!("AUTH PLAIN {}\r\n", b64(format!("\0{user}\0{password}")))).await?;
+                ("AUTH", user)
+            }
+            Credentials::XOAuth2 { user, token } => {
+                let initial = b64(format!("user={user}\x01auth=Bearer {token}\x01\x01"));
+                self.send_line(&format!("AUTH XOAUTH2 {initial}\r\n")).await?;
+                ("AUTH XOAUTH2", user)
+            }
+        };
+        let mut reply = self.read_reply().await?;
+        if reply.code == 334 {
+            // XOAUTH2's error challenge (a JSON status): an empty line ends the exchange and
+            // the server answers with its final code.
+            self.send_line("\r\n").await?;
+            reply = self.read_reply().await?;
+        }
         if reply.code != 235 {
             // Our credentials are wrong: that is for the admin to fix, so the mail waits.
             let mut f = failure_from(&self.host.clone(), &reply);
             f.permanent = false;
-            f.diagnostic = format!("SMTP AUTH as {user} failed: {}", f.diagnostic);
+            f.diagnostic = format!("SMTP {mechanism} as {user} failed: {}", f.diagnostic);
             return Err(f);
         }
         Ok(())

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use mail_parser::{HeaderName, MessageParser};
-use postern_api::{AccountType, SendingAccount};
+use postern_api::{AccountType, OAuthGrant, SendingAccount};
 
 use super::connection::Envelope;
 use super::error::OutboundError;
@@ -93,7 +93,7 @@ impl MailboxApi {
                     Some(x) => {
                         super::ews::call(self.tokens.http(), x, super::ews::create_item(&message)).await
                     }
-                    None => self.send_once_refreshed(cfg, a, &message).await,
+                    None => self.send_once_refreshed(cfg, a, env.sender, &message).await,
                 }
             }
             // Retried: the config may bring it back; past the lifetime it bounces.
@@ -109,20 +109,27 @@ impl MailboxApi {
         &self,
         cfg: &ConfigSnapshot,
         account: &SendingAccount,
+        sender: &str,
         message: &[u8],
     ) -> Result<(), OutboundError> {
         let token = self.tokens.access_token(cfg, account).await.map_err(not_authorized)?;
-        match self.call(account, &token, message).await {
+        match self.call(account, sender, &token, message).await {
             Err(e) if e.status == "4.7.0" && e.diagnostic.contains("HTTP 401") => {
                 self.tokens.forget(&account.name);
                 let token = self.tokens.refresh(cfg, account, true).await.map_err(not_authorized)?;
-                self.call(account, &token, message).await
+                self.call(account, sender, &token, message).await
             }
             other => other,
         }
     }
 
-    async fn call(&self, account: &SendingAccount, token: &str, message: &[u8]) -> Result<(), OutboundError> {
+    async fn call(
+        &self,
+        account: &SendingAccount,
+        sender: &str,
+        token: &str,
+        message: &[u8],
+    ) -> Result<(), OutboundError> {
         let Some(oauth) = &account.oauth else {
             return Err(OutboundError::permanent("5.3.5", "no oauth".into()));
         };
@@ -139,7 +146,7 @@ impl MailboxApi {
                 "Microsoft Graph",
                 self.tokens
                     .http()
-                    .post(format!("{base}/v1.0/me/sendMail"))
+                    .post(graph_send_url(&base, oauth.grant, sender))
                     .header(reqwest::header::CONTENT_TYPE, "text/plain")
                     .body(STANDARD.encode(message)),
             ),
@@ -179,6 +186,20 @@ impl MailboxApi {
     }
 }
 
+/// Graph's sendMail: the granting user's own (`/me`), or with an app-only token the envelope
+/// sender's mailbox (`/users/{address}`, the address as one path segment).
+fn graph_send_url(base: &str, grant: OAuthGrant, sender: &str) -> String {
+    match grant {
+        OAuthGrant::AuthorizationCode => format!("{base}/v1.0/me/sendMail"),
+        OAuthGrant::ClientCredentials => {
+            let user: String = url::form_urlencoded::byte_serialize(sender.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20");
+            format!("{base}/v1.0/users/{user}/sendMail")
+        }
+    }
+}
+
 /// No token: deferred (someone must authorize; past the delivery lifetime the mail bounces).
 fn not_authorized(e: TokenError) -> OutboundError {
     match e {
@@ -202,6 +223,19 @@ mod tests {
             "{text}"
         );
         assert_eq!(with_envelope_bcc(body, &["b@y.example"]), body.to_vec(), "all named: unchanged");
+    }
+
+    #[test]
+    fn app_only_mail_goes_to_the_senders_mailbox() {
+        assert_eq!(
+            graph_send_url("https://g", OAuthGrant::AuthorizationCode, "a@x"),
+            "https://g/v1.0/me/sendMail"
+        );
+        assert_eq!(
+            graph_send_url("https://g", OAuthGrant::ClientCredentials, "a/b@x"),
+            "https://g/v1.0/users/a%2Fb%40x/sendMail",
+            "one path segment, whatever the address holds"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use postern_api::validate::parse_host_port;
 
-pub use connection::{Envelope, dot_stuff};
+pub use connection::{Credentials, Envelope, dot_stuff};
 pub use error::OutboundError;
 
 use crate::config::ConfigSnapshot;
@@ -29,12 +29,48 @@ pub struct OutboundClient {
     dns: Arc<Dns>,
     tls: ClientTls,
     pool: Pool,
+    /// Access tokens for the OAuth accounts that send by SMTP (XOAUTH2).
+    oauth: Option<Arc<oauth::OAuthTokens>>,
 }
 
 impl OutboundClient {
     pub fn new(cfg: &ConfigSnapshot, dns: Arc<Dns>) -> anyhow::Result<Self> {
         let d = &cfg.delivery;
-        Ok(Self { dns, tls: ClientTls::new(d.ca_file.as_deref())?, pool: Pool::default() })
+        Ok(Self { dns, tls: ClientTls::new(d.ca_file.as_deref())?, pool: Pool::default(), oauth: None })
+    }
+
+    /// Logs in with XOAUTH2 for the OAuth accounts that send by SMTP, with these tokens.
+    pub fn with_oauth(mut self, tokens: Arc<oauth::OAuthTokens>) -> Self {
+        self.oauth = Some(tokens);
+        self
+    }
+
+    /// The login a next hop needs: a smarthost's or Smtp account's password (read per
+    /// connection, so a rotated Secret is used without a restart), or an OAuth account's token.
+    async fn credentials(
+        &self,
+        cfg: &ConfigSnapshot,
+        next_hop: &NextHop,
+    ) -> Result<Option<Credentials>, OutboundError> {
+        if let Some(auth) = &next_hop.auth {
+            let password = read_password(&auth.password_file)?;
+            return Ok(Some(Credentials::Plain { user: auth.username.clone(), password }));
+        }
+        let account = next_hop
+            .account
+            .as_ref()
+            .and_then(|name| cfg.config.accounts.iter().find(|a| &a.name == name && a.oauth.is_some()));
+        let (Some(account), Some(tokens)) = (account, &self.oauth) else { return Ok(None) };
+        let user = account
+            .oauth
+            .as_ref()
+            .and_then(|o| o.smtp_username.clone())
+            .unwrap_or_else(|| account.from.clone());
+        let token = tokens.access_token(cfg, account).await.map_err(|e| match e {
+            oauth::TokenError::NotAuthorized(why) => OutboundError::temporary("4.7.0", why),
+            oauth::TokenError::Temporary(why) => OutboundError::temporary("4.4.1", why),
+        })?;
+        Ok(Some(Credentials::XOAuth2 { user, token }))
     }
 
     /// The hosts to try for a next_hop, best first.
@@ -189,17 +225,13 @@ impl OutboundClient {
         next_hop: &'a NextHop,
     ) -> Result<Vec<impl Future<Output = Result<Connection, OutboundError>> + 'a>, OutboundError> {
         let hosts = self.hosts(cfg, &next_hop.via).await?;
-        let password = match &next_hop.auth {
-            Some(auth) => Some(read_password(&auth.password_file)?),
-            None => None,
-        };
+        let credentials = self.credentials(cfg, next_hop).await?;
         let timeouts = Self::timeouts(cfg);
         let mut out = Vec::new();
         for host in hosts {
             for addr in host.addrs.clone() {
                 let name = host.name.clone();
-                let credentials =
-                    next_hop.auth.as_ref().zip(password.clone()).map(|(a, p)| (a.username.clone(), p));
+                let credentials = credentials.clone();
                 out.push(async move {
                     Connection::open(
                         &name,

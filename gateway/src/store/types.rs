@@ -1,7 +1,9 @@
 //! What the store keeps: messages (envelope and body, stored once), delivery jobs (one per
 //! message and next hop, each with its own retry state) and quarantine entries.
 
-use postern_api::{Destination, OutboundGateway, SendingAccount, SmtpAuth, SmtpSecurity, TlsMode, TlsPolicy};
+use postern_api::{
+    Destination, OAuthSend, OutboundGateway, SendingAccount, SmtpAuth, SmtpSecurity, TlsMode, TlsPolicy,
+};
 use serde::{Deserialize, Serialize};
 
 /// Stored as the admin API shows them (the same fields, one definition).
@@ -183,6 +185,15 @@ impl NextHop {
 
     /// A sending account's server (its certificate always verified), or its mail API.
     pub fn account(a: &SendingAccount) -> Option<Self> {
+        if let Some(o) = a.oauth.as_ref().filter(|o| o.send == OAuthSend::Smtp) {
+            // XOAUTH2 to the provider's submission server: the token is looked up by account.
+            return Some(Self {
+                via: Via::Hosts(vec![o.smtp_server(a.kind)]),
+                tls: TlsPolicy { mode: TlsMode::Required, verify: true },
+                auth: None,
+                account: Some(a.name.clone()),
+            });
+        }
         if a.oauth.is_some() || a.exchange.is_some() {
             return Some(Self {
                 via: Via::MailboxApi(a.name.clone()),

@@ -159,6 +159,11 @@ pub struct GatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"))]
     pub admin_public_url: Option<String>,
+    /// The key that encrypts the OAuth sending accounts' tokens in the store (32 bytes,
+    /// base64). Without it the operator generates one into `<gateway>-oauth-token-key` when
+    /// the Gateway sends for an OAuth account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_token_key_secret_ref: Option<SecretKeyRef>,
 }
 
 /// MTA-STS: the policy, and the Ingress that serves it.
@@ -623,6 +628,7 @@ impl Default for GatewaySpec {
             dns_records: None,
             mta_sts: None,
             admin_public_url: None,
+            oauth_token_key_secret_ref: None,
         }
     }
 }

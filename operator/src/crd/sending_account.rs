@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{SecretKeyRef, Status};
 
-/// A sending account of the Gateways whose `accountSelector` matches it. Built so far: types
-/// Smtp (a provider's submission server with a login) and Direct (Postern delivers, DKIM-signed).
+/// A sending account of the Gateways whose `accountSelector` matches it: types Smtp (a
+/// provider's submission server with a login), Direct (Postern delivers, DKIM-signed),
+/// Microsoft365 and Gmail (the provider's mail API with an OAuth grant), Exchange (EWS).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "mail.postern.dev",
@@ -34,8 +35,11 @@ use super::{SecretKeyRef, Status};
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.type != 'Smtp' || has(self.smtp)", "message": "type Smtp needs smtp"},
     {"rule": "self.type != 'Direct' || has(self.direct)", "message": "type Direct needs direct"},
-    {"rule": "self.type != 'Microsoft365' && self.type != 'Gmail' && self.type != 'Exchange'",
-     "message": "types Microsoft365, Gmail and Exchange are not available as a SendingAccount yet (their Secrets are not wired): use the gateway's config file"}
+    {"rule": "(self.type != 'Microsoft365' && self.type != 'Gmail') || has(self.oauth)",
+     "message": "types Microsoft365 and Gmail need oauth"},
+    {"rule": "self.type != 'Exchange' || has(self.exchange)", "message": "type Exchange needs exchange"},
+    {"rule": "self.type != 'Gmail' || !has(self.oauth) || !has(self.oauth.grant) || self.oauth.grant != 'ClientCredentials'",
+     "message": "ClientCredentials is for Microsoft365 only"}
 ]))]
 pub struct SendingAccountSpec {
     /// Whose mail: an address (`alice@example.com`) or a whole domain (`@example.com`). An
@@ -59,6 +63,72 @@ pub struct SendingAccountSpec {
     /// With type Direct.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct: Option<DirectAccountSpec>,
+    /// With type Microsoft365 or Gmail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthAccountSpec>,
+    /// With type Exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<ExchangeAccountSpec>,
+}
+
+/// The OAuth 2.0 app whose grant the mailbox's owner gives (`postern-gateway accounts
+/// authorize NAME` prints the consent link; the Gateway's `adminPublicUrl` must reach the
+/// gateways' `/oauth/callback`). `Authorized` in the status says whether a grant is held.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.grant) || self.grant != 'ClientCredentials' || has(self.clientSecretSecretRef)",
+     "message": "ClientCredentials needs clientSecretSecretRef"}
+]))]
+pub struct OAuthAccountSpec {
+    /// The app's client id.
+    pub client_id: String,
+    /// The client secret, from a Secret (mounted into the gateway pods, never copied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_secret_ref: Option<SecretKeyRef>,
+    /// Microsoft365: the directory (tenant) id or domain (default `organizations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Endpoint overrides (sovereign clouds): https:// URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https://\S+$"))]
+    pub authorization_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https://\S+$"))]
+    pub token_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https://\S+$"))]
+    pub api_url: Option<String>,
+    /// The scopes asked for (default: the provider's send scope, and offline access).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// AuthorizationCode (default: the mailbox's owner consents once) or, Microsoft365 only,
+    /// ClientCredentials (app-only; needs clientSecretSecretRef).
+    #[serde(default)]
+    pub grant: postern_api::OAuthGrant,
+    /// Api (default) or Smtp (the provider's submission server with XOAUTH2).
+    #[serde(default)]
+    pub send: postern_api::OAuthSend,
+    /// With send Smtp: `host:port` (default the provider's, port 587).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_host: Option<String>,
+    /// With send Smtp: the mailbox XOAUTH2 names (default: `from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_username: Option<String>,
+}
+
+/// An on-premises Exchange server's EWS and the mailbox's login (HTTP Basic over TLS).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeAccountSpec {
+    /// e.g. `https://mail.example.com/ews/exchange.asmx`.
+    #[schemars(regex(pattern = r"^https://\S+$"))]
+    pub url: String,
+    /// The login in `user@domain` form.
+    #[schemars(regex(pattern = r"^[^@\s]+@[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"))]
+    pub username: String,
+    /// The password, from a Secret (mounted, never copied).
+    pub password_secret_ref: SecretKeyRef,
 }
 
 /// Postern delivers the account's mail itself (MX), DKIM-signed (RFC 6376). Usable once
@@ -88,8 +158,9 @@ fn default_selector() -> String {
     "postern".into()
 }
 
-/// What a SendingAccount reports: its conditions (`Ready`, `ConnectionTested`, `Verified`) and,
-/// for a Direct account, the DKIM record to publish.
+/// What a SendingAccount reports: its conditions (`Ready`, `ConnectionTested`, `Verified` of a
+/// Direct account, `Authorized` of an OAuth one) and, for a Direct account, the DKIM record to
+/// publish.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendingAccountStatus {

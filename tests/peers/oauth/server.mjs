@@ -14,7 +14,8 @@ const provider = new Provider(issuer, {
     client_id: clientId,
     client_secret: clientSecret,
     redirect_uris: [redirectUri],
-    grant_types: ['authorization_code', 'refresh_token'],
+    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+    scope: 'openid offline_access Mail.Send https://www.googleapis.com/auth/gmail.send',
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_post',
   }],
@@ -24,12 +25,15 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
+    clientCredentials: { enabled: true },
   },
   ttl: { AccessToken: Number(accessTtl), RefreshToken: 86400, AuthorizationCode: 60, Interaction: 600, Session: 600, Grant: 86400 },
   issueRefreshToken: async (ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
   findAccount: async (ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
 });
 provider.proxy = false;
+// The test reads only the first line; later notices must not kill the server (EPIPE).
+process.stdout.on('error', () => {});
 const server = provider.listen(Number(port), '127.0.0.1', () => {
   console.log(`listening ${issuer}`);
 });

@@ -1,7 +1,9 @@
-//! DKIM keys of Direct SendingAccounts that name none: generated here into a Secret
-//! `<account>-dkim` (key `dkim.pem`, PKCS#8 PEM) that the gateway pods mount. The operator may
-//! only *create* Secrets: it never reads a key back (the gateways report the public record), and
-//! an existing Secret of that name is left as it is (409), so a key is generated once and kept
+//! Keys the operator generates into Secrets when the user names none: the DKIM key of a
+//! Direct SendingAccount (`<account>-dkim`, key `dkim.pem`, PKCS#8 PEM) and the key that
+//! encrypts a Gateway's OAuth tokens in its store (`<gateway>-oauth-token-key`, key `key`, 32
+//! random bytes in base64). The gateway pods mount them. The operator may only *create*
+//! Secrets: it never reads a key back (the gateways report a DKIM key's public record), and an
+//! existing Secret of that name is left as it is (409), so a key is generated once and kept
 //! until someone deletes the Secret.
 
 use k8s_openapi::ByteString;
@@ -13,20 +15,61 @@ use postern_api::DkimAlgorithm;
 use crate::crd::SecretKeyRef;
 use crate::resources::MANAGER;
 
-/// The Secret key holding a generated private key.
+/// The Secret key holding a generated DKIM private key.
 pub const KEY: &str = "dkim.pem";
 
-/// A key the operator generates: the account and where its Secret goes.
+/// What is generated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Dkim(DkimAlgorithm),
+    /// AES-256 for the OAuth tokens in the store.
+    TokenKey,
+}
+
+/// A key the operator generates: its kind, whose it is (a label), and where its Secret goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GeneratedKey {
-    pub account: String,
-    pub algorithm: DkimAlgorithm,
+    pub kind: KeyKind,
+    /// (label, value): `mail.postern.dev/sending-account` or `mail.postern.dev/gateway`.
+    pub owner: (&'static str, String),
     pub secret: SecretKeyRef,
 }
 
-/// Where a generated key of `account` lives.
+/// Where a generated DKIM key of `account` lives.
 pub fn generated_ref(account: &str) -> SecretKeyRef {
     SecretKeyRef { name: format!("{account}-dkim"), key: KEY.into() }
+}
+
+/// A Direct account's DKIM key to generate.
+pub fn dkim(account: &str, algorithm: DkimAlgorithm) -> GeneratedKey {
+    GeneratedKey {
+        kind: KeyKind::Dkim(algorithm),
+        owner: ("mail.postern.dev/sending-account", account.into()),
+        secret: generated_ref(account),
+    }
+}
+
+/// A Gateway's OAuth token key to generate.
+pub fn token_key(gateway: &str) -> GeneratedKey {
+    GeneratedKey {
+        kind: KeyKind::TokenKey,
+        owner: ("mail.postern.dev/gateway", gateway.into()),
+        secret: SecretKeyRef { name: format!("{gateway}-oauth-token-key"), key: "key".into() },
+    }
+}
+
+/// The Secret's content for `kind`.
+pub fn generate_kind(kind: KeyKind) -> Result<String, String> {
+    match kind {
+        KeyKind::Dkim(algorithm) => generate(algorithm),
+        KeyKind::TokenKey => {
+            use base64::Engine;
+            use ring::rand::SecureRandom;
+            let mut key = [0u8; 32];
+            ring::rand::SystemRandom::new().fill(&mut key).map_err(|e| e.to_string())?;
+            Ok(base64::engine::general_purpose::STANDARD.encode(key))
+        }
+    }
 }
 
 /// `SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } }`
@@ -57,8 +100,8 @@ pub fn generate(algorithm: DkimAlgorithm) -> Result<String, String> {
     }
 }
 
-/// The Secret holding `pem` for `key` (not owned by the account: deleting the account must not
-/// rotate a key whose record is still published).
+/// The Secret holding `pem` for `key` (not owned: deleting an account must not rotate a key
+/// whose record is still published, nor deleting a Gateway lose the key of a store's tokens).
 pub fn secret(ns: &str, key: &GeneratedKey, pem: String) -> Secret {
     Secret {
         metadata: ObjectMeta {
@@ -67,7 +110,7 @@ pub fn secret(ns: &str, key: &GeneratedKey, pem: String) -> Secret {
             labels: Some(
                 [
                     ("app.kubernetes.io/managed-by".to_string(), MANAGER.to_string()),
-                    ("mail.postern.dev/sending-account".to_string(), key.account.clone()),
+                    (key.owner.0.to_string(), key.owner.1.clone()),
                 ]
                 .into(),
             ),
@@ -81,9 +124,9 @@ pub fn secret(ns: &str, key: &GeneratedKey, pem: String) -> Secret {
 
 /// Creates the key's Secret unless one of that name exists. True when it was created now.
 pub async fn create_if_absent(client: &Client, ns: &str, key: &GeneratedKey) -> Result<bool, kube::Error> {
-    let algorithm = key.algorithm;
+    let kind = key.kind;
     // RSA key generation takes a while: off the async workers.
-    let pem = tokio::task::spawn_blocking(move || generate(algorithm))
+    let pem = tokio::task::spawn_blocking(move || generate_kind(kind))
         .await
         .map_err(|e| kube::Error::Service(e.into()))?
         .map_err(|e| kube::Error::Service(e.into()))?;
