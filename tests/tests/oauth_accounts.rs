@@ -235,11 +235,12 @@ fn oauth_accounts_send_through_the_providers_apis_once_authorized() {
     assert_eq!((sent[2].api, sent[2].user.as_str()), ("graph", "notices@app.example"));
     assert_eq!(account_state(&gw, "app")["authorization"]["authorized"], true);
 
-    // Throttled, then unavailable: deferred (the Retry-After in the log), then delivered.
-    apis.script(&[(429, Some(1)), (503, None)]);
+    // Throttled, then unavailable: deferred as long as Retry-After says, then delivered.
+    apis.script(&[(429, Some(3)), (503, None)]);
     assert_eq!(send("a@ms.example", &["u@remote.example"], "throttled").code, 250);
     let throttled = wait_deferred(&gw, "account:ms", "HTTP 429");
-    assert!(throttled["error"].as_str().unwrap().contains("Retry-After: 1"), "{throttled}");
+    assert!(throttled["error"].as_str().unwrap().contains("Retry-After: 3"), "{throttled}");
+    assert_eq!(throttled["retry_in"], "3s", "the next attempt waits as long as Graph asked: {throttled}");
     wait_deferred(&gw, "account:ms", "HTTP 503");
     let sent = apis.wait_for(4, WAIT);
     assert!(String::from_utf8_lossy(&sent[3].message).contains("Subject: throttled\r\n"));

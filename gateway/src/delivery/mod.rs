@@ -210,7 +210,10 @@ impl Delivery {
             return;
         }
         job.attempts += 1;
-        let delay = backoff(cfg, job.attempts);
+        // The backoff, or longer when the peer asked for a pause (within retryMax).
+        let asked = deferred.iter().filter_map(|(_, f)| f.retry_after).max();
+        let delay =
+            backoff(cfg, job.attempts).max(asked.unwrap_or_default().min(cfg.delivery.retry_max.get()));
         job.due = (now + ms(delay)).min(job.expires_at.max(now));
         job.last_error = deferred.last().map(|(_, f)| f.diagnostic.clone());
         for (rcpt, f) in &deferred {

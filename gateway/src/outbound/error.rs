@@ -13,6 +13,9 @@ pub struct OutboundError {
     pub remote: Option<String>,
     /// The diagnostic is a remote SMTP reply (DSN Diagnostic-Code type "smtp").
     pub smtp: bool,
+    /// How long the peer asked us to wait before trying again (HTTP Retry-After, EWS
+    /// BackOffMilliseconds): the next attempt waits at least this long.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl OutboundError {
@@ -25,11 +28,17 @@ impl OutboundError {
     }
 
     pub fn permanent_status(status: String, diagnostic: String) -> Self {
-        Self { permanent: true, status, diagnostic, remote: None, smtp: false }
+        Self { permanent: true, status, diagnostic, remote: None, smtp: false, retry_after: None }
     }
 
     pub fn temporary_status(status: String, diagnostic: String) -> Self {
-        Self { permanent: false, status, diagnostic, remote: None, smtp: false }
+        Self { permanent: false, status, diagnostic, remote: None, smtp: false, retry_after: None }
+    }
+
+    /// The same, to be tried again no sooner than `after`.
+    pub fn retry_after(mut self, after: Option<std::time::Duration>) -> Self {
+        self.retry_after = after;
+        self
     }
 
     /// A connection-level problem with one host: temporary, try the next host.
@@ -40,6 +49,7 @@ impl OutboundError {
             diagnostic: format!("{host}: {what}"),
             remote: None,
             smtp: false,
+            retry_after: None,
         }
     }
 }

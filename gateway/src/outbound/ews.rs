@@ -81,13 +81,14 @@ fn outcome(status: u16, body: &str) -> Result<(), OutboundError> {
             m.children().find(|c| in_messages(c, name)).and_then(|c| c.text()).unwrap_or_default()
         };
         let code = text_of("ResponseCode");
-        let back_off = m
+        let back_off_ms = m
             .descendants()
             .find(|n| n.has_tag_name("Value") && n.attribute("Name") == Some("BackOffMilliseconds"))
             .and_then(|n| n.text())
-            .map(|ms| format!("; back off {ms} ms"))
-            .unwrap_or_default();
-        return Err(refused(code, &format!("EWS {code}: {}{back_off}", excerpt(text_of("MessageText")))));
+            .and_then(|ms| ms.trim().parse::<u64>().ok());
+        let back_off = back_off_ms.map(|ms| format!("; back off {ms} ms")).unwrap_or_default();
+        let f = refused(code, &format!("EWS {code}: {}{back_off}", excerpt(text_of("MessageText"))));
+        return Err(f.retry_after(back_off_ms.map(std::time::Duration::from_millis)));
     }
     Ok(())
 }
@@ -153,6 +154,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(!busy.permanent && busy.diagnostic.contains("back off 2000 ms"), "{busy:?}");
+        assert_eq!(busy.retry_after, Some(std::time::Duration::from_millis(2000)));
         assert_eq!(
             outcome(200, &answer("Error", "ErrorMessageSizeExceeded", "")).unwrap_err().status,
             "5.3.4"

@@ -52,9 +52,17 @@ fn refused(api: &str, status: u16, retry_after: Option<&str>, body: &str) -> Out
     let excerpt: String = body.chars().take(300).flat_map(char::escape_debug).collect();
     let text = format!("{api} answered HTTP {status}: {excerpt}");
     match status {
-        429 => OutboundError::temporary(
-            "4.4.5",
-            format!("{text} (throttled; Retry-After: {})", retry_after.unwrap_or("none")),
+        // RFC 9110 10.2.3: delay-seconds (an HTTP-date is logged, not followed).
+        429 | 503 => OutboundError::temporary(
+            if status == 429 { "4.4.5" } else { "4.4.2" },
+            format!(
+                "{text} ({}; Retry-After: {})",
+                if status == 429 { "throttled" } else { "unavailable" },
+                retry_after.unwrap_or("none")
+            ),
+        )
+        .retry_after(
+            retry_after.and_then(|s| s.trim().parse::<u64>().ok()).map(std::time::Duration::from_secs),
         ),
         401 | 403 => OutboundError::temporary("4.7.0", text),
         413 => OutboundError::permanent("5.3.4", text),
@@ -242,6 +250,8 @@ mod tests {
     fn refusals_map_to_retry_or_bounce() {
         assert!(!refused("Graph", 429, Some("7"), "").permanent);
         assert!(refused("Graph", 429, Some("7"), "").diagnostic.contains("Retry-After: 7"));
+        assert_eq!(refused("Graph", 429, Some("7"), "").retry_after, Some(std::time::Duration::from_secs(7)));
+        assert_eq!(refused("Graph", 503, Some("Wed, 21 Oct 2026 07:28:00 GMT"), "").retry_after, None);
         assert!(!refused("Graph", 503, None, "").permanent);
         assert!(!refused("Graph", 401, None, "").permanent, "a token problem waits for a new grant");
         assert!(refused("Graph", 400, None, "bad MIME").permanent);
