@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -265,9 +266,19 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    delete_owned_named::<K>(client, ns, gw, &gw.name_any()).await
+}
+
+/// Deletes the Gateway's child of kind `K` called `name`, if the Gateway owns it.
+async fn delete_owned_named<K>(client: &Client, ns: &str, gw: &Gateway, name: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
     let api = Api::<K>::namespaced(client.clone(), ns);
-    let name = gw.name_any();
-    let Some(child) = api.get_opt(&name).await? else { return Ok(()) };
+    let Some(child) = api.get_opt(name).await? else { return Ok(()) };
     let ours = child
         .meta()
         .owner_references
@@ -275,7 +286,7 @@ where
         .flatten()
         .any(|r| r.controller == Some(true) && Some(&r.uid) == gw.meta().uid.as_ref());
     if ours {
-        api.delete(&name, &kube::api::DeleteParams::background()).await?;
+        api.delete(name, &kube::api::DeleteParams::background()).await?;
         tracing::info!(kind = K::kind(&()).as_ref(), %name, "deleted: the Gateway no longer asks for it");
     }
     Ok(())
@@ -461,6 +472,13 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
             apply(client, &ns, &children.admin_service).await?;
             apply_or_delete(client, &ns, &gw, children.network_policy.as_ref()).await?;
             apply_or_delete(client, &ns, &gw, children.mta_sts_ingress.as_ref()).await?;
+            match &children.admin_ingress {
+                Some(ingress) => drop(apply(client, &ns, ingress).await?),
+                None => {
+                    delete_owned_named::<Ingress>(client, &ns, &gw, &resources::admin_ingress_name(&gw))
+                        .await?
+                }
+            }
             apply_or_delete(client, &ns, &gw, children.autoscaler.as_ref()).await?;
             apply_or_delete(client, &ns, &gw, children.disruption_budget.as_ref()).await?;
             addons::SERVICE_MONITOR.reconcile(client, &ns, &gw, children.service_monitor.as_slice()).await?;

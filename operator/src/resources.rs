@@ -82,6 +82,8 @@ pub struct Children {
     pub network_policy: Option<NetworkPolicy>,
     /// Publishes the MTA-STS policy (`spec.mtaSts`).
     pub mta_sts_ingress: Option<Ingress>,
+    /// `<gateway>-admin-public`: `/confirm` and `/oauth/callback` at `adminPublicUrl`.
+    pub admin_ingress: Option<Ingress>,
     pub service_account: ServiceAccount,
     /// Cluster-scoped, so it cannot be owned by the Gateway: the controller removes the
     /// bindings of Gateways that are gone (`review_binding_owner`).
@@ -145,6 +147,7 @@ impl Children {
             admin_service: admin_service(gw),
             network_policy: network_policy(gw, defaults.operator_namespace.as_deref()),
             mta_sts_ingress: mta_sts_ingress(gw, &domains),
+            admin_ingress: admin_ingress(gw),
             service_account: service_account(gw),
             review_binding: review_binding(gw),
             autoscaler: autoscaler(gw),
@@ -170,6 +173,7 @@ impl Children {
         out.push(value(&self.admin_service));
         out.extend(self.network_policy.iter().map(value));
         out.extend(self.mta_sts_ingress.iter().map(value));
+        out.extend(self.admin_ingress.iter().map(value));
         out.extend(self.autoscaler.iter().map(value));
         out.extend(self.disruption_budget.iter().map(value));
         out.extend(self.service_monitor.iter().cloned());
@@ -598,6 +602,39 @@ pub fn mta_sts_ingress(gw: &Gateway, domains: &[String]) -> Option<Ingress> {
         "rules": rules,
     });
     if let Some(class) = &mta_sts.ingress.class_name {
+        spec["ingressClassName"] = json!(class);
+    }
+    Some(typed(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}),
+    ))
+}
+
+/// The name of the Ingress of the admin port's public pages.
+pub fn admin_ingress_name(gw: &Gateway) -> String {
+    format!("{}-admin-public", gw.name_any())
+}
+
+/// The Ingress of the admin port's public pages (`spec.adminIngress`): only the paths meant
+/// for the world, `/confirm` and `/oauth/callback`, on `adminPublicUrl`'s host, never the API.
+pub fn admin_ingress(gw: &Gateway) -> Option<Ingress> {
+    let settings = gw.spec.admin_ingress.as_ref()?;
+    let url = gw.spec.admin_public_url.as_deref()?;
+    let host = url.strip_prefix("https://")?.trim_end_matches('/');
+    let backend = json!({"service": {"name": admin_service_name(gw), "port": {"name": "admin"}}});
+    let paths: Vec<Value> = ["/confirm", "/oauth/callback"]
+        .iter()
+        .map(|p| json!({"path": p, "pathType": "Exact", "backend": backend}))
+        .collect();
+    let name = admin_ingress_name(gw);
+    let mut metadata = meta(gw, name.clone());
+    if !settings.annotations.is_empty() {
+        metadata["annotations"] = json!(settings.annotations);
+    }
+    let mut spec = json!({
+        "tls": [{"hosts": [host], "secretName": name}],
+        "rules": [{"host": host, "http": {"paths": paths}}],
+    });
+    if let Some(class) = &settings.class_name {
         spec["ingressClassName"] = json!(class);
     }
     Some(typed(

@@ -135,6 +135,10 @@ fn broken_manifests_are_refused_with_a_reason() {
             "types Microsoft365 and Gmail need oauth",
         ),
         (
+            "kind: Gateway\nspec: {adminPublicUrl: 'https://p.example/sub', adminIngress: {}}",
+            "adminIngress publishes adminPublicUrl",
+        ),
+        (
             "kind: SendingAccount\nspec: {from: '@example.com', type: Exchange}",
             "type Exchange needs exchange",
         ),

@@ -1087,4 +1087,32 @@ async fn oauth_and_exchange_accounts_reach_the_config_with_a_generated_token_key
     let a = Api::<SendingAccount>::namespaced(client.clone(), NS).get("support").await.unwrap();
     let c = a.status.unwrap().base.conditions.into_iter().find(|c| c.type_ == "Authorized").unwrap();
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "NotReported"));
+
+    // adminIngress: the two public paths (never the API) at adminPublicUrl's host; off: gone.
+    patch_spec(
+        &client,
+        "edge",
+        serde_json::json!({"adminIngress": {"className": "nginx", "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"}}}),
+    )
+    .await;
+    reconcile_gateway(&client, "edge").await;
+    let ingresses = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(client.clone(), NS);
+    let ingress = serde_json::to_value(ingresses.get("edge-admin-public").await.unwrap()).unwrap();
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"], "postern.example.com");
+    let paths: Vec<&str> =
+        rule["http"]["paths"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/confirm", "/oauth/callback"]);
+    assert!(
+        rule["http"]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["pathType"] == "Exact" && p["backend"]["service"]["name"] == "edge-admin")
+    );
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "edge-admin-public");
+    patch_spec(&client, "edge", serde_json::json!({"adminIngress": null})).await;
+    reconcile_gateway(&client, "edge").await;
+    assert!(ingresses.get_opt("edge-admin-public").await.unwrap().is_none());
 }

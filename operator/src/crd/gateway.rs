@@ -71,7 +71,9 @@ pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/postern/postern:", env!("CARGO_
     {"rule": "!has(self.dnsRecords) || has(self.hostname)",
      "message": "dnsRecords point MX and the address at hostname: set hostname"},
     {"rule": "!has(self.mtaSts) || has(self.hostname) || (has(self.mtaSts.policy.mx) && size(self.mtaSts.policy.mx) > 0)",
-     "message": "mtaSts lists the MX hosts: set hostname (the default) or mtaSts.policy.mx"}
+     "message": "mtaSts lists the MX hosts: set hostname (the default) or mtaSts.policy.mx"},
+    {"rule": "!has(self.adminIngress) || (has(self.adminPublicUrl) && self.adminPublicUrl.matches('^https://[^/]+/?$'))",
+     "message": "adminIngress publishes adminPublicUrl: set it to https://<host> (no path: the gateways serve /confirm and /oauth/callback at the root)"}
 ]))]
 pub struct GatewaySpec {
     /// Pods when autoscaling is off.
@@ -164,6 +166,12 @@ pub struct GatewaySpec {
     /// the Gateway sends for an OAuth account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth_token_key_secret_ref: Option<SecretKeyRef>,
+    /// An Ingress publishing `/confirm` and `/oauth/callback` (only these paths) of the admin
+    /// Service at `adminPublicUrl`'s host, so the links in confirmation mails and the OAuth
+    /// providers' redirects reach the gateways. Its controller must reach the admin port: add
+    /// its namespace to `networkPolicy.adminFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_ingress: Option<PublicIngress>,
 }
 
 /// MTA-STS: the policy, and the Ingress that serves it.
@@ -176,13 +184,15 @@ pub struct GatewayMtaSts {
     /// through cert-manager's `cert-manager.io/cluster-issuer` annotation). Its controller must
     /// reach the admin port: add its namespace to `networkPolicy.adminFrom`.
     #[serde(default)]
-    pub ingress: MtaStsIngress,
+    pub ingress: PublicIngress,
 }
 
-/// The Ingress of the MTA-STS policy (named like the Gateway; TLS Secret `<gateway>-mta-sts`).
+/// An Ingress of the gateways' public pages: the MTA-STS policy (named like the Gateway; TLS
+/// Secret `<gateway>-mta-sts`), or the address-confirmation and OAuth-callback pages
+/// (`<gateway>-admin-public`, TLS Secret likewise).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct MtaStsIngress {
+pub struct PublicIngress {
     /// The IngressClass; unset: the cluster's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_name: Option<String>,
@@ -629,6 +639,7 @@ impl Default for GatewaySpec {
             mta_sts: None,
             admin_public_url: None,
             oauth_token_key_secret_ref: None,
+            admin_ingress: None,
         }
     }
 }
