@@ -120,8 +120,11 @@ async fn admit(
     };
     if let Some((status, retry_after)) = scripted {
         let status = StatusCode::from_u16(status).unwrap();
-        let code =
-            if status == StatusCode::TOO_MANY_REQUESTS { "TooManyRequests" } else { "ServiceUnavailable" };
+        let code = match status {
+            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+            StatusCode::UNAUTHORIZED => "InvalidAuthenticationToken",
+            _ => "ServiceUnavailable",
+        };
         return Err(error(status, api, code, "scripted by the test", retry_after));
     }
     let token = headers

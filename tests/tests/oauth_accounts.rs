@@ -245,12 +245,27 @@ fn oauth_accounts_send_through_the_providers_apis_once_authorized() {
     let sent = apis.wait_for(4, WAIT);
     assert!(String::from_utf8_lossy(&sent[3].message).contains("Subject: throttled\r\n"));
 
+    // The API refuses the token (401, e.g. revoked sessions): one fresh token, one more try.
+    let refreshed_before = gw.logs_matching("sending account token refreshed").len();
+    apis.script(&[(401, None)]);
+    assert_eq!(send("a@ms.example", &["u@remote.example"], "after-401").code, 250);
+    let sent = apis.wait_for(5, WAIT);
+    assert!(String::from_utf8_lossy(&sent[4].message).contains("Subject: after-401\r\n"));
+    // (At least one: the token may also have been due for its routine refresh.)
+    assert!(gw.logs_matching("sending account token refreshed").len() > refreshed_before);
+    assert!(
+        gw.logs_matching("deferred")
+            .iter()
+            .all(|l| !l["error"].as_str().unwrap_or_default().contains("HTTP 401")),
+        "delivered in the same attempt"
+    );
+
     // "Test connection" refreshes the token; the next mail carries the new one.
     let before = apis.tokens().last().cloned().unwrap();
     let (ok, test, err) = cli(&gw, &["accounts", "test", "ms"]);
     assert!(ok && test["detail"] == "token refreshed", "{test} {err}");
     assert_eq!(send("a@ms.example", &["u@remote.example"], "refreshed").code, 250);
-    apis.wait_for(5, WAIT);
+    apis.wait_for(6, WAIT);
     assert_ne!(apis.tokens().last().unwrap(), &before, "a new access token after the refresh");
 
     // The server no longer knows the grant: the next refresh fails, Authorized turns false,
