@@ -243,7 +243,7 @@ fn ed25519_key(dir: &std::path::Path) -> (std::path::PathBuf, String) {
 /// does not publish the key is refused at submission.
 #[test]
 fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
-    use postern_api::{DirectAccount, DkimAlgorithm, HumanDuration};
+    use postern_api::{DkimAlgorithm, HumanDuration};
     use postern_tests::dkim;
     use postern_tests::dns::{self, DnsServer};
     let dir = tempfile::tempdir().unwrap();
@@ -257,18 +257,7 @@ fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
         dns::txt(&dkim::key_name("rsa.example"), &dkim::key_record()),
         dns::txt("ed._domainkey.ed.example", &format!("v=DKIM1; k=ed25519; p={ed_public}")),
     ]);
-    let direct =
-        |name: &str, from: &str, selector: &str, key: std::path::PathBuf, algorithm| SendingAccount {
-            name: name.into(),
-            from: from.into(),
-            display_name: None,
-            bcc: None,
-            kind: AccountType::Direct,
-            oauth: None,
-            exchange: None,
-            smtp: None,
-            direct: Some(DirectAccount { selector: selector.into(), private_key_file: key, algorithm }),
-        };
+    let direct = direct_account;
     let rsa_key =
         std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dkim-test-key.pem"));
     let config = GatewayConfig::typed(|c: &mut Config| {
@@ -352,7 +341,7 @@ fn direct_accounts_sign_with_dkim_once_their_domain_publishes_the_key() {
 /// counted). Then the address's mail leaves, DKIM-signed.
 #[test]
 fn a_direct_account_for_an_address_sends_once_its_mailbox_confirms() {
-    use postern_api::{DirectAccount, DkimAlgorithm, HumanDuration};
+    use postern_api::{DkimAlgorithm, HumanDuration};
     use postern_tests::dkim;
     use postern_tests::dns::{self, DnsServer};
     let port = postern_tests::reserve_port();
@@ -364,20 +353,8 @@ fn a_direct_account_for_an_address_sends_once_its_mailbox_confirms() {
         dns::txt(&dkim::key_name("remote.example"), &dkim::key_record()),
     ]);
     let key = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/dkim-test-key.pem"));
-    let direct = |name: &str, from: &str| SendingAccount {
-        name: name.into(),
-        from: from.into(),
-        display_name: None,
-        bcc: None,
-        kind: AccountType::Direct,
-        oauth: None,
-        exchange: None,
-        smtp: None,
-        direct: Some(DirectAccount {
-            selector: dkim::SELECTOR.into(),
-            private_key_file: key.clone(),
-            algorithm: DkimAlgorithm::RsaSha256,
-        }),
+    let direct = |name: &str, from: &str| {
+        direct_account(name, from, dkim::SELECTOR, key.clone(), DkimAlgorithm::RsaSha256)
     };
     let config = GatewayConfig::typed(|c: &mut Config| {
         c.relay.trusted_networks = vec!["127.0.0.1/32".parse().unwrap()];
@@ -561,4 +538,29 @@ fn exchange_accounts_send_through_ews() {
     assert!(mime.starts_with("Bcc: hidden@remote.example\r\nReceived: "), "{mime}");
     assert!(mime.contains("\r\nSubject: via EWS\r\n"), "{mime}");
     assert!(ews.violations().is_empty(), "{:?}", ews.violations());
+}
+
+/// A Direct account signing with `key`.
+fn direct_account(
+    name: &str,
+    from: &str,
+    selector: &str,
+    key: std::path::PathBuf,
+    algorithm: postern_api::DkimAlgorithm,
+) -> SendingAccount {
+    SendingAccount {
+        name: name.into(),
+        from: from.into(),
+        display_name: None,
+        bcc: None,
+        kind: AccountType::Direct,
+        oauth: None,
+        exchange: None,
+        smtp: None,
+        direct: Some(postern_api::DirectAccount {
+            selector: selector.into(),
+            private_key_file: key,
+            algorithm,
+        }),
+    }
 }

@@ -23,6 +23,7 @@ use crate::config::ConfigSnapshot;
 use crate::generated::notice;
 use crate::routing;
 use crate::store::{DeliveryPlan, Message, NewMessage, Recipient, Store};
+use crate::util::secrets::{digest_hex, is_token, random_token, same_bytes};
 use crate::util::time::{now_ms, rfc5322};
 
 /// How long a link and its code stay valid.
@@ -36,17 +37,9 @@ fn key(address: &str) -> String {
     format!("account-confirmation/{}", address.to_ascii_lowercase())
 }
 
-fn sha256_hex(text: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Compares two hex digests in constant time.
-fn same_digest(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// A stored hex digest against a presented secret, in constant time.
+fn matches(stored_hex: &str, secret: &str) -> bool {
+    same_bytes(stored_hex.as_bytes(), digest_hex(secret.as_bytes()).as_bytes())
 }
 
 /// What the store keeps for one address.
@@ -87,21 +80,17 @@ struct Request {
 }
 
 fn new_request(account: &str, address: &str, now: u64) -> Result<Request, String> {
-    use base64::Engine;
     use ring::rand::SecureRandom;
-    let rng = ring::rand::SystemRandom::new();
-    let mut token = [0u8; 32];
+    let token = random_token()?;
     let mut code = [0u8; 8];
-    rng.fill(&mut token).map_err(|_| "no randomness".to_string())?;
-    rng.fill(&mut code).map_err(|_| "no randomness".to_string())?;
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
+    ring::rand::SystemRandom::new().fill(&mut code).map_err(|_| "no randomness".to_string())?;
     let n = u64::from_le_bytes(code) % 100_000_000;
     let code = format!("{:04}-{:04}", n / 10_000, n % 10_000);
     let stored = Stored {
         address: address.to_ascii_lowercase(),
         account: account.into(),
-        token_sha256: sha256_hex(&token),
-        code_sha256: sha256_hex(&normalize_code(&code)),
+        token_sha256: digest_hex(token.as_bytes()),
+        code_sha256: digest_hex(normalize_code(&code).as_bytes()),
         sent_at: now,
         expires_at: now.saturating_add(VALID_FOR_MS),
         wrong_codes: 0,
@@ -282,16 +271,29 @@ impl Confirmations {
         Ok(NewMessage::new(Message::generated(from, body), plan, lifetime))
     }
 
-    /// The link's answer: the token mailed to `address`, once, before it expires.
-    pub async fn confirm_token(&self, address: &str, token: &str) -> Result<Outcome, String> {
-        self.confirm(address, "its mailbox (link)", |s| same_digest(&s.token_sha256, &sha256_hex(token)))
-            .await
+    /// The link's answer: the token mailed to `address`, once, before it expires. Both come
+    /// from a browser: only an address of `cfg`'s Direct accounts and a token of the right
+    /// shape reach the store.
+    pub async fn confirm_token(
+        &self,
+        cfg: &ConfigSnapshot,
+        address: &str,
+        token: &str,
+    ) -> Result<Outcome, String> {
+        let known =
+            cfg.config.accounts.iter().any(|a| needs_confirmation(a) && a.from.eq_ignore_ascii_case(address));
+        if !known || !is_token(token) {
+            return Ok(Outcome::Wrong);
+        }
+        self.confirm(address, "its mailbox (link)", |s| matches(&s.token_sha256, token)).await
     }
 
     /// The code's answer (at most `MAX_WRONG_CODES` wrong ones per request), by `actor`.
     pub async fn confirm_code(&self, address: &str, code: &str, actor: &str) -> Result<Outcome, String> {
-        let digest = sha256_hex(&normalize_code(code));
-        self.confirm(address, actor, |s| same_digest(&s.code_sha256, &digest)).await
+        // A code is 8 digits, however typed; anything much longer is not one (and still counts
+        // as a wrong try).
+        let code = if code.len() <= 32 { normalize_code(code) } else { String::new() };
+        self.confirm(address, actor, |s| matches(&s.code_sha256, &code)).await
     }
 
     async fn confirm(
@@ -377,16 +379,46 @@ mod tests {
         assert_eq!(r.code.len(), 9, "{}", r.code);
         assert_eq!(normalize_code(&r.code).len(), 8);
         assert_eq!(r.stored.address, "alice@example.com");
-        assert_eq!(r.stored.code_sha256, sha256_hex(&normalize_code(&r.code.replace('-', " "))));
+        assert_eq!(r.stored.code_sha256, digest_hex(normalize_code(&r.code.replace('-', " ")).as_bytes()));
         assert_eq!(r.token.len(), 43, "256 bits, base64url");
         assert!(!serde_json::to_string(&r.stored).unwrap().contains(&r.token), "only the digest is kept");
         assert_eq!(r.stored.expires_at, 1000 + VALID_FOR_MS);
     }
 
+    /// What a browser sends is checked before the store is asked: an address no account has,
+    /// a token of another shape, a code far too long; the right request still confirms once.
+    #[tokio::test]
+    async fn hostile_answers_are_refused_before_the_store() {
+        let text = "hostname: gw.test\nlisteners: [{address: '127.0.0.1:2525'}]\nrelay: {trustedNetworks: [127.0.0.1/32]}\ndomains: [{name: remote.test, primary: {hosts: ['h:25']}}]\naccounts:\n  - {name: app, from: app@remote.test, type: Direct, direct: {selector: s, privateKeyFile: /nonexistent}}\n";
+        let cfg = ConfigSnapshot::new(postern_api::load_gateway_config(text).unwrap());
+        let store = Arc::new(crate::store::memory::MemoryStore::default());
+        let c = Confirmations::new(store.clone(), Arc::new(Notify::new()));
+        assert!(c.request(&cfg, &cfg.config.accounts[0], false).await.unwrap(), "one request mailed");
+        let raw = store.state_get(&key("app@remote.test")).await.unwrap().unwrap();
+        let stored: Stored = serde_json::from_slice(&raw).unwrap();
+        let long = "9".repeat(100_000);
+        for (address, token) in [
+            ("other@remote.test", random_token().unwrap()),
+            ("app@remote.test", "../../x".to_string()),
+            ("app@remote.test", long.clone()),
+            (long.as_str(), random_token().unwrap()),
+        ] {
+            assert_eq!(c.confirm_token(&cfg, address, &token).await.unwrap(), Outcome::Wrong);
+        }
+        assert_eq!(c.confirm_code("app@remote.test", &long, "t").await.unwrap(), Outcome::Wrong);
+        let after: Stored =
+            serde_json::from_slice(&store.state_get(&key("app@remote.test")).await.unwrap().unwrap())
+                .unwrap();
+        assert_eq!(after.wrong_codes, 1, "the long code counts as one wrong try");
+        assert_eq!(after.token_sha256, stored.token_sha256);
+        assert!(!c.is_confirmed("app@remote.test").await);
+    }
+
     #[test]
     fn digests_compare_whole() {
-        assert!(same_digest("abc", "abc"));
-        assert!(!same_digest("abc", "abd"));
-        assert!(!same_digest("abc", "ab"));
+        let hex = digest_hex(b"12345678");
+        assert!(matches(&hex, "12345678"));
+        assert!(!matches(&hex, "12345679"));
+        assert!(!matches(&hex[1..], "12345678"));
     }
 }

@@ -95,7 +95,7 @@ pub async fn link_confirm(
         return page(StatusCode::FORBIDDEN, "Not confirmed", "<p>Confirm from the page the link opens.</p>");
     }
     let address = escape(&p.address);
-    match ctx.confirmations.confirm_token(&p.address, &p.token).await {
+    match ctx.confirmations.confirm_token(&ctx.config(), &p.address, &p.token).await {
         Ok(Outcome::Confirmed) => page(
             StatusCode::OK,
             "Confirmed",
@@ -142,7 +142,7 @@ pub async fn code(
     axum::Json(body): axum::Json<ConfirmCode>,
 ) -> Response {
     let cfg = ctx.config();
-    let Some(account) = cfg.config.accounts.iter().find(|a| a.name == name && needs_confirmation(a)) else {
+    let Some(account) = cfg.sending_account(&name).filter(|a| needs_confirmation(a)) else {
         return not_an_address_account(&name);
     };
     let actor = reviewed.map_or_else(|| "an admin token".to_string(), |Extension(ReviewedUser(u))| u);
@@ -171,7 +171,7 @@ pub async fn code(
 /// working), unless the address is confirmed.
 pub async fn send_again(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
     let cfg = ctx.config();
-    let Some(account) = cfg.config.accounts.iter().find(|a| a.name == name && needs_confirmation(a)) else {
+    let Some(account) = cfg.sending_account(&name).filter(|a| needs_confirmation(a)) else {
         return not_an_address_account(&name);
     };
     match ctx.confirmations.request(&cfg, account, true).await {

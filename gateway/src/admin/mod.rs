@@ -140,7 +140,7 @@ fn domain_of_from(from: &str) -> &str {
 /// "Test connection": connect, TLS, login, QUIT, now; the result is kept for `accounts`.
 async fn test_account(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
     let cfg = ctx.config();
-    let Some(account) = cfg.config.accounts.iter().find(|a| a.name == name) else {
+    let Some(account) = cfg.sending_account(&name) else {
         let error = format!("no sending account {:?}", name.escape_debug().to_string());
         return (StatusCode::NOT_FOUND, axum::Json(ApiError { error })).into_response();
     };

@@ -17,7 +17,7 @@ use crate::context::Context;
 /// `POST /api/v1/accounts/NAME/authorize`: the consent link for the account's mailbox.
 pub async fn authorize(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
     let cfg = ctx.config();
-    let Some(account) = cfg.config.accounts.iter().find(|a| a.name == name && a.oauth.is_some()) else {
+    let Some(account) = cfg.sending_account(&name).filter(|a| a.oauth.is_some()) else {
         let error = format!("no OAuth sending account {:?}", name.escape_debug().to_string());
         return (StatusCode::NOT_FOUND, axum::Json(ApiError { error })).into_response();
     };

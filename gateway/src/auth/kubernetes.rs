@@ -20,7 +20,7 @@ use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::tokens::{Digest, digest};
+use crate::util::secrets::{Digest, digest};
 
 /// How long a review's answer stands.
 const REMEMBER_FOR: Duration = Duration::from_secs(10);

@@ -9,8 +9,7 @@ use arc_swap::ArcSwap;
 use postern_api::Admin;
 
 use super::{Stamp, stamp};
-
-pub(crate) type Digest = [u8; 32];
+use crate::util::secrets::{Digest, digest, same_digest as same};
 
 /// The tokens of `admin.tokenFile` in force, and the file's identity when read.
 #[derive(Default)]
@@ -25,16 +24,6 @@ struct Loaded {
     path: Option<PathBuf>,
     stamp: Option<Stamp>,
     digests: Vec<Digest>,
-}
-
-pub(crate) fn digest(token: &[u8]) -> Digest {
-    let d = ring::digest::digest(&ring::digest::SHA256, token);
-    d.as_ref().try_into().expect("SHA-256 is 32 bytes")
-}
-
-/// Equal digests, in time independent of where they differ.
-fn same(a: &Digest, b: &Digest) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<Digest>> {

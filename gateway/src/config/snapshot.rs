@@ -77,6 +77,9 @@ pub struct ConfigSnapshot {
     domains: HashMap<String, ServedDomain>,
     trusted: Vec<IpNet>,
     inbound_gateways: Vec<IpNet>,
+    /// Sending accounts by name -> their index in `config.accounts` (each delivery through an
+    /// account asks).
+    accounts: HashMap<String, usize>,
 }
 
 impl ConfigSnapshot {
@@ -95,7 +98,13 @@ impl ConfigSnapshot {
             .collect();
         let trusted = config.relay.trusted_networks.clone();
         let inbound_gateways = config.relay.inbound_gateways.clone();
-        Self { config, domains, trusted, inbound_gateways }
+        let accounts = config.accounts.iter().enumerate().map(|(i, a)| (a.name.clone(), i)).collect();
+        Self { config, domains, trusted, inbound_gateways, accounts }
+    }
+
+    /// The sending account called `name`.
+    pub fn sending_account(&self, name: &str) -> Option<&postern_api::SendingAccount> {
+        self.accounts.get(name).and_then(|&i| self.config.accounts.get(i))
     }
 
     /// The served domain an address belongs to, if any. `domain` must be lower case.

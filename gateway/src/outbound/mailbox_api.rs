@@ -89,11 +89,7 @@ impl MailboxApi {
         body: &[u8],
     ) -> Vec<Result<(), OutboundError>> {
         let n = env.recipients.len();
-        let found = cfg
-            .config
-            .accounts
-            .iter()
-            .find(|a| a.name == account && (a.oauth.is_some() || a.exchange.is_some()));
+        let found = cfg.sending_account(account).filter(|a| a.oauth.is_some() || a.exchange.is_some());
         let result = match found {
             Some(a) => {
                 let message = with_envelope_bcc(body, &env.recipients);

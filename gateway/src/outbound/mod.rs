@@ -59,7 +59,8 @@ impl OutboundClient {
         let account = next_hop
             .account
             .as_ref()
-            .and_then(|name| cfg.config.accounts.iter().find(|a| &a.name == name && a.oauth.is_some()));
+            .and_then(|name| cfg.sending_account(name))
+            .filter(|a| a.oauth.is_some());
         let (Some(account), Some(tokens)) = (account, &self.oauth) else { return Ok(None) };
         let user = account
             .oauth

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigSnapshot;
 use crate::store::Store;
+use crate::util::secrets::{is_token, random_token};
 use crate::util::time::{now_ms, rfc5322};
 
 /// A consent link works this long.
@@ -63,7 +64,9 @@ struct Pending {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Tokens {
-    refresh_token: String,
+    /// None for app-only (client credentials) tokens, which are never refreshed.
+    #[serde(default)]
+    refresh_token: Option<String>,
     access_token: String,
     /// ms since the epoch.
     expires_at: u64,
@@ -93,12 +96,6 @@ struct TokenAnswer {
     expires_in: Option<u64>,
     error: Option<String>,
     error_description: Option<String>,
-}
-
-fn random_b64(n: usize) -> Result<String, String> {
-    let mut bytes = vec![0u8; n];
-    SystemRandom::new().fill(&mut bytes).map_err(|_| "no randomness".to_string())?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// RFC 7636 4.2: BASE64URL(SHA256(verifier)).
@@ -161,7 +158,7 @@ pub struct OAuthTokens {
     /// account -> (access token, ms it stops being used).
     cache: Mutex<HashMap<String, (String, u64)>>,
     /// One refresh at a time in this gateway (the store's lock covers the others).
-    refreshing: tokio::sync::Mutex<()>,
+    refreshing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// App-only (client credentials) accounts: how this gateway's last token request went.
     app_status: Mutex<HashMap<String, AccountAuthorization>>,
 }
@@ -177,7 +174,7 @@ impl OAuthTokens {
             store,
             http,
             cache: Mutex::default(),
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: Mutex::default(),
             app_status: Mutex::default(),
         })
     }
@@ -211,8 +208,8 @@ impl OAuthTokens {
         let oauth = account.oauth.as_ref().ok_or("not an OAuth account")?;
         let e = oauth.endpoints(account.kind);
         let redirect = redirect_uri(cfg).ok_or("admin.publicUrl is not set")?;
-        let state = random_b64(32)?;
-        let verifier = random_b64(32)?;
+        let state = random_token()?;
+        let verifier = random_token()?;
         let pending = Pending {
             account: account.name.clone(),
             verifier: verifier.clone(),
@@ -247,6 +244,15 @@ impl OAuthTokens {
         code: Option<&str>,
         error: Option<&str>,
     ) -> Result<(String, AccountAuthorization), String> {
+        // All three come from a browser: a state of another shape is no consent of ours, and
+        // a code or error is bounded before it goes anywhere.
+        if !is_token(state) {
+            return Err("unknown or used consent".into());
+        }
+        if code.is_some_and(|c| c.len() > 4096) {
+            return Err("the provider's code is too long".into());
+        }
+        let error = error.map(|e| e.chars().take(200).collect::<String>());
         let key = format!("oauth/pending/{state}");
         let old =
             self.store.state_get(&key).await.map_err(|e| e.to_string())?.ok_or("unknown or used consent")?;
@@ -260,13 +266,11 @@ impl OAuthTokens {
             return Err("this consent was used: start again".into());
         }
         let account = cfg
-            .config
-            .accounts
-            .iter()
-            .find(|a| a.name == pending.account && a.oauth.is_some())
+            .sending_account(&pending.account)
+            .filter(|a| a.oauth.is_some())
             .ok_or_else(|| format!("account {} is gone", pending.account))?;
         let name = account.name.clone();
-        let grant = match (code, error) {
+        let grant = match (code, error.as_deref()) {
             (Some(code), None) => {
                 let redirect = redirect_uri(cfg).ok_or("admin.publicUrl is not set")?;
                 let form = vec![
@@ -276,8 +280,9 @@ impl OAuthTokens {
                     ("code_verifier", pending.verifier.clone()),
                 ];
                 let tokens = self.token_call(account, form).await.map_err(|e| e.to_string())?;
-                let tokens =
-                    tokens.ok_or("the provider issued no refresh token (was offline access granted?)")?;
+                if tokens.refresh_token.is_none() {
+                    return Err("the provider issued no refresh token (was offline access granted?)".into());
+                }
                 Grant {
                     authorized: true,
                     reason: "Authorized".into(),
@@ -304,22 +309,12 @@ impl OAuthTokens {
         ))
     }
 
-    /// Calls the token endpoint with `form` (plus the client's credentials). `Ok(None)`: an
-    /// answer without a refresh token and no old one to keep.
+    /// Calls the token endpoint with `form` (plus the client's credentials).
     async fn token_call(
         &self,
         account: &SendingAccount,
-        form: Vec<(&str, String)>,
-    ) -> Result<Option<Tokens>, TokenError> {
-        self.token_call_keeping(account, form, None).await
-    }
-
-    async fn token_call_keeping(
-        &self,
-        account: &SendingAccount,
         mut form: Vec<(&str, String)>,
-        old_refresh: Option<&str>,
-    ) -> Result<Option<Tokens>, TokenError> {
+    ) -> Result<Tokens, TokenError> {
         let oauth =
             account.oauth.as_ref().ok_or_else(|| TokenError::NotAuthorized("not an OAuth account".into()))?;
         form.push(("client_id", oauth.client_id.clone()));
@@ -343,7 +338,8 @@ impl OAuthTokens {
         })?;
         if let Some(error) = answer.error {
             let text = format!(
-                "token endpoint: {error}{}",
+                "token endpoint: {}{}",
+                error.escape_debug(),
                 answer.error_description.map(|d| format!(" ({})", d.escape_debug())).unwrap_or_default()
             );
             // RFC 6749 5.2: the grant is bad (revoked, expired) or the client is.
@@ -355,16 +351,13 @@ impl OAuthTokens {
         let Some(access_token) = answer.access_token.filter(|_| status.is_success()) else {
             return Err(TokenError::Temporary(format!("token endpoint {url}: HTTP {status}")));
         };
-        let Some(refresh_token) = answer.refresh_token.or(old_refresh.map(str::to_string)) else {
-            return Ok(None);
-        };
         let lifetime = answer.expires_in.unwrap_or(3600).saturating_mul(1000);
-        Ok(Some(Tokens {
-            refresh_token,
+        Ok(Tokens {
+            refresh_token: answer.refresh_token,
             access_token,
             expires_at: now_ms().saturating_add(lifetime),
             lifetime,
-        }))
+        })
     }
 
     /// The moment a token of `t` is refreshed: five minutes before it expires, or at four
@@ -401,7 +394,16 @@ impl OAuthTokens {
         force: bool,
     ) -> Result<String, TokenError> {
         let name = &account.name;
-        let _one = self.refreshing.lock().await;
+        // One refresh of this account at a time in this gateway (the store's lock covers the
+        // others); other accounts are not held up.
+        let lock = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.clone())
+            .or_default()
+            .clone();
+        let _one = lock.lock().await;
         if account.oauth.as_ref().is_some_and(|o| o.grant == OAuthGrant::ClientCredentials) {
             return self.app_token(account).await;
         }
@@ -429,21 +431,25 @@ impl OAuthTokens {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
+            let Some(refresh_token) = tokens.refresh_token.clone() else {
+                self.unlock(name).await;
+                return Err(TokenError::NotAuthorized(format!(
+                    "account {name}: no refresh token: authorize it again"
+                )));
+            };
             let form =
-                vec![("grant_type", "refresh_token"), ("refresh_token", tokens.refresh_token.as_str())]
-                    .into_iter()
-                    .map(|(k, v)| (k, v.to_string()))
-                    .collect();
-            let result = self.token_call_keeping(account, form, Some(&tokens.refresh_token)).await;
+                vec![("grant_type", "refresh_token".to_string()), ("refresh_token", refresh_token.clone())];
+            let result = self.token_call(account, form).await;
             let outcome = match result {
-                Ok(Some(new)) => {
+                Ok(mut new) => {
+                    // A provider that does not rotate refresh tokens sends none: keep ours.
+                    new.refresh_token = new.refresh_token.or(Some(refresh_token));
                     let grant = Grant { sealed: seal(cfg, name, &new).map_err(temp)?, at: now_ms(), ..grant };
                     self.save_grant(name, Some(raw), &grant).await.map_err(temp)?;
                     self.remember(name, &new);
                     tracing::info!(account = %name, valid_until = %rfc5322(new.expires_at), "sending account token refreshed");
                     Ok(new.access_token)
                 }
-                Ok(None) => Err(TokenError::Temporary("the token endpoint answered without a token".into())),
                 Err(TokenError::NotAuthorized(why)) => {
                     let grant = Grant {
                         authorized: false,
@@ -471,10 +477,9 @@ impl OAuthTokens {
         let scopes =
             account.oauth.as_ref().map(|o| o.endpoints(account.kind).scopes.join(" ")).unwrap_or_default();
         let form = vec![("grant_type", "client_credentials".to_string()), ("scope", scopes)];
-        // App-only answers carry no refresh token: "" stands for "none needed".
-        let result = self.token_call_keeping(account, form, Some("")).await;
+        let result = self.token_call(account, form).await;
         let status = match &result {
-            Ok(Some(t)) => {
+            Ok(t) => {
                 self.remember(&account.name, t);
                 AccountAuthorization {
                     authorized: true,
@@ -485,7 +490,6 @@ impl OAuthTokens {
                     ),
                 }
             }
-            Ok(None) => unreachable!("a refresh token stand-in was given"),
             Err(TokenError::NotAuthorized(why)) => {
                 AccountAuthorization { authorized: false, reason: "GrantRevoked".into(), detail: why.clone() }
             }
@@ -494,11 +498,7 @@ impl OAuthTokens {
             }
         };
         self.app_status.lock().unwrap_or_else(|p| p.into_inner()).insert(account.name.clone(), status);
-        match result {
-            Ok(Some(t)) => Ok(t.access_token),
-            Ok(None) => Err(TokenError::Temporary("no token".into())),
-            Err(e) => Err(e),
-        }
+        result.map(|t| t.access_token)
     }
 
     fn remember(&self, account: &str, t: &Tokens) {
@@ -570,7 +570,7 @@ mod tests {
     #[test]
     fn tokens_are_refreshed_before_they_expire() {
         let t = |lifetime| Tokens {
-            refresh_token: String::new(),
+            refresh_token: None,
             access_token: String::new(),
             expires_at: 10_000_000,
             lifetime,

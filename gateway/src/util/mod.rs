@@ -1,4 +1,5 @@
 //! Small helpers shared by several modules.
 
 pub mod log_fields;
+pub mod secrets;
 pub mod time;
