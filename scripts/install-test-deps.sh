@@ -12,6 +12,9 @@ perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl)
 # Node.js runs the OAuth tests' authorization server (oidc-provider).
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# Debian's Chromium: the quarantine console's browser test (never a downloaded browser).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
@@ -70,4 +73,10 @@ fi
 # tests/peers/oauth/package-lock.json pins.
 if [ ! -d "$(dirname "$0")/../tests/peers/oauth/node_modules/oidc-provider" ]; then
   (cd "$(dirname "$0")/../tests/peers/oauth" && npm ci --no-audit --no-fund --silent)
+fi
+
+# playwright-core (npm) drives Debian's Chromium in the console test, at the version
+# tests/peers/browser/package-lock.json pins (playwright-core downloads no browser).
+if [ ! -d "$(dirname "$0")/../tests/peers/browser/node_modules/playwright-core" ]; then
+  (cd "$(dirname "$0")/../tests/peers/browser" && npm ci --no-audit --no-fund --silent)
 fi

@@ -175,6 +175,12 @@ pub struct Admin {
     /// mails carry only a code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// A file holding 32 random bytes as base64 (`openssl rand -base64 32`), the same on every
+    /// pod: it seals the quarantine console's sessions and signs the release/delete links in
+    /// quarantine digests. Without it each process makes up its own key: console sessions
+    /// then last until a restart and hold on one pod only, and digests carry no links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Admin {
@@ -185,6 +191,7 @@ impl Default for Admin {
             hosts: Vec::new(),
             kubernetes: None,
             public_url: None,
+            key_file: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::routing::probe::RecipientProbes;
 use crate::routing::verification::Verifications;
 use crate::store::Store;
 use crate::tls::server::TlsAcceptors;
+use crate::util::secrets::SecretKey;
 
 pub struct Context {
     /// The current config; replaced whole on hot reload.
@@ -36,6 +37,12 @@ pub struct Context {
     pub account_tests: std::sync::Mutex<std::collections::HashMap<String, postern_api::admin::AccountTest>>,
     /// TokenReview and SubjectAccessReview answers (`admin.kubernetes`).
     pub admin_reviews: crate::auth::kubernetes::Reviewer,
+    /// Seals console sessions and signs digest links (`admin.keyFile`, or one made up for
+    /// this process).
+    pub admin_key: crate::util::secrets::SecretKey,
+    /// Whether `admin_key` is `admin.keyFile`'s (shared by every pod, lasting across
+    /// restarts): only then do digests carry links.
+    pub admin_key_shared: bool,
     /// The one resolver (and cache) of the process.
     pub dns: Arc<Dns>,
     /// Talks SMTP to other servers (delivery, probes, verification).
@@ -74,6 +81,10 @@ impl Context {
         let users = crate::auth::Directory::load(&snapshot.auth)?;
         let admin_tokens = crate::auth::tokens::Tokens::default();
         admin_tokens.reload(&snapshot.admin)?;
+        let (admin_key, admin_key_shared) = match &snapshot.admin.key_file {
+            Some(file) => (SecretKey::from_file(file, "admin.keyFile").map_err(anyhow::Error::msg)?, true),
+            None => (SecretKey::random().map_err(anyhow::Error::msg)?, false),
+        };
         Ok(Self {
             config: ArcSwap::from_pointee(snapshot),
             store: store.clone(),
@@ -83,6 +94,8 @@ impl Context {
             users,
             admin_tokens,
             admin_reviews: Default::default(),
+            admin_key,
+            admin_key_shared,
             account_tests: Default::default(),
             signing: Default::default(),
             dns,

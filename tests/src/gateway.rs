@@ -257,7 +257,15 @@ impl GatewayProcess {
     /// reaches a next hop unless something new is accepted: the deterministic end of a test
     /// that checks that nothing more arrives.
     pub fn wait_idle(&self) {
-        let client = admin_client(self.admin);
+        self.wait_idle_with(admin_client(self.admin));
+    }
+
+    /// `wait_idle` for a gateway whose admin API wants a token (one of `admin.tokenFile`'s).
+    pub fn wait_idle_as(&self, token: &str) {
+        self.wait_idle_with(admin_client(self.admin).with_token(token));
+    }
+
+    fn wait_idle_with(&self, client: postern_admin_client::AdminClient) {
         crate::wait_for("an empty queue", Duration::from_secs(30), || {
             let stats = crate::admin::block_on(client.queue()).ok()?;
             (stats.jobs == 0).then_some(())

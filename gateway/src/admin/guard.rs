@@ -50,12 +50,15 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
         || allowed.iter().any(|a| a.trim_end_matches('.').eq_ignore_ascii_case(host))
 }
 
-/// A browser's request from another site: an `Origin` whose authority is not the Host, or
-/// `Sec-Fetch-Site: cross-site`.
+/// A browser's request from another site. Browsers that send Fetch Metadata say it:
+/// `Sec-Fetch-Site` other than `same-origin` or `none` (typed in, a bookmark) is another
+/// site (`same-site` too: a sibling sub-domain may be someone else's). Without it, an `Origin`
+/// whose authority is not the Host. (Under `Referrer-Policy: no-referrer` a browser sends
+/// `Origin: null` even for its own page's form; Fetch Metadata is what tells those apart.)
 pub fn cross_site(headers: &HeaderMap, host: &str) -> bool {
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    if text("sec-fetch-site").is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
-        return true;
+    if let Some(site) = text("sec-fetch-site") {
+        return !(site.eq_ignore_ascii_case("same-origin") || site.eq_ignore_ascii_case("none"));
     }
     match text("origin") {
         None => false,
@@ -101,49 +104,63 @@ pub fn attributes(method: &Method, path: &str) -> Option<Attributes> {
 #[derive(Clone, Debug)]
 pub struct ReviewedUser(pub String);
 
-/// The middleware on `/api/`.
-pub async fn guard(State(ctx): State<Arc<Context>>, mut request: Request, next: Next) -> Response {
-    let headers = request.headers();
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+/// Why a request is refused: the status, the metric's reason and the text for the caller.
+pub struct Refusal {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub error: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: &'static str, error: impl Into<String>) -> Self {
+        Self { status, reason, error: error.into() }
+    }
+}
+
+/// Who is let in.
+pub enum Access {
+    /// A token of `admin.tokenFile`, or no authentication configured: full access.
+    Gateway,
+    /// A Kubernetes user RBAC allowed.
+    Reviewed(String),
+}
+
+/// Whether the bearer of `token` may do `what` (`None`: a request RBAC grants nothing); `changes`
+/// says whether it changes something (allowed changes are logged with the actor). The admin
+/// API and the console both ask here. Refusals are counted.
+pub async fn authorize(
+    ctx: &Context,
+    token: Option<&[u8]>,
+    what: Option<&Attributes>,
+    changes: bool,
+) -> Result<Access, Refusal> {
     let cfg = ctx.config();
-    let refused = |reason: &'static str, status, error: &str| {
-        ctx.metrics.admin_refused.get_or_create(&ReasonLabel { reason }).inc();
-        refuse(status, error)
+    let refused = |r: Refusal| {
+        ctx.metrics.admin_refused.get_or_create(&ReasonLabel { reason: r.reason }).inc();
+        r
     };
-    if !host_allowed(host_of(&host), &cfg.config.admin.hosts) {
-        return refused(
-            "host",
-            StatusCode::MISDIRECTED_REQUEST,
-            "this Host is not the admin API's (admin.hosts)",
-        );
-    }
-    let changes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if changes && cross_site(headers, &host) {
-        return refused(
-            "cross_origin",
-            StatusCode::FORBIDDEN,
-            "cross-origin requests may not change anything",
-        );
-    }
-    let token = bearer(headers);
     let Some(kube) = &cfg.config.admin.kubernetes else {
         return match ctx.admin_tokens.check(token) {
-            None | Some(true) => next.run(request).await,
-            Some(false) => refused(
-                "unauthenticated",
+            None | Some(true) => Ok(Access::Gateway),
+            Some(false) => Err(refused(Refusal::new(
                 StatusCode::UNAUTHORIZED,
+                "unauthenticated",
                 "a bearer token from admin.tokenFile is required",
-            ),
+            ))),
         };
     };
     // A token of the file is the gateway's own (full access); any other is Kubernetes's.
     if ctx.admin_tokens.check(token) == Some(true) {
-        return next.run(request).await;
+        return Ok(Access::Gateway);
     }
-    let Some(what) = attributes(request.method(), request.uri().path()) else {
-        return refused("forbidden", StatusCode::FORBIDDEN, "this request is granted by no RBAC verb");
+    let Some(what) = what else {
+        return Err(refused(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this request is granted by no RBAC verb",
+        )));
     };
-    match ctx.admin_reviews.decide(kube, token, &what).await {
+    match ctx.admin_reviews.decide(kube, token, what).await {
         Decision::Allowed(user) => {
             if changes {
                 tracing::info!(
@@ -152,14 +169,13 @@ pub async fn guard(State(ctx): State<Arc<Context>>, mut request: Request, next: 
                     "admin request by a Kubernetes user"
                 );
             }
-            request.extensions_mut().insert(ReviewedUser(user.username));
-            next.run(request).await
+            Ok(Access::Reviewed(user.username))
         }
-        Decision::Unauthenticated => refused(
-            "unauthenticated",
+        Decision::Unauthenticated => Err(refused(Refusal::new(
             StatusCode::UNAUTHORIZED,
+            "unauthenticated",
             "a bearer token the Kubernetes API server accepts is required",
-        ),
+        ))),
         Decision::Forbidden { user, reason } => {
             tracing::info!(actor = %user.escape_debug(), verb = what.verb, resource = what.resource, "admin request forbidden by RBAC");
             let error = format!(
@@ -169,16 +185,58 @@ pub async fn guard(State(ctx): State<Arc<Context>>, mut request: Request, next: 
                 kube.namespace,
                 if reason.is_empty() { "" } else { ": " },
             );
-            refused("forbidden", StatusCode::FORBIDDEN, &error)
+            Err(refused(Refusal::new(StatusCode::FORBIDDEN, "forbidden", error)))
         }
         Decision::Unavailable(e) => {
             tracing::warn!(error = %e, "admin request refused: the Kubernetes API server could not review it");
-            refused(
-                "review_failed",
+            Err(refused(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
+                "review_failed",
                 "the Kubernetes API server could not review this request",
-            )
+            )))
         }
+    }
+}
+
+/// The checks every browser-reachable admin page shares, before any token: the Host (DNS
+/// rebinding) and, for a request that changes something, where it comes from.
+pub fn check_origin(ctx: &Context, headers: &HeaderMap, changes: bool) -> Result<(), Refusal> {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let refused = |r: Refusal| {
+        ctx.metrics.admin_refused.get_or_create(&ReasonLabel { reason: r.reason }).inc();
+        r
+    };
+    if !host_allowed(host_of(host), &ctx.config().config.admin.hosts) {
+        return Err(refused(Refusal::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "host",
+            "this Host is not the admin API's (admin.hosts)",
+        )));
+    }
+    if changes && cross_site(headers, host) {
+        return Err(refused(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "cross-origin requests may not change anything",
+        )));
+    }
+    Ok(())
+}
+
+/// The middleware on `/api/`.
+pub async fn guard(State(ctx): State<Arc<Context>>, mut request: Request, next: Next) -> Response {
+    let changes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if let Err(r) = check_origin(&ctx, request.headers(), changes) {
+        return refuse(r.status, &r.error);
+    }
+    let what = attributes(request.method(), request.uri().path());
+    match authorize(&ctx, bearer(request.headers()), what.as_ref(), changes).await {
+        Ok(Access::Gateway) => next.run(request).await,
+        Ok(Access::Reviewed(user)) => {
+            request.extensions_mut().insert(ReviewedUser(user));
+            next.run(request).await
+        }
+        Err(r) => refuse(r.status, &r.error),
     }
 }
 
@@ -263,5 +321,9 @@ mod tests {
         assert!(cross_site(&h(&[("origin", "https://evil.example")]), "127.0.0.1:8025"));
         assert!(cross_site(&h(&[("origin", "null")]), "127.0.0.1:8025"));
         assert!(cross_site(&h(&[("sec-fetch-site", "cross-site")]), "127.0.0.1:8025"));
+        assert!(cross_site(&h(&[("sec-fetch-site", "same-site")]), "127.0.0.1:8025"), "a sibling sub-domain");
+        // A form of our own page under no-referrer: Origin null, but Fetch Metadata says so.
+        let own_form = h(&[("origin", "null"), ("sec-fetch-site", "same-origin")]);
+        assert!(!cross_site(&own_form, "127.0.0.1:8025"));
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod cli;
 mod confirm;
+mod console;
+mod digest_links;
 mod guard;
 mod oauth;
 mod quarantine;
@@ -48,6 +50,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/confirm", get(confirm::link_page).post(confirm::link_confirm))
         // Public: where the OAuth provider sends the account owner back with the grant.
         .route("/oauth/callback", get(oauth::callback))
+        // Public: the one-click release/delete links of quarantine digests.
+        .route("/quarantine/link", get(digest_links::show).post(digest_links::act))
+        .merge(console::router(ctx.clone()))
         .merge(api)
         .with_state(ctx)
 }

@@ -21,7 +21,10 @@ use mail_builder::headers::text::Text;
 use mail_builder::mime::MimePart;
 
 use crate::generated::{generated_message, to_bytes};
+use crate::util::secrets::SecretKey;
 use crate::util::time::{ms, now_ms, rfc5322};
+
+use super::links::{self, Link, LinkAction};
 
 /// Entries held in the last few seconds may not be listed yet by every store replica; they
 /// belong to the next window.
@@ -56,7 +59,11 @@ pub async fn run_due(ctx: &Context) -> StoreResult<usize> {
             .into_iter()
             .filter(|e| e.policy == *name && e.created_at > last && e.created_at <= until)
             .collect();
-        for digest in compose(&cfg, policy, &entries, last) {
+        let links = match (ctx.admin_key_shared, cfg.admin.public_url.as_deref()) {
+            (true, Some(public_url)) => Some(DigestLinks { key: &ctx.admin_key, public_url }),
+            _ => None,
+        };
+        for digest in compose(&cfg, policy, &entries, last, links.as_ref()) {
             let to =
                 digest.jobs.iter().flat_map(|j| &j.recipients).map(|r| r.address.clone()).collect::<Vec<_>>();
             let id = digest.message.id.clone();
@@ -83,22 +90,36 @@ fn reader(cfg: &ConfigSnapshot, admin: Option<&str>, rcpt: &str) -> Option<Strin
     }
 }
 
+/// What a digest's one-click links need: the shared key (`admin.keyFile`) and where the admin
+/// endpoint is reached from a browser (`admin.publicUrl`).
+pub struct DigestLinks<'a> {
+    pub key: &'a SecretKey,
+    pub public_url: &'a str,
+}
+
+/// One held message in one reader's digest, for the recipient the reader stands for.
+struct Line<'a> {
+    entry: &'a QuarantineEntry,
+    recipient: &'a str,
+}
+
 /// One digest message per reader, each copied to the admin.
 pub fn compose(
     cfg: &ConfigSnapshot,
     policy: &SpamPolicyConfig,
     entries: &[QuarantineEntry],
     since: u64,
+    links: Option<&DigestLinks>,
 ) -> Vec<NewMessage> {
     let n = &policy.notifications;
     let admin = n.admin.as_deref().map(str::to_ascii_lowercase);
-    let mut per_reader: BTreeMap<String, Vec<&QuarantineEntry>> = BTreeMap::new();
-    for e in entries {
-        for rcpt in &e.recipients {
-            let Some(to) = reader(cfg, admin.as_deref(), rcpt) else { continue };
+    let mut per_reader: BTreeMap<String, Vec<Line>> = BTreeMap::new();
+    for entry in entries {
+        for recipient in &entry.recipients {
+            let Some(to) = reader(cfg, admin.as_deref(), recipient) else { continue };
             let list = per_reader.entry(to).or_default();
-            if !list.iter().any(|x| x.id == e.id) {
-                list.push(e);
+            if !list.iter().any(|x| x.entry.id == entry.id) {
+                list.push(Line { entry, recipient });
             }
         }
     }
@@ -107,7 +128,7 @@ pub fn compose(
     per_reader
         .into_iter()
         .filter_map(|(to, held)| {
-            let body = render(&cfg.hostname, &from, &to, &held, since);
+            let body = render(&cfg.hostname, &from, &to, &held, since, links);
             let mut readers = vec![to];
             if let Some(a) = &admin
                 && !readers.contains(a)
@@ -135,32 +156,110 @@ fn field(value: &str) -> String {
     }
 }
 
-fn render(hostname: &str, from: &str, to: &str, held: &[&QuarantineEntry], since: u64) -> Vec<u8> {
+/// A line's links: release, delete (for the recipient the reader stands for).
+fn line_links(links: &DigestLinks, line: &Line) -> (String, String) {
+    let link = |action| Link {
+        action,
+        id: line.entry.id.clone(),
+        recipient: line.recipient.to_string(),
+        expires: line.entry.expires_at,
+    };
+    (
+        links::url(links.public_url, links.key, &link(LinkAction::Release)),
+        links::url(links.public_url, links.key, &link(LinkAction::Delete)),
+    )
+}
+
+fn console_url(links: &DigestLinks) -> String {
+    format!("{}/console/", links.public_url.trim_end_matches('/'))
+}
+
+/// The digest: multipart/alternative, the same list as plain text and as HTML.
+fn render(
+    hostname: &str,
+    from: &str,
+    to: &str,
+    held: &[Line],
+    since: u64,
+    links: Option<&DigestLinks>,
+) -> Vec<u8> {
     let count = held.len();
     let plural = if count == 1 { "message" } else { "messages" };
     let since = if since == 0 { String::new() } else { format!(" since {}", rfc5322(since)) };
-    let mut text = format!(
-        "{count} {plural} for {to} {} held in quarantine{since}:\r\n",
+    let intro = format!(
+        "{count} {plural} for {to} {} held in quarantine{since}",
         if count == 1 { "was" } else { "were" },
     );
-    for e in held {
-        let sender = if e.summary.from.is_empty() { &e.sender } else { &e.summary.from };
+    let sender = |e: &QuarantineEntry| {
+        if e.summary.from.is_empty() { e.sender.clone() } else { e.summary.from.clone() }
+    };
+    let mut text = format!("{intro}:\r\n");
+    for line in held {
+        let e = line.entry;
         text.push_str(&format!(
             "\r\nDate:    {}\r\nFrom:    {}\r\nSubject: {}\r\nReason:  {}\r\nID:      {}\r\n",
             rfc5322(e.created_at),
-            field(sender),
+            field(&sender(e)),
             field(&e.summary.subject),
             field(&e.reasons.join("; ")),
             e.id
         ));
+        if let Some(links) = links {
+            let (release, delete) = line_links(links, line);
+            text.push_str(&format!("Release: {release}\r\nDelete:  {delete}\r\n"));
+        }
     }
-    text.push_str(
-        "\r\nIf you expected one of these, ask your mail administrator to release it by its ID.\r\n",
-    );
-    // As it is, so the list reads the same in any client: names and subjects in UTF-8 are
-    // common here, and every line is short (see `field`).
+    let closing = match links {
+        Some(links) => {
+            format!("The links act once, for {to} only. All held mail: {}\r\n", console_url(links))
+        }
+        None => {
+            "If you expected one of these, ask your mail administrator to release it by its ID.\r\n".into()
+        }
+    };
+    text.push_str("\r\n");
+    text.push_str(&closing);
+    let html = maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "Quarantine digest" } }
+            body style="font-family: sans-serif" {
+                p { (intro) ":" }
+                table cellpadding="6" style="border-collapse: collapse" {
+                    thead { tr { th align="left" { "Date" } th align="left" { "From" } th align="left" { "Subject" } th align="left" { "Reason" } @if links.is_some() { th {} } } }
+                    tbody {
+                        @for line in held {
+                            tr style="border-top: 1px solid #ccc" {
+                                td { (rfc5322(line.entry.created_at)) }
+                                td { (field(&sender(line.entry))) }
+                                td { (field(&line.entry.summary.subject)) }
+                                td { (field(&line.entry.reasons.join("; "))) }
+                                @if let Some(links) = links {
+                                    @let (release, delete) = line_links(links, line);
+                                    td { a href=(release) { "Release" } " \u{b7} " a href=(delete) { "Delete" } }
+                                }
+                            }
+                        }
+                    }
+                }
+                @match links {
+                    Some(links) => p { "The links act once, for " (to) " only. " a href=(console_url(links)) { "Open the quarantine console" } },
+                    None => p { "If you expected one of these, ask your mail administrator to release it by its ID." },
+                }
+            }
+        }
+    };
+    // The text as it is, so the list reads the same in any client: names and subjects in UTF-8
+    // are common here, and every line is short (see `field`). The HTML is one long line: the
+    // crate picks quoted-printable or base64 for it.
     let encoding = if text.is_ascii() { "7bit" } else { "8bit" };
-    let body = MimePart::new("text/plain", text).transfer_encoding(encoding);
+    let body = MimePart::new(
+        "multipart/alternative",
+        vec![
+            MimePart::new("text/plain", text).transfer_encoding(encoding),
+            MimePart::new("text/html", html.into_string()),
+        ],
+    );
     to_bytes(
         generated_message(hostname, now_ms())
             .from(("Postern quarantine".to_string(), from.to_string()))
@@ -214,7 +313,7 @@ mod tests {
             held("q1", &["u@served.test", "team@served.test"], "Grüße"),
             held("q2", &["open@served.test"], "two"),
         ];
-        let digests = compose(&cfg, &policy, &entries, 0);
+        let digests = compose(&cfg, &policy, &entries, 0, None);
         let mut readers: Vec<(Vec<String>, String)> = digests
             .iter()
             .map(|d| {

@@ -3,6 +3,7 @@
 //! these; `digest.rs` tells recipients what was held for them.
 
 pub mod digest;
+pub mod links;
 
 use std::sync::Arc;
 
@@ -160,11 +161,74 @@ pub async fn show(ctx: &Context, id: &str) -> Result<(HeldMessageDetail, Vec<u8>
 /// step that queues the message, so a release happens once even when two pods are asked.
 pub async fn release(ctx: &Context, id: &str, by: &str) -> Result<Released, QuarantineError> {
     let entry = ctx.store.quarantine_get(id).await?.ok_or_else(|| QuarantineError::NotFound(id.into()))?;
+    let recipients = entry.recipients.clone();
+    let (msg, released) = release_message(ctx, entry, &recipients, by).await?;
+    if !ctx.store.quarantine_release(id, msg).await? {
+        return Err(QuarantineError::NotFound(id.into()));
+    }
+    released_now(ctx, &released);
+    Ok(released)
+}
+
+/// Delivers a held message to one of its recipients only (a digest link): the entry keeps its
+/// other recipients. Once per recipient: a second call finds nothing held for them.
+pub async fn release_for(
+    ctx: &Context,
+    id: &str,
+    recipient: &str,
+    by: &str,
+) -> Result<Released, QuarantineError> {
+    let entry = held_for(ctx, id, recipient).await?;
+    let (msg, released) = release_message(ctx, entry, &[recipient.to_string()], by).await?;
+    if !ctx.store.quarantine_take_recipient(id, recipient, Some(msg)).await? {
+        return Err(not_held_for(id, recipient));
+    }
+    released_now(ctx, &released);
+    Ok(released)
+}
+
+/// Deletes a held message for one of its recipients (a digest link); the entry goes with its
+/// last recipient.
+pub async fn delete_for(ctx: &Context, id: &str, recipient: &str, by: &str) -> Result<(), QuarantineError> {
+    held_for(ctx, id, recipient).await?;
+    if !ctx.store.quarantine_take_recipient(id, recipient, None).await? {
+        return Err(not_held_for(id, recipient));
+    }
+    tracing::info!(quarantine_id = %id, rcpt = %recipient.escape_debug(), deleted_by = %by.escape_debug(), decision = "deleted", "quarantined message deleted for one recipient");
+    Ok(())
+}
+
+fn not_held_for(id: &str, recipient: &str) -> QuarantineError {
+    QuarantineError::NotFound(format!("{id} for {recipient} (released or deleted already?)"))
+}
+
+/// The entry, if it still holds `recipient`.
+async fn held_for(ctx: &Context, id: &str, recipient: &str) -> Result<QuarantineEntry, QuarantineError> {
+    match ctx.store.quarantine_get(id).await? {
+        Some(e) if e.recipients.iter().any(|r| r == recipient) => Ok(e),
+        _ => Err(not_held_for(id, recipient)),
+    }
+}
+
+fn released_now(ctx: &Context, r: &Released) {
+    ctx.queue_wakeup.notify_one();
+    ctx.metrics.message("queued", "released");
+    tracing::info!(quarantine_id = %r.id, queue_id = %r.queue_id, rcpts = r.recipients.len(), dropped = ?r.dropped, released_by = %r.released_by.escape_debug(), decision = "released", "quarantined message released");
+}
+
+/// The message that releases `entry` to `recipients` (routed now), and what the release does.
+async fn release_message(
+    ctx: &Context,
+    entry: QuarantineEntry,
+    recipients: &[String],
+    by: &str,
+) -> Result<(NewMessage, Released), QuarantineError> {
+    let id = entry.id.clone();
     let cfg = ctx.config.load_full();
     let directory = ProbingDirectory { probes: &ctx.probes, outbound: &ctx.outbound, cfg: &cfg };
     let router = Router { cfg: &cfg, directory: &directory, policies: &*ctx.verifications };
     let (mut targets, mut delivered, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
-    for rcpt in &entry.recipients {
+    for rcpt in recipients {
         match router.resolve(rcpt).await {
             Decision::Deliver(t) => {
                 targets.extend(t);
@@ -199,13 +263,7 @@ pub async fn release(ctx: &Context, id: &str, by: &str) -> Result<Released, Quar
     };
     let lifetime = ms(cfg.delivery.lifetime.get());
     let msg = NewMessage::new(message, routing::plan(&targets), lifetime);
-    if !ctx.store.quarantine_release(id, msg).await? {
-        return Err(QuarantineError::NotFound(id.into()));
-    }
-    ctx.queue_wakeup.notify_one();
-    ctx.metrics.message("queued", "released");
-    tracing::info!(quarantine_id = %id, queue_id = %queue_id, from = %entry.sender, rcpts = delivered.len(), dropped = ?dropped, released_by = %by, decision = "released", "quarantined message released");
-    Ok(Released { id: id.into(), queue_id, recipients: delivered, dropped, released_by: by.into() })
+    Ok((msg, Released { id, queue_id, recipients: delivered, dropped, released_by: by.into() }))
 }
 
 /// A message to hold, as the session has it.

@@ -43,7 +43,7 @@ fn display_addr(a: &mail_parser::Addr<'_>) -> String {
 }
 
 /// Every leaf part, nested messages included (their parts are where phishing hides too).
-fn all_parts<'a>(msg: &'a Message<'a>) -> Vec<&'a MessagePart<'a>> {
+pub fn all_parts<'a>(msg: &'a Message<'a>) -> Vec<&'a MessagePart<'a>> {
     let mut out = Vec::new();
     for part in &msg.parts {
         match &part.body {
@@ -55,7 +55,7 @@ fn all_parts<'a>(msg: &'a Message<'a>) -> Vec<&'a MessagePart<'a>> {
     out
 }
 
-fn is_attachment(msg: &Message<'_>, part: &MessagePart<'_>) -> bool {
+pub fn is_attachment(msg: &Message<'_>, part: &MessagePart<'_>) -> bool {
     part.attachment_name().is_some()
         || msg.attachments.iter().any(|&i| msg.parts.get(i as usize).is_some_and(|p| std::ptr::eq(p, part)))
 }

@@ -277,4 +277,21 @@ async fn quarantine_round_trip(store: &dyn Store) {
     assert_eq!(leased.len(), 1);
     assert_eq!(store.load_message(&leased[0].message_id).await.unwrap().unwrap().body, msg.message.body);
     store.complete(&leased[0], None).await.unwrap();
+
+    // One recipient at a time (a digest link): the entry keeps the others, and goes with the
+    // last; a recipient it no longer holds is refused, with nothing queued.
+    let mut shared = entry("q4", 50_000);
+    shared.recipients = vec!["a@x.test".into(), "b@x.test".into()];
+    store.quarantine_put(shared).await.unwrap();
+    assert!(store.quarantine_take_recipient("q4", "a@x.test", Some(sample_message(1, 0))).await.unwrap());
+    assert!(!store.quarantine_take_recipient("q4", "a@x.test", Some(sample_message(1, 0))).await.unwrap());
+    assert!(!store.quarantine_take_recipient("q4", "c@x.test", None).await.unwrap());
+    let left = store.quarantine_get("q4").await.unwrap().unwrap();
+    assert_eq!(left.recipients, ["b@x.test"]);
+    assert_eq!(left.body, b"Subject: buy\r\n\r\nnow\r\n");
+    assert_eq!(store.stats().await.unwrap().jobs, 1, "one release queued, once");
+    assert!(store.quarantine_take_recipient("q4", "b@x.test", None).await.unwrap());
+    assert_eq!(store.quarantine_get("q4").await.unwrap(), None);
+    assert!(!store.quarantine_take_recipient("q4", "b@x.test", None).await.unwrap());
+    assert_eq!(store.stats().await.unwrap().quarantined, 0);
 }

@@ -71,6 +71,7 @@ enum Op {
     QuarantinePut(Box<QuarantineEntry>, Reply<()>),
     QuarantineDelete(String, Reply<bool>),
     QuarantineRelease(String, Box<NewMessage>, Reply<bool>),
+    QuarantineTakeRecipient(String, String, Option<Box<NewMessage>>, Reply<bool>),
     QuarantineExpire(u64, Reply<usize>),
     StatePut(String, Vec<u8>, Reply<()>),
     StateSwap(String, Option<Vec<u8>>, Vec<u8>, Reply<bool>),
@@ -301,6 +302,15 @@ impl Store for EmbeddedStore {
         self.submit(|r| Op::QuarantineRelease(id.to_string(), Box::new(msg), r)).await
     }
 
+    async fn quarantine_take_recipient(
+        &self,
+        id: &str,
+        recipient: &str,
+        msg: Option<NewMessage>,
+    ) -> StoreResult<bool> {
+        self.submit(|r| Op::QuarantineTakeRecipient(id.into(), recipient.into(), msg.map(Box::new), r)).await
+    }
+
     async fn quarantine_expire(&self, now: u64) -> StoreResult<usize> {
         self.submit(|r| Op::QuarantineExpire(now, r)).await
     }
@@ -518,6 +528,26 @@ impl<'t> Writer<'t> {
                     self.enqueue(&msg)?;
                 }
                 Answer::Bool(r, existed)
+            }
+            Op::QuarantineTakeRecipient(id, recipient, msg, r) => {
+                let meta = self.quarantine.get(id.as_str()).map_err(db_err)?.map(|v| v.value().to_vec());
+                let Some(meta) = meta else { return Ok(Answer::Bool(r, false)) };
+                let mut entry: QuarantineEntry = serde_json::from_slice(&meta).map_err(corrupt)?;
+                let Some(at) = entry.recipients.iter().position(|x| *x == recipient) else {
+                    return Ok(Answer::Bool(r, false));
+                };
+                entry.recipients.remove(at);
+                if entry.recipients.is_empty() {
+                    self.quarantine.remove(id.as_str()).map_err(db_err)?;
+                    self.quarantine_bodies.remove(id.as_str()).map_err(db_err)?;
+                } else {
+                    let meta = serde_json::to_vec(&entry).map_err(corrupt)?;
+                    self.quarantine.insert(id.as_str(), meta.as_slice()).map_err(db_err)?;
+                }
+                if let Some(msg) = msg {
+                    self.enqueue(&msg)?;
+                }
+                Answer::Bool(r, true)
             }
             Op::QuarantineExpire(now, r) => {
                 let mut expired = Vec::new();

@@ -166,6 +166,25 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
+    async fn quarantine_take_recipient(
+        &self,
+        id: &str,
+        recipient: &str,
+        msg: Option<NewMessage>,
+    ) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.quarantine.get_mut(id) else { return Ok(false) };
+        let Some(at) = entry.recipients.iter().position(|r| r == recipient) else { return Ok(false) };
+        entry.recipients.remove(at);
+        if entry.recipients.is_empty() {
+            inner.quarantine.remove(id);
+        }
+        if let Some(msg) = msg {
+            inner.enqueue(msg);
+        }
+        Ok(true)
+    }
+
     async fn quarantine_expire(&self, now: u64) -> StoreResult<usize> {
         let mut inner = self.lock();
         let before = inner.quarantine.len();

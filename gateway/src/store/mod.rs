@@ -65,6 +65,16 @@ pub trait Store: Send + Sync + 'static {
     /// Takes the entry out of the quarantine and enqueues `msg` in one atomic step; `false`
     /// (and nothing enqueued) when the entry is gone, so two pods cannot release it twice.
     async fn quarantine_release(&self, id: &str, msg: NewMessage) -> StoreResult<bool>;
+    /// Takes one recipient out of an entry (the entry goes with its last recipient) and, when
+    /// given, queues `msg` (the message for that recipient) in the same atomic step. `false`,
+    /// with nothing queued, when the entry is gone or no longer holds `recipient`: a digest
+    /// link acts once.
+    async fn quarantine_take_recipient(
+        &self,
+        id: &str,
+        recipient: &str,
+        msg: Option<NewMessage>,
+    ) -> StoreResult<bool>;
     /// Removes entries whose `expires_at` is before `now`; returns how many.
     async fn quarantine_expire(&self, now: u64) -> StoreResult<usize>;
 

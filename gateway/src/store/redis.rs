@@ -139,6 +139,21 @@ redis.call('ZREM', T .. ':quar', ARGV[1])
 redis.call('ZREM', T .. ':quar_exp', ARGV[1])
 put_message(2)
 return 1"#;
+/// ARGV: id, the entry's meta as read, its meta without the recipient ("": the entry goes),
+/// '1' and the message to enqueue or '0'. Returns 0 when the meta changed since it was read
+/// (the caller reads again), 1 when done.
+const QUARANTINE_TAKE_RECIPIENT: &str = r#"
+local k = T .. ':q:' .. ARGV[1]
+if redis.call('HGET', k, 'meta') ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then
+  redis.call('DEL', k)
+  redis.call('ZREM', T .. ':quar', ARGV[1])
+  redis.call('ZREM', T .. ':quar_exp', ARGV[1])
+else
+  redis.call('HSET', k, 'meta', ARGV[3])
+end
+if ARGV[4] == '1' then put_message(5) end
+return 1"#;
 /// ARGV: key, expected ("" with ARGV[3] == '0' for absent), has expected, new value.
 const STATE_SWAP: &str = r#"
 local k = T .. ':state:' .. ARGV[1]
@@ -234,6 +249,7 @@ struct Scripts {
     quarantine_delete: Script,
     quarantine_expire: Script,
     quarantine_release: Script,
+    quarantine_take_recipient: Script,
     state_swap: Script,
     rate_limit: Script,
     enqueue_within: Script,
@@ -253,6 +269,7 @@ impl Scripts {
             quarantine_delete: s(QUARANTINE_DELETE),
             quarantine_expire: s(QUARANTINE_EXPIRE),
             quarantine_release: s(QUARANTINE_RELEASE),
+            quarantine_take_recipient: s(QUARANTINE_TAKE_RECIPIENT),
             state_swap: s(STATE_SWAP),
             rate_limit: s(RATE_LIMIT),
             enqueue_within: s(ENQUEUE_WITHIN),
@@ -606,6 +623,51 @@ impl Store for RedisStore {
         let n: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         self.wait_for_replicas().await?;
         Ok(n > 0)
+    }
+
+    async fn quarantine_take_recipient(
+        &self,
+        id: &str,
+        recipient: &str,
+        msg: Option<NewMessage>,
+    ) -> StoreResult<bool> {
+        // Compare-and-set on the entry's meta: another pod's change in between makes the
+        // script refuse, and the entry is read again.
+        for _ in 0..8 {
+            let mut conn = self.conn.clone();
+            let meta: Option<Vec<u8>> = redis::cmd("HGET")
+                .arg(self.key(&format!("q:{id}")))
+                .arg("meta")
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let Some(meta) = meta else { return Ok(false) };
+            let mut entry: QuarantineEntry = serde_json::from_slice(&meta).map_err(corrupt)?;
+            let Some(at) = entry.recipients.iter().position(|r| r == recipient) else { return Ok(false) };
+            entry.recipients.remove(at);
+            let new_meta = if entry.recipients.is_empty() {
+                Vec::new()
+            } else {
+                serde_json::to_vec(&entry).map_err(corrupt)?
+            };
+            let mut inv = self.scripts.quarantine_take_recipient.key(&self.tag);
+            inv.arg(id).arg(meta).arg(new_meta);
+            match &msg {
+                Some(m) => {
+                    inv.arg("1");
+                    Self::push_message(&mut inv, m)?;
+                }
+                None => {
+                    inv.arg("0");
+                }
+            }
+            let n: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+            if n > 0 {
+                self.wait_for_replicas().await?;
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Unavailable(format!("quarantine entry {id} kept changing; try again")))
     }
 
     async fn quarantine_expire(&self, now: u64) -> StoreResult<usize> {
