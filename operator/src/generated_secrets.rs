@@ -1,7 +1,8 @@
 //! Keys the operator generates into Secrets when the user names none: the DKIM key of a
 //! Direct SendingAccount (`<account>-dkim`, key `dkim.pem`, PKCS#8 PEM) and the key that
 //! encrypts a Gateway's OAuth tokens in its store (`<gateway>-oauth-token-key`, key `key`, 32
-//! random bytes in base64). The gateway pods mount them. The operator may only *create*
+//! random bytes in base64), and a Gateway's admin key that seals console sessions and signs
+//! digest links (`<gateway>-admin-key`, same form). The gateway pods mount them. The operator may only *create*
 //! Secrets: it never reads a key back (the gateways report a DKIM key's public record), and an
 //! existing Secret of that name is left as it is (409), so a key is generated once and kept
 //! until someone deletes the Secret.
@@ -55,6 +56,16 @@ pub fn token_key(gateway: &str) -> GeneratedKey {
         kind: KeyKind::TokenKey,
         owner: ("mail.postern.dev/gateway", gateway.into()),
         secret: SecretKeyRef { name: format!("{gateway}-oauth-token-key"), key: "key".into() },
+    }
+}
+
+/// A Gateway's admin key (console sessions, digest links) to generate: same format as the
+/// OAuth token key.
+pub fn admin_key(gateway: &str) -> GeneratedKey {
+    GeneratedKey {
+        kind: KeyKind::TokenKey,
+        owner: ("mail.postern.dev/gateway", gateway.into()),
+        secret: SecretKeyRef { name: format!("{gateway}-admin-key"), key: "key".into() },
     }
 }
 

@@ -252,6 +252,16 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         secrets.insert(key.name.clone());
         secret_path(&key)
     });
+    // Console sessions and digest links are sealed and signed with the Gateway's admin key.
+    let admin_key = {
+        let key = spec.admin_key_secret_ref.clone().unwrap_or_else(|| {
+            let key = crate::generated_secrets::admin_key(&gw.name_any());
+            generated_keys.push(key.clone());
+            key.secret
+        });
+        secrets.insert(key.name.clone());
+        secret_path(&key)
+    };
     let config = json!({
         "hostname": hostname,
         "listeners": listeners,
@@ -264,6 +274,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
             "kubernetes": {"namespace": ns, "tokenFile": format!("{KUBE_API_DIR}/token"),
                            "caFile": format!("{KUBE_API_DIR}/ca.crt")},
             "publicUrl": spec.admin_public_url,
+            "keyFile": admin_key,
         },
         "oauth": {"tokenKeyFile": token_key},
         "store": store,
@@ -500,7 +511,19 @@ data:
             og.auth.as_ref().unwrap().password_file.to_str(),
             Some("/etc/postern/secrets/smarthost/password")
         );
-        assert_eq!(r.secrets.iter().collect::<Vec<_>>(), ["smarthost"], "referenced, never copied");
+        assert_eq!(
+            r.secrets.iter().collect::<Vec<_>>(),
+            ["edge-admin-key", "smarthost"],
+            "referenced, never copied"
+        );
+        assert_eq!(
+            c.admin.key_file.as_ref().unwrap().to_str(),
+            Some("/etc/postern/secrets/edge-admin-key/key")
+        );
+        assert_eq!(
+            r.generated_keys.iter().map(|k| k.secret.name.as_str()).collect::<Vec<_>>(),
+            ["edge-admin-key"]
+        );
         assert!(!r.yaml().unwrap().contains("kind:"), "a plain GatewayConfig");
     }
 

@@ -82,7 +82,8 @@ pub struct Children {
     pub network_policy: Option<NetworkPolicy>,
     /// Publishes the MTA-STS policy (`spec.mtaSts`).
     pub mta_sts_ingress: Option<Ingress>,
-    /// `<gateway>-admin-public`: `/confirm` and `/oauth/callback` at `adminPublicUrl`.
+    /// `<gateway>-admin-public`: `/confirm`, `/oauth/callback`, `/quarantine/link` (and
+    /// `/console`) at `adminPublicUrl`.
     pub admin_ingress: Option<Ingress>,
     pub service_account: ServiceAccount,
     /// Cluster-scoped, so it cannot be owned by the Gateway: the controller removes the
@@ -615,16 +616,21 @@ pub fn admin_ingress_name(gw: &Gateway) -> String {
 }
 
 /// The Ingress of the admin port's public pages (`spec.adminIngress`): only the paths meant
-/// for the world, `/confirm` and `/oauth/callback`, on `adminPublicUrl`'s host, never the API.
+/// for the world, `/confirm`, `/oauth/callback`, `/quarantine/link` (and the console when
+/// asked), on `adminPublicUrl`'s host, never the API.
 pub fn admin_ingress(gw: &Gateway) -> Option<Ingress> {
     let settings = gw.spec.admin_ingress.as_ref()?;
     let url = gw.spec.admin_public_url.as_deref()?;
     let host = url.strip_prefix("https://")?.trim_end_matches('/');
     let backend = json!({"service": {"name": admin_service_name(gw), "port": {"name": "admin"}}});
-    let paths: Vec<Value> = ["/confirm", "/oauth/callback"]
+    let mut paths: Vec<Value> = ["/confirm", "/oauth/callback", "/quarantine/link"]
         .iter()
         .map(|p| json!({"path": p, "pathType": "Exact", "backend": backend}))
         .collect();
+    if settings.console {
+        paths.push(json!({"path": "/console", "pathType": "Prefix", "backend": backend}));
+    }
+    let settings = &settings.ingress;
     let name = admin_ingress_name(gw);
     let mut metadata = meta(gw, name.clone());
     if !settings.annotations.is_empty() {

@@ -355,9 +355,9 @@ async fn every_write_is_a_server_side_apply_by_the_operator() {
     let writes = recorded.lock().unwrap().clone();
     assert!(writes.len() >= 9, "config, workload, statuses: {writes:?}");
     for w in &writes {
-        // The one create: a generated DKIM key's Secret, created only if absent (never applied:
-        // the operator must not overwrite a key whose record is published).
-        if w == "create \"notifications-dkim\"" {
+        // The creates: generated keys' Secrets (a DKIM key, the Gateway's admin key), created
+        // only if absent (never applied: the operator must not overwrite a key in use).
+        if w == "create \"notifications-dkim\"" || w == "create \"edge-admin-key\"" {
             continue;
         }
         assert!(w.ends_with("manager=postern-operator force=true apply=true"), "{w} (all: {writes:?})");
@@ -1088,7 +1088,7 @@ async fn oauth_and_exchange_accounts_reach_the_config_with_a_generated_token_key
     let c = a.status.unwrap().base.conditions.into_iter().find(|c| c.type_ == "Authorized").unwrap();
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "NotReported"));
 
-    // adminIngress: the two public paths (never the API) at adminPublicUrl's host; off: gone.
+    // adminIngress: the public paths (never the API) at adminPublicUrl's host; off: gone.
     patch_spec(
         &client,
         "edge",
@@ -1102,7 +1102,7 @@ async fn oauth_and_exchange_accounts_reach_the_config_with_a_generated_token_key
     assert_eq!(rule["host"], "postern.example.com");
     let paths: Vec<&str> =
         rule["http"]["paths"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
-    assert_eq!(paths, ["/confirm", "/oauth/callback"]);
+    assert_eq!(paths, ["/confirm", "/oauth/callback", "/quarantine/link"]);
     assert!(
         rule["http"]["paths"]
             .as_array()
@@ -1112,6 +1112,19 @@ async fn oauth_and_exchange_accounts_reach_the_config_with_a_generated_token_key
     );
     assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
     assert_eq!(ingress["spec"]["tls"][0]["secretName"], "edge-admin-public");
+    // With the console: /console as a prefix too, still never /api/.
+    patch_spec(&client, "edge", serde_json::json!({"adminIngress": {"className": "nginx", "console": true}}))
+        .await;
+    reconcile_gateway(&client, "edge").await;
+    let ingress = serde_json::to_value(ingresses.get("edge-admin-public").await.unwrap()).unwrap();
+    let paths: Vec<(&str, &str)> = ingress["spec"]["rules"][0]["http"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["path"].as_str().unwrap(), p["pathType"].as_str().unwrap()))
+        .collect();
+    assert_eq!(paths.last(), Some(&("/console", "Prefix")), "{paths:?}");
+    assert!(paths.iter().all(|(p, _)| !p.starts_with("/api")), "{paths:?}");
     patch_spec(&client, "edge", serde_json::json!({"adminIngress": null})).await;
     reconcile_gateway(&client, "edge").await;
     assert!(ingresses.get_opt("edge-admin-public").await.unwrap().is_none());

@@ -34,7 +34,19 @@ fn gateway(
     soft_fail: Action,
     policy: impl FnOnce(&mut SpamPolicyConfig),
 ) -> GatewayProcess {
+    gateway_with_admin(dns, sink, soft_fail, policy, |_| {})
+}
+
+/// `gateway`, with `admin` changing the admin endpoint's settings.
+fn gateway_with_admin(
+    dns: &DnsServer,
+    sink: &Sink,
+    soft_fail: Action,
+    policy: impl FnOnce(&mut SpamPolicyConfig),
+    admin: impl FnOnce(&mut postern_api::Admin),
+) -> GatewayProcess {
     GatewayProcess::start(&GatewayConfig::typed(|c| {
+        admin(&mut c.admin);
         c.delivery.nameservers = vec![dns.addr];
         let mut p = SpamPolicyConfig::default();
         p.spf.soft_fail = soft_fail;
@@ -255,6 +267,141 @@ fn digests_reach_recipients_moderators_and_the_admin() {
     });
     gw.wait_idle();
     assert_eq!(sink.received().len(), 3);
+}
+
+/// A request with an optional form body on the admin port: (status, body).
+fn http_form(gw: &GatewayProcess, method: &str, path: &str, form: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(gw.admin_addr()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        gw.admin_addr(),
+        form.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    (out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), out)
+}
+
+const LINK_KEY: [u8; 32] = [0x5a; 32];
+
+/// A digest link as anyone holding `admin.keyFile` could make it, written from its documented
+/// format (`quarantine::links`), not with the gateway's code: base64url JSON, a dot, and
+/// HMAC-SHA256 under the key derived with "postern sign v1" over "postern digest link v1\0" and
+/// the payload.
+fn forged_link(action: &str, id: &str, recipient: &str, expires: u64) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &LINK_KEY);
+    let sign =
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, ring::hmac::sign(&root, b"postern sign v1").as_ref());
+    let payload = URL_SAFE_NO_PAD
+        .encode(serde_json::json!({"a": action, "i": id, "r": recipient, "e": expires}).to_string());
+    let tag = ring::hmac::sign(&sign, &[&b"postern digest link v1\0"[..], payload.as_bytes()].concat());
+    format!("{payload}.{}", URL_SAFE_NO_PAD.encode(tag))
+}
+
+/// The token of a digest's `Release:` or `Delete:` line for the message with `subject`.
+fn digest_link(digest: &str, subject: &str, action: &str) -> String {
+    let block = digest.split("\r\n\r\n").find(|b| b.contains(&format!("Subject: {subject}"))).unwrap();
+    let line = block.lines().find(|l| l.starts_with(&format!("{action}:"))).unwrap();
+    line.split("/quarantine/link?t=").nth(1).unwrap().trim().to_string()
+}
+
+#[test]
+fn digest_links_release_or_delete_once_for_their_recipient() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("admin-key");
+    std::fs::write(&key_file, base64::engine::general_purpose::STANDARD.encode(LINK_KEY)).unwrap();
+    let dns = zones();
+    let sink = Sink::start(Behavior::default());
+    let gw = gateway_with_admin(
+        &dns,
+        &sink,
+        Action::Quarantine,
+        |p| {
+            p.notifications.enabled = true;
+            p.notifications.interval = HumanDuration::from_secs(1);
+        },
+        |admin| {
+            admin.key_file = Some(key_file.clone());
+            admin.public_url = Some("https://postern.test/".into());
+        },
+    );
+    let shared = postern_tests::client::message("x@soft.test", "alice@served.test", "Shared offer", "x");
+    send(&gw, "x@soft.test", &["alice@served.test", "bob@served.test"], &shared);
+    let only = postern_tests::client::message("x@soft.test", "carol@served.test", "Only carol", "x");
+    send(&gw, "x@soft.test", &["carol@served.test"], &only);
+
+    let got = sink.wait_for(3, WAIT);
+    let digest_for = |reader: &str| {
+        let m = got.iter().find(|m| m.rcpts == [reader]).unwrap_or_else(|| panic!("{reader}: {got:?}"));
+        use mail_parser::MimeHeaders;
+        let parsed = mail_parser::MessageParser::default().parse(&m.data).unwrap();
+        assert_eq!(
+            parsed.content_type().map(|c| c.subtype()),
+            Some(Some("alternative")),
+            "multipart/alternative"
+        );
+        let html = parsed.body_html(0).unwrap().into_owned();
+        (parsed.body_text(0).unwrap().into_owned().replace('\n', "\r\n").replace("\r\r", "\r"), html)
+    };
+    let (alice, alice_html) = digest_for("alice@served.test");
+    let (bob, _) = digest_for("bob@served.test");
+    let release = digest_link(&alice, "Shared offer", "Release");
+    assert!(alice_html.contains(&release), "the HTML part carries the same link: {alice_html}");
+    assert!(alice.contains("https://postern.test/console/"), "and the console's: {alice}");
+    let id = search(&gw, "subject=Shared")[0]["id"].as_str().unwrap().to_string();
+    let carol_id = search(&gw, "subject=Only")[0]["id"].as_str().unwrap().to_string();
+
+    // The GET only shows; a link changed to act for someone else is refused.
+    let (status, page) = gw.admin_get(&format!("/quarantine/link?t={release}"));
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("Shared offer") && page.contains("alice@served.test") && page.contains("<button"),
+        "{page}"
+    );
+    let (payload, signature) = release.split_once('.').unwrap();
+    let mut claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap())
+            .unwrap();
+    claims["r"] = "mallory@served.test".into();
+    let changed = format!(
+        "{}.{signature}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    assert_eq!(http_form(&gw, "POST", "/quarantine/link", &format!("t={changed}")).0, 403);
+    assert_eq!(
+        http_form(&gw, "POST", "/quarantine/link", &format!("t={}", &release[..release.len() - 2])).0,
+        403
+    );
+
+    // The click: delivered to alice only, once.
+    let (status, page) = http_form(&gw, "POST", "/quarantine/link", &format!("t={release}"));
+    assert_eq!(status, 200, "{page}");
+    let released = sink.wait_for(4, WAIT).into_iter().find(|m| m.from == "x@soft.test").unwrap();
+    assert_eq!(released.rcpts, ["alice@served.test"]);
+    assert_eq!(http_form(&gw, "POST", "/quarantine/link", &format!("t={release}")).0, 410, "a second click");
+    let (_, entry) = gw.admin_get(&format!("/api/v1/quarantine/{id}"));
+    let entry: Value = serde_json::from_str(&entry).unwrap();
+    assert_eq!(entry["recipients"], serde_json::json!(["bob@served.test"]), "still held for bob");
+
+    // Signed with the key but expired, or for a recipient the message was not held for.
+    let expired = forged_link("release", &id, "bob@served.test", 1);
+    let (status, page) = http_form(&gw, "POST", "/quarantine/link", &format!("t={expired}"));
+    assert!(status == 403 && page.contains("expired"), "{page}");
+    let not_theirs = forged_link("release", &carol_id, "alice@served.test", u64::MAX / 2);
+    assert_eq!(http_form(&gw, "POST", "/quarantine/link", &format!("t={not_theirs}")).0, 410);
+
+    // bob deletes his copy: the entry goes with its last recipient.
+    let delete = digest_link(&bob, "Shared offer", "Delete");
+    assert_eq!(http_form(&gw, "POST", "/quarantine/link", &format!("t={delete}")).0, 200);
+    assert_eq!(gw.admin_get(&format!("/api/v1/quarantine/{id}")).0, 404);
+    gw.wait_idle();
+    assert_eq!(sink.received().len(), 4, "three digests and alice's release, nothing else");
 }
 
 #[test]

@@ -338,4 +338,31 @@ mod tests {
         );
         assert!(digests.iter().all(|d| d.jobs.iter().all(|j| !j.bounce)), "digests never bounce");
     }
+
+    #[test]
+    fn digest_links_act_for_the_recipient_the_reader_stands_for() {
+        let cfg = snapshot();
+        let key = SecretKey::new(&[4; 32]);
+        let links = DigestLinks { key: &key, public_url: "https://p.test/" };
+        let entries = [held("q1", &["team@served.test"], "for the team")];
+        let digests = compose(&cfg, &SpamPolicyConfig::default(), &entries, 0, Some(&links));
+        assert_eq!(digests.len(), 1);
+        let body = String::from_utf8(digests[0].message.body.clone()).unwrap();
+        assert!(body.contains("Content-Type: multipart/alternative"), "{body}");
+        assert!(body.contains("Content-Type: text/html"), "{body}");
+        assert!(body.contains("All held mail: https://p.test/console/"), "{body}");
+        let token = |action: &str| {
+            let line = body.lines().find(|l| l.starts_with(action)).unwrap();
+            line.split("?t=").nth(1).unwrap().to_string()
+        };
+        // The moderator's links act for the group's address, the recipient of the held mail.
+        let release = Link::open(&key, &token("Release: "), 0).unwrap();
+        assert_eq!(
+            (release.action, release.id.as_str(), release.recipient.as_str()),
+            (LinkAction::Release, "q1", "team@served.test")
+        );
+        assert_eq!(release.expires, 2_000, "a link lasts as long as the entry");
+        assert_eq!(Link::open(&key, &token("Delete:  "), 0).unwrap().action, LinkAction::Delete);
+        assert!(body.lines().all(|l| l.len() < 998), "every line fits SMTP");
+    }
 }

@@ -166,12 +166,30 @@ pub struct GatewaySpec {
     /// the Gateway sends for an OAuth account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth_token_key_secret_ref: Option<SecretKeyRef>,
-    /// An Ingress publishing `/confirm` and `/oauth/callback` (only these paths) of the admin
-    /// Service at `adminPublicUrl`'s host, so the links in confirmation mails and the OAuth
-    /// providers' redirects reach the gateways. Its controller must reach the admin port: add
-    /// its namespace to `networkPolicy.adminFrom`.
+    /// The key that seals the quarantine console's sessions and signs the one-click links in
+    /// quarantine digests (32 bytes, base64), the same for every pod. Without it the operator
+    /// generates one into `<gateway>-admin-key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin_ingress: Option<PublicIngress>,
+    pub admin_key_secret_ref: Option<SecretKeyRef>,
+    /// An Ingress publishing `/confirm`, `/oauth/callback` and `/quarantine/link` (only these
+    /// paths; with `console: true` also `/console`) of the admin Service at `adminPublicUrl`'s
+    /// host, so the links in confirmation mails and digests and the OAuth providers' redirects
+    /// reach the gateways. Its controller must reach the admin port: add its namespace to
+    /// `networkPolicy.adminFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_ingress: Option<AdminIngress>,
+}
+
+/// The Ingress of the admin port's public pages.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminIngress {
+    #[serde(flatten)]
+    pub ingress: PublicIngress,
+    /// Also publish the quarantine console (`/console`): reviewers sign in with their
+    /// Kubernetes token; the admin API (`/api/`) stays unpublished.
+    #[serde(default)]
+    pub console: bool,
 }
 
 /// MTA-STS: the policy, and the Ingress that serves it.
@@ -639,6 +657,7 @@ impl Default for GatewaySpec {
             mta_sts: None,
             admin_public_url: None,
             oauth_token_key_secret_ref: None,
+            admin_key_secret_ref: None,
             admin_ingress: None,
         }
     }
