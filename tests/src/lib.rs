@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod console;
 pub mod dkim;
 pub mod dns;
 pub mod ews;

@@ -202,9 +202,18 @@ fn oauth_accounts_send_through_the_providers_apis_once_authorized() {
     assert!(text.contains("Subject: first\r\n"), "{text}");
     gw.wait_log("delivered", WAIT);
 
-    // Gmail, granted by bob.
-    let (_, answer, _) = cli(&gw, &["accounts", "authorize", "gm"]);
-    let gm_url = answer["authorizeUrl"].as_str().unwrap().to_string();
+    // Gmail, granted by bob, started with the console's Authorize button: the button's POST
+    // redirects the browser to the provider.
+    let console = postern_tests::console::Console::sign_in(gw.admin_addr(), None);
+    let page = console.get("/console/accounts");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("action=\"/console/accounts/gm/authorize\""), "{}", page.body);
+    let stale = console.post("/console/accounts/gm/authorize", "csrf=forged");
+    assert_eq!(stale.status, 403, "a form without the session's CSRF token");
+    let button = console.post("/console/accounts/gm/authorize", &format!("csrf={}", page.csrf()));
+    assert_eq!(button.status, 303, "{}", button.body);
+    let gm_url = button.header("location").unwrap().to_string();
+    assert!(gm_url.starts_with(&server.authorization_url()), "{gm_url}");
     assert!(gm_url.contains("access_type=offline"), "{gm_url}");
     assert_eq!(oauth::consent(&gm_url, "bob", false).0, 200);
     assert_eq!(send("b@gm.example", &["u@remote.example"], "gmail").code, 250);
