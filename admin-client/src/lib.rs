@@ -1,8 +1,16 @@
 //! A typed client for the gateway's admin API (`postern_api::admin` holds the wire types),
 //! shared by the gateway's CLI, the operator (which reads verification states into
-//! RoutingPolicy conditions) and the end-to-end tests. Plain HTTP: the admin port is served on
-//! loopback, a pod network or a port-forward, never to the internet.
+//! RoutingPolicy conditions), the `kubectl postern` plugin and the end-to-end tests. Plain
+//! HTTP to the admin port (served on loopback, a pod network or a port-forward, never to the
+//! internet), or a transport the caller brings (the plugin's: the Kubernetes API server's
+//! service proxy). `cli.rs` (feature `cli`) is the command line both CLIs share.
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use postern_api::admin::{
@@ -19,8 +27,8 @@ const NO_QUERY: &[(&str, &str)] = &[];
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// No answer: connection refused, timed out, or cut.
-    #[error("cannot reach the admin API at {base}: {source}")]
-    Unreachable { base: String, source: reqwest::Error },
+    #[error("cannot reach the admin API at {base}: {reason}")]
+    Unreachable { base: String, reason: String },
     /// The API answered with an error status; `message` is its `error` text (or the body).
     #[error("{method} {path}: HTTP {status}: {message}")]
     Status { method: Method, path: String, status: u16, message: String },
@@ -52,12 +60,36 @@ impl RawAnswer {
     }
 }
 
+/// One request as a transport carries it: the admin API's path and query, and a JSON body.
+pub struct Call {
+    pub method: Method,
+    pub path_and_query: String,
+    pub json: Option<Vec<u8>>,
+}
+
+/// A transport of the caller's: sends a `Call`, answers with any status; `Err` (a text) only
+/// when there is no answer.
+pub type Send = Arc<
+    dyn Fn(Call) -> Pin<Box<dyn Future<Output = Result<RawAnswer, String>> + std::marker::Send>>
+        + std::marker::Send
+        + Sync,
+>;
+
+#[derive(Clone)]
+enum Transport {
+    Http {
+        http: reqwest::Client,
+        /// Sent as `Authorization: Bearer` (the gateway's `admin.tokenFile`).
+        token: Option<String>,
+    },
+    Custom(Send),
+}
+
 #[derive(Clone)]
 pub struct AdminClient {
+    /// What errors name: `http://host:port`, or the transport's description.
     base: String,
-    http: reqwest::Client,
-    /// Sent as `Authorization: Bearer` (the gateway's `admin.tokenFile`).
-    token: Option<String>,
+    transport: Transport,
 }
 
 impl AdminClient {
@@ -80,34 +112,46 @@ impl AdminClient {
             .no_proxy()
             .build()
             .unwrap_or_default();
-        Self { base: format!("http://{authority}"), http, token: None }
+        Self { base: format!("http://{authority}"), transport: Transport::Http { http, token: None } }
     }
 
-    /// Sends `token` as a bearer token with every request.
+    /// A client whose requests go through `send`; `describe` names where they go, in errors.
+    pub fn with_transport(describe: impl Into<String>, send: Send) -> Self {
+        Self { base: describe.into(), transport: Transport::Custom(send) }
+    }
+
+    /// Sends `token` as a bearer token with every request (plain HTTP only: a custom transport
+    /// carries its own credentials).
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+        if let Transport::Http { token: t, .. } = &mut self.transport {
+            *t = Some(token.into());
+        }
         self
     }
 
-    fn request(&self, method: Method, url: String) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, url);
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
+    async fn send(&self, call: Call) -> Result<RawAnswer, AdminError> {
+        let unreachable = |reason: String| AdminError::Unreachable { base: self.base.clone(), reason };
+        match &self.transport {
+            Transport::Custom(send) => send(call).await.map_err(unreachable),
+            Transport::Http { http, token } => {
+                let mut request = http.request(call.method, format!("{}{}", self.base, call.path_and_query));
+                if let Some(t) = token {
+                    request = request.bearer_auth(t);
+                }
+                if let Some(json) = call.json {
+                    request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(json);
+                }
+                let resp = request.send().await.map_err(|e| unreachable(e.to_string()))?;
+                let status = resp.status().as_u16();
+                let body = resp.bytes().await.map_err(|e| unreachable(e.to_string()))?.to_vec();
+                Ok(RawAnswer { status, body })
+            }
         }
     }
 
     /// Any request, answered as it came (any status). Errors only when there is no answer.
     pub async fn raw(&self, method: Method, path_and_query: &str) -> Result<RawAnswer, AdminError> {
-        let unreachable = |source| AdminError::Unreachable { base: self.base.clone(), source };
-        let resp = self
-            .request(method, format!("{}{path_and_query}", self.base))
-            .send()
-            .await
-            .map_err(unreachable)?;
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(unreachable)?.to_vec();
-        Ok(RawAnswer { status, body })
+        self.send(Call { method, path_and_query: path_and_query.into(), json: None }).await
     }
 
     async fn call<T: DeserializeOwned>(
@@ -127,24 +171,27 @@ impl AdminClient {
         query: &(impl serde::Serialize + ?Sized),
         body: Option<&impl serde::Serialize>,
     ) -> Result<T, AdminError> {
-        let unreachable = |source| AdminError::Unreachable { base: self.base.clone(), source };
-        let mut request = self.request(method.clone(), format!("{}{path}", self.base)).query(query);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let resp = request.send().await.map_err(unreachable)?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(unreachable)?;
-        if !status.is_success() {
-            let message = error_text(&body);
+        let query = serde_urlencoded::to_string(query).map_err(|e| AdminError::Unreachable {
+            base: self.base.clone(),
+            reason: format!("cannot encode the query: {e}"),
+        })?;
+        let path_and_query = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
+        let json = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|source| AdminError::Decode { path: path.into(), source })?;
+        let answer = self.send(Call { method: method.clone(), path_and_query, json }).await?;
+        if !StatusCode::from_u16(answer.status).is_ok_and(|s| s.is_success()) {
+            let message = error_text(&answer.body);
             return Err(AdminError::Status {
                 method,
                 path: path.to_string(),
-                status: status.as_u16(),
+                status: answer.status,
                 message,
             });
         }
-        serde_json::from_slice(&body).map_err(|source| AdminError::Decode { path: path.to_string(), source })
+        serde_json::from_slice(&answer.body)
+            .map_err(|source| AdminError::Decode { path: path.to_string(), source })
     }
 
     pub async fn queue(&self) -> Result<QueueStats, AdminError> {
@@ -215,11 +262,22 @@ impl AdminClient {
     }
 }
 
-/// The `error` text of an error answer, or its body as text when it is not one.
+/// The `error` text of an error answer (the gateway's, or the `message` of a Kubernetes
+/// `Status` when the API server in between refused), or its body as text when it is neither.
 fn error_text(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct KubernetesStatus {
+        kind: String,
+        message: String,
+    }
     serde_json::from_slice::<ApiError>(body)
         .map(|e| e.error)
         .or_else(|_| serde_json::from_slice::<ConfirmationAnswer>(body).map(|a| a.detail))
+        .or_else(|_| {
+            serde_json::from_slice::<KubernetesStatus>(body).map_err(|_| ()).and_then(|s| {
+                if s.kind == "Status" { Ok(format!("Kubernetes API server: {}", s.message)) } else { Err(()) }
+            })
+        })
         .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_string())
 }
 

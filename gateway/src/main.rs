@@ -34,7 +34,7 @@ enum Command {
     /// connection test, or test one now (connect, TLS, login, QUIT).
     Accounts {
         #[command(subcommand)]
-        action: AccountsAction,
+        action: postern_admin_client::cli::AccountsCommand,
         /// The gateway's admin address.
         #[arg(long, global = true, default_value = "127.0.0.1:8025")]
         admin: SocketAddr,
@@ -42,7 +42,7 @@ enum Command {
     /// Destination verification of routing policies (through a running gateway's admin API).
     Verification {
         #[command(subcommand)]
-        action: VerificationAction,
+        action: postern_admin_client::cli::VerificationCommand,
         /// The gateway's admin address.
         #[arg(long, global = true, default_value = "127.0.0.1:8025")]
         admin: SocketAddr,
@@ -51,34 +51,11 @@ enum Command {
     /// admin API; any gateway sharing the store will do).
     Quarantine {
         #[command(subcommand)]
-        action: postern_gateway::admin::cli::QuarantineCommand,
+        action: postern_admin_client::cli::QuarantineCommand,
         /// The gateway's admin address.
         #[arg(long, global = true, default_value = "127.0.0.1:8025")]
         admin: SocketAddr,
     },
-}
-
-#[derive(Subcommand)]
-enum AccountsAction {
-    /// Each account, its server and its last connection test.
-    List,
-    /// Test an account's connection now; exits 1 when it fails.
-    Test { name: String },
-    /// Confirm a Direct account's address with the code its confirmation mail carried.
-    Confirm { name: String, code: String },
-    /// Mail a new confirmation request to a Direct account's address (the old one stops working).
-    SendConfirmation { name: String },
-    /// Print the consent link of an OAuth account (Microsoft365, Gmail): the mailbox's owner
-    /// opens it and grants Postern the right to send.
-    Authorize { name: String },
-}
-
-#[derive(Subcommand)]
-enum VerificationAction {
-    /// Show each domain's verification state.
-    List,
-    /// Verify a domain's destination again now.
-    Retry { domain: String },
 }
 
 fn main() -> ExitCode {
@@ -134,31 +111,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Verification { action, admin } => admin_command(admin, async move |client| {
-            use postern_gateway::admin::cli::to_json;
-            match action {
-                VerificationAction::List => to_json(&client.verifications().await?),
-                VerificationAction::Retry { domain } => to_json(&client.retry_verification(&domain).await?),
-            }
+            postern_admin_client::cli::run_verification(action, &client).await
         }),
         Command::Accounts { action, admin } => admin_command(admin, async move |client| {
-            use postern_gateway::admin::cli::to_json;
-            match action {
-                AccountsAction::List => to_json(&client.accounts().await?),
-                AccountsAction::Test { name } => {
-                    let result = client.test_account(&name).await?;
-                    anyhow::ensure!(result.ok, "account {name}: {}", result.detail);
-                    to_json(&result)
-                }
-                AccountsAction::Confirm { name, code } => {
-                    to_json(&client.confirm_account(&name, &code).await?)
-                }
-                AccountsAction::SendConfirmation { name } => to_json(&client.send_confirmation(&name).await?),
-                AccountsAction::Authorize { name } => to_json(&client.authorize_account(&name).await?),
-            }
+            postern_admin_client::cli::run_accounts(action, &client).await
         }),
-        Command::Quarantine { action, admin } => {
-            admin_command(admin, async move |client| postern_gateway::admin::cli::run(action, &client).await)
-        }
+        Command::Quarantine { action, admin } => admin_command(admin, async move |client| {
+            postern_admin_client::cli::run_quarantine(action, &client).await
+        }),
         Command::Run { config } => match postern_gateway::server::run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -91,6 +91,12 @@ fn default_values_install_the_operator_with_least_privilege() {
         .map(|(r, verbs)| (r.to_string(), verbs.iter().map(|v| v.to_string()).collect()))
         .collect();
     assert_eq!(granted, documented);
+    let plugin = find(&objs, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "mail-postern-kubectl-plugin")
+        .expect("the kubectl plugin's role");
+    assert_eq!(plugin["rules"][0]["resources"], serde_json::json!(["services/proxy"]));
+    assert_eq!(plugin["rules"][0]["verbs"], serde_json::json!(["get", "create", "delete"]));
     assert_eq!(reviewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"], "true");
     assert!(
         reviewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"].is_null(),

@@ -23,6 +23,11 @@ pub fn operator_binary() -> PathBuf {
     workspace_binary("postern-operator")
 }
 
+/// `kubectl-postern`, built the same way.
+pub fn kubectl_plugin_binary() -> PathBuf {
+    workspace_binary("kubectl-postern")
+}
+
 fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test-binary> -> target/<profile>/<name>

@@ -69,10 +69,18 @@ pub fn cross_site(headers: &HeaderMap, host: &str) -> bool {
     }
 }
 
+/// The header `kubectl postern` carries the user's token in: the Kubernetes API server's
+/// service proxy checks the user's right to reach the admin Service, then drops
+/// `Authorization` before it forwards the request, so the token travels beside it.
+pub const TOKEN_HEADER: &str = "x-postern-token";
+
+/// The caller's token: `Authorization: Bearer`, else `X-Postern-Token`.
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let (scheme, token) = value.split_at_checked(7)?;
-    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token).filter(|t| !t.is_empty())
+    let from_authorization = headers.get(header::AUTHORIZATION).and_then(|v| {
+        let (scheme, token) = v.as_bytes().split_at_checked(7)?;
+        scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
+    });
+    from_authorization.or_else(|| headers.get(TOKEN_HEADER).map(|v| v.as_bytes())).filter(|t| !t.is_empty())
 }
 
 /// What an `/api/` request does, in RBAC's terms (resources of the `mail.postern.dev` group).
@@ -305,6 +313,18 @@ mod tests {
         assert_eq!(rbac(Method::POST, "/api/v1/quarantine"), None);
         assert_eq!(rbac(Method::GET, "/api/v1/quarantine/a/b/c"), None);
         assert_eq!(rbac(Method::GET, "/api/v2/queue"), None);
+    }
+
+    #[test]
+    fn the_token_comes_from_authorization_or_beside_a_proxy() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert(TOKEN_HEADER, "proxied".parse().unwrap());
+        assert_eq!(bearer(&h), Some(&b"proxied"[..]));
+        h.insert(header::AUTHORIZATION, "Bearer direct".parse().unwrap());
+        assert_eq!(bearer(&h), Some(&b"direct"[..]));
+        h.insert(header::AUTHORIZATION, "Basic eDp5".parse().unwrap());
+        assert_eq!(bearer(&h), Some(&b"proxied"[..]));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Admin HTTP on its own port: health, readiness, Prometheus metrics, queue figures,
-//! destination verification, the quarantine. `cli.rs` is the CLI's side of it (through
-//! `postern-admin-client`).
+//! destination verification, the quarantine; the quarantine console (`console/`) and the
+//! public pages (`/confirm`, `/oauth/callback`, `/quarantine/link`). The CLI's side of it is
+//! `postern_admin_client::cli`.
 
-pub mod cli;
 mod confirm;
 mod console;
 mod digest_links;

@@ -1,8 +1,10 @@
-//! The `quarantine` subcommand of the CLI: the admin API's quarantine endpoints for a person
-//! at a terminal (tables by default, JSON with `--json`), through the typed admin client.
+//! The admin API's commands for a person at a terminal, shared by `postern-gateway` (which
+//! reaches the admin port directly) and `kubectl postern` (through the Kubernetes API server):
+//! `quarantine` (tables by default, JSON with `--json`), `verification`, `accounts`.
 
 use clap::{Args, Subcommand};
-use postern_admin_client::AdminClient;
+
+use crate::AdminClient;
 use postern_api::admin::{HeldMessage, HeldMessageDetail, QuarantineSearch};
 
 /// The search options (the words given are the `q` of the search).
@@ -90,8 +92,52 @@ fn who(by: Option<String>) -> String {
     by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into())
 }
 
+#[derive(Subcommand)]
+pub enum AccountsCommand {
+    /// Each account, its server and its last connection test.
+    List,
+    /// Test an account's connection now; exits 1 when it fails.
+    Test { name: String },
+    /// Confirm a Direct account's address with the code its confirmation mail carried.
+    Confirm { name: String, code: String },
+    /// Mail a new confirmation request to a Direct account's address (the old one stops working).
+    SendConfirmation { name: String },
+    /// Print the consent link of an OAuth account (Microsoft365, Gmail): the mailbox's owner
+    /// opens it and grants Postern the right to send.
+    Authorize { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum VerificationCommand {
+    /// Show each domain's verification state.
+    List,
+    /// Verify a domain's destination again now.
+    Retry { domain: String },
+}
+
+pub async fn run_accounts(command: AccountsCommand, client: &AdminClient) -> anyhow::Result<Vec<u8>> {
+    match command {
+        AccountsCommand::List => to_json(&client.accounts().await?),
+        AccountsCommand::Test { name } => {
+            let result = client.test_account(&name).await?;
+            anyhow::ensure!(result.ok, "account {name}: {}", result.detail);
+            to_json(&result)
+        }
+        AccountsCommand::Confirm { name, code } => to_json(&client.confirm_account(&name, &code).await?),
+        AccountsCommand::SendConfirmation { name } => to_json(&client.send_confirmation(&name).await?),
+        AccountsCommand::Authorize { name } => to_json(&client.authorize_account(&name).await?),
+    }
+}
+
+pub async fn run_verification(command: VerificationCommand, client: &AdminClient) -> anyhow::Result<Vec<u8>> {
+    match command {
+        VerificationCommand::List => to_json(&client.verifications().await?),
+        VerificationCommand::Retry { domain } => to_json(&client.retry_verification(&domain).await?),
+    }
+}
+
 /// Runs the command against the admin API at `admin`; returns what to print.
-pub async fn run(command: QuarantineCommand, admin: &AdminClient) -> anyhow::Result<Vec<u8>> {
+pub async fn run_quarantine(command: QuarantineCommand, admin: &AdminClient) -> anyhow::Result<Vec<u8>> {
     Ok(match command {
         QuarantineCommand::List { words, search, json: as_json } => {
             let found = admin.quarantine_search(&search.into_search(words)).await?;
