@@ -53,8 +53,14 @@ fn request(addr: SocketAddr, method: &str, path: &str, cookie: &str, form: &str)
 impl Console {
     /// Signs in with `token` (none: a gateway without admin authentication).
     pub fn sign_in(addr: SocketAddr, token: Option<&str>) -> Self {
-        let form = token.map(|t| format!("token={t}")).unwrap_or_default();
-        let answer = request(addr, "POST", "/console/login", "", &form);
+        let page = request(addr, "GET", "/console/login", "", "");
+        let form_cookie = page.header("set-cookie").expect("the sign-in form's cookie");
+        let form_cookie = form_cookie.split(';').next().unwrap().to_string();
+        let mut form = format!("csrf={}", page.csrf());
+        if let Some(t) = token {
+            form.push_str(&format!("&token={t}"));
+        }
+        let answer = request(addr, "POST", "/console/login", &form_cookie, &form);
         assert_eq!(answer.status, 303, "{}", answer.body);
         let set = answer.header("set-cookie").expect("a session cookie");
         Self { addr, cookie: set.split(';').next().unwrap().to_string() }

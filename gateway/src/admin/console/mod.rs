@@ -134,13 +134,9 @@ async fn reviewer(
             Ok(Reviewer { session, actor, csrf })
         }
         Err(r) if r.status == StatusCode::UNAUTHORIZED => {
-            let mut page = html(
-                StatusCode::UNAUTHORIZED,
-                "Sign in",
-                None,
-                pages::login(false, Some("Your session's token is no longer accepted: sign in again.")),
-            );
-            page.headers_mut().insert(header::SET_COOKIE, Session::end());
+            let why = "Your session's token is no longer accepted: sign in again.";
+            let mut page = sign_in_page(ctx, StatusCode::UNAUTHORIZED, Some(why));
+            page.headers_mut().append(header::SET_COOKIE, Session::end());
             Err(page)
         }
         Err(r) => {
@@ -150,28 +146,52 @@ async fn reviewer(
     }
 }
 
+/// The sign-in page, with a fresh form cookie.
+fn sign_in_page(ctx: &Context, status: StatusCode, error: Option<&str>) -> Response {
+    match session::login_form(&ctx.admin_key) {
+        Ok((cookie, csrf)) => {
+            let mut page = html(status, "Sign in", None, pages::login(open(ctx), error, &csrf));
+            page.headers_mut().append(header::SET_COOKIE, cookie);
+            page
+        }
+        Err(e) => html(StatusCode::SERVICE_UNAVAILABLE, "Sign in", None, pages::message_page(&e)),
+    }
+}
+
 async fn login_page(State(ctx): State<Arc<Context>>, headers: HeaderMap) -> Response {
     if Session::from_headers(&ctx.admin_key, &headers).is_some() {
         return Redirect::to("/console/").into_response();
     }
-    html(StatusCode::OK, "Sign in", None, pages::login(open(&ctx), None))
+    sign_in_page(&ctx, StatusCode::OK, None)
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct LoginForm {
     token: String,
+    csrf: String,
 }
 
-/// `POST /console/login`: the token is checked as the quarantine list would check it; then it
-/// is sealed into the session cookie. (A cross-site POST was refused by `frame`.)
-async fn login(State(ctx): State<Arc<Context>>, axum::Form(form): axum::Form<LoginForm>) -> Response {
+/// `POST /console/login`: the form must be the one this browser was given (a cross-site POST
+/// was refused by `frame` already); the token is checked as the quarantine list would check
+/// it, then sealed into the session cookie.
+async fn login(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    if !session::login_csrf_ok(&ctx.admin_key, &headers, &form.csrf) {
+        return sign_in_page(
+            &ctx,
+            StatusCode::FORBIDDEN,
+            Some("This sign-in form is out of date: sign in again."),
+        );
+    }
     let token = form.token.trim();
     let (token, presented) = match open(&ctx) {
         true => (None, None),
         false if token.is_empty() || token.len() > 8192 => {
-            let page = pages::login(false, Some("Enter a token."));
-            return html(StatusCode::BAD_REQUEST, "Sign in", None, page);
+            return sign_in_page(&ctx, StatusCode::BAD_REQUEST, Some("Enter a token."));
         }
         false => (Some(token.to_string()), Some(token.as_bytes())),
     };
@@ -185,7 +205,7 @@ async fn login(State(ctx): State<Arc<Context>>, axum::Form(form): axum::Form<Log
                 _ => error,
             };
             tracing::info!(status = status.as_u16(), "console sign-in refused");
-            return html(status, "Sign in", None, pages::login(false, Some(&text)));
+            return sign_in_page(&ctx, status, Some(&text));
         }
     };
     let session = match Session::new(token, user) {

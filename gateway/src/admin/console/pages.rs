@@ -65,14 +65,18 @@ pub fn message_page(text: &str) -> Markup {
     html! { p { (text) } }
 }
 
-pub fn login(open: bool, error: Option<&str>) -> Markup {
+pub fn login(open: bool, error: Option<&str>, csrf: &str) -> Markup {
     html! {
         @if let Some(e) = error { p.error role="alert" { (e) } }
         @if open {
             p { "This gateway's admin endpoint has no authentication configured (no admin.tokenFile, no admin.kubernetes): anyone who reaches it may review the quarantine." }
-            form method="post" action="/console/login" { button type="submit" { "Enter" } }
+            form method="post" action="/console/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                button type="submit" { "Enter" }
+            }
         } @else {
             form.login method="post" action="/console/login" {
+                input type="hidden" name="csrf" value=(csrf);
                 label for="token" { "Token" }
                 p.hint #token-hint { "A token of the gateway's admin.tokenFile, or your Kubernetes token (for example the output of " code { "kubectl create token NAME" } "). It is kept only in this browser's session cookie." }
                 input #token type="password" name="token" autocomplete="current-password" required aria-describedby="token-hint";

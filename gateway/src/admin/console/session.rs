@@ -45,14 +45,7 @@ impl Session {
 
     /// The session in the request's cookie, if it opens with `key` and has not expired.
     pub fn from_headers(key: &SecretKey, headers: &HeaderMap) -> Option<Session> {
-        let sealed = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == COOKIE)
-            .map(|(_, value)| value)?;
+        let sealed = cookie(headers, COOKIE)?;
         if sealed.len() > MAX_COOKIE {
             return None;
         }
@@ -86,6 +79,40 @@ impl Session {
     }
 }
 
+/// The sign-in form's cookie: a nonce whose HMAC the form carries (double submit), so no
+/// other site can sign a browser in with a token of its choosing.
+pub const LOGIN_COOKIE: &str = "__Host-postern-login";
+const LOGIN_FOR: &[u8] = b"postern console login v1\0";
+
+/// A sign-in form's `Set-Cookie` and the token its form carries.
+pub fn login_form(key: &SecretKey) -> Result<(HeaderValue, String), String> {
+    let nonce = random_token()?;
+    let cookie = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={nonce}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=3600"
+    ))
+    .map_err(|e| e.to_string())?;
+    Ok((cookie, key.sign(&[LOGIN_FOR, nonce.as_bytes()].concat())))
+}
+
+/// Whether a sign-in POST carries the token of the form its browser was given.
+pub fn login_csrf_ok(key: &SecretKey, headers: &HeaderMap, presented: &str) -> bool {
+    cookie(headers, LOGIN_COOKIE).is_some_and(|nonce| {
+        same_bytes(key.sign(&[LOGIN_FOR, nonce.as_bytes()].concat()).as_bytes(), presented.as_bytes())
+    })
+}
+
+/// The value of the cookie `name`.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +144,18 @@ mod tests {
             Session::from_headers(&key, &headers(old.to_str().unwrap().split(';').next().unwrap())),
             None
         );
+    }
+
+    #[test]
+    fn a_sign_in_needs_the_form_its_browser_was_given() {
+        let key = SecretKey::new(&[5; 32]);
+        let (set, csrf) = login_form(&key).unwrap();
+        let pair = set.to_str().unwrap().split(';').next().unwrap().to_string();
+        assert!(set.to_str().unwrap().contains("SameSite=Strict"));
+        assert!(login_csrf_ok(&key, &headers(&pair), &csrf));
+        let (_, other) = login_form(&key).unwrap();
+        assert!(!login_csrf_ok(&key, &headers(&pair), &other), "another browser's form");
+        assert!(!login_csrf_ok(&key, &HeaderMap::new(), &csrf), "no cookie");
     }
 
     #[test]
