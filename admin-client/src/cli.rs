@@ -152,6 +152,32 @@ pub async fn run_quarantine(command: QuarantineCommand, admin: &AdminClient) -> 
     })
 }
 
+/// Runs a command on a small runtime of its own and prints what it returns, or the error
+/// named by `program`; the process's exit code.
+pub fn run_and_print(
+    program: &str,
+    command: impl Future<Output = anyhow::Result<Vec<u8>>>,
+) -> std::process::ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(command));
+    match result {
+        Ok(mut out) => {
+            if !out.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{program}: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
 /// An answer as pretty JSON, for scripts (`--json`, and the commands without a table).
 pub fn to_json(value: &impl serde::Serialize) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec_pretty(value)?)

@@ -151,22 +151,5 @@ fn admin_command(
     if let Some(token) = token {
         client = client.with_token(token);
     }
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(call(client)));
-    match result {
-        Ok(mut out) => {
-            if !out.ends_with(b"\n") {
-                out.push(b'\n');
-            }
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("postern-gateway: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    postern_admin_client::cli::run_and_print("postern-gateway", call(client))
 }

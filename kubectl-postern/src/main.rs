@@ -137,24 +137,5 @@ async fn run(cli: Cli) -> anyhow::Result<Vec<u8>> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(cli)));
-    match result {
-        Ok(mut out) => {
-            if !out.ends_with(b"\n") {
-                out.push(b'\n');
-            }
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(&out);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("kubectl postern: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    postern_admin_client::cli::run_and_print("kubectl postern", run(Cli::parse()))
 }

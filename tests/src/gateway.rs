@@ -23,6 +23,33 @@ pub fn operator_binary() -> PathBuf {
     workspace_binary("postern-operator")
 }
 
+/// A gateway config that quarantines what fails SPF softly (spam policy `p`) for `served.test`
+/// (accounts `accounts`, delivered to `sink_host`), resolving through `dns`; `more` changes
+/// the rest.
+pub fn quarantining(
+    dns: std::net::SocketAddr,
+    sink_host: &str,
+    accounts: &[&str],
+    more: impl FnOnce(&mut postern_api::GatewayConfig),
+) -> GatewayConfig {
+    use postern_api::{Account, Action, Destination, MailDomainConfig, SpamPolicyConfig, TlsPolicy};
+    let sink_host = sink_host.to_string();
+    let accounts: Vec<Account> =
+        accounts.iter().map(|a| Account { address: a.to_string(), aliases: vec![] }).collect();
+    GatewayConfig::typed(move |c| {
+        c.delivery.nameservers = vec![dns];
+        let mut p = SpamPolicyConfig::default();
+        p.spf.soft_fail = Action::Quarantine;
+        c.spam_policies.insert("p".into(), p);
+        let mut served =
+            MailDomainConfig::new("served.test", Destination::hosts(&[&sink_host], TlsPolicy::NONE));
+        served.spam_policy = Some("p".into());
+        served.accounts = accounts;
+        c.domains.push(served);
+        more(c);
+    })
+}
+
 /// `kubectl-postern`, built the same way.
 pub fn kubectl_plugin_binary() -> PathBuf {
     workspace_binary("kubectl-postern")

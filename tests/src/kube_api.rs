@@ -92,6 +92,20 @@ impl KubeApi {
         self.rbac.lock().unwrap().grants.push((user.into(), namespace.into(), resource.into(), verb.into()));
     }
 
+    /// `admin.kubernetes` of a gateway this stand-in reviews for, in namespace `mail`: the
+    /// gateway's own token (`caller_token` of `start`) is written to `dir`, `ca_file` is the
+    /// test CA that signed this server's certificate.
+    pub fn admin_auth(&self, dir: &Path, caller_token: &str, ca_file: &Path) -> postern_api::KubernetesAuth {
+        let token_file = dir.join("gateway-sa-token");
+        std::fs::write(&token_file, format!("{caller_token}\n")).unwrap();
+        postern_api::KubernetesAuth {
+            namespace: "mail".into(),
+            api_server: Some(self.url()),
+            token_file,
+            ca_file: ca_file.to_path_buf(),
+        }
+    }
+
     /// The Service `namespace/name`'s port `port` is served at `addr` (for the service proxy).
     pub fn service(&self, namespace: &str, name: &str, port: &str, addr: SocketAddr) {
         self.rbac.lock().unwrap().services.push((namespace.into(), name.into(), port.into(), addr));

@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use postern_api::{Account, Action, Destination, MailDomainConfig, SpamPolicyConfig, TlsPolicy};
 use postern_tests::client::Client;
 use postern_tests::dns::{self, DnsServer};
-use postern_tests::gateway::{GatewayConfig, GatewayProcess};
+use postern_tests::gateway::{GatewayProcess, quarantining};
 use postern_tests::kube_api::KubeApi;
 use postern_tests::sink::{Behavior, Sink};
 use serde_json::Value;
@@ -65,8 +64,7 @@ fn reviewers_search_read_deliver_and_delete_in_a_real_browser() {
         api.grant("alice@example.com", "mail", "quarantine", verb);
     }
     api.grant("bob@example.com", "mail", "quarantine", "list");
-    let own_token = dir.path().join("sa-token");
-    std::fs::write(&own_token, "gateway-sa-token\n").unwrap();
+    let auth = api.admin_auth(dir.path(), "gateway-sa-token", &ca_file);
     // The test's own token (the queue), next to the reviewers' Kubernetes tokens.
     let file_tokens = dir.path().join("admin-tokens");
     std::fs::write(&file_tokens, "test-harness-token\n").unwrap();
@@ -76,25 +74,10 @@ fn reviewers_search_read_deliver_and_delete_in_a_real_browser() {
     let dns = DnsServer::start(vec![dns::txt("soft.test", "v=spf1 ip4:192.0.2.1 ~all")]);
     let sink = Sink::start(Behavior::default());
     let (trap_port, fetched) = trap();
-    let (url, own, ca_path, sink_host, dns_addr) = (api.url(), own_token, ca_file, sink.host(), dns.addr);
-    let gw = GatewayProcess::start(&GatewayConfig::typed(move |c| {
-        c.delivery.nameservers = vec![dns_addr];
+    let gw = GatewayProcess::start(&quarantining(dns.addr, &sink.host(), &["alice"], move |c| {
         c.admin.key_file = Some(key_file);
         c.admin.token_file = Some(file_tokens);
-        c.admin.kubernetes = Some(postern_api::KubernetesAuth {
-            namespace: "mail".into(),
-            api_server: Some(url),
-            token_file: own,
-            ca_file: ca_path,
-        });
-        let mut p = SpamPolicyConfig::default();
-        p.spf.soft_fail = Action::Quarantine;
-        c.spam_policies.insert("p".into(), p);
-        let mut served =
-            MailDomainConfig::new("served.test", Destination::hosts(&[&sink_host], TlsPolicy::NONE));
-        served.spam_policy = Some("p".into());
-        served.accounts = vec![Account { address: "alice".into(), aliases: vec![] }];
-        c.domains.push(served);
+        c.admin.kubernetes = Some(auth);
     }));
 
     let unsafe_html = format!(

@@ -9,10 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use postern_api::{Account, Action, Destination, MailDomainConfig, SpamPolicyConfig, TlsPolicy};
 use postern_tests::client::Client;
 use postern_tests::dns::{self, DnsServer};
-use postern_tests::gateway::{GatewayConfig, GatewayProcess, kubectl_plugin_binary};
+use postern_tests::gateway::{GatewayProcess, kubectl_plugin_binary, quarantining};
 use postern_tests::kube_api::KubeApi;
 use postern_tests::sink::{Behavior, Sink};
 
@@ -78,29 +77,12 @@ fn kubectl_postern_goes_through_the_service_proxy_and_rbac_decides() {
     for verb in ["get", "create"] {
         api.grant("carol@example.com", "mail", "services/proxy", verb);
     }
-    let own_token = dir.path().join("sa-token");
-    std::fs::write(&own_token, "gateway-sa-token\n").unwrap();
+    let auth = api.admin_auth(dir.path(), "gateway-sa-token", &ca_file);
 
     let dns = DnsServer::start(vec![dns::txt("soft.test", "v=spf1 ip4:192.0.2.1 ~all")]);
     let sink = Sink::start(Behavior::default());
-    let (url, own, ca_path, sink_host, dns_addr) =
-        (api.url(), own_token, ca_file.clone(), sink.host(), dns.addr);
-    let gw = GatewayProcess::start(&GatewayConfig::typed(move |c| {
-        c.delivery.nameservers = vec![dns_addr];
-        c.admin.kubernetes = Some(postern_api::KubernetesAuth {
-            namespace: "mail".into(),
-            api_server: Some(url),
-            token_file: own,
-            ca_file: ca_path,
-        });
-        let mut p = SpamPolicyConfig::default();
-        p.spf.soft_fail = Action::Quarantine;
-        c.spam_policies.insert("p".into(), p);
-        let mut served =
-            MailDomainConfig::new("served.test", Destination::hosts(&[&sink_host], TlsPolicy::NONE));
-        served.spam_policy = Some("p".into());
-        served.accounts = vec![Account { address: "u".into(), aliases: vec![] }];
-        c.domains.push(served);
+    let gw = GatewayProcess::start(&quarantining(dns.addr, &sink.host(), &["u"], move |c| {
+        c.admin.kubernetes = Some(auth);
     }));
     api.service("mail", "edge-admin", "admin", gw.admin_addr());
     api.gateway("mail", "edge");
