@@ -54,10 +54,10 @@ impl Delivery {
             };
             let want = 1 + self.slots.available_permits().min(255);
             let lease_for = self.ctx.config().delivery.lease_timeout.get();
-            match self.ctx.store.lease(now_ms(), want, lease_for).await {
+            match self.ctx.store.lease_with_messages(now_ms(), want, lease_for).await {
                 Ok(jobs) if !jobs.is_empty() => {
                     let mut permit = Some(first);
-                    for job in jobs {
+                    for (job, message) in jobs {
                         let p = match permit.take() {
                             Some(p) => p,
                             None => match self.slots.clone().acquire_owned().await {
@@ -65,7 +65,7 @@ impl Delivery {
                                 Err(_) => return,
                             },
                         };
-                        tokio::spawn(self.clone().process(job, p));
+                        tokio::spawn(self.clone().process(job, message, p));
                     }
                 }
                 Ok(_) => {
@@ -107,19 +107,12 @@ impl Delivery {
         map.entry(key.to_string()).or_insert_with(|| Arc::new(Semaphore::new(limit as usize))).clone()
     }
 
-    async fn process(self: Arc<Self>, job: Job, _slot: OwnedSemaphorePermit) {
+    async fn process(self: Arc<Self>, job: Job, message: Option<Message>, _slot: OwnedSemaphorePermit) {
         let cfg = self.ctx.config();
-        let message = match self.ctx.store.load_message(&job.message_id).await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                tracing::error!(queue_id = %job.message_id, job = %job.id, "job without its message; dropping the job");
-                let _ = self.ctx.store.complete(&job, None).await;
-                return;
-            }
-            Err(e) => {
-                tracing::error!(queue_id = %job.message_id, error = %e, "cannot load message; will retry after the lease");
-                return;
-            }
+        let Some(message) = message else {
+            tracing::error!(queue_id = %job.message_id, job = %job.id, "job without its message; dropping the job");
+            let _ = self.ctx.store.complete(&job, None).await;
+            return;
         };
         let key = job.next_hop.key();
         let dest = self.destination_slots(&key, cfg.delivery.concurrency_per_destination);

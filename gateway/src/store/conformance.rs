@@ -207,8 +207,15 @@ async fn retry_moves_a_job_and_keeps_the_message(store: &dyn Store) {
 async fn the_message_goes_with_its_last_job(store: &dyn Store) {
     let msg = sample_message(3, 1_000);
     store.enqueue(msg.clone()).await.unwrap();
-    let jobs = store.lease(1_000, 10, LEASE).await.unwrap();
-    assert_eq!(jobs.len(), 3);
+    // The delivery engine's lease: each job with its message and body.
+    let leased = store.lease_with_messages(1_000, 10, LEASE).await.unwrap();
+    assert_eq!(leased.len(), 3);
+    for (job, message) in &leased {
+        assert_eq!(job.message_id, msg.message.id);
+        assert_eq!(message.as_ref(), Some(&msg.message), "meta and body, as enqueued");
+    }
+    assert!(store.lease_with_messages(1_000, 10, LEASE).await.unwrap().is_empty(), "leased already");
+    let jobs: Vec<Job> = leased.into_iter().map(|(job, _)| job).collect();
     for (i, job) in jobs.iter().enumerate() {
         assert!(store.load_message(&msg.message.id).await.unwrap().is_some(), "kept while job {i} is open");
         store.complete(job, None).await.unwrap();

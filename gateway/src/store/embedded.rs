@@ -99,6 +99,16 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// A message with its body, as `txn` sees it.
+fn message_in(txn: &redb::ReadTransaction, id: &str) -> StoreResult<Option<Message>> {
+    let messages = txn.open_table(MESSAGES).map_err(db_err)?;
+    let Some(meta) = messages.get(id).map_err(db_err)? else { return Ok(None) };
+    let mut msg: Message = serde_json::from_slice(meta.value()).map_err(corrupt)?;
+    let bodies = txn.open_table(BODIES).map_err(db_err)?;
+    msg.body = bodies.get(id).map_err(db_err)?.map(|b| b.value().to_vec()).unwrap_or_default();
+    Ok(Some(msg))
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> StoreResult<Self> {
@@ -147,29 +157,15 @@ impl EmbeddedStore {
         .map_err(db_err)?
     }
 
-    fn unlease(&self, id: &str) {
-        self.leases.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-    }
-}
-
-impl Drop for EmbeddedStore {
-    fn drop(&mut self) {
-        // Wait for the writer so the file is closed (and durable) when the store is gone.
-        if self.ops.send(Op::Shutdown).is_ok()
-            && let Some(writer) = self.writer.take()
-        {
-            let _ = writer.join();
-        }
-    }
-}
-
-#[async_trait]
-impl Store for EmbeddedStore {
-    async fn enqueue(&self, msg: NewMessage) -> StoreResult<()> {
-        self.submit(|r| Op::Enqueue(Box::new(msg), r)).await
-    }
-
-    async fn lease(&self, now: u64, max: usize, lease_for: Duration) -> StoreResult<Vec<Job>> {
+    /// Leases due jobs in one read snapshot, with their messages when asked (the same
+    /// snapshot: no second transaction per job).
+    async fn lease_from_snapshot(
+        &self,
+        now: u64,
+        max: usize,
+        lease_for: Duration,
+        with_messages: bool,
+    ) -> StoreResult<Vec<(Job, Option<Message>)>> {
         let leases = self.leases.clone();
         let db = self.db.clone();
         let until = now.saturating_add(crate::util::time::ms(lease_for));
@@ -194,8 +190,9 @@ impl Store for EmbeddedStore {
                 }
                 let Some(raw) = jobs.get(id).map_err(db_err)? else { continue };
                 let job: Job = serde_json::from_slice(raw.value()).map_err(corrupt)?;
+                let message = if with_messages { message_in(&txn, &job.message_id)? } else { None };
                 leases.insert(job.id.clone(), until);
-                out.push(job);
+                out.push((job, message));
             }
             Ok(out)
         })
@@ -203,18 +200,49 @@ impl Store for EmbeddedStore {
         .map_err(db_err)?
     }
 
+    fn unlease(&self, id: &str) {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Wait for the writer so the file is closed (and durable) when the store is gone.
+        if self.ops.send(Op::Shutdown).is_ok()
+            && let Some(writer) = self.writer.take()
+        {
+            let _ = writer.join();
+        }
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn enqueue(&self, msg: NewMessage) -> StoreResult<()> {
+        self.submit(|r| Op::Enqueue(Box::new(msg), r)).await
+    }
+
+    async fn lease(&self, now: u64, max: usize, lease_for: Duration) -> StoreResult<Vec<Job>> {
+        Ok(self
+            .lease_from_snapshot(now, max, lease_for, false)
+            .await?
+            .into_iter()
+            .map(|(job, _)| job)
+            .collect())
+    }
+
+    async fn lease_with_messages(
+        &self,
+        now: u64,
+        max: usize,
+        lease_for: Duration,
+    ) -> StoreResult<Vec<(Job, Option<Message>)>> {
+        self.lease_from_snapshot(now, max, lease_for, true).await
+    }
+
     async fn load_message(&self, id: &str) -> StoreResult<Option<Message>> {
         let id = id.to_string();
-        self.read(move |txn| {
-            let messages = txn.open_table(MESSAGES).map_err(db_err)?;
-            let Some(meta) = messages.get(id.as_str()).map_err(db_err)? else { return Ok(None) };
-            let mut msg: Message = serde_json::from_slice(meta.value()).map_err(corrupt)?;
-            let bodies = txn.open_table(BODIES).map_err(db_err)?;
-            msg.body =
-                bodies.get(id.as_str()).map_err(db_err)?.map(|b| b.value().to_vec()).unwrap_or_default();
-            Ok(Some(msg))
-        })
-        .await
+        self.read(move |txn| message_in(txn, &id)).await
     }
 
     async fn complete(&self, job: &Job, followup: Option<NewMessage>) -> StoreResult<()> {

@@ -43,6 +43,24 @@ pub trait Store: Send + Sync + 'static {
     /// Leases up to `max` jobs whose `due` is at or before `now` (ms), for `lease_for`.
     async fn lease(&self, now: u64, max: usize, lease_for: Duration) -> StoreResult<Vec<Job>>;
 
+    /// `lease`, each job with the message (and body) it delivers (`None`: the message is gone).
+    /// What the delivery engine calls: with Redis one round trip brings jobs and bodies (the
+    /// default asks for each message after the lease).
+    async fn lease_with_messages(
+        &self,
+        now: u64,
+        max: usize,
+        lease_for: Duration,
+    ) -> StoreResult<Vec<(Job, Option<Message>)>> {
+        let jobs = self.lease(now, max, lease_for).await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let message = self.load_message(&job.message_id).await?;
+            out.push((job, message));
+        }
+        Ok(out)
+    }
+
     /// The message (with body) a job delivers.
     async fn load_message(&self, id: &str) -> StoreResult<Option<Message>>;
 

@@ -120,6 +120,24 @@ for _, id in ipairs(ids) do
   end
 end
 return out"#;
+/// `LEASE`, and for each job its message's meta and body (`''` when the message is gone):
+/// {job, meta, body, job, meta, body, ...}. The message id is read from the job's JSON.
+const LEASE_WITH_MESSAGES: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', T .. ':sched', '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  local job = redis.call('GET', T .. ':job:' .. id)
+  if job then
+    redis.call('ZADD', T .. ':sched', ARGV[3], id)
+    local m = redis.call('HMGET', T .. ':msg:' .. cjson.decode(job)['message_id'], 'meta', 'body')
+    out[#out + 1] = job
+    out[#out + 1] = m[1] or ''
+    out[#out + 1] = m[2] or ''
+  else
+    redis.call('ZREM', T .. ':sched', id)
+  end
+end
+return out"#;
 /// ARGV: id, meta, body, created_at, expires_at
 const QUARANTINE_PUT: &str = r#"
 redis.call('HSET', T .. ':q:' .. ARGV[1], 'meta', ARGV[2], 'body', ARGV[3])
@@ -245,6 +263,7 @@ struct Scripts {
     complete: Script,
     retry: Script,
     lease: Script,
+    lease_with_messages: Script,
     quarantine_put: Script,
     quarantine_delete: Script,
     quarantine_expire: Script,
@@ -265,6 +284,7 @@ impl Scripts {
             complete: s(COMPLETE),
             retry: s(RETRY),
             lease: s(LEASE),
+            lease_with_messages: s(LEASE_WITH_MESSAGES),
             quarantine_put: s(QUARANTINE_PUT),
             quarantine_delete: s(QUARANTINE_DELETE),
             quarantine_expire: s(QUARANTINE_EXPIRE),
@@ -491,6 +511,40 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         raw.iter().map(|j| serde_json::from_slice(j).map_err(corrupt)).collect()
+    }
+
+    async fn lease_with_messages(
+        &self,
+        now: u64,
+        max: usize,
+        lease_for: Duration,
+    ) -> StoreResult<Vec<(Job, Option<Message>)>> {
+        let until = now.saturating_add(crate::util::time::ms(lease_for));
+        let mut conn = self.conn.clone();
+        let raw: Vec<Vec<u8>> = self
+            .scripts
+            .lease_with_messages
+            .key(&self.tag)
+            .arg(now)
+            .arg(max)
+            .arg(until)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(raw.len() / 3);
+        for triple in raw.chunks_exact(3) {
+            let job: Job = serde_json::from_slice(&triple[0]).map_err(corrupt)?;
+            let message = match triple[1].is_empty() {
+                true => None,
+                false => {
+                    let mut msg: Message = serde_json::from_slice(&triple[1]).map_err(corrupt)?;
+                    msg.body = triple[2].clone();
+                    Some(msg)
+                }
+            };
+            out.push((job, message));
+        }
+        Ok(out)
     }
 
     async fn load_message(&self, id: &str) -> StoreResult<Option<Message>> {
