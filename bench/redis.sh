@@ -47,8 +47,10 @@ YAML
   wait_port "$port" 15 || die "gateway $i did not listen"
 }
 
-# Round trips: the commands the gateways send themselves. Commands run inside Lua scripts show
-# up in INFO too (hset, zadd, ...), so only the client-level ones are summed.
+# Round trips, rough: the commands the gateways send themselves. Commands run inside Lua
+# scripts show up in INFO too (hset, zadd, ...), so only the client-level ones are summed; a
+# script that calls one of those (the lease script's HMGET) is counted too: `count_trial`
+# is the exact count.
 redis_cmds() {
   redis-cli -p "$REDIS_PORT" info commandstats |
     awk -F'[:=,]' '/^cmdstat_(evalsha|eval|script|hmget|zrange|zcard|scard|ping|wait|client|hello|select|info)[|:]/ { s += $3 } END { print s + 0 }'
@@ -90,6 +92,23 @@ trial() {
       g, n, e, n/e, (s1-s0)/hz/n*1000, (r1-r0)/hz/n*1000, (c1-c0)/n, (b1-b0)/hz/e }'
 }
 
+# count_trial N: the exact round trips per message, from MONITOR (which names a script's own
+# commands "lua"), in a separate smaller trial (MONITOR slows Redis down: no timings here).
+count_trial() {
+  local n=$1 mon=$BENCH_ROOT/monitor.txt
+  redis-cli -p "$REDIS_PORT" monitor >"$mon" 2>/dev/null &
+  local monpid=$!
+  sleep 0.3
+  local saved=$MSGS; MSGS=${COUNT_MSGS:-3000}
+  local out; out=$(trial "$n")
+  MSGS=$saved
+  sleep 0.3
+  stop_pid "$monpid" 2
+  local msgs; msgs=$(sed -nE 's/.*msgs=([0-9]+).*/\1/p' <<<"$out")
+  awk -v n="${msgs:-0}" '/^[0-9.]+ \[[0-9]+ [0-9.]+:[0-9]+\] "/ && !/"(INFO|info|MONITOR|monitor)"/ { c++ }
+    END { if (n > 0) printf "msgs=%d client_commands=%d round_trips_per_msg=%.2f\n", n, c, c / n; else print "ok=0" }' "$mon"
+}
+
 declare -a GW_PIDS
 trap 'for p in "${GW_PIDS[@]}"; do stop_pid "$p" 5; done; stop_pid "${REDIS_PID:-}" 5' EXIT
 
@@ -103,4 +122,5 @@ echo "# redis store (appendfsync $APPENDFSYNC)"
 for n in 1 2 3; do
   start_gateway $((n - 1)) "{redis: {url: \"redis://127.0.0.1:$REDIS_PORT/\"}}"
   for ((r = 1; r <= REPS; r++)); do echo "redis n=$n rep=$r $(trial "$n")"; done
+  echo "redis n=$n count $(count_trial "$n")"
 done

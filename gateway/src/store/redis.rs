@@ -129,7 +129,10 @@ for _, id in ipairs(ids) do
   local job = redis.call('GET', T .. ':job:' .. id)
   if job then
     redis.call('ZADD', T .. ':sched', ARGV[3], id)
-    local m = redis.call('HMGET', T .. ':msg:' .. cjson.decode(job)['message_id'], 'meta', 'body')
+    -- serde writes `message_id` second, after the id: a pattern finds it without decoding
+    -- the whole job (cjson cost ~20% more Redis CPU per message); cjson is the fallback.
+    local mid = string.match(job, '^{"id":"[^"]*","message_id":"([^"]*)"') or cjson.decode(job)['message_id']
+    local m = redis.call('HMGET', T .. ':msg:' .. mid, 'meta', 'body')
     out[#out + 1] = job
     out[#out + 1] = m[1] or ''
     out[#out + 1] = m[2] or ''
@@ -863,6 +866,14 @@ impl Store for RedisStore {
 mod tests {
     use super::*;
     use postern_test_support::redis::{RedisCluster, RedisServer};
+
+    #[test]
+    fn a_jobs_json_starts_with_the_ids_the_lease_script_reads() {
+        let job = &crate::store::conformance::sample_message(1, 0).jobs[0];
+        let json = serde_json::to_string(job).unwrap();
+        let start = format!("{{\"id\":\"{}\",\"message_id\":\"{}\"", job.id, job.message_id);
+        assert!(json.starts_with(&start), "{json}");
+    }
 
     fn config(url: String) -> RedisStoreConfig {
         postern_api::RedisStoreConfig {
