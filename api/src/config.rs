@@ -323,12 +323,21 @@ pub struct EmbeddedStoreConfig {
     /// Directory that holds the queue database. Created if missing.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// Memory for the database's page cache, in bytes (default 64 MiB). The cache keeps pages
+    /// the gateway wrote, so without a bound a deep queue (a destination down) would fill
+    /// memory with message bodies: redb's own default is 1 GiB.
+    #[serde(default = "default_store_cache_bytes")]
+    pub cache_bytes: u64,
 }
 
 impl Default for EmbeddedStoreConfig {
     fn default() -> Self {
-        Self { path: default_store_path() }
+        Self { path: default_store_path(), cache_bytes: default_store_cache_bytes() }
     }
+}
+
+fn default_store_cache_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 fn default_store_path() -> PathBuf {

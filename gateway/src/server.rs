@@ -51,7 +51,7 @@ async fn open_store(config: &GatewayConfig) -> anyhow::Result<Arc<dyn Store>> {
                 .with_context(|| format!("store.redis.url {}", r.url))?,
         ),
         StoreBackend::Embedded(e) => Arc::new(
-            EmbeddedStore::open(&e.path)
+            EmbeddedStore::open_with_cache(&e.path, e.cache_bytes)
                 .with_context(|| format!("store.embedded.path {}", e.path.display()))?,
         ),
     })

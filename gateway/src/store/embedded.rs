@@ -110,11 +110,20 @@ fn message_in(txn: &redb::ReadTransaction, id: &str) -> StoreResult<Option<Messa
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir` with the default page cache (64 MiB).
     pub fn open(dir: &Path) -> StoreResult<Self> {
+        Self::open_with_cache(dir, 64 * 1024 * 1024)
+    }
+
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`: the cache
+    /// holds written pages too, so it bounds what a deep queue costs in memory.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| db_err(format!("{}: {e}", dir.display())))?;
         let path = dir.join("queue.redb");
-        let db = Database::create(&path).map_err(|e| db_err(format!("{}: {e}", path.display())))?;
+        let db = redb::Builder::new()
+            .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+            .create(&path)
+            .map_err(|e| db_err(format!("{}: {e}", path.display())))?;
         let db = Arc::new(db);
         {
             // Create every table up front so readers never meet a missing one.
