@@ -515,14 +515,18 @@ impl Connection {
 /// The message as sent after DATA: dot-stuffed (RFC 5321 4.5.2), ending in CRLF.CRLF.
 pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 8);
-    let mut at_line_start = true;
-    for &b in body {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
+    // Copy whole runs between the lines that start with a dot (memmem finds "\n." with SIMD;
+    // a byte at a time was 11% of the gateway's own CPU on the relay benchmark).
+    if body.first() == Some(&b'.') {
+        out.push(b'.');
     }
+    let mut from = 0;
+    for i in memchr::memmem::find_iter(body, b"\n.") {
+        out.extend_from_slice(&body[from..=i]);
+        out.push(b'.');
+        from = i + 1;
+    }
+    out.extend_from_slice(&body[from..]);
     if !out.is_empty() && !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
@@ -539,6 +543,43 @@ mod tests {
         assert_eq!(dot_stuff(b".a\r\nb\r\n..c\r\n"), b"..a\r\nb\r\n...c\r\n.\r\n");
         assert_eq!(dot_stuff(b"no end"), b"no end\r\n.\r\n");
         assert_eq!(dot_stuff(b""), b".\r\n");
+    }
+
+    /// The plain definition: a dot after every line start (the start, and after each LF).
+    fn dot_stuff_plainly(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at_line_start = true;
+        for &b in body {
+            if at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            at_line_start = b == b'\n';
+        }
+        if !out.is_empty() && !out.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    #[test]
+    fn dot_stuffing_matches_the_plain_definition() {
+        // Every string of up to 7 bytes over the alphabet that matters, and some longer ones.
+        let alphabet = [b'.', b'\r', b'\n', b'a'];
+        for len in 0..=7u32 {
+            for n in 0..4usize.pow(len) {
+                let body: Vec<u8> = (0..len).map(|k| alphabet[n / 4usize.pow(k) % 4]).collect();
+                assert_eq!(
+                    dot_stuff(&body),
+                    dot_stuff_plainly(&body),
+                    "{:?}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+        }
+        let long = b"..\r\n.\r\nx.y\n.\n\n..\r\r\n.".repeat(300);
+        assert_eq!(dot_stuff(&long), dot_stuff_plainly(&long));
     }
 
     #[test]
