@@ -64,6 +64,50 @@ pub fn server_config(files: &LeafFiles) -> Arc<rustls::ServerConfig> {
     )
 }
 
+/// A server session cache that counts the sessions it hands back: each is a resumed
+/// handshake (TLS 1.3 PSK or TLS 1.2 session id; the test servers issue no stateless tickets).
+#[derive(Debug)]
+pub struct CountingSessions {
+    inner: Arc<dyn rustls::server::StoresServerSessions>,
+    pub resumed: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::server::StoresServerSessions for CountingSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.inner.put(key, value)
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let found = self.inner.get(key);
+        if found.is_some() {
+            self.resumed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        found
+    }
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let found = self.inner.take(key);
+        if found.is_some() {
+            self.resumed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        found
+    }
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
+    }
+}
+
+/// `server_config`, with its session cache counting resumptions.
+pub fn server_config_counting_resumptions(
+    files: &LeafFiles,
+) -> (Arc<rustls::ServerConfig>, Arc<CountingSessions>) {
+    let mut config = Arc::unwrap_or_clone(server_config(files));
+    let sessions = Arc::new(CountingSessions {
+        inner: rustls::server::ServerSessionMemoryCache::new(256),
+        resumed: Default::default(),
+    });
+    config.session_storage = sessions.clone();
+    (Arc::new(config), sessions)
+}
+
 /// A rustls client config trusting the test CA (for test clients doing STARTTLS).
 pub fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();

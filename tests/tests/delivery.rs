@@ -279,6 +279,38 @@ fn opportunistic_tls_encrypts_without_verifying_and_connections_are_reused() {
     assert_eq!(sink.connections(), 1, "one connection carried all three messages");
 }
 
+/// A new connection to a server seen before resumes its TLS session (an abbreviated
+/// handshake: no certificate, no key exchange from scratch), when the server allows it.
+#[test]
+fn outbound_tls_sessions_resume_on_new_connections() {
+    let ca = postern_tests::tls::TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    let leaf = ca.leaf(certs.path(), "mx", &["unrelated.example"]);
+    let (tls, sessions) = postern_tests::tls::server_config_counting_resumptions(&leaf);
+    let sink = Sink::start(Behavior { tls: Some(tls), ..Behavior::default() });
+    let dns = DnsServer::start(vec![]);
+    let gw = GatewayProcess::start(&config(&dns, 25, |c| {
+        // No reuse: every delivery opens a connection of its own.
+        c.delivery.idle_timeout = postern_api::HumanDuration::from_millis(0);
+        let tls = TlsPolicy { mode: TlsMode::Opportunistic, verify: false };
+        c.domains.push(MailDomainConfig::new("served.test", Destination::hosts(&[&sink.host()], tls)));
+    }));
+    let mut c = Client::connect(gw.smtp());
+    c.cmd("EHLO client.test");
+    for i in 0..3 {
+        let body = message("a@sender.test", "u@served.test", &format!("resume-{i}"), "x");
+        assert_eq!(c.send_message("a@sender.test", &["u@served.test"], &body).code, 250);
+        sink.wait_for(i + 1, WAIT);
+    }
+    assert!(sink.received().iter().all(|e| e.tls), "encrypted");
+    assert_eq!(sink.connections(), 3, "a connection per message");
+    assert_eq!(
+        sessions.resumed.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the second and third handshakes resumed the first session"
+    );
+}
+
 #[test]
 fn a_4xx_reply_is_retried_with_backoff() {
     let sink = Sink::start(Behavior {
