@@ -57,7 +57,8 @@ impl Session {
     /// The `Set-Cookie` that starts this session.
     pub fn cookie(&self, key: &SecretKey) -> Result<HeaderValue, String> {
         let sealed = key.seal(SEALED_FOR, &serde_json::to_vec(self).map_err(|e| e.to_string())?)?;
-        let max_age = self.expires.saturating_sub(now_ms()) / 1000;
+        // Rounded up: a session made a millisecond ago still has its whole 8 hours.
+        let max_age = self.expires.saturating_sub(now_ms()).div_ceil(1000);
         HeaderValue::from_str(&format!(
             "{COOKIE}={sealed}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}"
         ))
