@@ -578,20 +578,18 @@ mod tests {
         out
     }
 
+    /// Every string of up to 7 bytes over the alphabet that matters to stuffing.
+    fn short_bodies() -> impl Iterator<Item = Vec<u8>> {
+        let alphabet = [b'.', b'\r', b'\n', b'a'];
+        (0..=7u32).flat_map(move |len| {
+            (0..4usize.pow(len)).map(move |n| (0..len).map(|k| alphabet[n / 4usize.pow(k) % 4]).collect())
+        })
+    }
+
     #[test]
     fn dot_stuffing_matches_the_plain_definition() {
-        // Every string of up to 7 bytes over the alphabet that matters, and some longer ones.
-        let alphabet = [b'.', b'\r', b'\n', b'a'];
-        for len in 0..=7u32 {
-            for n in 0..4usize.pow(len) {
-                let body: Vec<u8> = (0..len).map(|k| alphabet[n / 4usize.pow(k) % 4]).collect();
-                assert_eq!(
-                    dot_stuff(&body),
-                    dot_stuff_plainly(&body),
-                    "{:?}",
-                    String::from_utf8_lossy(&body)
-                );
-            }
+        for body in short_bodies() {
+            assert_eq!(dot_stuff(&body), dot_stuff_plainly(&body), "{:?}", String::from_utf8_lossy(&body));
         }
         let long = b"..\r\n.\r\nx.y\n.\n\n..\r\r\n.".repeat(300);
         assert_eq!(dot_stuff(&long), dot_stuff_plainly(&long));
@@ -599,18 +597,10 @@ mod tests {
 
     #[test]
     fn a_body_needs_no_stuffing_exactly_when_it_goes_out_as_it_is() {
-        let alphabet = [b'.', b'\r', b'\n', b'a'];
-        for len in 0..=7u32 {
-            for n in 0..4usize.pow(len) {
-                let body: Vec<u8> = (0..len).map(|k| alphabet[n / 4usize.pow(k) % 4]).collect();
-                let as_is = [&body[..], b".\r\n"].concat();
-                assert_eq!(
-                    !needs_stuffing(&body),
-                    dot_stuff_plainly(&body) == as_is,
-                    "{:?}",
-                    String::from_utf8_lossy(&body)
-                );
-            }
+        for body in short_bodies() {
+            let as_is = [&body[..], b".\r\n"].concat();
+            let same = dot_stuff_plainly(&body) == as_is;
+            assert_eq!(!needs_stuffing(&body), same, "{:?}", String::from_utf8_lossy(&body));
         }
     }
 
