@@ -457,7 +457,18 @@ async fn act(State(ctx): State<Arc<Context>>, headers: HeaderMap, body: Bytes) -
         return html(StatusCode::BAD_REQUEST, "Not done", Some(&r.signed()), pages::message_page(&text));
     }
     let mut targets = Vec::with_capacity(ids.len());
-    let listed = ctx.store.quarantine_list().await.unwrap_or_default();
+    let listed = match ctx.store.quarantine_list().await {
+        Ok(listed) => listed,
+        Err(e) => {
+            let text = format!("The quarantine cannot be read now: {e}");
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not done",
+                Some(&r.signed()),
+                pages::message_page(&text),
+            );
+        }
+    };
     for id in ids {
         let entry = listed.iter().find(|e| e.id == id);
         targets.push(Target {
