@@ -173,6 +173,9 @@ pub fn validate(c: &GatewayConfig) -> Result<(), Vec<FieldError>> {
         if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}']) {
             errs.add("store.redis.keyPrefix", "must be non-empty and without braces");
         }
+        if !(1..=256).contains(&r.partitions) {
+            errs.add("store.redis.partitions", format!("{} is not between 1 and 256", r.partitions));
+        }
     }
 
     if let Some(pm) = &c.postmaster {
@@ -770,6 +773,22 @@ mod tests {
         let problems = load_gateway_config(&text).unwrap_err().problems();
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["domains[0].primary", "domains[1].name", "domains[1].primary.hosts[0]"]);
+    }
+
+    #[test]
+    fn redis_store_errors_name_their_fields() {
+        let text = format!(
+            "{MINIMAL}store:\n  redis: {{url: 'http://r:6379', urls: ['redis://s:6379'], keyPrefix: 'a{{b}}', partitions: 0}}\n"
+        );
+        let problems = load_gateway_config(&text).unwrap_err().problems();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["store.redis.url", "store.redis.urls", "store.redis.keyPrefix", "store.redis.partitions"]
+        );
+        let text =
+            format!("{MINIMAL}store:\n  redis: {{url: 'redis://r:6379', cluster: true, partitions: 256}}\n");
+        assert!(load_gateway_config(&text).is_ok());
     }
 
     #[test]

@@ -209,7 +209,7 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
         .collect();
     let store = match (spec.store.kind, &spec.store.redis) {
         (StoreType::Redis, Some(r)) => {
-            let mut redis = json!({"url": r.url, "cluster": r.cluster, "waitReplicas": r.wait_replicas});
+            let mut redis = json!({"url": r.url, "cluster": r.cluster, "waitReplicas": r.wait_replicas, "partitions": r.partitions});
             if let Some(u) = &r.username {
                 redis["username"] = json!(u);
             }
@@ -525,6 +525,30 @@ data:
             ["edge-admin-key"]
         );
         assert!(!r.yaml().unwrap().contains("kind:"), "a plain GatewayConfig");
+    }
+
+    #[test]
+    fn a_redis_cluster_store_renders_with_its_partitions() {
+        let gateway = r#"
+apiVersion: mail.postern.dev/v1alpha1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  store:
+    type: Redis
+    redis: {url: "redis://redis-0.redis:6379", cluster: true, partitions: 6, passwordSecretRef: {name: redis, key: password}}
+"#;
+        let mut ours = Objects::default();
+        ours.add_yaml(gateway, "mail").unwrap();
+        let r = render(&ours.gateways[0], &Objects::default());
+        assert!(r.config_errors.is_empty(), "{:?}", r.config_errors);
+        let redis = r.config.as_ref().unwrap().store.redis.as_ref().unwrap();
+        assert!(redis.cluster);
+        assert_eq!(redis.partitions, 6);
+        assert_eq!(
+            redis.password_file.as_ref().unwrap().to_str(),
+            Some("/etc/postern/secrets/redis/password")
+        );
     }
 
     #[test]

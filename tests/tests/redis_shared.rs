@@ -13,7 +13,7 @@ use postern_api::{
 };
 use postern_tests::client::{Client, message};
 use postern_tests::gateway::{GatewayConfig, GatewayProcess};
-use postern_tests::redis::RedisServer;
+use postern_tests::redis::{RedisCluster, RedisServer};
 use postern_tests::reserve_port;
 use postern_tests::sink::{Behavior, Sink};
 
@@ -218,4 +218,96 @@ fn quarantined_through_one_gateway_released_through_another() {
     assert!(got[0].text().contains("Subject: held-in-a"));
     b.wait_idle();
     assert_eq!(sink.received().len(), 1);
+}
+
+/// How many scripts a cluster node ran (INFO commandstats).
+fn scripts_run(url: &str) -> u64 {
+    let port = url.trim_start_matches("redis://127.0.0.1:").trim_end_matches('/');
+    let out =
+        std::process::Command::new("redis-cli").args(["-p", port, "info", "commandstats"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("cmdstat_evalsha:calls=").or_else(|| l.strip_prefix("cmdstat_eval:calls="))
+        })
+        .filter_map(|v| v.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn two_gateways_on_three_cluster_primaries_with_three_partitions() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let dns = postern_tests::dns::DnsServer::start(vec![]);
+    let sink = Sink::start(Behavior::default());
+    let cfg = || {
+        GatewayConfig::typed(|c| {
+            let mut redis = RedisStoreConfig::new(&urls[0]);
+            redis.urls = urls[1..].to_vec();
+            redis.cluster = true;
+            redis.partitions = 3;
+            c.store = StoreConfig { embedded: None, redis: Some(redis) };
+            c.delivery.nameservers = vec![dns.addr];
+            c.limits.max_messages_per_session = 100_000;
+            let mut p = SpamPolicyConfig::default();
+            p.block_list.domains = vec!["spam.test".into()];
+            p.block_list.action = Action::Quarantine;
+            c.spam_policies.insert("p".into(), p);
+            let mut served =
+                MailDomainConfig::new("served.test", Destination::hosts(&[&sink.host()], TlsPolicy::NONE));
+            served.spam_policy = Some("p".into());
+            c.domains.push(served);
+        })
+    };
+    let gateways = [GatewayProcess::start(&cfg()), GatewayProcess::start(&cfg())];
+    let before: Vec<u64> = urls.iter().map(|u| scripts_run(u)).collect();
+
+    // 600 messages, half through each gateway; each arrives once.
+    const MESSAGES: usize = 600;
+    std::thread::scope(|scope| {
+        for (g, gw) in gateways.iter().enumerate() {
+            let addr = gw.smtp();
+            scope.spawn(move || {
+                let mut c = Client::connect(addr);
+                c.cmd("EHLO client.test");
+                for i in (g..MESSAGES).step_by(2) {
+                    let body = message("a@sender.test", "u@served.test", &format!("part-{i}"), "x");
+                    assert_eq!(c.send_message("a@sender.test", &["u@served.test"], &body).code, 250);
+                }
+            });
+        }
+    });
+    let got = sink.wait_for(MESSAGES, WAIT);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for e in &got {
+        *seen.entry(subject(&e.text()).unwrap_or_default()).or_default() += 1;
+    }
+    for i in 0..MESSAGES {
+        assert_eq!(seen.get(&format!("part-{i}")), Some(&1), "part-{i}");
+    }
+    // Every primary carried part of the load.
+    let ran: Vec<u64> = urls.iter().zip(&before).map(|(u, b)| scripts_run(u) - b).collect();
+    let total: u64 = ran.iter().sum();
+    assert!(ran.iter().all(|&n| n * 5 > total), "scripts per primary {ran:?}");
+
+    // A message held through one gateway is found and released through the other.
+    let mut c = Client::connect(gateways[0].smtp());
+    c.cmd("EHLO client.test");
+    let r = c.send_message(
+        "x@spam.test",
+        &["u@served.test"],
+        &message("x@spam.test", "u@served.test", "held", "x"),
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    let (status, found) = gateways[1].admin_get("/api/v1/quarantine?subject=held");
+    assert_eq!(status, 200);
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    let id = found[0]["id"].as_str().expect("the other gateway finds the entry").to_string();
+    assert_eq!(gateways[1].admin("POST", &format!("/api/v1/quarantine/{id}/release?by=ops")).0, 202);
+    assert_eq!(gateways[0].admin("POST", &format!("/api/v1/quarantine/{id}/release?by=ops")).0, 404);
+    let got = sink.wait_for(MESSAGES + 1, WAIT);
+    assert!(got.iter().any(|e| e.text().contains("Subject: held")));
+    gateways[0].wait_idle();
+    gateways[1].wait_idle();
+    assert_eq!(sink.received().len(), MESSAGES + 1, "nothing delivered twice");
 }

@@ -244,7 +244,10 @@ impl Delivery {
         }
         let failed: Vec<_> =
             bounced.iter().map(|(r, f)| dsn::FailedRecipient { recipient: r, failure: f }).collect();
-        let dsn = Message::generated(String::new(), dsn::build(&cfg.hostname, message, &job.sender, &failed));
+        // Beside the bounced message: a partitioned store queues the DSN in the same step that
+        // settles the job.
+        let dsn = Message::generated(String::new(), dsn::build(&cfg.hostname, message, &job.sender, &failed))
+            .beside(&job.message_id);
         let next_hop = routing::next_hop_for_own_mail(cfg, &job.sender)?;
         for (rcpt, f) in bounced {
             tracing::info!(queue_id = %job.message_id, job = %job.id, rcpt = %rcpt.address, route = %job.next_hop.key(), status = "bounced", dsn_queue_id = %dsn.id, error = %f.diagnostic, "failed permanently; DSN queued to the sender");

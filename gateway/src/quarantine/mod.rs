@@ -247,7 +247,8 @@ async fn release_message(
             "no recipient of {id} is deliverable now: {dropped:?}"
         )));
     }
-    let queue_id = crate::store::new_id();
+    // Beside the entry: a partitioned store takes the entry and queues this in one step.
+    let queue_id = crate::store::new_id_beside(&id);
     // Entries held before the flags were kept: read them off the envelope and the body.
     let flags = entry.flags.unwrap_or_else(|| TransportFlags {
         smtputf8: !entry.sender.is_ascii() || entry.recipients.iter().any(|r| !r.is_ascii()),

@@ -9,7 +9,15 @@ use super::*;
 
 /// A message with `jobs` jobs (to hosts h0, h1, ...), all due at `due`.
 pub fn sample_message(jobs: usize, due: u64) -> NewMessage {
-    let id = new_id();
+    sample_message_with_id(new_id(), jobs, due)
+}
+
+/// `sample_message` with an id beside `other` (`new_id_beside`), as a DSN or a release has.
+pub fn sample_message_beside(other: &str, jobs: usize, due: u64) -> NewMessage {
+    sample_message_with_id(new_id_beside(other), jobs, due)
+}
+
+fn sample_message_with_id(id: String, jobs: usize, due: u64) -> NewMessage {
     let message = Message {
         id: id.clone(),
         sender: "sender@example.org".into(),
@@ -231,10 +239,14 @@ async fn complete_with_a_followup_enqueues_it_atomically(store: &dyn Store) {
     let msg = sample_message(1, 1_000);
     store.enqueue(msg).await.unwrap();
     let job = store.lease(1_000, 10, LEASE).await.unwrap().remove(0);
-    let dsn = sample_message(1, 1_000);
-    store.complete(&job, Some(dsn.clone())).await.unwrap();
+    // As the delivery engine makes a DSN (beside the bounced message), and any other message.
+    let beside = sample_message_beside(&job.message_id, 1, 1_000);
+    store.complete(&job, Some(beside.clone())).await.unwrap();
     let next = store.lease(1_000, 10, LEASE).await.unwrap();
-    assert_eq!(next, dsn.jobs);
+    assert_eq!(next, beside.jobs);
+    let other = sample_message(1, 1_000);
+    store.complete(&next[0], Some(other.clone())).await.unwrap();
+    assert_eq!(store.lease(1_000, 10, LEASE).await.unwrap(), other.jobs);
     drain(store).await;
 }
 
@@ -273,11 +285,16 @@ async fn quarantine_round_trip(store: &dyn Store) {
     assert_eq!(store.stats().await.unwrap().quarantined, 0);
 
     // Release: the entry goes and its message is queued, once.
-    store.quarantine_put(entry("q3", 50_000)).await.unwrap();
-    let msg = sample_message(1, 0);
-    assert!(store.quarantine_release("q3", msg.clone()).await.unwrap());
-    assert!(!store.quarantine_release("q3", sample_message(1, 0)).await.unwrap(), "released twice");
-    assert_eq!(store.quarantine_get("q3").await.unwrap(), None);
+    // (Ids as the gateway makes them: the message beside its entry.)
+    let q3 = new_id();
+    store.quarantine_put(entry(&q3, 50_000)).await.unwrap();
+    let msg = sample_message_beside(&q3, 1, 0);
+    assert!(store.quarantine_release(&q3, msg.clone()).await.unwrap());
+    assert!(
+        !store.quarantine_release(&q3, sample_message_beside(&q3, 1, 0)).await.unwrap(),
+        "released twice"
+    );
+    assert_eq!(store.quarantine_get(&q3).await.unwrap(), None);
     let stats = store.stats().await.unwrap();
     assert_eq!((stats.quarantined, stats.jobs, stats.messages), (0, 1, 1));
     let leased = store.lease(1, 10, Duration::from_secs(30)).await.unwrap();
@@ -287,18 +304,20 @@ async fn quarantine_round_trip(store: &dyn Store) {
 
     // One recipient at a time (a digest link): the entry keeps the others, and goes with the
     // last; a recipient it no longer holds is refused, with nothing queued.
-    let mut shared = entry("q4", 50_000);
+    let q4 = new_id();
+    let mut shared = entry(&q4, 50_000);
     shared.recipients = vec!["a@x.test".into(), "b@x.test".into()];
     store.quarantine_put(shared).await.unwrap();
-    assert!(store.quarantine_take_recipient("q4", "a@x.test", Some(sample_message(1, 0))).await.unwrap());
-    assert!(!store.quarantine_take_recipient("q4", "a@x.test", Some(sample_message(1, 0))).await.unwrap());
-    assert!(!store.quarantine_take_recipient("q4", "c@x.test", None).await.unwrap());
-    let left = store.quarantine_get("q4").await.unwrap().unwrap();
+    let release = || Some(sample_message_beside(&q4, 1, 0));
+    assert!(store.quarantine_take_recipient(&q4, "a@x.test", release()).await.unwrap());
+    assert!(!store.quarantine_take_recipient(&q4, "a@x.test", release()).await.unwrap());
+    assert!(!store.quarantine_take_recipient(&q4, "c@x.test", None).await.unwrap());
+    let left = store.quarantine_get(&q4).await.unwrap().unwrap();
     assert_eq!(left.recipients, ["b@x.test"]);
     assert_eq!(left.body, b"Subject: buy\r\n\r\nnow\r\n");
     assert_eq!(store.stats().await.unwrap().jobs, 1, "one release queued, once");
-    assert!(store.quarantine_take_recipient("q4", "b@x.test", None).await.unwrap());
-    assert_eq!(store.quarantine_get("q4").await.unwrap(), None);
-    assert!(!store.quarantine_take_recipient("q4", "b@x.test", None).await.unwrap());
+    assert!(store.quarantine_take_recipient(&q4, "b@x.test", None).await.unwrap());
+    assert_eq!(store.quarantine_get(&q4).await.unwrap(), None);
+    assert!(!store.quarantine_take_recipient(&q4, "b@x.test", None).await.unwrap());
     assert_eq!(store.stats().await.unwrap().quarantined, 0);
 }

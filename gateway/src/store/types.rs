@@ -14,6 +14,31 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
+/// How many trailing characters of an id place it in a partition (`partition_key`).
+const PARTITION_TAIL: usize = 4;
+
+/// A new queue id that ends like `other` (when `other` ends in hex digits, as ids do): a store
+/// that spreads its data over partitions places an id by its tail (`partition_key`), so a
+/// message made from another (the DSN of a message that bounced, the release of a quarantine
+/// entry) lands in the same partition and is written in the same atomic step as the change
+/// that makes it. The id keeps its time order and 58 random bits.
+pub fn new_id_beside(other: &str) -> String {
+    let mut id = new_id();
+    let tail = other.len().checked_sub(PARTITION_TAIL).and_then(|at| other.get(at..));
+    if let Some(tail) = tail.filter(|t| t.bytes().all(|b| b.is_ascii_hexdigit())) {
+        id.truncate(id.len() - PARTITION_TAIL);
+        id.push_str(&tail.to_ascii_lowercase());
+    }
+    id
+}
+
+/// What places an id in a partition: its last few bytes (the random end of a UUIDv7), which
+/// `new_id_beside` copies.
+pub fn partition_key(id: &str) -> &[u8] {
+    let bytes = id.as_bytes();
+    &bytes[bytes.len().saturating_sub(PARTITION_TAIL)..]
+}
+
 /// An accepted message. The body is stored once and shared by all of its jobs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Message {
@@ -44,6 +69,12 @@ impl Message {
             eight_bit: !body.is_ascii(),
             body,
         }
+    }
+
+    /// The message with a new id beside `other`'s (`new_id_beside`).
+    pub fn beside(mut self, other: &str) -> Self {
+        self.id = new_id_beside(other);
+        self
     }
 }
 

@@ -621,6 +621,16 @@ pub struct RedisSpec {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub wait_replicas: u32,
+    /// Spread the queue and quarantine over this many partitions (hash tags), so a Redis
+    /// Cluster carries them on several primaries; best a multiple of the primaries. Only
+    /// grows: lowering it keeps the most the fleet has had (nothing queued is stranded).
+    #[serde(default = "one_partition")]
+    #[schemars(range(min = 1, max = 256))]
+    pub partitions: u16,
+}
+
+fn one_partition() -> u16 {
+    1
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

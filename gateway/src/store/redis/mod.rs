@@ -1,7 +1,8 @@
 //! The Redis store: the queue and quarantine shared by every gateway pod.
 //!
-//! Layout (every key carries the hash tag `{<prefix>}`, so all keys live in one slot and every
-//! script works unchanged on Redis Cluster):
+//! Layout (every key carries a partition's hash tag `{p}`: `{<prefix>}` with one partition,
+//! the default; see `partitions.rs` for K. Each script touches one partition's keys, so one
+//! slot, and works unchanged on Redis Cluster):
 //! - `{p}:sched`: sorted set of job ids; score = when the job may be handed out next: its due
 //!   time, or while leased, the end of its lease (the visibility timeout). Ready, scheduled and
 //!   leased jobs are one structure, and a pod that died leaves jobs that simply come due again.
@@ -12,19 +13,29 @@
 //!   `{p}:quar_exp` (by expiry).
 //! - `{p}:state:<key>`: small shared state (destination verification, digests).
 //! - `{p}:rl`: hash of rate-limit GCRA times (ms) by limit key; a time in the past limits
-//!   nothing and is swept out by `rate_limits_expire`. `{p}:lf:<client>`: failed logins in the current window; `{p}:ll:<client>`: a lockout.
+//!   nothing and is swept out by `rate_limits_expire`. `{p}:lf:<client>`: failed logins in the
+//!   current window; `{p}:ll:<client>`: a lockout. These and `state` are in partition 0 only;
+//!   `{p}:partitions` there records how many partitions the fleet has had.
 //!
 //! Every multi-key change is one Lua script (atomic), and each store call is one round trip:
-//! an accepted message costs one EVALSHA (plus a WAIT when replicas are required).
+//! an accepted message costs one EVALSHA (plus a WAIT when replicas are required). With K
+//! partitions, a message whose rate limits Redis must count and which lives outside partition
+//! 0 costs two (limits, then the message); leasing visits partitions in turn until it has
+//! enough jobs.
 
+mod partitions;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::try_join_all;
 use postern_api::RedisStoreConfig;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Script, Value};
 
+use self::partitions::Partitions;
 use super::leases::Leases;
 use super::{
     Job, LockoutPolicy, LoginFailures, Message, NewMessage, QuarantineEntry, QueueStats, RateCheck,
@@ -287,10 +298,22 @@ impl Scripts {
     }
 }
 
+/// ARGV: the partitions configured. Records the most the fleet has had and returns it: a
+/// smaller count would strand what the dropped partitions hold.
+const PARTITIONS: &str = r#"
+local k, want = KEYS[1] .. ':partitions', tonumber(ARGV[1])
+local had = tonumber(redis.call('GET', k) or '1')
+if want > had then redis.call('SET', k, want) return want end
+return had"#;
+
 pub struct RedisStore {
     conn: Conn,
-    /// `{prefix}`: the hash tag every key starts with.
+    /// The hash tags of the partitions; partition 0's (`{prefix}`) also holds fleet-wide state.
+    parts: Partitions,
+    /// `parts.base()`: the tag of fleet-wide state.
     tag: String,
+    /// Where the next lease starts among the partitions (they are visited in turn).
+    next_lease: AtomicUsize,
     scripts: Scripts,
     wait_replicas: u32,
     wait_timeout: Duration,
@@ -350,9 +373,29 @@ impl RedisStore {
                 .set_max_delay(Duration::from_secs(2));
             Conn::Single(client.get_connection_manager_with_config(cm_config).await.map_err(unavailable)?)
         };
+        let base = format!("{{{}}}", config.key_prefix);
+        let had: u16 = Script::new(PARTITIONS)
+            .key(&base)
+            .arg(config.partitions)
+            .invoke_async(&mut conn.clone())
+            .await
+            .map_err(unavailable)?;
+        if had > config.partitions {
+            tracing::warn!(
+                configured = config.partitions,
+                used = had,
+                "store.redis.partitions is lower than this fleet has had; keeping {had} so nothing queued is stranded"
+            );
+        }
+        let parts = Partitions::new(&config.key_prefix, had.max(config.partitions));
+        let placed: Vec<String> =
+            (0..parts.count()).map(|p| format!("{}@{}", parts.tag(p), partitions::slot(parts.tag(p)))).collect();
+        tracing::info!(partitions = %placed.join(" "), "redis store: partition tags at their cluster slots");
         Ok(Self {
             conn,
-            tag: format!("{{{}}}", config.key_prefix),
+            tag: parts.base().to_string(),
+            parts,
+            next_lease: AtomicUsize::new(rand::random::<u32>() as usize),
             scripts: Scripts::new(),
             wait_replicas: config.wait_replicas,
             wait_timeout: config.wait_timeout.get(),
@@ -361,8 +404,117 @@ impl RedisStore {
         })
     }
 
+    /// A fleet-wide key (partition 0).
     fn key(&self, rest: &str) -> String {
         format!("{}:{rest}", self.tag)
+    }
+
+    /// The hash tag of the partition holding message or quarantine entry `id`.
+    fn tag_of(&self, id: &str) -> &str {
+        self.parts.tag(self.parts.of(id))
+    }
+
+    /// A quarantine entry's key.
+    fn entry_key(&self, id: &str) -> String {
+        format!("{}:q:{id}", self.tag_of(id))
+    }
+
+    /// Leases from partition `tag` (see `LEASE_WITH_MESSAGES`).
+    async fn lease_in(
+        &self,
+        tag: &str,
+        now: u64,
+        max: usize,
+        until: u64,
+    ) -> StoreResult<Vec<(Job, Option<Message>)>> {
+        let mut conn = self.conn.clone();
+        let raw: Vec<Vec<u8>> = self
+            .scripts
+            .lease_with_messages
+            .key(tag)
+            .arg(now)
+            .arg(max)
+            .arg(until)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(raw.len() / 3);
+        for triple in raw.chunks_exact(3) {
+            let job: Job = serde_json::from_slice(&triple[0]).map_err(corrupt)?;
+            let message = match triple[1].is_empty() {
+                true => None,
+                false => {
+                    let mut msg: Message = serde_json::from_slice(&triple[1]).map_err(corrupt)?;
+                    msg.body = triple[2].clone();
+                    Some(msg)
+                }
+            };
+            out.push((job, message));
+        }
+        Ok(out)
+    }
+
+    /// Settles `job` with `script` (COMPLETE or RETRY, whose ARGV `head` fills up to the
+    /// follow-up flag), queueing `followup` in the same step when it is beside the job's
+    /// message (a DSN is); another message is queued first, then the job settled: a crash in
+    /// between sends it twice, never not at all.
+    async fn settle(
+        &self,
+        script: &Script,
+        job: &Job,
+        head: impl FnOnce(&mut redis::ScriptInvocation<'_>) -> StoreResult<()>,
+        followup: Option<NewMessage>,
+    ) -> StoreResult<()> {
+        let tag = self.tag_of(&job.message_id);
+        let followup = match followup {
+            Some(f) if self.tag_of(&f.message.id) != tag => {
+                self.enqueue(f).await?;
+                None
+            }
+            other => other,
+        };
+        let mut inv = script.key(tag);
+        head(&mut inv)?;
+        inv.arg(if followup.is_some() { "1" } else { "0" });
+        if let Some(f) = &followup {
+            Self::push_message(&mut inv, f)?;
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// A release of entry `id` must queue a message beside it (`new_id_beside`): taking the
+    /// entry and queueing the message is one step in one partition.
+    fn check_beside(&self, id: &str, msg: &NewMessage) -> StoreResult<()> {
+        if self.tag_of(id) == self.tag_of(&msg.message.id) {
+            return Ok(());
+        }
+        Err(corrupt(format!(
+            "released message {} is not beside quarantine entry {id} (store::new_id_beside)",
+            msg.message.id
+        )))
+    }
+
+    /// The entries of partition `tag`, without bodies.
+    async fn quarantine_list_in(&self, tag: &str) -> StoreResult<Vec<QuarantineEntry>> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(format!("{tag}:quar"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGET").arg(format!("{tag}:q:{id}")).arg("meta");
+        }
+        let metas: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        metas.into_iter().flatten().map(|m| serde_json::from_slice(&m).map_err(corrupt)).collect()
     }
 
     /// Appends a message and its jobs to a script invocation's ARGV (see `put_message`).
@@ -441,10 +593,10 @@ impl RedisStore {
     }
 
     /// The `meta` and `body` fields of a message or quarantine hash; `None` if it is gone.
-    async fn meta_and_body(&self, rest: &str) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
+    async fn meta_and_body(&self, key: String) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
         let mut conn = self.conn.clone();
         let (meta, body): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
-            .arg(self.key(rest))
+            .arg(key)
             .arg("meta")
             .arg("body")
             .query_async(&mut conn)
@@ -478,7 +630,7 @@ impl RedisStore {
 #[async_trait]
 impl Store for RedisStore {
     async fn enqueue(&self, msg: NewMessage) -> StoreResult<()> {
-        let mut inv = self.scripts.enqueue.key(&self.tag);
+        let mut inv = self.scripts.enqueue.key(self.tag_of(&msg.message.id));
         Self::push_message(&mut inv, &msg)?;
         let mut conn = self.conn.clone();
         let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
@@ -498,89 +650,86 @@ impl Store for RedisStore {
         lease_for: Duration,
     ) -> StoreResult<Vec<(Job, Option<Message>)>> {
         let until = now.saturating_add(crate::util::time::ms(lease_for));
-        let mut conn = self.conn.clone();
-        let raw: Vec<Vec<u8>> = self
-            .scripts
-            .lease_with_messages
-            .key(&self.tag)
-            .arg(now)
-            .arg(max)
-            .arg(until)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(raw.len() / 3);
-        for triple in raw.chunks_exact(3) {
-            let job: Job = serde_json::from_slice(&triple[0]).map_err(corrupt)?;
-            let message = match triple[1].is_empty() {
-                true => None,
-                false => {
-                    let mut msg: Message = serde_json::from_slice(&triple[1]).map_err(corrupt)?;
-                    msg.body = triple[2].clone();
-                    Some(msg)
-                }
-            };
-            out.push((job, message));
+        // Partitions in turn, from a different one each call (no partition waits behind
+        // another's backlog), until `max` jobs: a busy queue fills a lease from the first.
+        let count = self.parts.count();
+        let start = self.next_lease.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        for i in 0..count {
+            let tag = self.parts.tag((start + i) % count);
+            out.extend(self.lease_in(tag, now, max - out.len(), until).await?);
+            if out.len() >= max {
+                break;
+            }
         }
         Ok(out)
     }
 
     async fn load_message(&self, id: &str) -> StoreResult<Option<Message>> {
-        let Some((meta, body)) = self.meta_and_body(&format!("msg:{id}")).await? else { return Ok(None) };
+        let key = format!("{}:msg:{id}", self.tag_of(id));
+        let Some((meta, body)) = self.meta_and_body(key).await? else { return Ok(None) };
         let mut msg: Message = serde_json::from_slice(&meta).map_err(corrupt)?;
         msg.body = body;
         Ok(Some(msg))
     }
 
     async fn complete(&self, job: &Job, followup: Option<NewMessage>) -> StoreResult<()> {
-        let mut inv = self.scripts.complete.key(&self.tag);
-        inv.arg(&job.id).arg(&job.message_id).arg(if followup.is_some() { "1" } else { "0" });
-        if let Some(f) = &followup {
-            Self::push_message(&mut inv, f)?;
-        }
-        let mut conn = self.conn.clone();
-        let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-        Ok(())
+        let head = |inv: &mut redis::ScriptInvocation<'_>| {
+            inv.arg(&job.id).arg(&job.message_id);
+            Ok(())
+        };
+        self.settle(&self.scripts.complete, job, head, followup).await
     }
 
     async fn retry(&self, job: &Job, followup: Option<NewMessage>) -> StoreResult<()> {
-        let mut inv = self.scripts.retry.key(&self.tag);
-        inv.arg(&job.id).arg(job.due).arg(serde_json::to_vec(job).map_err(corrupt)?);
-        inv.arg(if followup.is_some() { "1" } else { "0" });
-        if let Some(f) = &followup {
-            Self::push_message(&mut inv, f)?;
-        }
-        let mut conn = self.conn.clone();
-        let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-        Ok(())
+        let head = |inv: &mut redis::ScriptInvocation<'_>| {
+            inv.arg(&job.id).arg(job.due).arg(serde_json::to_vec(job).map_err(corrupt)?);
+            Ok(())
+        };
+        self.settle(&self.scripts.retry, job, head, followup).await
     }
 
     async fn next_due(&self) -> StoreResult<Option<u64>> {
-        let mut conn = self.conn.clone();
-        let first: Vec<(String, f64)> = redis::cmd("ZRANGE")
-            .arg(self.key("sched"))
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(first.first().map(|(_, score)| *score as u64))
+        let firsts = try_join_all((0..self.parts.count()).map(|p| {
+            let mut conn = self.conn.clone();
+            let key = format!("{}:sched", self.parts.tag(p));
+            async move {
+                let first: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                StoreResult::Ok(first.first().map(|(_, score)| *score as u64))
+            }
+        }))
+        .await?;
+        Ok(firsts.into_iter().flatten().min())
     }
 
     async fn stats(&self) -> StoreResult<QueueStats> {
-        let mut conn = self.conn.clone();
-        let (jobs, messages, quarantined): (u64, u64, u64) = redis::pipe()
-            .cmd("ZCARD")
-            .arg(self.key("sched"))
-            .cmd("SCARD")
-            .arg(self.key("msgs"))
-            .cmd("ZCARD")
-            .arg(self.key("quar"))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(QueueStats { jobs, messages, quarantined })
+        let counts = try_join_all((0..self.parts.count()).map(|p| {
+            let mut conn = self.conn.clone();
+            let tag = self.parts.tag(p);
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZCARD").arg(format!("{tag}:sched"));
+            pipe.cmd("SCARD").arg(format!("{tag}:msgs"));
+            pipe.cmd("ZCARD").arg(format!("{tag}:quar"));
+            async move {
+                let counts: (u64, u64, u64) = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+                StoreResult::Ok(counts)
+            }
+        }))
+        .await?;
+        let mut stats = QueueStats::default();
+        for (jobs, messages, quarantined) in counts {
+            stats.jobs += jobs;
+            stats.messages += messages;
+            stats.quarantined += quarantined;
+        }
+        Ok(stats)
     }
 
     async fn quarantine_put(&self, entry: QuarantineEntry) -> StoreResult<()> {
@@ -589,7 +738,7 @@ impl Store for RedisStore {
         let _: i64 = self
             .scripts
             .quarantine_put
-            .key(&self.tag)
+            .key(self.tag_of(&entry.id))
             .arg(&entry.id)
             .arg(meta)
             .arg(entry.body.as_slice())
@@ -602,34 +751,16 @@ impl Store for RedisStore {
     }
 
     async fn quarantine_get(&self, id: &str) -> StoreResult<Option<QuarantineEntry>> {
-        let Some((meta, body)) = self.meta_and_body(&format!("q:{id}")).await? else { return Ok(None) };
+        let Some((meta, body)) = self.meta_and_body(self.entry_key(id)).await? else { return Ok(None) };
         let mut entry: QuarantineEntry = serde_json::from_slice(&meta).map_err(corrupt)?;
         entry.body = body;
         Ok(Some(entry))
     }
 
     async fn quarantine_list(&self) -> StoreResult<Vec<QuarantineEntry>> {
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.key("quar"))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HGET").arg(self.key(&format!("q:{id}"))).arg("meta");
-        }
-        let metas: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        let mut out: Vec<QuarantineEntry> = metas
-            .into_iter()
-            .flatten()
-            .map(|m| serde_json::from_slice(&m).map_err(corrupt))
-            .collect::<StoreResult<_>>()?;
+        let parts =
+            try_join_all((0..self.parts.count()).map(|p| self.quarantine_list_in(self.parts.tag(p)))).await?;
+        let mut out: Vec<QuarantineEntry> = parts.into_iter().flatten().collect();
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
     }
@@ -639,7 +770,7 @@ impl Store for RedisStore {
         let n: i64 = self
             .scripts
             .quarantine_delete
-            .key(&self.tag)
+            .key(self.tag_of(id))
             .arg(id)
             .invoke_async(&mut conn)
             .await
@@ -648,7 +779,8 @@ impl Store for RedisStore {
     }
 
     async fn quarantine_release(&self, id: &str, msg: NewMessage) -> StoreResult<bool> {
-        let mut inv = self.scripts.quarantine_release.key(&self.tag);
+        self.check_beside(id, &msg)?;
+        let mut inv = self.scripts.quarantine_release.key(self.tag_of(id));
         inv.arg(id);
         Self::push_message(&mut inv, &msg)?;
         let mut conn = self.conn.clone();
@@ -663,12 +795,15 @@ impl Store for RedisStore {
         recipient: &str,
         msg: Option<NewMessage>,
     ) -> StoreResult<bool> {
+        if let Some(m) = &msg {
+            self.check_beside(id, m)?;
+        }
         // Compare-and-set on the entry's meta: another pod's change in between makes the
         // script refuse, and the entry is read again.
         for _ in 0..8 {
             let mut conn = self.conn.clone();
             let meta: Option<Vec<u8>> = redis::cmd("HGET")
-                .arg(self.key(&format!("q:{id}")))
+                .arg(self.entry_key(id))
                 .arg("meta")
                 .query_async(&mut conn)
                 .await
@@ -682,7 +817,7 @@ impl Store for RedisStore {
             } else {
                 serde_json::to_vec(&entry).map_err(corrupt)?
             };
-            let mut inv = self.scripts.quarantine_take_recipient.key(&self.tag);
+            let mut inv = self.scripts.quarantine_take_recipient.key(self.tag_of(id));
             inv.arg(id).arg(meta).arg(new_meta);
             match &msg {
                 Some(m) => {
@@ -703,16 +838,23 @@ impl Store for RedisStore {
     }
 
     async fn quarantine_expire(&self, now: u64) -> StoreResult<usize> {
-        let mut conn = self.conn.clone();
-        let n: i64 = self
-            .scripts
-            .quarantine_expire
-            .key(&self.tag)
-            .arg(now)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(n as usize)
+        let counts = try_join_all((0..self.parts.count()).map(|p| {
+            let mut conn = self.conn.clone();
+            let tag = self.parts.tag(p);
+            async move {
+                let n: usize = self
+                    .scripts
+                    .quarantine_expire
+                    .key(tag)
+                    .arg(now)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                StoreResult::Ok(n)
+            }
+        }))
+        .await?;
+        Ok(counts.into_iter().sum())
     }
 
     async fn state_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -795,7 +937,17 @@ impl Store for RedisStore {
         if limits.is_empty() {
             return self.enqueue(msg).await.map(|()| RateDecision::Allowed);
         }
-        self.counted(&self.scripts.enqueue_within, limits, Some(msg)).await
+        if self.tag_of(&msg.message.id) == self.tag {
+            return self.counted(&self.scripts.enqueue_within, limits, Some(msg)).await;
+        }
+        // The limits live in partition 0, the message elsewhere: count, then queue. A failed
+        // write after counting leaves a limit counted for a message the client is told to send
+        // again (too strict by one, never too lax).
+        let decision = self.counted(&self.scripts.rate_limit, limits, None).await?;
+        if decision == RateDecision::Allowed {
+            self.enqueue(msg).await?;
+        }
+        Ok(decision)
     }
 
     async fn login_failed(&self, client: &str, policy: &LockoutPolicy) -> StoreResult<LoginFailures> {
@@ -860,6 +1012,7 @@ mod tests {
             wait_replicas: 0,
             wait_timeout: postern_api::HumanDuration::from_secs(1),
             key_prefix: "postern-test".into(),
+            partitions: 1,
         }
     }
 
@@ -881,6 +1034,126 @@ mod tests {
         c.cluster = true;
         let store = RedisStore::connect(&c).await.unwrap();
         crate::store::conformance::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn redis_cluster_with_three_partitions_passes_the_conformance_suite() {
+        crate::tls::install_default_provider();
+        let cluster = RedisCluster::start();
+        let store = RedisStore::connect(&cluster_config(&cluster, 3)).await.unwrap();
+        assert_eq!(store.parts.count(), 3);
+        crate::store::conformance::run_all(&store).await;
+    }
+
+    fn cluster_config(cluster: &RedisCluster, partitions: u16) -> RedisStoreConfig {
+        let urls = cluster.urls();
+        let mut c = config(urls[0].clone());
+        c.urls = urls[1..].to_vec();
+        c.cluster = true;
+        c.partitions = partitions;
+        c
+    }
+
+    /// A plain connection to one node of a cluster.
+    async fn node(url: &str) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// How many times a node ran scripts (EVALSHA and EVAL).
+    async fn scripts_run(url: &str) -> u64 {
+        let stats: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut node(url).await).await.unwrap();
+        stats
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("cmdstat_evalsha:calls=").or_else(|| l.strip_prefix("cmdstat_eval:calls="))
+            })
+            .filter_map(|v| v.split(',').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn three_partitions_spread_keys_and_load_over_three_primaries_and_lose_nothing() {
+        crate::tls::install_default_provider();
+        let cluster = RedisCluster::start();
+        let urls = cluster.urls();
+        let config = cluster_config(&cluster, 3);
+        let (a, b) =
+            (RedisStore::connect(&config).await.unwrap(), RedisStore::connect(&config).await.unwrap());
+        let before: Vec<u64> = futures::future::join_all(urls.iter().map(|u| scripts_run(u))).await;
+
+        // Two pods queue 600 messages of 2 jobs each.
+        const MESSAGES: usize = 600;
+        let queue = async |store: &RedisStore| {
+            for _ in 0..MESSAGES / 2 {
+                store.enqueue(crate::store::conformance::sample_message(2, 1_000)).await.unwrap();
+            }
+        };
+        tokio::join!(queue(&a), queue(&b));
+        let stats = a.stats().await.unwrap();
+        assert_eq!((stats.jobs, stats.messages), (2 * MESSAGES as u64, MESSAGES as u64));
+        // Keys: each primary holds about a third (a message is 1 hash + 2 jobs).
+        let mut keys = Vec::new();
+        for url in &urls {
+            let n: u64 = redis::cmd("DBSIZE").query_async(&mut node(url).await).await.unwrap();
+            keys.push(n);
+        }
+        let total: u64 = keys.iter().sum();
+        assert!(keys.iter().all(|&n| n * 4 > total), "keys per primary {keys:?}");
+
+        // Both pods lease (a few at a time) and complete until the queue is empty: every job is
+        // leased exactly once (the lease outlives the test, so a second lease is a bug).
+        let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+        let work = async |store: &RedisStore| {
+            let mut idle = 0;
+            while idle < 3 {
+                let jobs = store.lease_with_messages(2_000, 7, Duration::from_secs(600)).await.unwrap();
+                idle = if jobs.is_empty() { idle + 1 } else { 0 };
+                for (job, message) in jobs {
+                    assert_eq!(message.expect("the job's message").id, job.message_id);
+                    assert!(seen.lock().unwrap().insert(job.id.clone()), "job {} leased twice", job.id);
+                    store.complete(&job, None).await.unwrap();
+                }
+            }
+        };
+        tokio::join!(work(&a), work(&b));
+        assert_eq!(seen.lock().unwrap().len(), 2 * MESSAGES, "every job leased once");
+        let stats = b.stats().await.unwrap();
+        assert_eq!((stats.jobs, stats.messages), (0, 0));
+        assert_eq!(a.next_due().await.unwrap(), None);
+
+        // Load: each primary ran about a third of the scripts.
+        let after: Vec<u64> = futures::future::join_all(urls.iter().map(|u| scripts_run(u))).await;
+        let ran: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        let total: u64 = ran.iter().sum();
+        assert!(total >= 3 * MESSAGES as u64, "{ran:?}");
+        assert!(ran.iter().all(|&n| n * 4 > total), "scripts per primary {ran:?}");
+    }
+
+    #[tokio::test]
+    async fn partitions_only_grow_and_what_was_queued_before_is_still_leased() {
+        crate::tls::install_default_provider();
+        let server = RedisServer::start_with("everysec");
+        let one = RedisStore::connect(&config(server.url())).await.unwrap();
+        let old = crate::store::conformance::sample_message(1, 1_000);
+        one.enqueue(old.clone()).await.unwrap();
+        let mut grown = config(server.url());
+        grown.partitions = 4;
+        let four = RedisStore::connect(&grown).await.unwrap();
+        assert_eq!(four.parts.count(), 4);
+        let mut queued = vec![old.jobs[0].clone()];
+        for _ in 0..20 {
+            let m = crate::store::conformance::sample_message(1, 1_000);
+            queued.push(m.jobs[0].clone());
+            four.enqueue(m).await.unwrap();
+        }
+        // A pod still configured with one partition keeps the fleet's four.
+        let again = RedisStore::connect(&config(server.url())).await.unwrap();
+        assert_eq!(again.parts.count(), 4);
+        let mut leased = again.lease(1_000, 100, Duration::from_secs(60)).await.unwrap();
+        leased.sort_by(|x, y| x.id.cmp(&y.id));
+        queued.sort_by(|x, y| x.id.cmp(&y.id));
+        assert_eq!(leased, queued, "the job queued before the growth and every later one");
     }
 
     #[tokio::test]
