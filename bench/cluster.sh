@@ -63,6 +63,13 @@ YAML
   wait_port "$port" 15 || die "gateway $i did not listen: $(tail -3 "$dir/gateway.log")"
 }
 
+# Commands clients sent, summed over the nodes (as bench/redis.sh's redis_cmds: rough, a
+# script's own HMGET counts too).
+redis_cmds() {
+  local i; for i in 0 1 2; do redis-cli -p $((CLUSTER_PORT + i)) info commandstats; done |
+    awk -F'[:=,]' '/^cmdstat_(evalsha|eval|script|hmget|zrange|zcard|scard|ping|wait|client|hello|select|info|cluster)[|:]/ { s += $3 } END { print s + 0 }'
+}
+
 # trial FIRST: the two gateways FIRST and FIRST+1; prints key=value
 trial() {
   local first=$1 per=$((MSGS / 2)) sess=$((SESSIONS / 2))
@@ -76,6 +83,7 @@ trial() {
   sleep 0.2
   local g0=$(( $(tree_ticks "${GW_PIDS[$first]}") + $(tree_ticks "${GW_PIDS[$((first + 1))]}") ))
   local n0=(); for p in "${NODE_PIDS[@]}"; do n0+=("$(tree_ticks "$p")"); done
+  local c0; c0=$(redis_cmds)
   local t0; t0=$(now)
   local srcs=()
   for k in 0 1; do
@@ -87,13 +95,14 @@ trial() {
   local t2; t2=$(sed -nE 's/.*reached_at=([0-9.]+).*/\1/p' "$wfile")
   local g1=$(( $(tree_ticks "${GW_PIDS[$first]}") + $(tree_ticks "${GW_PIDS[$((first + 1))]}") ))
   local n1=(); for p in "${NODE_PIDS[@]}"; do n1+=("$(tree_ticks "$p")"); done
+  local c1; c1=$(redis_cmds)
   stop_pid "$sinkpid" 2
   awk -v n="$((per * 2))" -v t0="$t0" -v t2="${t2:-0}" -v g0="$g0" -v g1="$g1" -v hz="$HZ" \
-      -v a0="${n0[0]}" -v a1="${n1[0]}" -v b0="${n0[1]}" -v b1="${n1[1]}" -v c0="${n0[2]}" -v c1="${n1[2]}" 'BEGIN{
+      -v a0="${n0[0]}" -v a1="${n1[0]}" -v b0="${n0[1]}" -v b1="${n1[1]}" -v c0="${n0[2]}" -v c1="${n1[2]}" -v r0="$c0" -v r1="$c1" 'BEGIN{
     e=t2-t0; if (t2 == 0) { print "ok=0"; exit }
     a=(a1-a0)/hz/n*1000; b=(b1-b0)/hz/n*1000; c=(c1-c0)/hz/n*1000; s=a+b+c; m=a; if (b>m) m=b; if (c>m) m=c
-    printf "ok=1 msgs=%d e2e_s=%.3f e2e_mps=%.0f gw_cpu_ms_per_msg=%.3f primary_cpu_ms_per_msg=%.3f,%.3f,%.3f redis_total_ms_per_msg=%.3f busiest_primary_share=%.2f\n",
-      n, e, n/e, (g1-g0)/hz/n*1000, a, b, c, s, (s > 0 ? m/s : 0) }'
+    printf "ok=1 msgs=%d e2e_s=%.3f e2e_mps=%.0f gw_cpu_ms_per_msg=%.3f primary_cpu_ms_per_msg=%.3f,%.3f,%.3f redis_total_ms_per_msg=%.3f busiest_primary_share=%.2f commands_per_msg=%.2f\n",
+      n, e, n/e, (g1-g0)/hz/n*1000, a, b, c, s, (s > 0 ? m/s : 0), (r1-r0)/n }'
 }
 
 start_gateway 0 1; start_gateway 1 1
