@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
-# What the spam checks cost: two postern-gateway processes in the same run, one plain relay
-# and one with a SpamPolicy doing SPF, DKIM, DMARC, one DNSBL zone and the default content
-# rules. Both get the same DKIM-signed ~5 KB message (smtp-source -F), and answers come from a
-# local dnsmasq (records with a 300 s TTL, so the gateway's resolver caches serve repeats).
-# Trials interleave plain, spam, plain, spam, ...
+# The spam path against the stack people run. Three relays in the same run, trials interleaved:
+# - postern "plain": no spam checks (the reference for what the checks cost);
+# - postern "spam": a SpamPolicy doing SPF, DKIM, DMARC, one DNSBL zone and the default
+#   content rules;
+# - Postfix + Rspamd: Debian's rspamd 3.4 as a milter (its proxy worker in self-scan mode, one
+#   process per core) with its default rules, SPF, DKIM, DMARC and one RBL (the same zone)
+#   checking the loopback client too (check_local, exclude_local off), on a Postfix instance
+#   of its own (../shared/bench's, plus smtpd_milters).
+# All get the same DKIM-signed ~5 KB message (smtp-source -F); DNS answers come from one local
+# dnsmasq (records with a 300 s TTL; Postern's resolver caches repeats, Rspamd asks every time
+# as it does by default). Rspamd's modules that need the Internet or Redis are off (fuzzy
+# check, ASN, update checks, the Internet's RBL/SURBL lists; Redis-backed ones turn themselves
+# off). A check first sends one message through each relay to a dumping sink and requires
+# Rspamd's result header to show SPF, DKIM and DMARC passing, and the DNSBL to be asked.
 #
 # Usage: bench/spam.sh [multi|single ...]   (default: multi)
-# Env:   MSGS SESSIONS REPS (lib.sh), BASE_PORT (2550), DNS_PORT (2553)
+# Env:   MSGS SESSIONS REPS (lib.sh), BASE_PORT (2550), DNS_PORT (2553), MILTER_PORT (2554)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${PEERS:-$REPO/../shared/bench/peers}
 [[ -r $PEERS/lib.sh ]] || { echo "bench harness not found at $PEERS (set PEERS)" >&2; exit 1; }
+# A Postfix instance of its own: the milter setting must not reach bench/run.sh's instance.
+export BENCH_ROOT=${BENCH_ROOT:-/var/tmp/peers-bench}/spam
 . "$PEERS/lib.sh"
 BASE_PORT=${BASE_PORT:-2550}
 DNS_PORT=${DNS_PORT:-2553}
-DIR=$BENCH_ROOT/spam
+MILTER_PORT=${MILTER_PORT:-2554}
+DIR=$BENCH_ROOT/work
 modes=("$@"); [[ ${#modes[@]} -gt 0 ]] || modes=(multi)
 
 "$REPO/scripts/install-test-deps.sh" || exit 1
-command -v dnsmasq >/dev/null || apt-get install -y -qq --no-install-recommends dnsmasq-base >/dev/null \
-  || die "dnsmasq (dnsmasq-base) is needed"
+for pkg in dnsmasq:dnsmasq-base rspamd:rspamd; do
+  command -v "${pkg%%:*}" >/dev/null || [[ -x /usr/sbin/${pkg%%:*} ]] \
+    || apt-get install -y -qq --no-install-recommends "${pkg##*:}" >/dev/null || die "${pkg##*:} is needed"
+done
 (cd "$REPO" && cargo build --release -q -p postern-gateway) || die "build failed"
 rm -rf "$DIR"; mkdir -p "$DIR"
 
@@ -45,15 +59,84 @@ SIZE=$(wc -c <"$DIR/message.eml")
 key=$(tr -d '\n' <"$REPO/tests/fixtures/dkim-test-key.pub.b64")
 rec="v=DKIM1; k=rsa; p=$key"
 parts=$(python3 -c 'import sys; r=sys.argv[1]; print(",".join(r[i:i+255] for i in range(0,len(r),255)))' "$rec")
-dnsmasq --keep-in-foreground --no-resolv --no-hosts --port="$DNS_PORT" --listen-address=127.0.0.1 \
-  --bind-interfaces --local-ttl=300 --neg-ttl=300 --local=/test/ \
-  --pid-file="$DIR/dnsmasq.pid" \
-  --txt-record='bench.test,v=spf1 ip4:127.0.0.0/8 -all' \
-  --txt-record="test2026._domainkey.bench.test,$parts" \
-  --txt-record='_dmarc.bench.test,v=DMARC1; p=reject' >"$DIR/dnsmasq.log" 2>&1 &
-DNS_PID=$!
-sleep 0.5
-kill -0 $DNS_PID 2>/dev/null || die "dnsmasq did not start: $(cat "$DIR/dnsmasq.log")"
+# start_dns [EXTRA dnsmasq options] -> DNS_PID
+start_dns() {
+  dnsmasq --keep-in-foreground --no-resolv --no-hosts --port="$DNS_PORT" --listen-address=127.0.0.1 \
+    --bind-interfaces --local-ttl=300 --neg-ttl=300 --local=/test/ \
+    --pid-file="$DIR/dnsmasq.pid" \
+    --txt-record='bench.test,v=spf1 ip4:127.0.0.0/8 -all' \
+    --txt-record="test2026._domainkey.bench.test,$parts" \
+    --txt-record='_dmarc.bench.test,v=DMARC1; p=reject' "$@" >>"$DIR/dnsmasq.log" 2>&1 &
+  DNS_PID=$!
+  wait_port "$DNS_PORT" 10 && kill -0 $DNS_PID 2>/dev/null || die "dnsmasq did not start: $(cat "$DIR/dnsmasq.log")"
+}
+DNS_PID=; PLAIN_PID=; SPAM_PID=; RSPAMD_PID=
+# Whatever was started goes, however the script ends (die included).
+trap 'stop_pid "$PLAIN_PID" 10; stop_pid "$SPAM_PID" 10; "$PEERS/postfix-relay.sh" stop >/dev/null 2>&1; stop_pid "$RSPAMD_PID" 10; stop_pid "$DNS_PID" 2' EXIT
+port_in_use "$DNS_PORT" && die "port $DNS_PORT already in use (a dnsmasq left over?)"
+# For the check, every query is logged; the trials run on a dnsmasq that logs nothing.
+start_dns --log-queries --log-facility="$DIR/dns-queries.log"
+
+# Rspamd: the packaged configuration, our local.d/override.d, its state under $DIR/rspamd.
+RS=$DIR/rspamd
+mkdir -p "$RS/local/local.d" "$RS/local/override.d" "$RS/db" "$RS/run" "$RS/log"
+cat >"$RS/rspamd.conf" <<CONF
+.include "\$CONFDIR/common.conf"
+options {
+  pidfile = "\$RUNDIR/rspamd.pid";
+  .include "\$CONFDIR/options.inc"
+  .include(try=true; priority=1,duplicate=merge) "\$LOCAL_CONFDIR/local.d/options.inc"
+}
+logging { type = "file"; filename = "\$LOGDIR/rspamd.log"; level = "warning"; }
+worker "rspamd_proxy" {
+  bind_socket = "127.0.0.1:$MILTER_PORT";
+  milter = yes;
+  timeout = 120s;
+  upstream "local" { default = yes; self_scan = yes; }
+  count = $(nproc);
+}
+# As the packaged configuration has it (maps, periodic jobs); no mail goes through it.
+worker "controller" {
+  bind_socket = "127.0.0.1:$((MILTER_PORT + 1))";
+  .include "\$CONFDIR/worker-controller.inc"
+}
+CONF
+cat >"$RS/local/local.d/options.inc" <<CONF
+dns { nameserver = ["127.0.0.1:$DNS_PORT"]; }
+# Check mail from the loopback client like any other (the benchmark's client is 127.0.0.1).
+check_local = true;
+local_addrs = [];
+CONF
+for m in spf dkim dmarc; do echo "check_local = true;" >"$RS/local/local.d/$m.conf"; done
+cat >"$RS/local/override.d/rbl.conf" <<CONF
+rbls {
+  bench {
+    symbol = "RBL_BENCH";
+    rbl = "bl.test";
+    ipv4 = true; ipv6 = false; received = false; from = true;
+    exclude_local = false; exclude_private_ips = false;
+  }
+}
+CONF
+# Off: what needs the Internet, and DKIM signing (outbound; it would sign our local client's mail).
+for m in fuzzy_check asn rspamd_update dkim_signing; do echo "enabled = false;" >"$RS/local/override.d/$m.conf"; done
+# The result header shows which rules ran (checked by the check below).
+echo 'use = ["x-spamd-result"]; skip_local = false; skip_authenticated = false;' >"$RS/local/local.d/milter_headers.conf"
+chown -R _rspamd:_rspamd "$RS"
+port_in_use "$MILTER_PORT" && die "port $MILTER_PORT already in use"
+rspamd -f -u _rspamd -g _rspamd -c "$RS/rspamd.conf" --var="LOCAL_CONFDIR=$RS/local" --var="DBDIR=$RS/db" \
+  --var="RUNDIR=$RS/run" --var="LOGDIR=$RS/log" >"$RS/stdout.log" 2>&1 &
+RSPAMD_PID=$!
+wait_port "$MILTER_PORT" 30 || die "rspamd did not listen: $(tail -5 "$RS/stdout.log" "$RS/log/rspamd.log")"
+
+# Postfix with Rspamd as its milter.
+"$PEERS/postfix-relay.sh" setup >/dev/null 2>&1 || die "postfix setup failed"
+PFCONF=$BENCH_ROOT/postfix/etc
+postconf -c "$PFCONF" -e "smtpd_milters = inet:127.0.0.1:$MILTER_PORT" "milter_default_action = tempfail" \
+  "milter_protocol = 6" || die "postconf failed"
+postsuper -c "$PFCONF" -d ALL >/dev/null 2>&1
+"$PEERS/postfix-relay.sh" start >/dev/null 2>&1 || die "postfix instance did not start"
+PF_PID=$(tr -d ' \n' <"$BENCH_ROOT/postfix/spool/pid/master.pid")
 
 # start_gateway NAME PORT SPAM_YAML -> prints the PID
 start_gateway() {
@@ -81,8 +164,34 @@ YAML
 PLAIN_PORT=$BASE_PORT; SPAM_PORT=$((BASE_PORT + 1))
 PLAIN_PID=$(start_gateway plain $PLAIN_PORT "")
 SPAM_PID=$(start_gateway spam $SPAM_PORT "spamPolicies: {checks: {dnsbl: {zones: [bl.test]}}}" "spamPolicy: checks")
-trap 'stop_pid $PLAIN_PID 10; stop_pid $SPAM_PID 10; stop_pid $DNS_PID 2' EXIT
 wait_port $PLAIN_PORT 15 && wait_port $SPAM_PORT 15 || die "gateways did not listen"
+
+# The check: the signed message through Postfix+Rspamd and through Postern's spam gateway to a
+# dumping sink. Rspamd's header must show SPF, DKIM and DMARC passing; both must have asked the
+# DNSBL (the query log) and Postern must say so in its Authentication-Results.
+mkdir -p "$DIR/dump"; chmod 777 "$DIR/dump"
+"$SMTP_SINK" -u nobody -d "$DIR/dump/%M." 127.0.0.1:"$SINK_PORT" 10 >/dev/null 2>&1 &
+SINK_PID=$!
+wait_port "$SINK_PORT" 10 || die "sink did not listen"
+for port in "$POSTFIX_PORT" "$SPAM_PORT"; do
+  "$SMTP_SOURCE" -F "$DIR/message.eml" -m 1 -f "$SENDER" -t "$RCPT" 127.0.0.1:$port >/dev/null 2>&1 \
+    || die "the check message through port $port was not accepted"
+done
+for _ in $(seq 100); do [[ $(ls "$DIR"/dump | wc -l) -ge 2 ]] && break; sleep 0.1; done
+stop_pid $SINK_PID 2
+for _ in $(seq 50); do port_in_use "$SINK_PORT" || break; sleep 0.1; done
+rspamd_result=$(awk '/^X-Spamd-Result/ { on = 1; print; next } on && /^[ \t]/ { print; next } { on = 0 }' "$DIR"/dump/* | tr -d '\n\t')
+for sym in R_SPF_ALLOW R_DKIM_ALLOW DMARC_POLICY_ALLOW; do
+  [[ $rspamd_result == *"$sym"* ]] || die "rspamd did not report $sym: $rspamd_result"
+done
+grep -q 'dmarc=pass' "$DIR"/dump/* || die "postern's Authentication-Results does not show dmarc=pass"
+bl_queries=$(grep -c 'query\[A\] 1.0.0.127.bl.test' "$DIR/dns-queries.log")
+[[ $bl_queries -ge 2 ]] || die "the DNSBL was asked $bl_queries times, not by both relays"
+echo "check: rspamd $(sed -nE 's/.*(default: [^;]*);.*/\1/p' <<<"$rspamd_result") with R_SPF_ALLOW R_DKIM_ALLOW DMARC_POLICY_ALLOW; DNSBL asked $bl_queries times"
+# The trials' dnsmasq logs nothing.
+stop_pid "$DNS_PID" 2
+for _ in $(seq 50); do port_in_use "$DNS_PORT" || break; sleep 0.1; done
+start_dns
 
 # Every trial sends the signed file (-F; run_trial's -l, which -F excludes, is dropped).
 cat >"$DIR/smtp-source" <<SH
@@ -96,22 +205,32 @@ SH
 chmod +x "$DIR/smtp-source"; SMTP_SOURCE=$DIR/smtp-source
 
 for mode in "${modes[@]}"; do
-  p_mps=(); s_mps=(); p_cpu=(); s_cpu=(); ratio=()
+  p_mps=(); s_mps=(); r_mps=(); p_cpu=(); s_cpu=(); r_cpu=(); ratio=(); vs=()
   for ((i = 1; i <= REPS; i++)); do
-    p=$(run_trial $PLAIN_PORT "$mode" "$PLAIN_PID"); echo "plain mode=$mode rep=$i $p"
-    s=$(run_trial $SPAM_PORT "$mode" "$SPAM_PID"); echo "spam  mode=$mode rep=$i $s"
-    [[ $(kv ok "$p") == 1 && $(kv ok "$s") == 1 ]] || { log "trial failed"; continue; }
-    p_mps+=("$(kv e2e_mps "$p")"); s_mps+=("$(kv e2e_mps "$s")")
+    p=$(run_trial $PLAIN_PORT "$mode" "$PLAIN_PID"); echo "plain          mode=$mode rep=$i $p"
+    s=$(run_trial $SPAM_PORT "$mode" "$SPAM_PID"); echo "spam           mode=$mode rep=$i $s"
+    d0=$(tree_ticks "$RSPAMD_PID")
+    r=$(run_trial "$POSTFIX_PORT" "$mode" "$PF_PID"); echo "postfix+rspamd mode=$mode rep=$i $r"
+    d1=$(tree_ticks "$RSPAMD_PID")
+    [[ $(kv ok "$p") == 1 && $(kv ok "$s") == 1 && $(kv ok "$r") == 1 ]] || { log "trial failed"; continue; }
+    p_mps+=("$(kv e2e_mps "$p")"); s_mps+=("$(kv e2e_mps "$s")"); r_mps+=("$(kv e2e_mps "$r")")
     p_cpu+=("$(kv srv_cpu_ms_per_msg "$p")"); s_cpu+=("$(kv srv_cpu_ms_per_msg "$s")")
+    # Postfix's processes and Rspamd's, per message.
+    r_cpu+=("$(awk -v a="$d0" -v b="$d1" -v hz="$HZ" -v n="$MSGS" -v pf="$(kv srv_cpu_ms_per_msg "$r")" 'BEGIN{print pf + (b-a)/hz/n*1000}')")
     ratio+=("$(awk -v a="$(kv e2e_mps "$s")" -v b="$(kv e2e_mps "$p")" 'BEGIN{print a/b}')")
+    vs+=("$(awk -v a="$(kv e2e_mps "$s")" -v b="$(kv e2e_mps "$r")" 'BEGIN{print a/b}')")
   done
   echo "SUMMARY mode=$mode msgs=$MSGS sessions=$SESSIONS size=$SIZE (median min max n)"
-  echo "  plain_e2e_mps        $(printf '%s\n' "${p_mps[@]}" | stats)"
-  echo "  spam_e2e_mps         $(printf '%s\n' "${s_mps[@]}" | stats)"
-  echo "  spam/plain mps       $(printf '%s\n' "${ratio[@]}" | stats3)"
-  echo "  plain_cpu_ms_per_msg $(printf '%s\n' "${p_cpu[@]}" | stats3)"
-  echo "  spam_cpu_ms_per_msg  $(printf '%s\n' "${s_cpu[@]}" | stats3)"
+  echo "  plain_e2e_mps                 $(printf '%s\n' "${p_mps[@]}" | stats)"
+  echo "  spam_e2e_mps                  $(printf '%s\n' "${s_mps[@]}" | stats)"
+  echo "  postfix_rspamd_e2e_mps        $(printf '%s\n' "${r_mps[@]}" | stats)"
+  echo "  spam/plain mps                $(printf '%s\n' "${ratio[@]}" | stats3)"
+  echo "  spam/postfix_rspamd mps       $(printf '%s\n' "${vs[@]}" | stats3)"
+  echo "  plain_cpu_ms_per_msg          $(printf '%s\n' "${p_cpu[@]}" | stats3)"
+  echo "  spam_cpu_ms_per_msg           $(printf '%s\n' "${s_cpu[@]}" | stats3)"
+  echo "  postfix_rspamd_cpu_ms_per_msg $(printf '%s\n' "${r_cpu[@]}" | stats3)"
 done
 # Proof the checks ran, and passed, on the spam gateway:
 echo "spam gateway check results:"
 curl -s "http://127.0.0.1:$((SPAM_PORT + 100))/metrics" | grep -E '^postern_(auth_results|spam_verdicts)_total' | sed 's/^/  /'
+echo "rspamd warnings or errors logged: $(grep -c . "$RS/log/rspamd.log" 2>/dev/null || echo 0)"
