@@ -107,16 +107,19 @@ end
 
 const ENQUEUE: &str = "put_message(1) return 1";
 /// ARGV: job id, message id, has follow-up ("0"/"1"), follow-up message...
-const COMPLETE: &str = "drop_job(ARGV[1], ARGV[2]) if ARGV[3] == '1' then put_message(4) end return 1";
+/// Returns 1 if the job was in this partition (the follow-up is queued either way).
+const COMPLETE: &str =
+    "local found = drop_job(ARGV[1], ARGV[2]) if ARGV[3] == '1' then put_message(4) end return found";
 /// ARGV: job id, due, job JSON, has follow-up, follow-up message... A job another pod already
-/// completed stays completed (no resurrection by a late retry).
+/// completed stays completed (no resurrection by a late retry). Returns 1 if the job was here.
 const RETRY: &str = r#"
-if redis.call('EXISTS', T .. ':job:' .. ARGV[1]) == 1 then
+local found = redis.call('EXISTS', T .. ':job:' .. ARGV[1])
+if found == 1 then
   redis.call('SET', T .. ':job:' .. ARGV[1], ARGV[3])
   redis.call('ZADD', T .. ':sched', ARGV[2], ARGV[1])
 end
 if ARGV[4] == '1' then put_message(5) end
-return 1"#;
+return found"#;
 /// ARGV: now, max, lease end. Leases due jobs (their score moves to the lease's end) and
 /// returns each with its message's meta and body (`''` when the message is gone):
 /// {job, meta, body, job, meta, body, ...}. The message id is read from the job's JSON.
@@ -388,8 +391,9 @@ impl RedisStore {
             );
         }
         let parts = Partitions::new(&config.key_prefix, had.max(config.partitions));
-        let placed: Vec<String> =
-            (0..parts.count()).map(|p| format!("{}@{}", parts.tag(p), partitions::slot(parts.tag(p)))).collect();
+        let placed: Vec<String> = (0..parts.count())
+            .map(|p| format!("{}@{}", parts.tag(p), partitions::slot(parts.tag(p))))
+            .collect();
         tracing::info!(partitions = %placed.join(" "), "redis store: partition tags at their cluster slots");
         Ok(Self {
             conn,
@@ -414,9 +418,21 @@ impl RedisStore {
         self.parts.tag(self.parts.of(id))
     }
 
-    /// A quarantine entry's key.
-    fn entry_key(&self, id: &str) -> String {
-        format!("{}:q:{id}", self.tag_of(id))
+    /// The partition holding quarantine entry `id`, with the entry's meta.
+    async fn find_entry_meta(&self, id: &str) -> StoreResult<Option<(&str, Vec<u8>)>> {
+        for tag in self.search_order(id) {
+            let mut conn = self.conn.clone();
+            let meta: Option<Vec<u8>> = redis::cmd("HGET")
+                .arg(format!("{tag}:q:{id}"))
+                .arg("meta")
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if let Some(meta) = meta {
+                return Ok(Some((tag, meta)));
+            }
+        }
+        Ok(None)
     }
 
     /// Leases from partition `tag` (see `LEASE_WITH_MESSAGES`).
@@ -454,46 +470,52 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// The partitions to look in for a message or quarantine entry `id`: its own first, then
+    /// the others, where a fleet that changed its partition count placed what it held before,
+    /// and where a message made with another (a release, a DSN) lives when its id is not
+    /// beside its origin's. Only a miss costs more than the first.
+    fn search_order(&self, id: &str) -> impl Iterator<Item = &str> + '_ {
+        let (first, n) = (self.parts.of(id), self.parts.count());
+        (0..n).map(move |i| self.parts.tag((first + i) % n))
+    }
+
     /// Settles `job` with `script` (COMPLETE or RETRY, whose ARGV `head` fills up to the
-    /// follow-up flag), queueing `followup` in the same step when it is beside the job's
-    /// message (a DSN is); another message is queued first, then the job settled: a crash in
-    /// between sends it twice, never not at all.
+    /// follow-up flag), queueing `followup` in the same step. Tried in the partition of the
+    /// job's message first, which writes the follow-up whether or not the job is there (a DSN
+    /// is beside its message, so it is); a job found elsewhere is settled there after: a crash
+    /// in between sends the follow-up twice, never not at all.
     async fn settle(
         &self,
         script: &Script,
         job: &Job,
-        head: impl FnOnce(&mut redis::ScriptInvocation<'_>) -> StoreResult<()>,
-        followup: Option<NewMessage>,
+        head: impl Fn(&mut redis::ScriptInvocation<'_>) -> StoreResult<()>,
+        mut followup: Option<NewMessage>,
     ) -> StoreResult<()> {
-        let tag = self.tag_of(&job.message_id);
-        let followup = match followup {
-            Some(f) if self.tag_of(&f.message.id) != tag => {
-                self.enqueue(f).await?;
-                None
+        for tag in self.search_order(&job.message_id) {
+            let mut inv = script.key(tag);
+            head(&mut inv)?;
+            let carried = followup.take();
+            inv.arg(if carried.is_some() { "1" } else { "0" });
+            if let Some(f) = &carried {
+                Self::push_message(&mut inv, f)?;
             }
-            other => other,
-        };
-        let mut inv = script.key(tag);
-        head(&mut inv)?;
-        inv.arg(if followup.is_some() { "1" } else { "0" });
-        if let Some(f) = &followup {
-            Self::push_message(&mut inv, f)?;
+            let mut conn = self.conn.clone();
+            let found: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+            if found == 1 {
+                break;
+            }
         }
-        let mut conn = self.conn.clone();
-        let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         Ok(())
     }
 
-    /// A release of entry `id` must queue a message beside it (`new_id_beside`): taking the
-    /// entry and queueing the message is one step in one partition.
-    fn check_beside(&self, id: &str, msg: &NewMessage) -> StoreResult<()> {
-        if self.tag_of(id) == self.tag_of(&msg.message.id) {
-            return Ok(());
+    /// The `meta` and `body` of hash `kind:<id>` (a message or quarantine entry), wherever it is.
+    async fn find_meta_and_body(&self, kind: &str, id: &str) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
+        for tag in self.search_order(id) {
+            if let Some(found) = self.meta_and_body(format!("{tag}:{kind}:{id}")).await? {
+                return Ok(Some(found));
+            }
         }
-        Err(corrupt(format!(
-            "released message {} is not beside quarantine entry {id} (store::new_id_beside)",
-            msg.message.id
-        )))
+        Ok(None)
     }
 
     /// The entries of partition `tag`, without bodies.
@@ -666,8 +688,7 @@ impl Store for RedisStore {
     }
 
     async fn load_message(&self, id: &str) -> StoreResult<Option<Message>> {
-        let key = format!("{}:msg:{id}", self.tag_of(id));
-        let Some((meta, body)) = self.meta_and_body(key).await? else { return Ok(None) };
+        let Some((meta, body)) = self.find_meta_and_body("msg", id).await? else { return Ok(None) };
         let mut msg: Message = serde_json::from_slice(&meta).map_err(corrupt)?;
         msg.body = body;
         Ok(Some(msg))
@@ -751,7 +772,7 @@ impl Store for RedisStore {
     }
 
     async fn quarantine_get(&self, id: &str) -> StoreResult<Option<QuarantineEntry>> {
-        let Some((meta, body)) = self.meta_and_body(self.entry_key(id)).await? else { return Ok(None) };
+        let Some((meta, body)) = self.find_meta_and_body("q", id).await? else { return Ok(None) };
         let mut entry: QuarantineEntry = serde_json::from_slice(&meta).map_err(corrupt)?;
         entry.body = body;
         Ok(Some(entry))
@@ -766,27 +787,38 @@ impl Store for RedisStore {
     }
 
     async fn quarantine_delete(&self, id: &str) -> StoreResult<bool> {
-        let mut conn = self.conn.clone();
-        let n: i64 = self
-            .scripts
-            .quarantine_delete
-            .key(self.tag_of(id))
-            .arg(id)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(n > 0)
+        for tag in self.search_order(id) {
+            let mut conn = self.conn.clone();
+            let n: i64 = self
+                .scripts
+                .quarantine_delete
+                .key(tag)
+                .arg(id)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if n > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn quarantine_release(&self, id: &str, msg: NewMessage) -> StoreResult<bool> {
-        self.check_beside(id, &msg)?;
-        let mut inv = self.scripts.quarantine_release.key(self.tag_of(id));
-        inv.arg(id);
-        Self::push_message(&mut inv, &msg)?;
-        let mut conn = self.conn.clone();
-        let n: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-        self.wait_for_replicas().await?;
-        Ok(n > 0)
+        // The message is queued in the entry's partition, in the step that takes the entry
+        // (beside the entry, that is its own partition too).
+        for tag in self.search_order(id) {
+            let mut inv = self.scripts.quarantine_release.key(tag);
+            inv.arg(id);
+            Self::push_message(&mut inv, &msg)?;
+            let mut conn = self.conn.clone();
+            let n: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+            if n > 0 {
+                self.wait_for_replicas().await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn quarantine_take_recipient(
@@ -795,20 +827,11 @@ impl Store for RedisStore {
         recipient: &str,
         msg: Option<NewMessage>,
     ) -> StoreResult<bool> {
-        if let Some(m) = &msg {
-            self.check_beside(id, m)?;
-        }
         // Compare-and-set on the entry's meta: another pod's change in between makes the
         // script refuse, and the entry is read again.
         for _ in 0..8 {
             let mut conn = self.conn.clone();
-            let meta: Option<Vec<u8>> = redis::cmd("HGET")
-                .arg(self.entry_key(id))
-                .arg("meta")
-                .query_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            let Some(meta) = meta else { return Ok(false) };
+            let Some((tag, meta)) = self.find_entry_meta(id).await? else { return Ok(false) };
             let mut entry: QuarantineEntry = serde_json::from_slice(&meta).map_err(corrupt)?;
             let Some(at) = entry.recipients.iter().position(|r| r == recipient) else { return Ok(false) };
             entry.recipients.remove(at);
@@ -817,7 +840,7 @@ impl Store for RedisStore {
             } else {
                 serde_json::to_vec(&entry).map_err(corrupt)?
             };
-            let mut inv = self.scripts.quarantine_take_recipient.key(self.tag_of(id));
+            let mut inv = self.scripts.quarantine_take_recipient.key(tag);
             inv.arg(id).arg(meta).arg(new_meta);
             match &msg {
                 Some(m) => {
@@ -1131,19 +1154,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn partitions_only_grow_and_what_was_queued_before_is_still_leased() {
+    async fn partitions_only_grow_and_what_was_held_before_is_still_found() {
+        use crate::store::conformance::{sample_message, sample_message_beside};
         crate::tls::install_default_provider();
         let server = RedisServer::start_with("everysec");
         let one = RedisStore::connect(&config(server.url())).await.unwrap();
-        let old = crate::store::conformance::sample_message(1, 1_000);
-        one.enqueue(old.clone()).await.unwrap();
+        // Held under one partition: queued messages and a quarantine entry.
+        let mut queued = Vec::new();
+        for _ in 0..8 {
+            let m = sample_message(1, 1_000);
+            queued.push(m.jobs[0].clone());
+            one.enqueue(m).await.unwrap();
+        }
+        let held = crate::store::new_id();
+        let mut entry = one_entry(&held);
+        entry.recipients = vec!["a@x.test".into(), "b@x.test".into()];
+        one.quarantine_put(entry).await.unwrap();
+
         let mut grown = config(server.url());
         grown.partitions = 4;
         let four = RedisStore::connect(&grown).await.unwrap();
         assert_eq!(four.parts.count(), 4);
-        let mut queued = vec![old.jobs[0].clone()];
         for _ in 0..20 {
-            let m = crate::store::conformance::sample_message(1, 1_000);
+            let m = sample_message(1, 1_000);
             queued.push(m.jobs[0].clone());
             four.enqueue(m).await.unwrap();
         }
@@ -1153,7 +1186,47 @@ mod tests {
         let mut leased = again.lease(1_000, 100, Duration::from_secs(60)).await.unwrap();
         leased.sort_by(|x, y| x.id.cmp(&y.id));
         queued.sort_by(|x, y| x.id.cmp(&y.id));
-        assert_eq!(leased, queued, "the job queued before the growth and every later one");
+        assert_eq!(leased, queued, "the jobs queued before the growth and every later one");
+        // Each settles wherever it is (its id now points most of them elsewhere); a DSN queued
+        // with the settling of an old job is delivered too.
+        for (i, job) in leased.iter().enumerate() {
+            assert!(again.load_message(&job.message_id).await.unwrap().is_some());
+            let dsn = (i == 0).then(|| sample_message_beside(&job.message_id, 1, 1_000));
+            again.complete(job, dsn).await.unwrap();
+        }
+        let dsn = again.lease(1_000, 100, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(dsn.len(), 1, "only the DSN is left");
+        again.retry(&Job { due: 5_000, ..dsn[0].clone() }, None).await.unwrap();
+        assert_eq!(again.next_due().await.unwrap(), Some(5_000), "retried where it is");
+        again.complete(&dsn[0], None).await.unwrap();
+        let stats = again.stats().await.unwrap();
+        assert_eq!((stats.jobs, stats.messages, stats.quarantined), (0, 0, 1));
+
+        // The entry held before the growth: found, taken one recipient at a time, released.
+        assert!(again.quarantine_get(&held).await.unwrap().is_some());
+        assert_eq!(again.quarantine_list().await.unwrap().len(), 1);
+        assert!(again.quarantine_take_recipient(&held, "a@x.test", None).await.unwrap());
+        let release = sample_message_beside(&held, 1, 1_000);
+        assert!(again.quarantine_release(&held, release.clone()).await.unwrap());
+        assert!(!again.quarantine_release(&held, release.clone()).await.unwrap(), "once");
+        assert!(!again.quarantine_delete(&held).await.unwrap());
+        assert_eq!(again.lease(1_000, 100, Duration::from_secs(60)).await.unwrap(), release.jobs);
+    }
+
+    fn one_entry(id: &str) -> QuarantineEntry {
+        QuarantineEntry {
+            id: id.into(),
+            sender: "s@example.net".into(),
+            recipients: vec!["u@example.com".into()],
+            reasons: vec!["test".into()],
+            client_ip: "192.0.2.1".into(),
+            created_at: 1,
+            expires_at: u64::MAX / 2,
+            policy: "p".into(),
+            flags: None,
+            summary: Default::default(),
+            body: b"Subject: held\r\n\r\nx\r\n".to_vec(),
+        }
     }
 
     #[tokio::test]
@@ -1217,19 +1290,7 @@ mod tests {
         let server = RedisServer::start_with("everysec");
         let a = RedisStore::connect(&config(server.url())).await.unwrap();
         let b = RedisStore::connect(&config(server.url())).await.unwrap();
-        let entry = QuarantineEntry {
-            id: "q-shared".into(),
-            sender: "s@example.net".into(),
-            recipients: vec!["u@example.com".into()],
-            reasons: vec!["test".into()],
-            client_ip: "192.0.2.1".into(),
-            created_at: 1,
-            expires_at: u64::MAX / 2,
-            policy: "p".into(),
-            flags: None,
-            summary: Default::default(),
-            body: b"Subject: held\r\n\r\nx\r\n".to_vec(),
-        };
+        let entry = one_entry("q-shared");
         a.quarantine_put(entry.clone()).await.unwrap();
         assert_eq!(b.quarantine_get("q-shared").await.unwrap(), Some(entry));
         assert!(b.quarantine_delete("q-shared").await.unwrap());

@@ -8,10 +8,12 @@
 //! `redis-cli --cluster create` gives each primary one contiguous, equal range of slots, so
 //! K = the number of primaries (or a multiple) puts the same number of partitions on each.
 //!
-//! A message (with its jobs) and a quarantine entry live in the partition of their id's tail
-//! (`store::partition_key`); ids made with `store::new_id_beside` share a tail, so a DSN and its
-//! bounced message, or a release and its entry, are in one partition and change in one script.
-//! Small fleet-wide state (rate limits, login failures, shared state) stays in partition 0.
+//! A message (with its jobs) and a quarantine entry are written to the partition of their id's
+//! tail (`store::partition_key`); ids made with `store::new_id_beside` share a tail, so a DSN
+//! and its bounced message, or a release and its entry, are in one partition and change in one
+//! script. That is where the store looks first; what it does not find there it looks for in the
+//! other partitions (see `RedisStore::search_order`). Small fleet-wide state (rate limits,
+//! login failures, shared state) stays in partition 0.
 
 /// Redis Cluster's slot count.
 const SLOTS: u32 = 16_384;
