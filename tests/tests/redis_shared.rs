@@ -177,6 +177,18 @@ fn three_gateways_one_redis_a_gateway_and_redis_killed_every_message_arrives() {
     assert!(duplicates < MESSAGES / 20, "{duplicates} duplicates");
 }
 
+/// served.test delivered to `sink_host`, under a policy that holds mail from spam.test.
+fn holding_spam_test(c: &mut postern_api::GatewayConfig, dns: SocketAddr, sink_host: &str) {
+    c.delivery.nameservers = vec![dns];
+    let mut p = SpamPolicyConfig::default();
+    p.block_list.domains = vec!["spam.test".into()];
+    p.block_list.action = Action::Quarantine;
+    c.spam_policies.insert("p".into(), p);
+    let mut served = MailDomainConfig::new("served.test", Destination::hosts(&[sink_host], TlsPolicy::NONE));
+    served.spam_policy = Some("p".into());
+    c.domains.push(served);
+}
+
 #[test]
 fn quarantined_through_one_gateway_released_through_another() {
     let redis = RedisServer::start();
@@ -185,15 +197,7 @@ fn quarantined_through_one_gateway_released_through_another() {
     let cfg = || {
         GatewayConfig::typed(|c| {
             on_redis(c, &redis);
-            c.delivery.nameservers = vec![dns.addr];
-            let mut p = SpamPolicyConfig::default();
-            p.block_list.domains = vec!["spam.test".into()];
-            p.block_list.action = Action::Quarantine;
-            c.spam_policies.insert("p".into(), p);
-            let mut served =
-                MailDomainConfig::new("served.test", Destination::hosts(&[&sink.host()], TlsPolicy::NONE));
-            served.spam_policy = Some("p".into());
-            c.domains.push(served);
+            holding_spam_test(c, dns.addr, &sink.host());
         })
     };
     let a = GatewayProcess::start(&cfg());
@@ -247,16 +251,8 @@ fn two_gateways_on_three_cluster_primaries_with_three_partitions() {
             redis.cluster = true;
             redis.partitions = 3;
             c.store = StoreConfig { embedded: None, redis: Some(redis) };
-            c.delivery.nameservers = vec![dns.addr];
             c.limits.max_messages_per_session = 100_000;
-            let mut p = SpamPolicyConfig::default();
-            p.block_list.domains = vec!["spam.test".into()];
-            p.block_list.action = Action::Quarantine;
-            c.spam_policies.insert("p".into(), p);
-            let mut served =
-                MailDomainConfig::new("served.test", Destination::hosts(&[&sink.host()], TlsPolicy::NONE));
-            served.spam_policy = Some("p".into());
-            c.domains.push(served);
+            holding_spam_test(c, dns.addr, &sink.host());
         })
     };
     let gateways = [GatewayProcess::start(&cfg()), GatewayProcess::start(&cfg())];
