@@ -347,6 +347,30 @@ fn ready_condition((wanted, ready): (i32, i32), generation: Option<i64>) -> Cond
     }
 }
 
+/// `StoreExclusive` (Redis stores only): no other Gateway of the namespace uses the same Redis
+/// and key prefix. Two that do would lease each other's queued mail and deliver it with their
+/// own routing; each needs its own `spec.store.redis.keyPrefix`.
+async fn store_exclusive_condition(
+    ctx: &Context,
+    ns: &str,
+    gw: &Gateway,
+    generation: Option<i64>,
+) -> Result<Option<Condition>, Error> {
+    let Some((_, prefix)) = render::redis_queue(gw) else { return Ok(None) };
+    let gateways: Vec<Gateway> = list(&ctx.client, ns).await?;
+    let sharing = render::sharing_queue_with(gw, &gateways);
+    if sharing.is_empty() {
+        let message = format!("no other Gateway in {ns} uses this Redis with keyPrefix {prefix:?}");
+        return Ok(Some(condition("StoreExclusive", true, "NotShared", message, generation)));
+    }
+    let message = format!(
+        "Gateway {} in {ns} uses the same Redis and keyPrefix {prefix:?}: the fleets would lease and deliver each other's mail; give each its own spec.store.redis.keyPrefix",
+        sharing.join(", ")
+    );
+    ctx.warn(gw, "StoreShared", message.clone()).await;
+    Ok(Some(condition("StoreExclusive", false, "SharedWithGateway", message, generation)))
+}
+
 /// `Durable`: whether a 250 reply means the mail outlives the pod that gave it.
 async fn durable_condition(
     client: &Client,
@@ -523,6 +547,9 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
                 ),
             });
             gw_conditions.push(durable_condition(client, &ns, &gw, generation).await?);
+            if let Some(c) = store_exclusive_condition(&ctx, &ns, &gw, generation).await? {
+                gw_conditions.push(c);
+            }
         }
         None => {
             // The last good config stays in place: a bad edit does not take mail down.

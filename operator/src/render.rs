@@ -19,6 +19,30 @@ use crate::crd::{Gateway, MailDomain, secret_path};
 use crate::manifests::Objects;
 
 /// The admin port of every gateway pod (health, metrics, admin API).
+/// The Redis queue a Gateway's pods share: (URL, key prefix); `None` on the embedded store.
+pub fn redis_queue(gw: &Gateway) -> Option<(&str, String)> {
+    match (gw.spec.store.kind, &gw.spec.store.redis) {
+        (StoreType::Redis, Some(r)) => {
+            let prefix =
+                r.key_prefix.clone().unwrap_or_else(|| postern_api::RedisStoreConfig::new("").key_prefix);
+            Some((r.url.trim_end_matches('/'), prefix))
+        }
+        _ => None,
+    }
+}
+
+/// The other Gateways (by name) whose pods would share `gw`'s Redis queue: the same URL and
+/// key prefix. (Two seeds of one Redis Cluster under different URLs are not recognised.)
+pub fn sharing_queue_with(gw: &Gateway, others: &[Gateway]) -> Vec<String> {
+    let Some(mine) = redis_queue(gw) else { return Vec::new() };
+    let name = gw.name_any();
+    others
+        .iter()
+        .filter(|o| o.name_any() != name && redis_queue(o).as_ref() == Some(&mine))
+        .map(|o| o.name_any())
+        .collect()
+}
+
 pub const ADMIN_PORT: u16 = 8025;
 /// Where the embedded store lives in the pod (an emptyDir volume).
 pub const STORE_PATH: &str = "/var/lib/postern";
@@ -212,6 +236,9 @@ pub fn render(gw: &Gateway, objs: &Objects) -> Rendered {
             let mut redis = json!({"url": r.url, "cluster": r.cluster, "waitReplicas": r.wait_replicas, "partitions": r.partitions});
             if let Some(u) = &r.username {
                 redis["username"] = json!(u);
+            }
+            if let Some(prefix) = &r.key_prefix {
+                redis["keyPrefix"] = json!(prefix);
             }
             if let Some(p) = &r.password_secret_ref {
                 secrets.insert(p.name.clone());
@@ -549,6 +576,30 @@ spec:
             redis.password_file.as_ref().unwrap().to_str(),
             Some("/etc/postern/secrets/redis/password")
         );
+    }
+
+    #[test]
+    fn gateways_on_one_redis_share_a_queue_unless_their_prefixes_differ() {
+        let gateway = |name: &str, store: &str| {
+            let mut objs = Objects::default();
+            let yaml = format!(
+                "apiVersion: mail.postern.dev/v1alpha1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec:\n  store: {store}\n"
+            );
+            objs.add_yaml(&yaml, "mail").unwrap();
+            objs.gateways.remove(0)
+        };
+        let all = [
+            gateway("a", "{type: Redis, redis: {url: 'redis://r:6379'}}"),
+            gateway("b", "{type: Redis, redis: {url: 'redis://r:6379/', keyPrefix: postern}}"),
+            gateway("c", "{type: Redis, redis: {url: 'redis://r:6379', keyPrefix: other}}"),
+            gateway("d", "{type: Embedded}"),
+        ];
+        assert_eq!(sharing_queue_with(&all[0], &all), ["b"], "the default prefix is postern");
+        assert_eq!(sharing_queue_with(&all[1], &all), ["a"]);
+        assert!(sharing_queue_with(&all[2], &all).is_empty());
+        assert!(sharing_queue_with(&all[3], &all).is_empty());
+        let r = render(&all[2], &Objects::default());
+        assert_eq!(r.config.unwrap().store.redis.unwrap().key_prefix, "other");
     }
 
     #[test]

@@ -1129,3 +1129,28 @@ async fn oauth_and_exchange_accounts_reach_the_config_with_a_generated_token_key
     reconcile_gateway(&client, "edge").await;
     assert!(ingresses.get_opt("edge-admin-public").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn gateways_on_one_redis_with_one_key_prefix_are_told_they_share_a_queue() {
+    let client = cluster(&manifests()).await;
+    let exclusive = async |client: &kube::Client| {
+        reconcile_gateway(client, "edge").await;
+        let gw = Api::<Gateway>::namespaced(client.clone(), NS).get("edge").await.unwrap();
+        gateway_condition(&gw, "StoreExclusive")
+    };
+    let (status, reason, _) = exclusive(&client).await;
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "NotShared"));
+
+    // The other Gateway of the namespace moves to the same Redis, default prefix.
+    let redis = serde_json::json!({"type": "Redis", "redis": {"url": "redis://redis.mail.svc:6379/"}});
+    patch_spec(&client, "relay", serde_json::json!({"store": redis})).await;
+    let (status, reason, message) = exclusive(&client).await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "SharedWithGateway"), "{message}");
+    assert!(message.contains("Gateway relay") && message.contains("keyPrefix"), "{message}");
+
+    // A prefix of its own separates the two queues.
+    let redis = serde_json::json!({"type": "Redis", "redis": {"url": "redis://redis.mail.svc:6379/", "keyPrefix": "relay"}});
+    patch_spec(&client, "relay", serde_json::json!({"store": redis})).await;
+    let (status, _, _) = exclusive(&client).await;
+    assert_eq!(status, "True");
+}

@@ -627,6 +627,13 @@ pub struct RedisSpec {
     #[serde(default = "one_partition")]
     #[schemars(range(min = 1, max = 256))]
     pub partitions: u16,
+    /// Prefix of every key (default `postern`). Gateways whose pods use one Redis need
+    /// different prefixes, or they share one queue and deliver each other's mail with their
+    /// own routing (condition `StoreExclusive`). Changing it leaves what the old prefix holds
+    /// behind: drain first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[^{}]+$"))]
+    pub key_prefix: Option<String>,
 }
 
 fn one_partition() -> u16 {
