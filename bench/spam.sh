@@ -8,8 +8,7 @@
 #   checking the loopback client too (check_local, exclude_local off), on a Postfix instance
 #   of its own (../shared/bench's, plus smtpd_milters).
 # All get the same DKIM-signed ~5 KB message (smtp-source -F); DNS answers come from one local
-# dnsmasq (records with a 300 s TTL; Postern's resolver caches repeats, Rspamd asks every time
-# as it does by default). Rspamd's modules that need the Internet or Redis are off (fuzzy
+# dnsmasq (records with a 300 s TTL; each trial line counts the queries it received). Rspamd's modules that need the Internet or Redis are off (fuzzy
 # check, ASN, update checks, the Internet's RBL/SURBL lists; Redis-backed ones turn themselves
 # off). A check first sends one message through each relay to a dumping sink and requires
 # Rspamd's result header to show SPF, DKIM and DMARC passing, and the DNSBL to be asked.
@@ -188,10 +187,28 @@ grep -q 'dmarc=pass' "$DIR"/dump/* || die "postern's Authentication-Results does
 bl_queries=$(grep -c 'query\[A\] 1.0.0.127.bl.test' "$DIR/dns-queries.log")
 [[ $bl_queries -ge 2 ]] || die "the DNSBL was asked $bl_queries times, not by both relays"
 echo "check: rspamd $(sed -nE 's/.*(default: [^;]*);.*/\1/p' <<<"$rspamd_result") with R_SPF_ALLOW R_DKIM_ALLOW DMARC_POLICY_ALLOW; DNSBL asked $bl_queries times"
-# The trials' dnsmasq logs nothing.
+# The trials' dnsmasq logs no query, only its counters when asked (SIGUSR1): each trial line
+# ends with dns_queries, the queries the relay under test sent during the trial.
 stop_pid "$DNS_PID" 2
 for _ in $(seq 50); do port_in_use "$DNS_PORT" || break; sleep 0.1; done
-start_dns
+start_dns --log-facility="$DIR/dns-stats.log"
+dns_answered() {
+  local before; before=$(grep -c 'queries answered locally' "$DIR/dns-stats.log" 2>/dev/null)
+  kill -USR1 "$DNS_PID"
+  for _ in $(seq 50); do
+    [[ $(grep -c 'queries answered locally' "$DIR/dns-stats.log" 2>/dev/null) -gt ${before:-0} ]] && break
+    sleep 0.05
+  done
+  grep -o 'queries answered locally [0-9]*' "$DIR/dns-stats.log" | tail -1 | awk '{print $4}'
+}
+# trial_with_dns PORT MODE PID: run_trial's line plus dns_queries=N
+trial_with_dns() {
+  local d0 d1 line
+  d0=$(dns_answered)
+  line=$(run_trial "$@")
+  d1=$(dns_answered)
+  echo "$line dns_queries=$((d1 - d0))"
+}
 
 # Every trial sends the signed file (-F; run_trial's -l, which -F excludes, is dropped).
 cat >"$DIR/smtp-source" <<SH
@@ -207,10 +224,10 @@ chmod +x "$DIR/smtp-source"; SMTP_SOURCE=$DIR/smtp-source
 for mode in "${modes[@]}"; do
   p_mps=(); s_mps=(); r_mps=(); p_cpu=(); s_cpu=(); r_cpu=(); ratio=(); vs=()
   for ((i = 1; i <= REPS; i++)); do
-    p=$(run_trial $PLAIN_PORT "$mode" "$PLAIN_PID"); echo "plain          mode=$mode rep=$i $p"
-    s=$(run_trial $SPAM_PORT "$mode" "$SPAM_PID"); echo "spam           mode=$mode rep=$i $s"
+    p=$(trial_with_dns $PLAIN_PORT "$mode" "$PLAIN_PID"); echo "plain          mode=$mode rep=$i $p"
+    s=$(trial_with_dns $SPAM_PORT "$mode" "$SPAM_PID"); echo "spam           mode=$mode rep=$i $s"
     d0=$(tree_ticks "$RSPAMD_PID")
-    r=$(run_trial "$POSTFIX_PORT" "$mode" "$PF_PID"); echo "postfix+rspamd mode=$mode rep=$i $r"
+    r=$(trial_with_dns "$POSTFIX_PORT" "$mode" "$PF_PID"); echo "postfix+rspamd mode=$mode rep=$i $r"
     d1=$(tree_ticks "$RSPAMD_PID")
     [[ $(kv ok "$p") == 1 && $(kv ok "$s") == 1 && $(kv ok "$r") == 1 ]] || { log "trial failed"; continue; }
     p_mps+=("$(kv e2e_mps "$p")"); s_mps+=("$(kv e2e_mps "$s")"); r_mps+=("$(kv e2e_mps "$r")")
