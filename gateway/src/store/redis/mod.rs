@@ -1068,6 +1068,39 @@ mod tests {
         crate::store::conformance::run_all(&store).await;
     }
 
+    #[tokio::test]
+    async fn an_acl_user_limited_to_the_documented_key_patterns_runs_a_partitioned_store() {
+        crate::tls::install_default_provider();
+        let server = RedisServer::start_with("everysec");
+        let mut admin =
+            redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        // README: `~{<keyPrefix>}* ~{<keyPrefix>.*`; every command, no other key.
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("postern")
+            .arg("on")
+            .arg(">s3cret")
+            .arg("~{postern-test}*")
+            .arg("~{postern-test.*")
+            .arg("+@all")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "s3cret\n").unwrap();
+        let mut c = config(server.url());
+        c.username = Some("postern".into());
+        c.password_file = Some(password);
+        c.partitions = 3;
+        let store = RedisStore::connect(&c).await.unwrap();
+        crate::store::conformance::run_all(&store).await;
+        // The same user is refused any other key (the patterns are what limits it).
+        let mut conn = store.conn.clone();
+        let denied: Result<(), _> = redis::cmd("SET").arg("{other}:x").arg("1").query_async(&mut conn).await;
+        assert!(denied.unwrap_err().to_string().contains("permission"), "a key outside the patterns");
+    }
+
     fn cluster_config(cluster: &RedisCluster, partitions: u16) -> RedisStoreConfig {
         let urls = cluster.urls();
         let mut c = config(urls[0].clone());
