@@ -105,6 +105,25 @@ trial() {
       n, e, n/e, (g1-g0)/hz/n*1000, a, b, c, s, (s > 0 ? m/s : 0), (r1-r0)/n }'
 }
 
+# count_trial FIRST: the exact round trips per message, from MONITOR on every node (which
+# names a script's own commands "lua"), in a smaller trial (MONITOR slows Redis: no timings).
+count_trial() {
+  local first=$1 mons=() i
+  for i in 0 1 2; do
+    redis-cli -p $((CLUSTER_PORT + i)) monitor >"$CDIR/monitor.$i" 2>/dev/null &
+    mons+=($!)
+  done
+  sleep 0.3
+  local saved=$MSGS; MSGS=${COUNT_MSGS:-3000}
+  local out; out=$(trial "$first")
+  MSGS=$saved
+  sleep 0.3
+  for i in "${mons[@]}"; do stop_pid "$i" 2; done
+  local msgs; msgs=$(sed -nE 's/.*msgs=([0-9]+).*/\1/p' <<<"$out")
+  cat "$CDIR"/monitor.? | awk -v n="${msgs:-0}" '/^[0-9.]+ \[[0-9]+ [0-9.]+:[0-9]+\] "/ && !/"(INFO|info|MONITOR|monitor)"/ { c++ }
+    END { if (n > 0) printf "msgs=%d client_commands=%d round_trips_per_msg=%.2f\n", n, c, c / n; else print "ok=0" }'
+}
+
 start_gateway 0 1; start_gateway 1 1
 start_gateway 2 3; start_gateway 3 3
 echo "# 3-master cluster; 2 gateways per setting; MSGS=$MSGS SESSIONS=$SESSIONS SIZE=$SIZE"
@@ -112,6 +131,8 @@ for ((r = 1; r <= REPS; r++)); do
   echo "partitions=1 rep=$r $(trial 0)"
   echo "partitions=3 rep=$r $(trial 2)"
 done
+echo "partitions=1 count $(count_trial 0)"
+echo "partitions=3 count $(count_trial 2)"
 # Where each partition lives: the gateway logs each tag's slot; the node serving it.
 for i in 0 2; do
   grep -m1 -o 'partitions=.*' "$BENCH_ROOT/postern-c$i/gateway.log"
