@@ -372,8 +372,10 @@ impl Connection {
             }
             self.rbuf.clear();
             self.rpos = 0;
-            self.rbuf.resize(4096, 0);
-            let n = match tokio::time::timeout(self.timeouts.command, self.stream.read(&mut self.rbuf)).await
+            // Into the buffer's spare capacity (not zeroed first: a reply is a few bytes).
+            self.rbuf.reserve(4096);
+            let n = match tokio::time::timeout(self.timeouts.command, self.stream.read_buf(&mut self.rbuf))
+                .await
             {
                 Ok(Ok(0)) => {
                     self.rbuf.clear();
@@ -389,7 +391,7 @@ impl Connection {
                     return Err(OutboundError::network(&self.host, "timed out waiting for a reply".into()));
                 }
             };
-            self.rbuf.truncate(n);
+            debug_assert_eq!(self.rbuf.len(), n);
         }
     }
 
