@@ -12,6 +12,7 @@ set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${PEERS:-$REPO/../shared/bench/peers}
 . "$PEERS/lib.sh"
+. "$REPO/bench/relay-config.sh"
 CLUSTER_PORT=${CLUSTER_PORT:-2560}
 BASE_PORT=${BASE_PORT:-2531}
 CDIR=$BENCH_ROOT/cluster
@@ -45,19 +46,8 @@ done
 start_gateway() {
   local i=$1 k=$2 port=$((BASE_PORT + $1)) dir=$BENCH_ROOT/postern-c$1
   rm -rf "$dir"; mkdir -p "$dir"
-  cat >"$dir/gateway.yaml" <<YAML
-hostname: gw$i.bench.test
-listeners: [{name: smtp, address: "127.0.0.1:$port"}]
-admin: {address: "127.0.0.1:0"}
-store: {redis: {url: "redis://127.0.0.1:$CLUSTER_PORT/", urls: ["redis://127.0.0.1:$((CLUSTER_PORT + 1))/", "redis://127.0.0.1:$((CLUSTER_PORT + 2))/"], cluster: true, partitions: $k, keyPrefix: bench-k$k}}
-relay: {trustedNetworks: [127.0.0.0/8]}
-domains:
-  - name: $RCPT_DOMAIN
-    primary: {hosts: ["127.0.0.1:$SINK_PORT"], tls: {mode: none}}
-limits: {maxConnectionsPerIp: 1000, maxConnections: 2000, maxMessagesPerSession: 1000000}
-delivery: {concurrencyPerDestination: 20}
-logging: {format: text, level: info}
-YAML
+  local seeds="\"redis://127.0.0.1:$((CLUSTER_PORT + 1))/\", \"redis://127.0.0.1:$((CLUSTER_PORT + 2))/\""
+  relay_config "gw$i.bench.test" "$port" "{redis: {url: \"redis://127.0.0.1:$CLUSTER_PORT/\", urls: [$seeds], cluster: true, partitions: $k, keyPrefix: bench-k$k}}" >"$dir/gateway.yaml"
   "$REPO/target/release/postern-gateway" run --config "$dir/gateway.yaml" >"$dir/gateway.log" 2>&1 &
   GW_PIDS[$i]=$!
   wait_port "$port" 15 || die "gateway $i did not listen: $(tail -3 "$dir/gateway.log")"

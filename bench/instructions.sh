@@ -18,6 +18,7 @@ PEERS=${PEERS:-$REPO/../shared/bench/peers}
 MSGS=${MSGS:-2000}
 export BENCH_ROOT=${BENCH_ROOT:-/var/tmp/peers-bench}/instructions
 . "$PEERS/lib.sh"
+. "$REPO/bench/relay-config.sh"
 WARMUP=${WARMUP:-500}
 GW_PORT=${GW_PORT:-2580}
 DIR=$BENCH_ROOT/work
@@ -29,19 +30,7 @@ if [[ -z ${GATEWAY_BIN:-} ]]; then
   GATEWAY_BIN=$REPO/target/release/postern-gateway
 fi
 rm -rf "$DIR"; mkdir -p "$DIR"
-cat >"$DIR/gateway.yaml" <<YAML
-hostname: gw.bench.test
-listeners: [{name: smtp, address: "127.0.0.1:$GW_PORT"}]
-admin: {address: "127.0.0.1:0"}
-store: {embedded: {path: "$DIR/store"}}
-relay: {trustedNetworks: [127.0.0.0/8]}
-domains:
-  - name: $RCPT_DOMAIN
-    primary: {hosts: ["127.0.0.1:$SINK_PORT"], tls: {mode: none}}
-limits: {maxConnectionsPerIp: 1000, maxConnections: 2000, maxMessagesPerSession: 1000000}
-delivery: {concurrencyPerDestination: 20}
-logging: {format: text, level: info}
-YAML
+relay_config gw.bench.test "$GW_PORT" "{embedded: {path: \"$DIR/store\"}}" >"$DIR/gateway.yaml"
 SINK_PID=
 trap 'stop_pid "${GW_PID:-}" 30; stop_pid "$SINK_PID" 2' EXIT
 valgrind --tool=callgrind --callgrind-out-file="$DIR/callgrind.out.%p" \

@@ -9,6 +9,7 @@ set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${PEERS:-$REPO/../shared/bench/peers}
 . "$PEERS/lib.sh"
+. "$REPO/bench/relay-config.sh"
 APPENDFSYNC=${APPENDFSYNC:-everysec}
 RDIR=$BENCH_ROOT/redis
 REDIS_PORT=${REDIS_PORT:-2540}
@@ -29,19 +30,7 @@ start_redis() {
 start_gateway() {
   local i=$1 store=$2 port=$((BASE_PORT + $1)) dir=$BENCH_ROOT/postern-$1
   rm -rf "$dir"; mkdir -p "$dir"
-  cat >"$dir/gateway.yaml" <<YAML
-hostname: gw$i.bench.test
-listeners: [{name: smtp, address: "127.0.0.1:$port"}]
-admin: {address: "127.0.0.1:0"}
-store: $store
-relay: {trustedNetworks: [127.0.0.0/8]}
-domains:
-  - name: $RCPT_DOMAIN
-    primary: {hosts: ["127.0.0.1:$SINK_PORT"], tls: {mode: none}}
-limits: {maxConnectionsPerIp: 1000, maxConnections: 2000, maxMessagesPerSession: 1000000}
-delivery: {concurrencyPerDestination: 20}
-logging: {format: text, level: info}
-YAML
+  relay_config "gw$i.bench.test" "$port" "$store" >"$dir/gateway.yaml"
   "$REPO/target/release/postern-gateway" run --config "$dir/gateway.yaml" >"$dir/gateway.log" 2>&1 &
   GW_PIDS[$i]=$!
   wait_port "$port" 15 || die "gateway $i did not listen"

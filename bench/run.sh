@@ -13,6 +13,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${PEERS:-$REPO/../shared/bench/peers}
 [[ -r $PEERS/lib.sh ]] || { echo "bench harness not found at $PEERS (set PEERS)" >&2; exit 1; }
 . "$PEERS/lib.sh"
+. "$REPO/bench/relay-config.sh"
 
 GATEWAY_PORT=${GATEWAY_PORT:-2530}
 GW=$BENCH_ROOT/postern
@@ -26,19 +27,8 @@ fi
 
 start_gateway() {
   rm -rf "$GW"; mkdir -p "$GW"
-  cat >"$GW/gateway.yaml" <<YAML
-hostname: gw.bench.test
-listeners: [{name: smtp, address: "127.0.0.1:$GATEWAY_PORT"}]
-admin: {address: "127.0.0.1:0"}
-store: {embedded: {path: "$GW/store"}}   # on disk (not tmpfs): fsync is real
-relay: {trustedNetworks: [127.0.0.0/8]}
-domains:
-  - name: $RCPT_DOMAIN
-    primary: {hosts: ["127.0.0.1:$SINK_PORT"], tls: {mode: none}}
-limits: {maxConnectionsPerIp: 1000, maxConnections: 2000, maxMessagesPerSession: 1000000}
-delivery: {concurrencyPerDestination: 20}
-logging: {format: text, level: info}
-YAML
+  # The store on disk (not tmpfs): fsync is real.
+  relay_config gw.bench.test "$GATEWAY_PORT" "{embedded: {path: \"$GW/store\"}}" >"$GW/gateway.yaml"
   port_in_use "$GATEWAY_PORT" && die "port $GATEWAY_PORT already in use"
   "$GATEWAY_BIN" run --config "$GW/gateway.yaml" >"$GW/gateway.log" 2>&1 &
   GW_PID=$!

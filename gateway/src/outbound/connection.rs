@@ -521,7 +521,6 @@ impl Connection {
     }
 }
 
-/// The message as sent after DATA: dot-stuffed (RFC 5321 4.5.2), ending in CRLF.CRLF.
 /// Whether `body` differs from its dot-stuffed form (less the final `.CRLF`): a line starting
 /// with a dot, or no CRLF at the end.
 pub fn needs_stuffing(body: &[u8]) -> bool {
@@ -530,6 +529,7 @@ pub fn needs_stuffing(body: &[u8]) -> bool {
         || memchr::memmem::find(body, b"\n.").is_some()
 }
 
+/// The message as sent after DATA: dot-stuffed (RFC 5321 4.5.2), ending in CRLF.CRLF.
 pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 8);
     // Copy whole runs between the lines that start with a dot (memmem finds "\n." with SIMD;

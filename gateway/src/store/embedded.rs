@@ -110,9 +110,9 @@ fn message_in(txn: &redb::ReadTransaction, id: &str) -> StoreResult<Option<Messa
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `dir` with the default page cache (64 MiB).
+    /// Opens (or creates) the store in `dir` with the configuration's default page cache.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        Self::open_with_cache(dir, 64 * 1024 * 1024)
+        Self::open_with_cache(dir, postern_api::EmbeddedStoreConfig::default().cache_bytes)
     }
 
     /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`: the cache

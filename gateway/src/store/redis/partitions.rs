@@ -82,8 +82,12 @@ fn tag_near(prefix: &str, want: u16) -> String {
         d.min(SLOTS - d)
     };
     let mut best = (u32::MAX, 0);
+    let mut tag = String::new();
     for n in 0..SEARCH {
-        let d = distance(slot(&format!("{{{prefix}.{n}}}")));
+        use std::fmt::Write;
+        tag.clear();
+        let _ = write!(tag, "{{{prefix}.{n}}}");
+        let d = distance(slot(&tag));
         if d < best.0 {
             best = (d, n);
         }
