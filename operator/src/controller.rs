@@ -354,21 +354,21 @@ async fn store_exclusive_condition(
     ctx: &Context,
     ns: &str,
     gw: &Gateway,
+    gateways: &[Gateway],
     generation: Option<i64>,
-) -> Result<Option<Condition>, Error> {
-    let Some((_, prefix)) = render::redis_queue(gw) else { return Ok(None) };
-    let gateways: Vec<Gateway> = list(&ctx.client, ns).await?;
-    let sharing = render::sharing_queue_with(gw, &gateways);
+) -> Option<Condition> {
+    let (_, prefix) = render::redis_queue(gw)?;
+    let sharing = render::sharing_queue_with(gw, gateways);
     if sharing.is_empty() {
         let message = format!("no other Gateway in {ns} uses this Redis with keyPrefix {prefix:?}");
-        return Ok(Some(condition("StoreExclusive", true, "NotShared", message, generation)));
+        return Some(condition("StoreExclusive", true, "NotShared", message, generation));
     }
     let message = format!(
         "Gateway {} in {ns} uses the same Redis and keyPrefix {prefix:?}: the fleets would lease and deliver each other's mail; give each its own spec.store.redis.keyPrefix",
         sharing.join(", ")
     );
     ctx.warn(gw, "StoreShared", message.clone()).await;
-    Ok(Some(condition("StoreExclusive", false, "SharedWithGateway", message, generation)))
+    Some(condition("StoreExclusive", false, "SharedWithGateway", message, generation))
 }
 
 /// `Durable`: whether a 250 reply means the mail outlives the pod that gave it.
@@ -447,6 +447,9 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
     ctx.metrics.problems.set(rendered.problems.len() as i64);
 
     let mut gw_conditions = Vec::new();
+    // The namespace's Gateways, listed once: for the shared-queue check and the status writers.
+    let mut gateways: Vec<Gateway> = list(client, &ns).await?;
+    gateways.sort_by_key(|g| g.name_any());
     // (pods wanted, pods ready) of the workload.
     let mut pods = (0, 0);
     // What the cluster shows that the children depend on: the load balancer's address.
@@ -547,7 +550,7 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
                 ),
             });
             gw_conditions.push(durable_condition(client, &ns, &gw, generation).await?);
-            if let Some(c) = store_exclusive_condition(&ctx, &ns, &gw, generation).await? {
+            if let Some(c) = store_exclusive_condition(&ctx, &ns, &gw, &gateways, generation).await {
                 gw_conditions.push(c);
             }
         }
@@ -575,8 +578,6 @@ async fn reconcile_inner(gw: Arc<Gateway>, ctx: Arc<Context>) -> Result<Action, 
     // depends on the namespace, not on the writer, so statuses never flip between Gateways.
     let problems: BTreeMap<(&str, &str), &Problem> =
         rendered.problems.iter().map(|p| ((p.kind, p.name.as_str()), p)).collect();
-    let mut gateways: Vec<Gateway> = list(client, &ns).await?;
-    gateways.sort_by_key(|g| g.name_any());
     let me = gw.name_any();
     let first = gateways.first().map(|g| g.name_any()).unwrap_or_else(|| me.clone());
     let serving = |d: &MailDomain| -> Vec<String> {
