@@ -9,8 +9,13 @@
 # messages the counters are zeroed, MSGS messages go through (smtp-source -> gateway ->
 # smtp-sink, all delivered), and the counters are dumped.
 #
+# With SPAM=1 the gateway runs the spam benchmark's checks (bench/spam.sh's "spam" gateway: SPF,
+# DKIM, DMARC, one DNSBL zone, content rules, DNS from a local dnsmasq) on its DKIM-signed
+# message, so the spam path's own cost can be compared the same way.
+#
 # Usage: bench/instructions.sh        Env: MSGS (2000), WARMUP (500), SESSIONS (20), SIZE (5000),
-#        GATEWAY_BIN (a postern-gateway binary to measure instead of this checkout's build)
+#        GATEWAY_BIN (a postern-gateway binary to measure instead of this checkout's build),
+#        SPAM (0; 1: the spam path), DNS_PORT (2583, with SPAM=1)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${PEERS:-$REPO/../shared/bench/peers}
@@ -30,9 +35,21 @@ if [[ -z ${GATEWAY_BIN:-} ]]; then
   GATEWAY_BIN=$REPO/target/release/postern-gateway
 fi
 rm -rf "$DIR"; mkdir -p "$DIR"
-relay_config gw.bench.test "$GW_PORT" "{embedded: {path: \"$DIR/store\"}}" >"$DIR/gateway.yaml"
-SINK_PID=
-trap 'stop_pid "${GW_PID:-}" 30; stop_pid "$SINK_PID" 2' EXIT
+SINK_PID=; DNS_PID=
+trap 'stop_pid "${GW_PID:-}" 30; stop_pid "$SINK_PID" 2; stop_pid "$DNS_PID" 2' EXIT
+# What smtp-source sends: SIZE bytes of its own, or the spam benchmark's signed message.
+content=(-l "$SIZE")
+spam_dns=
+if [[ ${SPAM:-0} == 1 ]]; then
+  command -v dnsmasq >/dev/null || apt-get install -y -qq --no-install-recommends dnsmasq-base >/dev/null || die "dnsmasq"
+  . "$REPO/bench/spam-env.sh"
+  spam_dns=${DNS_PORT:-2583}
+  spam_message "$DIR/message.eml"
+  SIZE=$(wc -c <"$DIR/message.eml"); content=(-F "$DIR/message.eml")
+  port_in_use "$spam_dns" && die "port $spam_dns already in use (a dnsmasq left over?)"
+  start_dns "$spam_dns"
+fi
+relay_config gw.bench.test "$GW_PORT" "{embedded: {path: \"$DIR/store\"}}" $spam_dns >"$DIR/gateway.yaml"
 valgrind --tool=callgrind --callgrind-out-file="$DIR/callgrind.out.%p" \
   "$GATEWAY_BIN" run --config "$DIR/gateway.yaml" >"$DIR/gateway.log" 2>"$DIR/valgrind.log" &
 GW_PID=$!
@@ -45,7 +62,7 @@ send() {
   "$SMTP_SINK" -u nobody -c -m 512 127.0.0.1:"$SINK_PORT" 1024 >"$cfile" 2>/dev/null &
   SINK_PID=$!
   wait_port "$SINK_PORT" 10 || die "sink"
-  "$SMTP_SOURCE" -s "$SESSIONS" -m "$n" -d -l "$SIZE" -M bench.test -f "$SENDER" -t "$RCPT" \
+  "$SMTP_SOURCE" -s "$SESSIONS" -m "$n" -d "${content[@]}" -M bench.test -f "$SENDER" -t "$RCPT" \
     127.0.0.1:"$GW_PORT" >/dev/null 2>&1 || die "smtp-source failed"
   /usr/bin/python3 "$PEERS_DIR/sinkwait.py" "$cfile" "$n" "$TRIAL_TIMEOUT" >/dev/null || die "not all delivered"
   stop_pid "$SINK_PID" 2; SINK_PID=
@@ -59,5 +76,5 @@ callgrind_control -d "$GW_PID" >/dev/null || die "callgrind_control -d"
 dump=$(ls -t "$DIR"/callgrind.out."$GW_PID".* 2>/dev/null | head -1)
 [[ -n $dump ]] || die "no callgrind dump"
 ir=$(sed -nE 's/^(summary|totals): ([0-9]+).*/\2/p' "$dump" | head -1)
-awk -v ir="$ir" -v n="$MSGS" -v s="$SIZE" 'BEGIN{ printf "msgs=%d size=%d instructions=%d instructions_per_msg=%.0f\n", n, s, ir, ir / n }'
+awk -v ir="$ir" -v n="$MSGS" -v s="$SIZE" -v spam="${SPAM:-0}" 'BEGIN{ printf "spam=%d msgs=%d size=%d instructions=%d instructions_per_msg=%.0f\n", spam, n, s, ir, ir / n }'
 echo "dump: $dump (callgrind_annotate $dump | head -40)"

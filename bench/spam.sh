@@ -14,7 +14,10 @@
 # Rspamd's result header to show SPF, DKIM and DMARC passing, and the DNSBL to be asked.
 #
 # Usage: bench/spam.sh [multi|single ...]   (default: multi)
-# Env:   MSGS SESSIONS REPS (lib.sh), BASE_PORT (2550), DNS_PORT (2553), MILTER_PORT (2554)
+# Env:   MSGS SESSIONS REPS (lib.sh), BASE_PORT (2550), DNS_PORT (2553), MILTER_PORT (2554),
+#        PEER (rspamd; "none" runs only Postern plain and spam: a quick A/B of the spam path's
+#        own cost, which the Postfix + Rspamd trials, ~55 s each, would slow tenfold),
+#        GATEWAY_BIN (a postern-gateway binary to measure instead of this checkout's build)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=${PEERS:-$REPO/../shared/bench/peers}
@@ -27,57 +30,35 @@ DNS_PORT=${DNS_PORT:-2553}
 MILTER_PORT=${MILTER_PORT:-2554}
 DIR=$BENCH_ROOT/work
 modes=("$@"); [[ ${#modes[@]} -gt 0 ]] || modes=(multi)
+PEER=${PEER:-rspamd}
+[[ $PEER == rspamd || $PEER == none ]] || die "PEER is rspamd or none, not $PEER"
+
 
 "$REPO/scripts/install-test-deps.sh" || exit 1
 for pkg in dnsmasq:dnsmasq-base rspamd:rspamd; do
   command -v "${pkg%%:*}" >/dev/null || [[ -x /usr/sbin/${pkg%%:*} ]] \
     || apt-get install -y -qq --no-install-recommends "${pkg##*:}" >/dev/null || die "${pkg##*:} is needed"
 done
-(cd "$REPO" && cargo build --release -q -p postern-gateway) || die "build failed"
+if [[ -z ${GATEWAY_BIN:-} ]]; then
+  (cd "$REPO" && cargo build --release -q -p postern-gateway) || die "build failed"
+  GATEWAY_BIN=$REPO/target/release/postern-gateway
+fi
 rm -rf "$DIR"; mkdir -p "$DIR"
 
-# The message: ~5 KB of text, signed by dkimpy with the tests' key (relaxed/relaxed, so the
-# CRLFs smtp-source adds do not matter). smtp-source -F wants LF lines.
-python3 - "$DIR/message.eml" "$REPO/tests/fixtures/dkim-test-key.pem" "$SENDER" "$RCPT" <<'PY'
-import sys, dkim
-out, key, sender, rcpt = sys.argv[1:]
-body = "".join(f"Line {i:03d} of the benchmark message, plain text as most mail is.\r\n" for i in range(70))
-msg = (f"From: Bench <{sender}>\r\nTo: <{rcpt}>\r\nSubject: spam-check benchmark\r\n"
-       f"Date: Mon, 23 Nov 2026 12:00:00 +0000\r\nMessage-ID: <bench@bench.test>\r\nMIME-Version: 1.0\r\n"
-       f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}").encode()
-sig = dkim.sign(msg, b"test2026", b"bench.test", open(key, "rb").read(), canonicalize=(b"relaxed", b"relaxed"),
-                include_headers=[b"from", b"to", b"subject", b"date", b"message-id"], linesep=b"\r\n")
-open(out, "wb").write((sig + msg).replace(b"\r\n", b"\n"))
-PY
-[[ -s $DIR/message.eml ]] || die "could not sign the message (dkimpy)"
+. "$REPO/bench/spam-env.sh"
+spam_message "$DIR/message.eml"
 SIZE=$(wc -c <"$DIR/message.eml")
 
-# Local DNS (dnsmasq: no quotes; a comma starts the next string): SPF, the DKIM key (split into 255-byte strings), DMARC p=reject; bl.test is a
-# DNSBL zone that does not list 127.0.0.1. Every other .test name is NXDOMAIN (--local), as on
-# the Internet; without it dnsmasq would refuse them and DMARC would see a temperror.
-key=$(tr -d '\n' <"$REPO/tests/fixtures/dkim-test-key.pub.b64")
-rec="v=DKIM1; k=rsa; p=$key"
-parts=$(python3 -c 'import sys; r=sys.argv[1]; print(",".join(r[i:i+255] for i in range(0,len(r),255)))' "$rec")
-# start_dns [EXTRA dnsmasq options] -> DNS_PID
-start_dns() {
-  dnsmasq --keep-in-foreground --no-resolv --no-hosts --port="$DNS_PORT" --listen-address=127.0.0.1 \
-    --bind-interfaces --local-ttl=300 --neg-ttl=300 --local=/test/ \
-    --pid-file="$DIR/dnsmasq.pid" \
-    --txt-record='bench.test,v=spf1 ip4:127.0.0.0/8 -all' \
-    --txt-record="test2026._domainkey.bench.test,$parts" \
-    --txt-record='_dmarc.bench.test,v=DMARC1; p=reject' "$@" >>"$DIR/dnsmasq.log" 2>&1 &
-  DNS_PID=$!
-  wait_port "$DNS_PORT" 10 && kill -0 $DNS_PID 2>/dev/null || die "dnsmasq did not start: $(cat "$DIR/dnsmasq.log")"
-}
 DNS_PID=; PLAIN_PID=; SPAM_PID=; RSPAMD_PID=
 # Whatever was started goes, however the script ends (die included).
 trap 'stop_pid "$PLAIN_PID" 10; stop_pid "$SPAM_PID" 10; "$PEERS/postfix-relay.sh" stop >/dev/null 2>&1; stop_pid "$RSPAMD_PID" 10; stop_pid "$DNS_PID" 2' EXIT
 port_in_use "$DNS_PORT" && die "port $DNS_PORT already in use (a dnsmasq left over?)"
 # For the check, every query is logged; the trials run on a dnsmasq that logs nothing.
-start_dns --log-queries --log-facility="$DIR/dns-queries.log"
+start_dns "$DNS_PORT" --log-queries --log-facility="$DIR/dns-queries.log"
 
 # Rspamd: the packaged configuration, our local.d/override.d, its state under $DIR/rspamd.
 RS=$DIR/rspamd
+if [[ $PEER == rspamd ]]; then
 mkdir -p "$RS/local/local.d" "$RS/local/override.d" "$RS/db" "$RS/run" "$RS/log"
 cat >"$RS/rspamd.conf" <<CONF
 .include "\$CONFDIR/common.conf"
@@ -136,6 +117,7 @@ postconf -c "$PFCONF" -e "smtpd_milters = inet:127.0.0.1:$MILTER_PORT" "milter_d
 postsuper -c "$PFCONF" -d ALL >/dev/null 2>&1
 "$PEERS/postfix-relay.sh" start >/dev/null 2>&1 || die "postfix instance did not start"
 PF_PID=$(tr -d ' \n' <"$BENCH_ROOT/postfix/spool/pid/master.pid")
+fi
 
 # start_gateway NAME PORT SPAM_YAML -> prints the PID
 start_gateway() {
@@ -157,12 +139,12 @@ domains:
     ${4:-}
 YAML
   port_in_use "$port" && die "port $port already in use"
-  "$REPO/target/release/postern-gateway" run --config "$dir/gateway.yaml" >"$dir/gateway.log" 2>&1 &
+  "$GATEWAY_BIN" run --config "$dir/gateway.yaml" >"$dir/gateway.log" 2>&1 &
   echo $!
 }
 PLAIN_PORT=$BASE_PORT; SPAM_PORT=$((BASE_PORT + 1))
 PLAIN_PID=$(start_gateway plain $PLAIN_PORT "")
-SPAM_PID=$(start_gateway spam $SPAM_PORT "spamPolicies: {checks: {dnsbl: {zones: [bl.test]}}}" "spamPolicy: checks")
+SPAM_PID=$(start_gateway spam $SPAM_PORT "$SPAM_POLICY" "spamPolicy: checks")
 wait_port $PLAIN_PORT 15 && wait_port $SPAM_PORT 15 || die "gateways did not listen"
 
 # The check: the signed message through Postfix+Rspamd and through Postern's spam gateway to a
@@ -172,26 +154,30 @@ mkdir -p "$DIR/dump"; chmod 777 "$DIR/dump"
 "$SMTP_SINK" -u nobody -d "$DIR/dump/%M." 127.0.0.1:"$SINK_PORT" 10 >/dev/null 2>&1 &
 SINK_PID=$!
 wait_port "$SINK_PORT" 10 || die "sink did not listen"
-for port in "$POSTFIX_PORT" "$SPAM_PORT"; do
+check_ports=("$SPAM_PORT"); [[ $PEER == rspamd ]] && check_ports+=("$POSTFIX_PORT")
+for port in "${check_ports[@]}"; do
   "$SMTP_SOURCE" -F "$DIR/message.eml" -m 1 -f "$SENDER" -t "$RCPT" 127.0.0.1:$port >/dev/null 2>&1 \
     || die "the check message through port $port was not accepted"
 done
-for _ in $(seq 100); do [[ $(ls "$DIR"/dump | wc -l) -ge 2 ]] && break; sleep 0.1; done
+for _ in $(seq 100); do [[ $(ls "$DIR"/dump | wc -l) -ge ${#check_ports[@]} ]] && break; sleep 0.1; done
 stop_pid $SINK_PID 2
 for _ in $(seq 50); do port_in_use "$SINK_PORT" || break; sleep 0.1; done
+if [[ $PEER == rspamd ]]; then
 rspamd_result=$(awk '/^X-Spamd-Result/ { on = 1; print; next } on && /^[ \t]/ { print; next } { on = 0 }' "$DIR"/dump/* | tr -d '\n\t')
 for sym in R_SPF_ALLOW R_DKIM_ALLOW DMARC_POLICY_ALLOW; do
   [[ $rspamd_result == *"$sym"* ]] || die "rspamd did not report $sym: $rspamd_result"
 done
+fi
 grep -q 'dmarc=pass' "$DIR"/dump/* || die "postern's Authentication-Results does not show dmarc=pass"
 bl_queries=$(grep -c 'query\[A\] 1.0.0.127.bl.test' "$DIR/dns-queries.log")
-[[ $bl_queries -ge 2 ]] || die "the DNSBL was asked $bl_queries times, not by both relays"
-echo "check: rspamd $(sed -nE 's/.*(default: [^;]*);.*/\1/p' <<<"$rspamd_result") with R_SPF_ALLOW R_DKIM_ALLOW DMARC_POLICY_ALLOW; DNSBL asked $bl_queries times"
+[[ $bl_queries -ge ${#check_ports[@]} ]] || die "the DNSBL was asked $bl_queries times, not by every relay"
+[[ $PEER == none ]] && echo "check: postern dmarc=pass; DNSBL asked $bl_queries times (PEER=none: no Postfix + Rspamd trials)"
+[[ $PEER == rspamd ]] && echo "check: rspamd $(sed -nE 's/.*(default: [^;]*);.*/\1/p' <<<"$rspamd_result") with R_SPF_ALLOW R_DKIM_ALLOW DMARC_POLICY_ALLOW; DNSBL asked $bl_queries times"
 # The trials' dnsmasq logs no query, only its counters when asked (SIGUSR1): each trial line
 # ends with dns_queries, the queries the relay under test sent during the trial.
 stop_pid "$DNS_PID" 2
 for _ in $(seq 50); do port_in_use "$DNS_PORT" || break; sleep 0.1; done
-start_dns --log-facility="$DIR/dns-stats.log"
+start_dns "$DNS_PORT" --log-facility="$DIR/dns-stats.log"
 dns_answered() {
   local before; before=$(grep -c 'queries answered locally' "$DIR/dns-stats.log" 2>/dev/null)
   kill -USR1 "$DNS_PID"
@@ -201,13 +187,18 @@ dns_answered() {
   done
   grep -o 'queries answered locally [0-9]*' "$DIR/dns-stats.log" | tail -1 | awk '{print $4}'
 }
-# trial_with_dns PORT MODE PID: run_trial's line plus dns_queries=N
+# Context switches of a process's threads so far (voluntary ones are wake-ups after waiting).
+ctx_switches() {
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/ { n += $2 } END { print n + 0 }'
+}
+# trial_with_dns PORT MODE PID: run_trial's line plus dns_queries=N and the relay's context
+# switches per message (its main process's threads: for Postfix, the master only)
 trial_with_dns() {
-  local d0 d1 line
-  d0=$(dns_answered)
+  local d0 d1 c0 c1 line
+  d0=$(dns_answered); c0=$(ctx_switches "$3")
   line=$(run_trial "$@")
-  d1=$(dns_answered)
-  echo "$line dns_queries=$((d1 - d0))"
+  d1=$(dns_answered); c1=$(ctx_switches "$3")
+  echo "$line dns_queries=$((d1 - d0)) ctxsw_per_msg=$(awk -v a="$c0" -v b="$c1" -v n="$MSGS" 'BEGIN{printf "%.2f", (b-a)/n}')"
 }
 
 # Every trial sends the signed file (-F; run_trial's -l, which -F excludes, is dropped).
@@ -226,28 +217,33 @@ for mode in "${modes[@]}"; do
   for ((i = 1; i <= REPS; i++)); do
     p=$(trial_with_dns $PLAIN_PORT "$mode" "$PLAIN_PID"); echo "plain          mode=$mode rep=$i $p"
     s=$(trial_with_dns $SPAM_PORT "$mode" "$SPAM_PID"); echo "spam           mode=$mode rep=$i $s"
+    [[ $(kv ok "$p") == 1 && $(kv ok "$s") == 1 ]] || { log "trial failed"; continue; }
+    p_mps+=("$(kv e2e_mps "$p")"); s_mps+=("$(kv e2e_mps "$s")")
+    p_cpu+=("$(kv srv_cpu_ms_per_msg "$p")"); s_cpu+=("$(kv srv_cpu_ms_per_msg "$s")")
+    ratio+=("$(awk -v a="$(kv e2e_mps "$s")" -v b="$(kv e2e_mps "$p")" 'BEGIN{print a/b}')")
+    [[ $PEER == rspamd ]] || continue
     d0=$(tree_ticks "$RSPAMD_PID")
     r=$(trial_with_dns "$POSTFIX_PORT" "$mode" "$PF_PID"); echo "postfix+rspamd mode=$mode rep=$i $r"
     d1=$(tree_ticks "$RSPAMD_PID")
-    [[ $(kv ok "$p") == 1 && $(kv ok "$s") == 1 && $(kv ok "$r") == 1 ]] || { log "trial failed"; continue; }
-    p_mps+=("$(kv e2e_mps "$p")"); s_mps+=("$(kv e2e_mps "$s")"); r_mps+=("$(kv e2e_mps "$r")")
-    p_cpu+=("$(kv srv_cpu_ms_per_msg "$p")"); s_cpu+=("$(kv srv_cpu_ms_per_msg "$s")")
+    [[ $(kv ok "$r") == 1 ]] || { log "trial failed"; continue; }
+    r_mps+=("$(kv e2e_mps "$r")")
     # Postfix's processes and Rspamd's, per message.
     r_cpu+=("$(awk -v a="$d0" -v b="$d1" -v hz="$HZ" -v n="$MSGS" -v pf="$(kv srv_cpu_ms_per_msg "$r")" 'BEGIN{print pf + (b-a)/hz/n*1000}')")
-    ratio+=("$(awk -v a="$(kv e2e_mps "$s")" -v b="$(kv e2e_mps "$p")" 'BEGIN{print a/b}')")
     vs+=("$(awk -v a="$(kv e2e_mps "$s")" -v b="$(kv e2e_mps "$r")" 'BEGIN{print a/b}')")
   done
   echo "SUMMARY mode=$mode msgs=$MSGS sessions=$SESSIONS size=$SIZE (median min max n)"
   echo "  plain_e2e_mps                 $(printf '%s\n' "${p_mps[@]}" | stats)"
   echo "  spam_e2e_mps                  $(printf '%s\n' "${s_mps[@]}" | stats)"
-  echo "  postfix_rspamd_e2e_mps        $(printf '%s\n' "${r_mps[@]}" | stats)"
+  [[ $PEER == rspamd ]] && echo "  postfix_rspamd_e2e_mps        $(printf '%s\n' "${r_mps[@]}" | stats)"
   echo "  spam/plain mps                $(printf '%s\n' "${ratio[@]}" | stats3)"
-  echo "  spam/postfix_rspamd mps       $(printf '%s\n' "${vs[@]}" | stats3)"
+  [[ $PEER == rspamd ]] && echo "  spam/postfix_rspamd mps       $(printf '%s\n' "${vs[@]}" | stats3)"
   echo "  plain_cpu_ms_per_msg          $(printf '%s\n' "${p_cpu[@]}" | stats3)"
   echo "  spam_cpu_ms_per_msg           $(printf '%s\n' "${s_cpu[@]}" | stats3)"
-  echo "  postfix_rspamd_cpu_ms_per_msg $(printf '%s\n' "${r_cpu[@]}" | stats3)"
+  [[ $PEER == rspamd ]] && echo "  postfix_rspamd_cpu_ms_per_msg $(printf '%s\n' "${r_cpu[@]}" | stats3)"
 done
 # Proof the checks ran, and passed, on the spam gateway:
 echo "spam gateway check results:"
 curl -s "http://127.0.0.1:$((SPAM_PORT + 100))/metrics" | grep -E '^postern_(auth_results|spam_verdicts)_total' | sed 's/^/  /'
-echo "rspamd warnings or errors logged: $(grep -c . "$RS/log/rspamd.log" 2>/dev/null || echo 0)"
+if [[ $PEER == rspamd ]]; then
+  echo "rspamd warnings or errors logged: $(grep -c . "$RS/log/rspamd.log" 2>/dev/null || echo 0)"
+fi

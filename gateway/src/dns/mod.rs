@@ -5,6 +5,7 @@
 //! Unit tests that need answers use `Dns::from_zones` (zones written as text, `zones.rs`);
 //! end-to-end tests run a real DNS server and point `delivery.nameservers` at it.
 
+pub mod records;
 pub mod zones;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -72,7 +73,12 @@ pub struct Dns {
     backend: Backend,
     /// SPF, DKIM and DMARC (mail-auth) on the same resolver and cache.
     auth: MessageAuthenticator,
+    /// The records mail-auth parsed, until their TTL ends.
+    auth_records: records::AuthRecords,
 }
+
+/// Names each of mail-auth's record caches holds (sender domains, DKIM selectors).
+const AUTH_RECORDS: u64 = 10_000;
 
 /// A resolver config for `nameservers` (UDP and TCP each); `None` means the system's.
 fn resolver_config(nameservers: &[SocketAddr]) -> Option<ResolverConfig> {
@@ -117,7 +123,11 @@ impl Dns {
     /// The gateway's resolver: `nameservers` (UDP and TCP), or the system's when empty.
     pub fn new(nameservers: &[SocketAddr]) -> anyhow::Result<Self> {
         let resolver = build_resolver(nameservers)?;
-        Ok(Self { auth: MessageAuthenticator(resolver.clone()), backend: Backend::Hickory(resolver) })
+        Ok(Self {
+            auth: MessageAuthenticator(resolver.clone()),
+            auth_records: records::AuthRecords::new(AUTH_RECORDS),
+            backend: Backend::Hickory(resolver),
+        })
     }
 
     /// A resolver that answers from zone text (see `zones.rs`), for unit tests. mail-auth's
@@ -125,12 +135,21 @@ impl Dns {
     pub fn from_zones(text: &str) -> anyhow::Result<Self> {
         let zones = zones::Zones::parse(text)?;
         let unreachable = build_resolver(&[SocketAddr::from(([127, 0, 0, 1], 9))])?;
-        Ok(Self { auth: MessageAuthenticator(unreachable), backend: Backend::Zones(zones) })
+        Ok(Self {
+            auth: MessageAuthenticator(unreachable),
+            auth_records: records::AuthRecords::new(AUTH_RECORDS),
+            backend: Backend::Zones(zones),
+        })
     }
 
     /// SPF, DKIM and DMARC checks (mail-auth), sharing this resolver's cache.
     pub fn authenticator(&self) -> &MessageAuthenticator {
         &self.auth
+    }
+
+    /// `params` for a mail-auth check, with the parsed-record caches attached.
+    pub fn auth_params<P>(&self, params: P) -> records::Cached<'_, P> {
+        self.auth_records.with(params)
     }
 
     /// Whether `name` has an A record (a DNS blocklist listing), with the codes listed. Lookup

@@ -88,8 +88,26 @@ pub fn check(rules: &ContentRules, data: &[u8]) -> Vec<(Action, String)> {
     if !rules.any_active() {
         return out;
     }
-    let Some(msg) = parse(data) else { return out };
-    let parts = all_parts(&msg);
+    let Some(headers) = MessageParser::default().parse_headers(data) else { return out };
+    if is_one_text_part(&headers) {
+        // Most mail. Its body is text, which no rule but the headers' can fire on: not decoded.
+        if rules.bulk_mail != Action::Allow
+            && let Some(why) = bulk(&headers)
+        {
+            out.push((rules.bulk_mail, format!("content: bulk mail ({why})")));
+        }
+        return out;
+    }
+    match parse(data) {
+        Some(msg) => check_parsed(rules, &msg),
+        None => out,
+    }
+}
+
+/// The content rules on a fully parsed message.
+fn check_parsed(rules: &ContentRules, msg: &Message<'_>) -> Vec<(Action, String)> {
+    let mut out = Vec::new();
+    let parts = all_parts(msg);
     let html: Vec<String> = parts
         .iter()
         .filter_map(|p| match &p.body {
@@ -131,7 +149,7 @@ pub fn check(rules: &ContentRules, data: &[u8]) -> Vec<(Action, String)> {
         }
     }
     if rules.bulk_mail != Action::Allow
-        && let Some(why) = bulk(&msg)
+        && let Some(why) = bulk(msg)
     {
         out.push((rules.bulk_mail, format!("content: bulk mail ({why})")));
     }
@@ -249,6 +267,17 @@ fn has_macros(part: &MessagePart<'_>) -> bool {
     false
 }
 
+/// The message (its headers parsed) is one text/plain part, the type without a Content-Type,
+/// with no file name: HTML, scripts and Office files cannot be in it. mail-parser reads a
+/// top-level text/plain as text whatever its encoding or disposition, so the rules on binary
+/// parts could not look into it either.
+fn is_one_text_part(headers: &Message<'_>) -> bool {
+    let plain = headers.content_type().is_none_or(|c| {
+        c.ctype().eq_ignore_ascii_case("text") && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("plain"))
+    });
+    plain && headers.attachment_name().is_none()
+}
+
 fn bulk(msg: &Message<'_>) -> Option<String> {
     if let Some(p) = msg.header_raw("Precedence") {
         let p = p.trim().to_ascii_lowercase();
@@ -352,6 +381,39 @@ mod tests {
         let msg = b"From: a@x.test\r\nPrecedence: bulk\r\nSubject: t\r\n\r\nx\r\n";
         assert_eq!(reasons(msg), ["content: bulk mail (Precedence: bulk)"]);
         assert!(check(&ContentRules { bulk_mail: Action::Allow, ..all_on() }, msg).is_empty());
+    }
+
+    #[test]
+    fn one_text_part_is_judged_on_its_headers_as_the_full_parse_would() {
+        let single = |headers: &str, body: &str| format!("From: a@x.test\r\n{headers}\r\n{body}\r\n");
+        let script = "<script>x()</script> <img width=1 height=1 src=https://t.test/p.gif>";
+        let cases = [
+            (single("", script), true),
+            (single("Content-Type: text/plain; charset=utf-8\r\n", script), true),
+            (single("Content-Type: TEXT/PLAIN\r\nContent-Transfer-Encoding: base64\r\n", "UEsDBA=="), true),
+            (single("Content-Type: text/plain\r\nPrecedence: list\r\nList-Unsubscribe: <x>\r\n", "hi"), true),
+            (single("Content-Type: text/plain\r\nContent-Disposition: attachment\r\n", script), true),
+            (single("Content-Type: text/plain; name=run.js\r\n", "alert(1)"), false),
+            (
+                single(
+                    "Content-Type: text/plain\r\nContent-Disposition: attachment; filename=a.docm\r\n",
+                    "x",
+                ),
+                false,
+            ),
+            (single("Content-Type: text/html\r\n", script), false),
+            (single("Content-Type: text\r\n", script), false),
+            (single("Content-Type: application/octet-stream; name=a.xlsm\r\n", "x"), false),
+            (single("Content-Type: application/javascript\r\n", "x"), false),
+            (single("Content-Type: message/rfc822\r\n", "Content-Type: text/html\r\n\r\n<script>"), false),
+            (html_message(script).into_iter().map(char::from).collect(), false),
+        ];
+        for (msg, text_only) in cases {
+            let headers = MessageParser::default().parse_headers(msg.as_bytes()).unwrap();
+            assert_eq!(is_one_text_part(&headers), text_only, "{msg}");
+            let full = check_parsed(&all_on(), &parse(msg.as_bytes()).unwrap());
+            assert_eq!(check(&all_on(), msg.as_bytes()), full, "{msg}");
+        }
     }
 
     #[test]

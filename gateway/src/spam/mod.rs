@@ -191,7 +191,8 @@ impl SpamEngine {
 
     async fn spf(&self, c: &Client<'_>) -> SpfOutput {
         let helo = if c.helo.is_empty() { "unknown" } else { c.helo };
-        self.auth().verify_spf(SpfParameters::verify(c.ip, helo, c.hostname, c.sender)).await
+        let params = SpfParameters::verify(c.ip, helo, c.hostname, c.sender);
+        self.auth().verify_spf(self.dns.auth_params(params)).await
     }
 
     /// The end-of-DATA judgement of a message (`content` as the client sent it, line endings
@@ -274,15 +275,15 @@ impl SpamEngine {
             out.unauthenticated = spf_failed;
             return out;
         };
-        let dkim = self.auth().verify_dkim(&message).await;
+        let dkim = self.auth().verify_dkim(self.dns.auth_params(&message)).await;
         let spf = match &envelope.spf {
             Some(s) => s.clone(),
             None => self.spf(c).await,
         };
         let sender_domain = crate::address::domain_of(c.sender);
         let mail_from_domain = sender_domain.as_deref().unwrap_or(c.helo);
-        let dmarc =
-            self.auth().verify_dmarc(DmarcParameters::new(&message, &dkim, mail_from_domain, &spf)).await;
+        let dmarc = DmarcParameters::new(&message, &dkim, mail_from_domain, &spf);
+        let dmarc = self.auth().verify_dmarc(self.dns.auth_params(dmarc)).await;
         out.auth_results = Some(format!(
             "Authentication-Results: {}\r\n",
             AuthenticationResults::new(c.hostname)
