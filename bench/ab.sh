@@ -30,12 +30,8 @@ trap 'stop_pid "$GW_PID" 10; stop_pid "$SINK_PID" 2; stop_pid "$DNS_PID" 2' EXIT
 
 content=(-l "$SIZE"); spam_dns=
 if [[ ${SPAM:-0} == 1 ]]; then
-  command -v dnsmasq >/dev/null || apt-get install -y -qq --no-install-recommends dnsmasq-base >/dev/null || die "dnsmasq"
   . "$REPO/bench/spam-env.sh"
-  spam_message "$DIR/message.eml"
-  SIZE=$(wc -c <"$DIR/message.eml"); content=(-F "$DIR/message.eml"); spam_dns=$DNS_PORT
-  port_in_use "$DNS_PORT" && die "port $DNS_PORT already in use"
-  start_dns "$DNS_PORT"
+  spam_setup "$DNS_PORT"; spam_dns=$DNS_PORT
 fi
 
 # send N [PERF_OUT]: N messages through the running gateway, waiting for the sink to count them;

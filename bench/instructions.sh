@@ -41,13 +41,9 @@ trap 'stop_pid "${GW_PID:-}" 30; stop_pid "$SINK_PID" 2; stop_pid "$DNS_PID" 2' 
 content=(-l "$SIZE")
 spam_dns=
 if [[ ${SPAM:-0} == 1 ]]; then
-  command -v dnsmasq >/dev/null || apt-get install -y -qq --no-install-recommends dnsmasq-base >/dev/null || die "dnsmasq"
   . "$REPO/bench/spam-env.sh"
   spam_dns=${DNS_PORT:-2583}
-  spam_message "$DIR/message.eml"
-  SIZE=$(wc -c <"$DIR/message.eml"); content=(-F "$DIR/message.eml")
-  port_in_use "$spam_dns" && die "port $spam_dns already in use (a dnsmasq left over?)"
-  start_dns "$spam_dns"
+  spam_setup "$spam_dns"
 fi
 relay_config gw.bench.test "$GW_PORT" "{embedded: {path: \"$DIR/store\"}}" $spam_dns >"$DIR/gateway.yaml"
 valgrind --tool=callgrind --callgrind-out-file="$DIR/callgrind.out.%p" \

@@ -39,6 +39,17 @@ start_dns() {
   wait_port "$port" 10 && kill -0 $DNS_PID 2>/dev/null || die "dnsmasq did not start: $(cat "$DIR/dnsmasq.log")"
 }
 
+# spam_setup PORT: what a benchmark of the spam path needs beside the gateway: dnsmasq (installed
+# if missing) serving the records on PORT, the signed message in $DIR/message.eml; sets SIZE to
+# its size and content to smtp-source's arguments for sending it.
+spam_setup() {
+  command -v dnsmasq >/dev/null || apt-get install -y -qq --no-install-recommends dnsmasq-base >/dev/null || die "dnsmasq"
+  spam_message "$DIR/message.eml"
+  SIZE=$(wc -c <"$DIR/message.eml"); content=(-F "$DIR/message.eml")
+  port_in_use "$1" && die "port $1 already in use (a dnsmasq left over?)"
+  start_dns "$1"
+}
+
 # The spam benchmarks' SpamPolicy (SPF, DKIM, DMARC and content rules on by default, one DNSBL
 # zone), as top-level YAML; a domain takes it with `spamPolicy: checks`.
 SPAM_POLICY="spamPolicies: {checks: {dnsbl: {zones: [bl.test]}}}"
