@@ -17,6 +17,23 @@ pub fn sample_message_beside(other: &str, jobs: usize, due: u64) -> NewMessage {
     sample_message_with_id(new_id_beside(other), jobs, due)
 }
 
+/// A quarantine entry `id` for user@example.com that expires at `expires_at`.
+pub fn sample_entry(id: &str, expires_at: u64) -> QuarantineEntry {
+    QuarantineEntry {
+        id: id.into(),
+        sender: "spammer@example.net".into(),
+        recipients: vec!["user@example.com".into()],
+        reasons: vec!["dnsbl: listed".into()],
+        client_ip: "192.0.2.1".into(),
+        created_at: 1_000,
+        expires_at,
+        policy: "default".into(),
+        flags: Some(TransportFlags { smtputf8: false, eight_bit: true }),
+        summary: MessageSummary { subject: "buy".into(), size: 20, ..Default::default() },
+        body: b"Subject: buy\r\n\r\nnow\r\n".to_vec(),
+    }
+}
+
 fn sample_message_with_id(id: String, jobs: usize, due: u64) -> NewMessage {
     let message = Message {
         id: id.clone(),
@@ -260,19 +277,7 @@ async fn lease_respects_max(store: &dyn Store) {
 }
 
 async fn quarantine_round_trip(store: &dyn Store) {
-    let entry = |id: &str, expires_at| QuarantineEntry {
-        id: id.into(),
-        sender: "spammer@example.net".into(),
-        recipients: vec!["user@example.com".into()],
-        reasons: vec!["dnsbl: listed".into()],
-        client_ip: "192.0.2.1".into(),
-        created_at: 1_000,
-        expires_at,
-        policy: "default".into(),
-        flags: Some(TransportFlags { smtputf8: false, eight_bit: true }),
-        summary: MessageSummary { subject: "buy".into(), size: 20, ..Default::default() },
-        body: b"Subject: buy\r\n\r\nnow\r\n".to_vec(),
-    };
+    let entry = sample_entry;
     store.quarantine_put(entry("q1", 5_000)).await.unwrap();
     store.quarantine_put(entry("q2", 50_000)).await.unwrap();
     assert_eq!(store.quarantine_get("q1").await.unwrap(), Some(entry("q1", 5_000)));

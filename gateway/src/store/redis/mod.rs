@@ -508,6 +508,23 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Runs the by-id script `invocation` makes for a partition, in `id`'s search order, until
+    /// one answers that it found what `id` names (a positive reply): whether one did.
+    async fn first_found<'a>(
+        &'a self,
+        id: &str,
+        invocation: impl Fn(&'a str) -> StoreResult<redis::ScriptInvocation<'a>>,
+    ) -> StoreResult<bool> {
+        for tag in self.search_order(id) {
+            let mut conn = self.conn.clone();
+            let n: i64 = invocation(tag)?.invoke_async(&mut conn).await.map_err(unavailable)?;
+            if n > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The `meta` and `body` of hash `kind:<id>` (a message or quarantine entry), wherever it is.
     async fn find_meta_and_body(&self, kind: &str, id: &str) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
         for tag in self.search_order(id) {
@@ -787,38 +804,29 @@ impl Store for RedisStore {
     }
 
     async fn quarantine_delete(&self, id: &str) -> StoreResult<bool> {
-        for tag in self.search_order(id) {
-            let mut conn = self.conn.clone();
-            let n: i64 = self
-                .scripts
-                .quarantine_delete
-                .key(tag)
-                .arg(id)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            if n > 0 {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        self.first_found(id, |tag| {
+            let mut inv = self.scripts.quarantine_delete.key(tag);
+            inv.arg(id);
+            Ok(inv)
+        })
+        .await
     }
 
     async fn quarantine_release(&self, id: &str, msg: NewMessage) -> StoreResult<bool> {
         // The message is queued in the entry's partition, in the step that takes the entry
         // (beside the entry, that is its own partition too).
-        for tag in self.search_order(id) {
-            let mut inv = self.scripts.quarantine_release.key(tag);
-            inv.arg(id);
-            Self::push_message(&mut inv, &msg)?;
-            let mut conn = self.conn.clone();
-            let n: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-            if n > 0 {
-                self.wait_for_replicas().await?;
-                return Ok(true);
-            }
+        let released = self
+            .first_found(id, |tag| {
+                let mut inv = self.scripts.quarantine_release.key(tag);
+                inv.arg(id);
+                Self::push_message(&mut inv, &msg)?;
+                Ok(inv)
+            })
+            .await?;
+        if released {
+            self.wait_for_replicas().await?;
         }
-        Ok(false)
+        Ok(released)
     }
 
     async fn quarantine_take_recipient(
@@ -1200,7 +1208,7 @@ mod tests {
             one.enqueue(m).await.unwrap();
         }
         let held = crate::store::new_id();
-        let mut entry = one_entry(&held);
+        let mut entry = crate::store::conformance::sample_entry(&held, u64::MAX / 2);
         entry.recipients = vec!["a@x.test".into(), "b@x.test".into()];
         one.quarantine_put(entry).await.unwrap();
 
@@ -1244,22 +1252,6 @@ mod tests {
         assert!(!again.quarantine_release(&held, release.clone()).await.unwrap(), "once");
         assert!(!again.quarantine_delete(&held).await.unwrap());
         assert_eq!(again.lease(1_000, 100, Duration::from_secs(60)).await.unwrap(), release.jobs);
-    }
-
-    fn one_entry(id: &str) -> QuarantineEntry {
-        QuarantineEntry {
-            id: id.into(),
-            sender: "s@example.net".into(),
-            recipients: vec!["u@example.com".into()],
-            reasons: vec!["test".into()],
-            client_ip: "192.0.2.1".into(),
-            created_at: 1,
-            expires_at: u64::MAX / 2,
-            policy: "p".into(),
-            flags: None,
-            summary: Default::default(),
-            body: b"Subject: held\r\n\r\nx\r\n".to_vec(),
-        }
     }
 
     #[tokio::test]
@@ -1323,7 +1315,7 @@ mod tests {
         let server = RedisServer::start_with("everysec");
         let a = RedisStore::connect(&config(server.url())).await.unwrap();
         let b = RedisStore::connect(&config(server.url())).await.unwrap();
-        let entry = one_entry("q-shared");
+        let entry = crate::store::conformance::sample_entry("q-shared", u64::MAX / 2);
         a.quarantine_put(entry.clone()).await.unwrap();
         assert_eq!(b.quarantine_get("q-shared").await.unwrap(), Some(entry));
         assert!(b.quarantine_delete("q-shared").await.unwrap());
