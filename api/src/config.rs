@@ -305,8 +305,11 @@ fn one_partition() -> u16 {
     1
 }
 
+/// The key prefix of a Redis store that names none.
+pub const DEFAULT_KEY_PREFIX: &str = "postern";
+
 fn default_key_prefix() -> String {
-    "postern".into()
+    DEFAULT_KEY_PREFIX.into()
 }
 
 /// The backend a `StoreConfig` selects.

@@ -18,15 +18,13 @@ use crate::crd::gateway::StoreType;
 use crate::crd::{Gateway, MailDomain, secret_path};
 use crate::manifests::Objects;
 
-/// The admin port of every gateway pod (health, metrics, admin API).
 /// The Redis queue a Gateway's pods share: (URL, key prefix); `None` on the embedded store.
-pub fn redis_queue(gw: &Gateway) -> Option<(&str, String)> {
+pub fn redis_queue(gw: &Gateway) -> Option<(&str, &str)> {
     match (gw.spec.store.kind, &gw.spec.store.redis) {
-        (StoreType::Redis, Some(r)) => {
-            let prefix =
-                r.key_prefix.clone().unwrap_or_else(|| postern_api::RedisStoreConfig::new("").key_prefix);
-            Some((r.url.trim_end_matches('/'), prefix))
-        }
+        (StoreType::Redis, Some(r)) => Some((
+            r.url.trim_end_matches('/'),
+            r.key_prefix.as_deref().unwrap_or(postern_api::config::DEFAULT_KEY_PREFIX),
+        )),
         _ => None,
     }
 }
@@ -43,6 +41,7 @@ pub fn sharing_queue_with(gw: &Gateway, others: &[Gateway]) -> Vec<String> {
         .collect()
 }
 
+/// The admin port of every gateway pod (health, metrics, admin API).
 pub const ADMIN_PORT: u16 = 8025;
 /// Where the embedded store lives in the pod (an emptyDir volume).
 pub const STORE_PATH: &str = "/var/lib/postern";
