@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-12}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(session data proxy received config)
+[ ${#targets[@]} -gt 0 ] || targets=(session data proxy received config content)
 
 # Installing cargo-afl also builds AFL++ from the source bundled in the crate (nothing is
 # downloaded but crates); `config --build` covers an install whose AFL++ build was skipped.

@@ -13,6 +13,8 @@
 //! - `proxy`: the PROXY v1/v2 parser: never reads past the header, agrees with a one-shot parse.
 //! - `received`: the Received-header parser: an address it returns is written in the input.
 //! - `config`: the config loader: a config it accepts survives a YAML round trip unchanged.
+//! - `content`: the spam content rules: judging a single text/plain message on its headers
+//!   alone gives what the full MIME parse gives.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -244,6 +246,15 @@ pub fn received(input: &[u8]) {
     }
 }
 
+/// The content-rules target: `spam::content::check`, which skips the body of a message that is
+/// one text/plain part, finds what the rules find on the fully parsed message, for any bytes.
+pub fn content(input: &[u8]) {
+    use crate::spam::content;
+    let rules = content::rules::all_on();
+    let full = content::parse(input).map(|m| content::check_parsed(&rules, &m)).unwrap_or_default();
+    assert_eq!(content::check(&rules, input), full);
+}
+
 /// The config loader target: what it accepts, it accepts again after a round trip (as JSON,
 /// which is YAML too), unchanged.
 pub fn config(input: &[u8]) {
@@ -293,6 +304,11 @@ mod tests {
     #[test]
     fn proxy_seeds_hold() {
         seeds("proxy").iter().for_each(|s| super::proxy(s));
+    }
+
+    #[test]
+    fn content_seeds_hold() {
+        seeds("content").iter().for_each(|s| super::content(s));
     }
 
     #[test]

@@ -90,7 +90,9 @@ pub fn check(rules: &ContentRules, data: &[u8]) -> Vec<(Action, String)> {
     }
     let Some(headers) = MessageParser::default().parse_headers(data) else { return out };
     if is_one_text_part(&headers) {
-        // Most mail. Its body is text, which no rule but the headers' can fire on: not decoded.
+        // Plain-text mail (much automated mail, and the spam benchmark's): no rule but the
+        // headers' can fire on its body, so it is not decoded. Other mail pays this header
+        // parse on top of the full one below (about half a microsecond).
         if rules.bulk_mail != Action::Allow
             && let Some(why) = bulk(&headers)
         {
@@ -104,8 +106,8 @@ pub fn check(rules: &ContentRules, data: &[u8]) -> Vec<(Action, String)> {
     }
 }
 
-/// The content rules on a fully parsed message.
-fn check_parsed(rules: &ContentRules, msg: &Message<'_>) -> Vec<(Action, String)> {
+/// The content rules on a fully parsed message (what `check` must agree with).
+pub(crate) fn check_parsed(rules: &ContentRules, msg: &Message<'_>) -> Vec<(Action, String)> {
     let mut out = Vec::new();
     let parts = all_parts(msg);
     let html: Vec<String> = parts
@@ -288,6 +290,23 @@ fn bulk(msg: &Message<'_>) -> Option<String> {
     msg.header_raw("List-Unsubscribe").map(|_| "List-Unsubscribe".to_string())
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod rules {
+    use super::*;
+
+    /// Every content rule on, each with an action of its own.
+    pub(crate) fn all_on() -> ContentRules {
+        ContentRules {
+            html_tags: Action::MarkSpam,
+            office_macros: Action::Quarantine,
+            javascript: Action::Reject,
+            web_bugs: Action::MarkSpam,
+            bulk_mail: Action::MarkSpam,
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,16 +318,7 @@ mod tests {
         .into_bytes()
     }
 
-    fn all_on() -> ContentRules {
-        ContentRules {
-            html_tags: Action::MarkSpam,
-            office_macros: Action::Quarantine,
-            javascript: Action::Reject,
-            web_bugs: Action::MarkSpam,
-            bulk_mail: Action::MarkSpam,
-            ..Default::default()
-        }
-    }
+    use super::rules::all_on;
 
     fn reasons(data: &[u8]) -> Vec<String> {
         check(&all_on(), data).into_iter().map(|(_, r)| r).collect()
